@@ -1,0 +1,326 @@
+"""The one results format: a cell's result file and the study's results.h5.
+
+`hpc` writes through this module and `analysis` reads through it; no other module knows
+the HDF5 layout. Layout of results.h5 (schema_version 1), as `h5ls -r` shows it:
+
+    /                       attrs: schema_version, created, study, software (JSON)
+    /architectures/<col>    one row per architecture (ARCH_COLUMNS; per-stage columns
+                            are 2-D, padded with 0 past an architecture's stage count)
+    /datasets/<name>        attrs: DATASET_ATTRS (classes, resolution, recipe, subset ...)
+    /datasets/<name>/<col>  one row per cell (CELL_COLUMNS)
+    /datasets/<name>/curves/<curve>  (cells, epochs) per-epoch values, NaN-padded
+
+A cell's result file (`results/<dataset>/<arch_id>-s<seed>.h5`) holds one CellResult:
+its scalars as root attributes and its curves as 1-D datasets.
+Errors are percentages (0-100); flops are multiply-adds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+SCHEMA_VERSION = 1
+STATUSES = ("done", "diverged", "failed")
+FINAL_STATUSES = ("done", "diverged")
+CURVES = (
+    "train_loss",
+    "train_top1_err",
+    "test_top1_err",
+    "test_top5_err",
+    "epoch_seconds",
+    "data_seconds",
+)
+# Per-architecture columns of /architectures; the per-stage ones are 2-D.
+ARCH_COLUMNS = (
+    "id", "name", "num_stages", "depths", "widths", "bottleneck_ratios", "group_widths",
+    "sampled_widths", "sampled_group_widths", "stem", "stem_width", "se_ratio",
+    "flops", "params", "acts",
+)
+ARCH_STAGE_COLUMNS = (
+    "depths", "widths", "bottleneck_ratios", "group_widths", "sampled_widths",
+    "sampled_group_widths",
+)
+DATASET_ATTRS = (
+    "classes", "class_names", "resolution", "num_train", "num_test", "source", "recipe",
+    "parent", "subset_classes", "spec",
+)
+
+
+class CorruptResultError(ValueError):
+    """A result file that cannot be read as a complete cell result."""
+
+
+@dataclass
+class CellResult:
+    """One training's outcome: the unit a worker writes and collect merges."""
+
+    dataset: str
+    arch_id: int
+    seed: int
+    status: str
+    top1_err: float = float("nan")  # final epoch, test set, percent
+    top5_err: float = float("nan")
+    best_top1_err: float = float("nan")
+    best_epoch: int = -1
+    epochs: int = 0  # epochs completed
+    diverged_epoch: int = -1
+    train_seconds: float = float("nan")  # wall time of the whole cell
+    data_seconds: float = float("nan")  # of which waiting for data
+    images_per_s: float = float("nan")  # training images per second of training
+    peak_mem_bytes: int = 0
+    flops: int = 0  # at the dataset's resolution
+    params: int = 0
+    acts: int = 0
+    attempts: int = 1
+    error: str = ""  # the traceback of a failed cell
+    job_id: str = ""
+    host: str = ""
+    gpu: str = ""
+    versions: str = ""  # JSON: python, torch, ffcv, anysweep ...
+    recipe: str = ""  # JSON of the recipe it trained with
+    started: str = ""
+    finished: str = ""
+    curves: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status {self.status!r} is not one of {STATUSES}")
+        unknown = set(self.curves) - set(CURVES)
+        if unknown:
+            raise ValueError(f"unknown curves {sorted(unknown)}; valid: {CURVES}")
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        return (self.dataset, self.arch_id, self.seed)
+
+
+SCALAR_FIELDS = tuple(f.name for f in fields(CellResult) if f.name != "curves")
+STRING_FIELDS = tuple(
+    f.name for f in fields(CellResult) if f.type == "str" and f.name != "curves"
+)
+# Per-cell columns of /datasets/<name>; `dataset` is the group's name.
+CELL_COLUMNS = tuple(name for name in SCALAR_FIELDS if name != "dataset")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What results.h5 records about a dataset besides its cells."""
+
+    name: str
+    classes: int
+    resolution: int
+    num_train: int
+    num_test: int
+    source: str = ""
+    class_names: tuple[str, ...] = ()
+    recipe: str = "{}"  # JSON
+    parent: str = ""  # a subset's parent dataset
+    subset_classes: tuple[int, ...] = ()  # the parent's class indices a subset keeps
+    spec: str = "{}"  # JSON of the dataset's full declaration
+
+
+@dataclass
+class DatasetTable:
+    info: DatasetInfo
+    columns: dict[str, np.ndarray]
+    curves: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.columns["arch_id"])
+
+
+@dataclass
+class Results:
+    attrs: dict[str, Any]
+    architectures: dict[str, np.ndarray]
+    datasets: dict[str, DatasetTable]
+
+
+def cell_path(results_dir: Path, dataset: str, arch_id: int, seed: int) -> Path:
+    """Where a cell's result file lives in a study folder's results/ directory."""
+    return Path(results_dir) / dataset / f"{arch_id}-s{seed}.h5"
+
+
+def _atomic_h5(path: Path) -> tuple[h5py.File, Path]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return h5py.File(tmp, "w"), Path(tmp)
+
+
+def _commit(handle: h5py.File, tmp: Path, path: Path) -> None:
+    handle.flush()
+    fd = handle.id.get_vfd_handle()
+    os.fsync(fd)
+    handle.close()
+    os.replace(tmp, path)
+
+
+def write_cell(path: Path, cell: CellResult) -> None:
+    """Write one cell's result atomically: a reader sees the whole file or none."""
+    path = Path(path)
+    handle, tmp = _atomic_h5(path)
+    try:
+        handle.attrs["schema_version"] = SCHEMA_VERSION
+        for name in SCALAR_FIELDS:
+            handle.attrs[name] = getattr(cell, name)
+        for name, values in cell.curves.items():
+            handle.create_dataset(name, data=np.asarray(values, dtype=np.float64))
+        _commit(handle, tmp, path)
+    except BaseException:
+        handle.close()
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def read_cell(path: Path) -> CellResult:
+    """Read a cell's result file; a corrupt, partial or foreign file raises CorruptResultError."""
+    try:
+        with h5py.File(path, "r") as handle:
+            version = int(handle.attrs.get("schema_version", -1))
+            if version != SCHEMA_VERSION:
+                raise CorruptResultError(
+                    f"{path}: schema_version {version}, expected {SCHEMA_VERSION}"
+                )
+            missing = [n for n in SCALAR_FIELDS if n not in handle.attrs]
+            if missing:
+                raise CorruptResultError(f"{path}: missing attributes {missing}")
+            values = {n: _plain(handle.attrs[n]) for n in SCALAR_FIELDS}
+            curves = {n: handle[n][()] for n in handle if n in CURVES}
+    except CorruptResultError:
+        raise
+    except (OSError, KeyError, ValueError) as exc:
+        raise CorruptResultError(f"{path}: not a readable result file ({exc})") from exc
+    try:
+        return CellResult(**values, curves=curves)
+    except (TypeError, ValueError) as exc:
+        raise CorruptResultError(f"{path}: {exc}") from exc
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _column(values: list[Any]) -> np.ndarray:
+    if values and isinstance(values[0], str):
+        return np.array(values, dtype=h5py.string_dtype())
+    return np.asarray(values)
+
+
+def _curve_matrix(cells: Sequence[CellResult], name: str) -> np.ndarray:
+    width = max((len(c.curves.get(name, ())) for c in cells), default=0)
+    out = np.full((len(cells), width), np.nan, dtype=np.float32)
+    for row, cell in enumerate(cells):
+        values = cell.curves.get(name)
+        if values is not None and len(values):
+            out[row, : len(values)] = values
+    return out
+
+
+def write_results(
+    path: Path,
+    *,
+    architectures: Mapping[str, np.ndarray],
+    datasets: Sequence[DatasetInfo],
+    cells: Iterable[CellResult],
+    attrs: Mapping[str, Any] | None = None,
+) -> None:
+    """Write results.h5 atomically (temporary file, then rename) from columns and cells."""
+    path = Path(path)
+    missing = [c for c in ARCH_COLUMNS if c not in architectures]
+    if missing:
+        raise ValueError(f"architectures lack columns {missing}; required: {ARCH_COLUMNS}")
+    by_dataset: dict[str, list[CellResult]] = {d.name: [] for d in datasets}
+    for cell in cells:
+        if cell.dataset not in by_dataset:
+            raise ValueError(f"cell {cell.key} names dataset {cell.dataset!r}, not declared")
+        by_dataset[cell.dataset].append(cell)
+    handle, tmp = _atomic_h5(path)
+    try:
+        handle.attrs["schema_version"] = SCHEMA_VERSION
+        for key, value in (attrs or {}).items():
+            handle.attrs[key] = value
+        group = handle.create_group("architectures")
+        for name in ARCH_COLUMNS:
+            values = np.asarray(architectures[name])
+            if values.dtype.kind in "UO":
+                values = values.astype(h5py.string_dtype())
+            group.create_dataset(name, data=values)
+        for info in datasets:
+            _write_dataset(handle, info, sorted(by_dataset[info.name], key=lambda c: c.key))
+        _commit(handle, tmp, path)
+    except BaseException:
+        handle.close()
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_dataset(handle: h5py.File, info: DatasetInfo, cells: list[CellResult]) -> None:
+    group = handle.create_group(f"datasets/{info.name}")
+    for key, value in asdict(info).items():
+        if key == "name":
+            continue
+        if key == "class_names":
+            value = json.dumps(list(value))
+        elif key == "subset_classes":
+            value = np.asarray(value, dtype=np.int64)
+        group.attrs[key] = value
+    for name in CELL_COLUMNS:
+        column = [getattr(c, name) for c in cells]
+        kind = str if name in STRING_FIELDS else None
+        data = _column(column) if column else np.array([], dtype=h5py.string_dtype() if kind else float)
+        group.create_dataset(name, data=data)
+    curves = group.create_group("curves")
+    for name in CURVES:
+        curves.create_dataset(name, data=_curve_matrix(cells, name))
+
+
+def read_results(path: Path) -> Results:
+    """Read results.h5 into columns: whole arrays per dataset, no per-cell Python work."""
+    with h5py.File(path, "r") as handle:
+        version = int(handle.attrs.get("schema_version", -1))
+        if version != SCHEMA_VERSION:
+            raise CorruptResultError(
+                f"{path}: schema_version {version}; this anysweep reads {SCHEMA_VERSION}"
+            )
+        attrs = {k: _plain(v) for k, v in handle.attrs.items()}
+        archs = {name: _read_array(handle["architectures"][name]) for name in ARCH_COLUMNS}
+        tables = {}
+        for name, group in handle.get("datasets", {}).items():
+            raw = {k: _plain(v) for k, v in group.attrs.items()}
+            info = DatasetInfo(
+                name=name,
+                classes=int(raw["classes"]),
+                resolution=int(raw["resolution"]),
+                num_train=int(raw["num_train"]),
+                num_test=int(raw["num_test"]),
+                source=str(raw.get("source", "")),
+                class_names=tuple(json.loads(raw.get("class_names", "[]"))),
+                recipe=str(raw.get("recipe", "{}")),
+                parent=str(raw.get("parent", "")),
+                subset_classes=tuple(int(c) for c in np.atleast_1d(raw.get("subset_classes", []))),
+                spec=str(raw.get("spec", "{}")),
+            )
+            columns = {c: _read_array(group[c]) for c in CELL_COLUMNS}
+            curves = {c: group["curves"][c][()] for c in CURVES}
+            tables[name] = DatasetTable(info=info, columns=columns, curves=curves)
+    return Results(attrs=attrs, architectures=archs, datasets=tables)
+
+
+def _read_array(dataset: h5py.Dataset) -> np.ndarray:
+    if h5py.check_string_dtype(dataset.dtype) is not None:
+        return dataset.asstr()[()].astype(object)
+    return dataset[()]

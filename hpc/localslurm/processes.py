@@ -1,0 +1,126 @@
+"""The daemons' processes: started in the foreground under setsid, known by pid files we write,
+stopped by pid (never by name)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+# Popen objects of daemons started by this Python process, kept so they can be reaped.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+@dataclass(frozen=True)
+class PidRecord:
+    """A started process: its pid and its start time, which tells a reused pid apart."""
+
+    pid: int
+    start_time: int  # clock ticks after boot, field 22 of /proc/PID/stat
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat from the state on (index 0 = state, 3 = session, 19 = start)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name may hold spaces or parentheses; what follows the last ')' is fixed.
+    return text[text.rindex(")") + 2 :].split()
+
+
+def read_pid_file(pid_file: Path) -> PidRecord | None:
+    """The record in a pid file written by `spawn`, or None if there is none or it is garbled."""
+    try:
+        pid, start_time = pid_file.read_text().split()
+        return PidRecord(int(pid), int(start_time))
+    except (OSError, ValueError):
+        return None
+
+
+def is_alive(record: PidRecord) -> bool:
+    """Whether the recorded process still runs; a zombie counts as dead (PID 1 reaps slowly)."""
+    _reap(record.pid)
+    fields = _stat_fields(record.pid)
+    return fields is not None and fields[0] not in ("Z", "X") and int(fields[19]) == record.start_time
+
+
+def spawn(
+    argv: Sequence[str], pid_file: Path, log_file: Path, env: Mapping[str, str] | None = None
+) -> PidRecord:
+    """Start `argv` in a new session with output to `log_file`; write its pid file."""
+    with open(log_file, "ab") as log:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=dict(env) if env is not None else None,
+        )
+    _children[proc.pid] = proc
+    fields = _stat_fields(proc.pid)
+    if fields is None:
+        raise RuntimeError(f"{argv[0]} exited at once; see {log_file}")
+    record = PidRecord(proc.pid, int(fields[19]))
+    pid_file.write_text(f"{record.pid} {record.start_time}\n")
+    return record
+
+
+def session_members(leader: PidRecord) -> list[PidRecord]:
+    """Live processes in the session a live daemon leads, itself excluded (e.g. job steps)."""
+    if not is_alive(leader):
+        return []
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == leader.pid:
+            continue
+        fields = _stat_fields(int(entry.name))
+        if fields is not None and fields[0] not in ("Z", "X") and int(fields[3]) == leader.pid:
+            members.append(PidRecord(int(entry.name), int(fields[19])))
+    return members
+
+
+def terminate(leaders: Sequence[PidRecord], timeout_s: float = 10.0) -> None:
+    """Stop daemons and what they forked: SIGTERM the leaders, SIGKILL all left after `timeout_s`.
+
+    The members of each leader's session are recorded before any signal, so only processes
+    the daemons started are touched, even if a pid is reused meanwhile.
+    """
+    live = [r for r in leaders if is_alive(r)]
+    members = [m for r in live for m in session_members(r)]
+    for record in live:
+        _signal(record.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while live and time.monotonic() < deadline:
+        time.sleep(0.1)
+        live = [r for r in live if is_alive(r)]
+    leftovers = live + [m for m in members if is_alive(m)]
+    for record in leftovers:
+        _signal(record.pid, signal.SIGKILL)
+    for record in leftovers:
+        _wait_dead(record, 5.0)
+
+
+def _wait_dead(record: PidRecord, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while is_alive(record) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status of a daemon this process started, so it leaves no zombie."""
+    proc = _children.get(pid)
+    if proc is not None and proc.poll() is not None:
+        del _children[pid]
