@@ -38,13 +38,17 @@ def choose_ports(root: Path) -> Ports:
     for step in range(1000):
         base = 20000 + ((start + step) % 1000) * 8
         ports = Ports(base, base + 1, base + 2, base + 3)
-        if all(_port_is_free(p) for p in (ports.slurmctld, ports.slurmd, ports.slurmdbd, ports.mysql)):
+        if all(
+            _port_is_free(p) for p in (ports.slurmctld, ports.slurmd, ports.slurmdbd, ports.mysql)
+        ):
             return ports
     raise RuntimeError("no four free loopback ports between 20000 and 28000")
 
 
 def _port_is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As the daemons do: a port left in TIME_WAIT by a stopped cluster is free to take.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:

@@ -3,6 +3,7 @@ stopped by pid (never by name)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -46,7 +47,9 @@ def is_alive(record: PidRecord) -> bool:
     """Whether the recorded process still runs; a zombie counts as dead (PID 1 reaps slowly)."""
     _reap(record.pid)
     fields = _stat_fields(record.pid)
-    return fields is not None and fields[0] not in ("Z", "X") and int(fields[19]) == record.start_time
+    return (
+        fields is not None and fields[0] not in ("Z", "X") and int(fields[19]) == record.start_time
+    )
 
 
 def spawn(
@@ -113,10 +116,8 @@ def _wait_dead(record: PidRecord, timeout_s: float) -> None:
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _reap(pid: int) -> None:

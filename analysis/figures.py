@@ -1,0 +1,176 @@
+"""The report's figures as PNG files, drawn with matplotlib's Agg canvas (no display, no
+pyplot state): scatter grid, correlation heatmap, subset curves, error EDFs, trait effects."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    from analysis.report import Analysis
+
+DPI = 110
+_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
+           "#17becf", "#7f7f7f", "#bcbd22")
+
+
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _grid(count: int, columns: int = 4) -> tuple[int, int]:
+    cols = max(1, min(columns, count))
+    return math.ceil(count / cols), cols
+
+
+def _interval(row: pd.Series) -> str:
+    if not np.isfinite(row["r"]):
+        return "r n/a"
+    if np.isfinite(row["lo"]):
+        return f"r = {row['r']:.2f} [{row['lo']:.2f}, {row['hi']:.2f}]"
+    return f"r = {row['r']:.2f}"
+
+
+def scatter_grid(errors: pd.DataFrame, reference: str, against: pd.DataFrame) -> Figure:
+    """Reference error (x) against each dataset's error (y), one panel per dataset."""
+    others = [d for d in errors.columns if d != reference]
+    rows, cols = _grid(len(others))
+    fig = _figure(3.0 * cols, 2.6 * rows + 0.3)
+    stats = against.set_index("dataset")
+    x_all = errors[reference].to_numpy(dtype=float)
+    for i, name in enumerate(others):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        y = errors[name].to_numpy(dtype=float)
+        both = np.isfinite(x_all) & np.isfinite(y)
+        ax.scatter(x_all[both], y[both], s=6, alpha=0.5, color=_COLORS[0], linewidths=0)
+        ax.set_title(f"{name}\n{_interval(stats.loc[name])}" if name in stats.index else name, fontsize=8)
+        ax.tick_params(labelsize=7)
+        if i % cols == 0:
+            ax.set_ylabel("error (%)", fontsize=8)
+        if i >= len(others) - cols:
+            ax.set_xlabel(f"{reference} error (%)", fontsize=8)
+    fig.suptitle(f"Test error of every architecture: {reference} vs each dataset", fontsize=10)
+    return fig
+
+
+def heatmap(matrix: pd.DataFrame, title: str, *, vmin: float = -1.0, cmap: str = "RdBu_r") -> Figure:
+    """A square table of values in [-1, 1] (or [0, 1]) with the numbers written in."""
+    size = len(matrix)
+    side = max(4.0, 0.42 * size + 2.0)
+    fig = _figure(side + 1.0, side)
+    ax = fig.add_subplot()
+    values = matrix.to_numpy(dtype=float)
+    image = ax.imshow(values, vmin=vmin, vmax=1.0, cmap=cmap)
+    ax.set_xticks(range(size), matrix.columns, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(size), matrix.index, fontsize=7)
+    if size <= 30:
+        for i in range(size):
+            for j in range(size):
+                if np.isfinite(values[i, j]):
+                    light = abs(values[i, j]) > 0.6
+                    ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                            color="white" if light else "black")
+    fig.colorbar(image, ax=ax, shrink=0.7)
+    ax.set_title(title, fontsize=10)
+    return fig
+
+
+def subset_curves(curve: pd.DataFrame, reference: str) -> Figure:
+    """Correlation of each target with the reference restricted to k classes, against k."""
+    fig = _figure(7.5, 4.5)
+    ax = fig.add_subplot()
+    for i, (target, group) in enumerate(curve.groupby("target", sort=False)):
+        points = group.groupby("k").agg(r=("r", "mean"), lo=("lo", "mean"), hi=("hi", "mean"))
+        color = _COLORS[i % len(_COLORS)]
+        ax.plot(points.index, points["r"], marker="o", ms=4, color=color, label=target)
+        ax.fill_between(points.index, points["lo"], points["hi"], color=color, alpha=0.12, linewidth=0)
+    ax.set_xscale("log")
+    ax.axhline(0, color="#888", linewidth=0.8)
+    ax.set_xlabel(f"classes k of {reference} kept (log scale; the largest k is all of {reference})")
+    ax.set_ylabel("rank correlation with target error")
+    ax.set_ylim(-1, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2, loc="lower left")
+    ax.set_title(f"Does training on fewer {reference} classes rank architectures more like the target?", fontsize=10)
+    return fig
+
+
+def error_edfs(errors: pd.DataFrame) -> Figure:
+    """Empirical distribution of error per dataset, as pycls draws design-space EDFs:
+    F(e) = share of architectures with error below e."""
+    names = list(errors.columns)
+    rows, cols = _grid(len(names), 5)
+    fig = _figure(2.6 * cols, 2.1 * rows + 0.3)
+    for i, name in enumerate(names):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        values = np.sort(errors[name].dropna().to_numpy(dtype=float))
+        if len(values):
+            ax.step(values, np.arange(1, len(values) + 1) / len(values), where="post", color=_COLORS[0])
+        ax.set_title(f"{name} (n={len(values)})", fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        if i % cols == 0:
+            ax.set_ylabel("cumulative prob.", fontsize=7)
+        ax.set_xlabel("error (%)", fontsize=7)
+    fig.suptitle("Error EDF of the sampled architectures on each dataset", fontsize=10)
+    return fig
+
+
+def trait_effects(traits: pd.DataFrame) -> Figure:
+    """One panel per trait: each dataset's correlation of error with it, with interval."""
+    labels = list(dict.fromkeys(traits["label"]))
+    datasets = list(dict.fromkeys(traits["dataset"]))
+    rows, cols = _grid(len(labels), 3)
+    fig = _figure(3.6 * cols, 0.22 * len(datasets) * rows + 1.2 * rows)
+    for i, label in enumerate(labels):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        part = traits[traits["label"] == label].set_index("dataset").reindex(datasets)
+        y = np.arange(len(datasets))
+        r = part["r"].to_numpy(dtype=float)
+        err = np.abs(np.vstack([r - part["lo"].to_numpy(dtype=float), part["hi"].to_numpy(dtype=float) - r]))
+        colors = [_COLORS[1] if v > 0 else _COLORS[0] for v in np.nan_to_num(r)]
+        ax.errorbar(r, y, xerr=np.nan_to_num(err), fmt="none", ecolor="#999", elinewidth=1)
+        ax.scatter(r, y, c=colors, s=14, zorder=3)
+        ax.axvline(0, color="#888", linewidth=0.8)
+        ax.set_xlim(-1, 1)
+        ax.set_yticks(y, datasets if i % cols == 0 else [""] * len(datasets), fontsize=7)
+        ax.invert_yaxis()
+        ax.tick_params(axis="x", labelsize=7)
+        ax.set_title(label, fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle("Correlation of error with each trait (blue: more of it, lower error)", fontsize=10)
+    return fig
+
+
+def write_figures(analysis: Analysis, folder: Path) -> dict[str, Path]:
+    """Draw every figure of the report into `folder`; returns name -> PNG path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    method = analysis.method
+    figures = {
+        "scatter": scatter_grid(analysis.errors, analysis.reference, analysis.against),
+        "heatmap": heatmap(analysis.correlations[method].matrix("r"), f"{method.capitalize()} correlation of test error"),
+        "edf": error_edfs(analysis.errors),
+    }
+    if not analysis.subset_curve.empty:
+        figures["subsets"] = subset_curves(analysis.subset_curve, analysis.reference)
+    if not analysis.traits.empty:
+        figures["traits"] = trait_effects(analysis.traits)
+    figures["top_agreement"] = heatmap(
+        analysis.top_agreement, f"Share of the best {analysis.top_fraction:.0%} architectures in common",
+        vmin=0.0, cmap="viridis",
+    )
+    paths = {}
+    for name, fig in figures.items():
+        path = folder / f"{name}.png"
+        fig.savefig(path, dpi=DPI)
+        paths[name] = path
+    return paths

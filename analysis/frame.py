@@ -1,0 +1,227 @@
+"""results.h5 as a tidy pandas table: one row per cell, the architecture's parameters and
+complexity as columns, with a small query API and CSV/Parquet export."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis import schema
+
+DEFAULT_REFERENCE = "imagenet"
+METRICS = ("top1_err", "top5_err", "best_top1_err")
+# Architecture traits derived from the per-stage columns (padded stages excluded).
+TRAIT_COLUMNS = (
+    "total_depth", "cumulative_width", "mean_bottleneck_ratio", "mean_group_width",
+    "flops_224", "params_224",
+)
+_STAGE_NAMES = {
+    "depths": "depth", "widths": "width", "bottleneck_ratios": "bottleneck_ratio",
+    "group_widths": "group_width", "sampled_widths": "sampled_width",
+    "sampled_group_widths": "sampled_group_width",
+}
+
+
+def results_path(path: str | Path) -> Path:
+    """The results.h5 a study folder or a file path names; a clear error when there is none."""
+    path = Path(path)
+    if path.is_dir():
+        candidate = path / "results.h5"
+        if not candidate.is_file():
+            raise FileNotFoundError(
+                f"{path} is a folder without results.h5; run 'anysweep collect' in the study "
+                "first, or pass the path of a results.h5 file"
+            )
+        return candidate
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; expected a study folder or a results.h5 file")
+    return path
+
+
+def architecture_frame(columns: dict[str, np.ndarray]) -> pd.DataFrame:
+    """One row per architecture (indexed by id): per-stage values as numbered columns,
+    derived traits, and complexity at 224 px."""
+    stages = int(np.max(columns["num_stages"], initial=0))
+    num = np.asarray(columns["num_stages"], dtype=np.int64)
+    live = np.arange(max(stages, 1))[None, :] < num[:, None]
+    out: dict[str, Any] = {
+        "arch_name": columns["name"],
+        "num_stages": num,
+        "stem": columns["stem"],
+        "stem_width": columns["stem_width"],
+        "se_ratio": columns["se_ratio"],
+    }
+    for key, label in _STAGE_NAMES.items():
+        values = np.asarray(columns[key])
+        for stage in range(stages):
+            out[f"{label}_{stage + 1}"] = values[:, stage]
+    depths = np.asarray(columns["depths"], dtype=float)[:, :stages]
+    widths = np.asarray(columns["widths"], dtype=float)[:, :stages]
+    live = live[:, :stages]
+    count = np.maximum(num, 1)
+    out["total_depth"] = np.where(live, depths, 0).sum(axis=1).astype(np.int64)
+    out["cumulative_width"] = np.where(live, widths, 0).sum(axis=1).astype(np.int64)
+    ratios = np.asarray(columns["bottleneck_ratios"], dtype=float)[:, :stages]
+    groups = np.asarray(columns["group_widths"], dtype=float)[:, :stages]
+    out["mean_bottleneck_ratio"] = np.where(live, ratios, 0).sum(axis=1) / count
+    out["mean_group_width"] = np.where(live, groups, 0).sum(axis=1) / count
+    out["flops_224"] = columns["flops"]
+    out["params_224"] = columns["params"]
+    out["acts_224"] = columns["acts"]
+    frame = pd.DataFrame(out, index=pd.Index(np.asarray(columns["id"], dtype=np.int64), name="arch_id"))
+    return frame
+
+
+def _choices(name: str, wanted: Any, valid: Iterable[Any]) -> list[Any]:
+    values = [wanted] if isinstance(wanted, (str, int, np.integer)) else list(wanted)
+    valid = list(valid)
+    unknown = [v for v in values if v not in valid]
+    if unknown:
+        shown = valid if len(valid) <= 30 else [*valid[:30], "..."]
+        raise ValueError(f"unknown {name} {unknown}; valid: {shown}")
+    return values
+
+
+class Study:
+    """A study's results as tables. `cells` is the tidy frame; the rest are views of it."""
+
+    def __init__(self, results: schema.Results, path: Path | None = None) -> None:
+        self.path = path
+        self.attrs: dict[str, Any] = dict(results.attrs)
+        self.datasets: dict[str, schema.DatasetInfo] = {
+            name: table.info for name, table in results.datasets.items()
+        }
+        self.architectures = architecture_frame(results.architectures)
+        self._curves = {name: table.curves for name, table in results.datasets.items()}
+        self.cells = self._cells(results)
+
+    def _cells(self, results: schema.Results) -> pd.DataFrame:
+        tables = list(results.datasets.values())
+        sizes = [len(t) for t in tables]
+        names = list(results.datasets)
+        columns: dict[str, Any] = {
+            "dataset": pd.Categorical.from_codes(
+                np.repeat(np.arange(len(names)), sizes), categories=names
+            ),
+        }
+        for column in schema.CELL_COLUMNS:
+            parts = [np.asarray(t.columns[column]) for t in tables]
+            columns[column] = np.concatenate(parts) if parts else np.array([])
+        columns["status"] = pd.Categorical(columns["status"], categories=schema.STATUSES)
+        frame = pd.DataFrame(columns)
+        arch_ids = frame["arch_id"].to_numpy(dtype=np.int64)
+        position = self.architectures.index.get_indexer(arch_ids)
+        if (position < 0).any():
+            missing = sorted(set(arch_ids[position < 0].tolist()))[:10]
+            raise schema.CorruptResultError(f"cells name architectures {missing} absent from /architectures")
+        archs = self.architectures.iloc[position].reset_index(drop=True)
+        return pd.concat([frame, archs], axis=1)
+
+    # ---- what the study holds ---------------------------------------------------------
+    @property
+    def reference(self) -> str:
+        """The study's declared reference dataset (root attribute), else `imagenet`."""
+        return str(self.attrs.get("reference") or DEFAULT_REFERENCE)
+
+    @property
+    def dataset_names(self) -> list[str]:
+        return list(self.datasets)
+
+    def subsets(self, parent: str) -> dict[str, int]:
+        """Datasets whose parent is `parent`, with their number of classes k."""
+        self.check_dataset(parent)
+        return {
+            name: len(info.subset_classes) or info.classes
+            for name, info in self.datasets.items()
+            if info.parent == parent
+        }
+
+    def check_dataset(self, name: str, role: str = "dataset") -> str:
+        if name not in self.datasets:
+            raise ValueError(f"{role} {name!r} is not in the results; datasets: {self.dataset_names}")
+        return name
+
+    # ---- queries ------------------------------------------------------------------------
+    def query(
+        self,
+        dataset: str | Iterable[str] | None = None,
+        arch: int | Iterable[int] | None = None,
+        seed: int | Iterable[int] | None = None,
+        status: str | Iterable[str] | None = None,
+    ) -> pd.DataFrame:
+        """The cells matching every given filter (each a value or a list of values)."""
+        keep = np.ones(len(self.cells), dtype=bool)
+        filters = (
+            ("dataset", dataset, self.dataset_names),
+            ("arch_id", arch, self.architectures.index),
+            ("seed", seed, np.unique(self.cells["seed"])),
+            ("status", status, schema.STATUSES),
+        )
+        for column, wanted, valid in filters:
+            if wanted is not None:
+                values = _choices(column, wanted, valid)
+                keep &= self.cells[column].isin(values).to_numpy()
+        return self.cells[keep]
+
+    def errors(self, metric: str = "top1_err", *, status: str = "done") -> pd.DataFrame:
+        """architecture x dataset: the mean over seeds of the `status` cells (NaN if none)."""
+        _choices("metric", metric, METRICS)
+        cells = self.query(status=status)
+        table = cells.pivot_table(
+            index="arch_id", columns="dataset", values=metric, aggfunc="mean", observed=False
+        )
+        table = table.reindex(index=self.architectures.index, columns=self.dataset_names)
+        table.columns = pd.Index(list(table.columns), name="dataset")
+        return table
+
+    def seed_errors(self, dataset: str, metric: str = "top1_err") -> pd.DataFrame:
+        """architecture x seed for one dataset's done cells (NaN where a seed is missing)."""
+        self.check_dataset(dataset)
+        _choices("metric", metric, METRICS)
+        cells = self.query(dataset=dataset, status="done")
+        table = cells.pivot_table(index="arch_id", columns="seed", values=metric, aggfunc="mean")
+        return table.reindex(index=self.architectures.index)
+
+    def curve(self, dataset: str, name: str = "test_top1_err") -> pd.DataFrame:
+        """One per-epoch curve of a dataset's cells: rows (arch_id, seed), columns epochs."""
+        self.check_dataset(dataset)
+        _choices("curve", name, schema.CURVES)
+        cells = self.cells[self.cells["dataset"] == dataset]
+        index = pd.MultiIndex.from_arrays(
+            [cells["arch_id"].to_numpy(), cells["seed"].to_numpy()], names=["arch_id", "seed"]
+        )
+        values = self._curves[dataset][name]
+        return pd.DataFrame(values, index=index, columns=pd.RangeIndex(values.shape[1], name="epoch"))
+
+    def gpu_hours(self) -> pd.Series:
+        """Measured GPU-hours per training (mean train_seconds/3600 of done cells) per dataset."""
+        done = self.query(status="done")
+        hours = done.groupby("dataset", observed=False)["train_seconds"].mean() / 3600.0
+        return hours.reindex(self.dataset_names).rename("gpu_hours")
+
+    # ---- export -------------------------------------------------------------------------
+    def to_csv(self, path: str | Path) -> Path:
+        path = Path(path)
+        self.cells.to_csv(path, index=False)
+        return path
+
+    def to_parquet(self, path: str | Path) -> Path:
+        path = Path(path)
+        self.cells.to_parquet(path, index=False)
+        return path
+
+    def __repr__(self) -> str:
+        return (
+            f"Study({str(self.path)!r}, {len(self.architectures)} architectures, "
+            f"{len(self.datasets)} datasets, {len(self.cells)} cells)"
+        )
+
+
+def open_results(path: str | Path) -> Study:
+    """Open a study folder's results.h5 (or the file itself) as a Study."""
+    file = results_path(path)
+    return Study(schema.read_results(file), path=file)

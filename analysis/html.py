@@ -1,0 +1,278 @@
+"""The report as one self-contained HTML page: inline CSS, figures embedded as base64 PNG,
+no scripts and no external resources, readable top to bottom."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from analysis.report import Analysis
+
+CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;max-width:1120px;margin:0 auto;
+padding:24px 32px 64px;color:#1d2430;line-height:1.5;background:#fff}
+h1{font-size:26px;margin:0 0 4px}h2{font-size:20px;margin:36px 0 8px;border-bottom:2px solid #e3e7ee;
+padding-bottom:4px}h3{font-size:16px;margin:20px 0 6px}.meta{color:#5b6472;font-size:13px}
+nav{background:#f5f7fa;border:1px solid #e3e7ee;border-radius:6px;padding:8px 14px;margin:16px 0;font-size:14px}
+nav a{margin-right:14px;color:#1f5fa8;text-decoration:none}
+table{border-collapse:collapse;margin:8px 0 16px;font-size:13px;width:auto}
+th,td{padding:4px 9px;border-bottom:1px solid #e6e9ef;text-align:right;vertical-align:top}
+th{background:#f0f3f7;text-align:center}td.text,th.text{text-align:left}
+tr:nth-child(even) td{background:#fafbfc}figure{margin:12px 0 20px}
+figure img{max-width:100%;border:1px solid #eceff3}figcaption{font-size:13px;color:#5b6472}
+.key{background:#eef5ff;border-left:4px solid #1f5fa8;padding:10px 14px;margin:12px 0}
+.good{color:#1a7f37}.bad{color:#b42318}.muted{color:#6b7280}code{font-size:12px}
+details{margin:6px 0}summary{cursor:pointer;color:#1f5fa8}
+"""
+
+
+def _num(value: Any, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "–"
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    return f"{float(value):.{digits}f}"
+
+
+def _p(value: float, floor: float = 0.0) -> str:
+    """A p-value; at the smallest value the permutations can give, say it is at most that."""
+    if not np.isfinite(value):
+        return "–"
+    if value <= floor * (1 + 1e-9):
+        return f"≤{value:.3f}" if value >= 0.001 else "<0.001"
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _floor(a: Analysis) -> float:
+    return 2 / (a.permutations + 1) if a.permutations else 0.0
+
+
+def _ci(lo: float, hi: float) -> str:
+    return f"[{_num(lo)}, {_num(hi)}]" if np.isfinite(lo) and np.isfinite(hi) else "–"
+
+
+def _cell(text: str, value: Any = None, cls: str = "") -> str:
+    attrs = f' class="{cls}"' if cls else ""
+    if value is not None and isinstance(value, (float, int, np.floating, np.integer)):
+        attrs += f' data-value="{float(value)!r}"'
+    return f"<td{attrs}>{html.escape(text)}</td>"
+
+
+def _table(ident: str, headers: Sequence[str], rows: Sequence[Sequence[str]], text_cols: int = 1) -> str:
+    head = "".join(
+        f'<th class="text">{html.escape(h)}</th>' if i < text_cols else f"<th>{html.escape(h)}</th>"
+        for i, h in enumerate(headers)
+    )
+    body = "".join(f"<tr>{''.join(row)}</tr>" for row in rows)
+    return f'<table id="{ident}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _figure(path: Path | None, caption: str) -> str:
+    if path is None:
+        return ""
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    alt = html.escape(caption.split(".")[0])
+    return (f'<figure><img alt="{alt}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _studied(a: Analysis) -> str:
+    d = a.datasets
+    archs = len(a.errors)
+    seeds = int(a.noise["seeds"].max()) if len(a.noise) else 0
+    subsets = ", ".join(f"{n} (k={k})" for n, k in a.subsets.items()) or "none"
+    text = (
+        f"<p>{archs:,} architectures were trained on {len(d)} datasets with up to {seeds} seed(s) each: "
+        f"the reference <b>{html.escape(a.reference)}</b>, its class subsets {html.escape(subsets)}, "
+        f"and {len(a.targets)} target dataset(s): {html.escape(', '.join(a.targets))}. "
+        f"Of the cells, {int(d['done'].sum()):,} finished, {int(d['diverged'].sum()):,} diverged, "
+        f"{int(d['failed'].sum()):,} failed and {int(d['missing'].sum()):,} are missing; "
+        f"{_num(float(d['total_gpu_hours'].sum()), 1)} GPU-hours of training went into them. "
+        f"Error is <code>{html.escape(a.metric)}</code> (test set, %, mean over seeds of finished cells).</p>"
+    )
+    rows = [[_cell(r.dataset, cls="text"), _cell(r.role, cls="text"), _cell(_num(r.classes), r.classes),
+             _cell(_num(r.resolution), r.resolution), _cell(_num(r.num_train), r.num_train),
+             _cell(_num(r.architectures), r.architectures), _cell(_num(r.done), r.done),
+             _cell(_num(r.diverged), r.diverged), _cell(_num(r.failed), r.failed),
+             _cell(_num(r.missing), r.missing)] for r in d.itertuples()]
+    headers = ["dataset", "role", "classes", "px", "train images", "architectures", "done", "diverged", "failed", "missing"]
+    return text + _table("studied", headers, rows, text_cols=2)
+
+
+def _headline(a: Analysis, figures: dict[str, Path]) -> str:
+    h = a.headline
+    rows = []
+    for r in h.itertuples():
+        cls = "bad" if r.r < 0 and r.hi < 0 else "good" if r.lo > 0 else "muted"
+        rows.append([
+            _cell(r.dataset, cls="text"), _cell(_num(r.n), r.n), _cell(_num(r.r), r.r, cls),
+            _cell(_ci(r.lo, r.hi)), _cell(_p(r.p, _floor(a)), r.p), _cell(_num(r.ceiling), r.ceiling),
+            _cell(_num(r.r_corrected), r.r_corrected), _cell(_ci(r.corrected_lo, r.corrected_hi)),
+            _cell(r.verdict, cls="text"),
+        ])
+    conf = f"{a.confidence:.0%}"
+    headers = ["target", "architectures", "r", f"{conf} interval", "p", "noise ceiling",
+               "corrected r", f"{conf} interval", "reading"]
+    best = h.loc[h["r"].idxmax()] if h["r"].notna().any() else None
+    worst = h.loc[h["r"].idxmin()] if h["r"].notna().any() else None
+    summary = ""
+    if best is not None:
+        summary = (
+            f'<div class="key">Across {len(h)} target dataset(s), the {a.method} correlation of error with '
+            f"{html.escape(a.reference)} ranges from {_num(worst.r)} ({html.escape(worst.dataset)}) to "
+            f"{_num(best.r)} ({html.escape(best.dataset)}). {int((h['hi'] < 0).sum())} target(s) are "
+            f"reliably reversed and {int(((h['lo'] <= 0) & (h['hi'] >= 0)).sum())} show no clear relation.</div>"
+        )
+    explain = (
+        f"<p>r is the {a.method} correlation of the architectures' errors on {html.escape(a.reference)} and on "
+        f"the target, with a bootstrap {conf} interval (architectures resampled {a.bootstrap:,} times) and a "
+        f"two-sided permutation p-value ({a.permutations:,} permutations). The <i>noise ceiling</i> "
+        "sqrt(rel_ref x rel_target) is the highest r two datasets can show when their true rankings agree "
+        "perfectly, given how much a ranking changes between seeds; <i>corrected r</i> is r divided by it "
+        "(Spearman's correction for attenuation, capped at 1). A corrected interval reaching 1 means the "
+        "rankings agree as far as the noise lets us tell.</p>"
+    )
+    return (summary + explain + _table("headline", headers, rows)
+            + _figure(figures.get("scatter"), "Each dot is one architecture. Panel titles give r with its interval."))
+
+
+def _methods(a: Analysis) -> str:
+    rows = []
+    for r in a.against.itertuples():
+        cells = [_cell(r.dataset, cls="text")]
+        for method in ("pearson", "spearman", "kendall"):
+            row = a.correlations[method].get(a.reference, r.dataset)
+            cells += [_cell(_num(row["r"]), row["r"]), _cell(_ci(row["lo"], row["hi"])), _cell(_p(row["p"], _floor(a)), row["p"])]
+        rows.append(cells)
+    headers = ["dataset"] + [f"{m} {c}" for m in ("Pearson", "Spearman", "Kendall") for c in ("r", "interval", "p")]
+    return (f"<p>Every dataset against {html.escape(a.reference)} by all three measures. Pearson and Spearman "
+            "were computed for every pair of datasets (see the heatmap and tables/correlations_*.csv); "
+            "Kendall's resampling is costly, so it covers the pairs with the reference.</p>"
+            + _table("methods", headers, rows))
+
+
+def _noise(a: Analysis) -> str:
+    rows = [[_cell(r.dataset, cls="text"), _cell(_num(r.seeds), r.seeds), _cell(_num(r.n), r.n),
+             _cell(_num(r.seed_r), r.seed_r), _cell(_ci(r.seed_lo, r.seed_hi)),
+             _cell(_num(r.seeds_averaged, 1), r.seeds_averaged), _cell(_num(r.reliability), r.reliability),
+             _cell(_ci(r.reliability_lo, r.reliability_hi))] for r in a.noise.itertuples()]
+    headers = ["dataset", "seeds", "architectures with all seeds", "seed-to-seed r", "interval",
+               "seeds per mean", "reliability of the mean", "interval"]
+    return ("<p>How well a dataset ranks architectures the same way twice: the correlation between seeds "
+            "(mean over pairs of seeds), and the reliability of the per-architecture mean that the "
+            "correlations use (Spearman-Brown). With one seed the noise floor cannot be measured.</p>"
+            + _table("noise", headers, rows))
+
+
+def _pivot_table(ident: str, frame: pd.DataFrame, index: str, columns: str, fmt: Callable[[pd.Series], str]) -> str:
+    keys = list(dict.fromkeys(frame[columns]))
+    rows = []
+    for name, group in frame.groupby(index, sort=False):
+        by = {row[columns]: row for _, row in group.iterrows()}
+        rows.append([_cell(str(name), cls="text")] + [
+            _cell(fmt(by[k]), by[k]["r"]) if k in by else _cell("–") for k in keys])
+    return _table(ident, [index] + [str(k) for k in keys], rows)
+
+
+def _subsets(a: Analysis, figures: dict[str, Path]) -> str:
+    if a.subset_curve.empty:
+        return f"<p class='muted'>The study has no class subsets of {html.escape(a.reference)}.</p>"
+    curve = a.subset_curve.assign(col=lambda f: f["dataset"] + " (k=" + f["k"].astype(str) + ")")
+    return (_figure(figures.get("subsets"), "Lines: correlation with the target; bands: intervals.")
+            + _pivot_table("subset-curves", curve, "target", "col", lambda r: f"{r['r']:.2f} {_ci(r['lo'], r['hi'])}"))
+
+
+def _proxies(a: Analysis) -> str:
+    rec = a.recommendations
+    rows = []
+    for r in rec.itertuples():
+        if not r.found:
+            rows.append([_cell(r.target, cls="text"), _cell("none: train on it", cls="text bad")]
+                        + [_cell("–")] * 3 + [_cell(r.best, cls="text"), _cell(_num(r.best_r), r.best_r),
+                           _cell(_num(r.reference_r), r.reference_r),
+                           _cell(_num(r.reference_gpu_hours, 3), r.reference_gpu_hours), _cell("–")])
+            continue
+        rows.append([
+            _cell(r.target, cls="text"), _cell(r.recommended, cls="text"), _cell(_num(r.recommended_r), r.recommended_r),
+            _cell(_ci(r.recommended_lo, r.recommended_hi)), _cell(_num(r.recommended_gpu_hours, 3), r.recommended_gpu_hours),
+            _cell(r.best, cls="text"), _cell(_num(r.best_r), r.best_r), _cell(_num(r.reference_r), r.reference_r),
+            _cell(_num(r.reference_gpu_hours, 3), r.reference_gpu_hours), _cell(f"{_num(r.saving, 1)}x", r.saving)])
+    headers = ["target", "use instead", "r", "interval", "GPU-h per training", "best proxy", "best r",
+               f"{a.reference} r", f"{a.reference} GPU-h", "cheaper by"]
+    return ("<p>For each target, every other dataset is a candidate proxy. The recommendation is the "
+            "cheapest candidate (measured GPU-hours per training) whose correlation with the target reaches "
+            "the lower end of the best candidate's interval: as good as the best, within what the data can "
+            "tell apart. Where even the best candidate's interval reaches 0, no dataset of the study ranks "
+            "architectures like the target. All candidates are in tables/proxies.csv.</p>" + _table("proxies", headers, rows, text_cols=2))
+
+
+def _traits(a: Analysis, figures: dict[str, Path]) -> str:
+    table = _pivot_table("traits", a.traits, "dataset", "label", lambda r: f"{r['r']:.2f}{'*' if r['p'] < 0.05 else ''}")
+    return (f"<p>{a.method.capitalize()} correlation of each dataset's error with each architecture trait; "
+            "a negative value means more of the trait goes with lower error (* p &lt; 0.05).</p>"
+            + _figure(figures.get("traits"), "Dots: correlation; bars: intervals.") + table
+            + _figure(figures.get("top_agreement"),
+                      f"Share of the best {a.top_fraction:.0%} architectures two datasets have in common; chance is {a.top_fraction:.2f}."))
+
+
+def _per_dataset(a: Analysis, figures: dict[str, Path]) -> str:
+    m = a.metric
+    rows = [[_cell(r["dataset"], cls="text"), _cell(_num(r[f"mean_{m}"]), r[f"mean_{m}"]),
+             _cell(_num(r[f"median_{m}"]), r[f"median_{m}"]), _cell(_num(r[f"best_{m}"]), r[f"best_{m}"]),
+             _cell(str(r["best_arch"]) if pd.notna(r["best_arch"]) else "–"), _cell(str(r["best_arch_name"]), cls="text"),
+             _cell(_num(r["gpu_hours"], 3), r["gpu_hours"]), _cell(_num(r["total_gpu_hours"], 1), r["total_gpu_hours"])]
+            for _, r in a.datasets.iterrows()]
+    headers = ["dataset", "mean error", "median error", "best error", "best architecture", "its name",
+               "GPU-h per training", "GPU-h in total"]
+    return (_table("datasets", headers, rows)
+            + _figure(figures.get("edf"), "F(e): share of architectures with error below e, as pycls plots design spaces."))
+
+
+def _provenance(a: Analysis) -> str:
+    p = a.provenance
+    items = [("results file", p.get("results", "")), ("sha256", p.get("sha256", "")),
+             ("analyzed", p.get("analyzed", "")), ("parameters", json.dumps(p.get("analysis", {}))),
+             ("software", json.dumps(p.get("software", {}))), ("hosts", json.dumps(p.get("hosts", {}))),
+             ("GPUs", json.dumps(p.get("gpus", {}))), ("cells with a job id", str(p.get("job_ids", 0)))]
+    items += [(f"file attribute {k}", v) for k, v in p.get("file_attributes", {}).items()]
+    rows = [[_cell(k, cls="text"), f'<td class="text"><code>{html.escape(str(v))}</code></td>'] for k, v in items]
+    recipes = "".join(f"<details><summary>recipe of {html.escape(n)}</summary><pre>{html.escape(r)}</pre></details>"
+                      for n, r in p.get("recipes", {}).items())
+    return _table("provenance", ["what", "value"], rows, text_cols=2) + recipes
+
+
+SECTIONS = (
+    ("studied", "What was studied"), ("headline", "Headline: does the ranking transfer?"),
+    ("methods", "Three measures against the reference"), ("noise", "Noise floor"),
+    ("subsets", "Fewer classes of the reference"), ("proxies", "What to use instead"),
+    ("traits", "Which traits predict error"), ("datasets", "Per-dataset tables"), ("provenance", "Provenance"),
+)
+
+
+def render(a: Analysis, figures: dict[str, Path]) -> str:
+    """The whole report as one HTML string."""
+    bodies = {
+        "studied": _studied(a), "headline": _headline(a, figures), "methods": _methods(a),
+        "noise": _noise(a), "subsets": _subsets(a, figures), "proxies": _proxies(a),
+        "traits": _traits(a, figures), "datasets": _per_dataset(a, figures), "provenance": _provenance(a),
+    }
+    heat = _figure(figures.get("heatmap"), f"{a.method.capitalize()} correlation of error between every pair of datasets.")
+    bodies["methods"] += heat
+    nav = "".join(f'<a href="#s-{key}">{html.escape(title)}</a>' for key, title in SECTIONS)
+    sections = "".join(f'<section id="s-{key}"><h2>{html.escape(title)}</h2>{bodies[key]}</section>'
+                       for key, title in SECTIONS)
+    title = f"Does the {a.reference} ranking transfer? anysweep report"
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head><body>'
+        f"<h1>{html.escape(title)}</h1><p class='meta'>{html.escape(a.path)} · analyzed "
+        f"{html.escape(str(a.provenance.get('analyzed', '')))}</p><nav>{nav}</nav>{sections}</body></html>"
+    )

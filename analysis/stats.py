@@ -1,0 +1,378 @@
+"""Correlations between columns (datasets, traits) over architectures: point estimates,
+bootstrap intervals (resampling architectures) and permutation p-values, vectorised.
+
+A bootstrap sample is held as counts (how often each architecture was drawn), so a
+resample's statistic is a weighted one over the original rows: Pearson needs one matrix
+product for every sample, Spearman's ranks of a resample come from cumulative counts in
+each column's fixed sort order (no sorting per sample), and Kendall's concordance is
+c^T S c with S the pairwise sign matrix. Missing values are handled pairwise: each pair
+uses the architectures both columns have, and reports that count.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from itertools import combinations, permutations
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+from tqdm.auto import tqdm
+
+from analysis.kendall import kendall_null, kendall_replicates
+
+METHODS = ("pearson", "spearman", "kendall")
+MIN_N = 3  # fewer architectures than this give no correlation
+_BATCH_ELEMENTS = 4_000_000  # floats per bootstrap batch array (~32 MB)
+
+
+@dataclass(frozen=True)
+class Correlations:
+    """One row per pair (a, b): method, n (architectures both have), r, interval lo..hi, p.
+
+    `samples[i]` are the bootstrap replicates of row i (NaN where undefined)."""
+
+    table: pd.DataFrame
+    samples: np.ndarray
+    names: tuple[str, ...]
+    confidence: float
+
+    def matrix(self, value: str = "r") -> pd.DataFrame:
+        """Square, symmetric table of `value` (r, lo, hi, p or n); r is 1 on the diagonal."""
+        if value not in ("r", "lo", "hi", "p", "n"):
+            raise ValueError(f"value {value!r}; valid: r, lo, hi, p, n")
+        position = {name: i for i, name in enumerate(self.names)}
+        values = np.full((len(self.names),) * 2, np.nan)
+        i = self.table["a"].map(position).to_numpy()
+        j = self.table["b"].map(position).to_numpy()
+        values[i, j] = values[j, i] = self.table[value].to_numpy(dtype=float)
+        if value == "r":
+            np.fill_diagonal(values, 1.0)
+        return pd.DataFrame(values, index=list(self.names), columns=list(self.names))
+
+    def row(self, a: str, b: str) -> int:
+        """Position of the pair (a, b) in either order; ValueError if it was not computed."""
+        t = self.table
+        hit = np.flatnonzero(((t["a"] == a) & (t["b"] == b)) | ((t["a"] == b) & (t["b"] == a)))
+        if not len(hit):
+            raise ValueError(f"no correlation computed between {a!r} and {b!r}")
+        return int(hit[0])
+
+    def get(self, a: str, b: str) -> pd.Series:
+        return self.table.iloc[self.row(a, b)]
+
+
+def check_method(method: str) -> str:
+    if method not in METHODS:
+        raise ValueError(f"unknown correlation method {method!r}; valid: {', '.join(METHODS)}")
+    return method
+
+
+def percentile_interval(samples: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap interval along the last axis, ignoring NaN replicates."""
+    tail = 50 * (1 - confidence)
+    if samples.shape[-1] == 0:
+        empty = np.full(samples.shape[:-1], np.nan)
+        return empty, empty.copy()
+    with np.errstate(all="ignore"):
+        finite = np.isfinite(samples).any(axis=-1)
+        safe = np.where(finite[..., None], samples, 0.0)
+        lo, hi = np.nanpercentile(safe, [tail, 100 - tail], axis=-1)
+    return np.where(finite, lo, np.nan), np.where(finite, hi, np.nan)
+
+
+def permutation_pvalue(observed: np.ndarray, null: np.ndarray, exact: bool) -> np.ndarray:
+    """Two-sided p-value of `observed` against null samples along axis 0, as
+    scipy.stats.permutation_test computes it (same tolerance and +1 adjustment)."""
+    observed = np.asarray(observed, dtype=float)
+    adjust = 0 if exact else 1
+    gamma = np.abs(np.finfo(float).eps * 100 * observed)
+    count = len(null)
+    less = (np.count_nonzero(null <= observed + gamma, axis=0) + adjust) / (count + adjust)
+    greater = (np.count_nonzero(null >= observed - gamma, axis=0) + adjust) / (count + adjust)
+    p = np.clip(2 * np.minimum(less, greater), 0.0, 1.0)
+    return np.where(np.isfinite(observed), p, np.nan)
+
+
+def bootstrap_counts(rng: np.random.Generator, n: int, samples: int) -> np.ndarray:
+    """(samples, n): how often each of n rows is drawn in each resample of size n."""
+    draws = rng.integers(0, n, size=(samples, n))
+    offsets = (np.arange(samples) * n)[:, None]
+    return np.bincount((draws + offsets).ravel(), minlength=samples * n).reshape(samples, n)
+
+
+def permutation_indices(rng: np.random.Generator, n: int, count: int) -> tuple[np.ndarray, bool]:
+    """Random permutations of range(n), or all of them when there are no more than `count`
+    (then the test is exact, as in scipy)."""
+    if count > 0 and n <= 10 and math.factorial(n) <= count:
+        return np.array(list(permutations(range(n))), dtype=np.intp), True
+    base = np.broadcast_to(np.arange(n), (count, n))
+    return rng.permuted(base, axis=1), False
+
+
+# ---- point estimates and replicates for the pearson and spearman methods ---------------
+def _standardise(values: np.ndarray) -> np.ndarray:
+    centred = values - values.mean(axis=0)
+    with np.errstate(all="ignore"):
+        return centred / np.sqrt((centred**2).mean(axis=0))
+
+
+def _point(values: np.ndarray, method: str) -> np.ndarray:
+    data = sps.rankdata(values, axis=0) if method == "spearman" else values
+    z = _standardise(data)
+    return z.T @ z / len(z)
+
+
+def _normalise(gram: np.ndarray) -> np.ndarray:
+    diag = np.sqrt(np.clip(np.diagonal(gram, axis1=-2, axis2=-1), 0, None))
+    with np.errstate(all="ignore"):
+        return gram / (diag[..., :, None] * diag[..., None, :])
+
+
+def _batch(samples: int, n: int, columns: int) -> int:
+    return int(max(1, min(samples, _BATCH_ELEMENTS // max(1, n * columns))))
+
+
+def pearson_replicates(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """(samples, c, c) Pearson matrices of the resamples `counts` describes: one product
+    of the counts with the rows' cross products."""
+    n, c = values.shape
+    centred = values - values.mean(axis=0)
+    cross = (centred[:, :, None] * centred[:, None, :]).reshape(n, c * c)
+    out = np.empty((len(counts), c, c))
+    step = _batch(len(counts), c * c, 1)
+    for start in range(0, len(counts), step):
+        w = counts[start : start + step].astype(float)
+        mean = w @ centred / n
+        second = (w @ cross).reshape(-1, c, c) / n
+        out[start : start + step] = _normalise(second - mean[:, :, None] * mean[:, None, :])
+    return out
+
+
+def _tie_bounds(ordered: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each sorted position, the first and last position of its run of equal values."""
+    n = len(ordered)
+    pos = np.broadcast_to(np.arange(n)[:, None], ordered.shape)
+    new = np.ones(ordered.shape, dtype=bool)
+    new[1:] = ordered[1:] != ordered[:-1]
+    last = np.ones(ordered.shape, dtype=bool)
+    last[:-1] = new[1:]
+    start = np.maximum.accumulate(np.where(new, pos, 0), axis=0)
+    end = np.minimum.accumulate(np.where(last, pos, n - 1)[::-1], axis=0)[::-1]
+    return start, end
+
+
+def spearman_replicates(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """(samples, c, c) Spearman matrices of the resamples: average ranks of each resample
+    from cumulative counts along each column's sort order, then weighted Pearson."""
+    n, c = values.shape
+    order = np.argsort(values, axis=0, kind="stable")
+    start, end = _tie_bounds(np.take_along_axis(values, order, axis=0))
+    # Column-major from here on, so the cumulative sums run along contiguous memory.
+    order, inverse = order.T.copy(), np.argsort(order, axis=0).T.copy()
+    start, end = start.T.ravel(), end.T.ravel()
+    base = np.repeat(np.arange(c) * n, n)
+    tied = np.flatnonzero(start != end)
+    first_of, last_of = (base + start)[tied], (base + end)[tied]
+    row = np.arange(c)[:, None]
+    out = np.empty((len(counts), c, c))
+    step = _batch(len(counts), n, c)
+    for first in range(0, len(counts), step):
+        # float32 holds every count, cumulative count and half-integer rank exactly.
+        w = counts[first : first + step].astype(np.float32)
+        w_sorted = w[:, order]  # (b, c, n): counts in each column's sort order
+        cum = np.cumsum(w_sorted, axis=2)
+        ranks = cum - (w_sorted - 1) / 2
+        if len(tied):
+            flat_cum, flat_w = cum.reshape(len(w), -1), w_sorted.reshape(len(w), -1)
+            ranks.reshape(len(w), -1)[:, tied] = (
+                flat_cum[:, first_of] - flat_w[:, first_of] + flat_cum[:, last_of] + 1
+            ) / 2
+        centred = ranks[:, row, inverse].astype(np.float64) - (n + 1) / 2
+        gram = np.matmul(centred * w[:, None, :], centred.transpose(0, 2, 1))
+        out[first : first + step] = _normalise(gram)
+    return out
+
+
+def _null_matrix(z: np.ndarray, perms: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """(permutations, pairs): correlation of column `left` with column `right` permuted."""
+    n, c = z.shape
+    out = np.empty((len(perms), len(left)))
+    step = _batch(len(perms), n, c)
+    for first in range(0, len(perms), step):
+        shuffled = z[perms[first : first + step]]  # (b, n, c)
+        out[first : first + step] = np.matmul(z.T[None], shuffled)[:, left, right] / n
+    return out
+
+
+# ---- the public entry point ------------------------------------------------------------
+def _pair_list(names: Sequence[str], pairs: Iterable[tuple[str, str]] | None) -> list[tuple[int, int]]:
+    index = {name: i for i, name in enumerate(names)}
+    if pairs is None:
+        return list(combinations(range(len(names)), 2))
+    out = []
+    for a, b in pairs:
+        for name in (a, b):
+            if name not in index:
+                raise ValueError(f"column {name!r} is not in the table; columns: {list(names)}")
+        out.append((index[a], index[b]))
+    return out
+
+
+def correlate(
+    values: pd.DataFrame,
+    *,
+    method: str = "spearman",
+    pairs: Iterable[tuple[str, str]] | None = None,
+    bootstrap: int = 1000,
+    permutations: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    progress: bool = False,
+) -> Correlations:
+    """Correlate columns of `values` (rows: architectures; NaN: missing) pairwise.
+
+    `pairs` defaults to every pair of columns. Each pair uses the rows both columns have
+    (n in the table); bootstrap intervals are percentile intervals over resampled rows;
+    p-values are two-sided permutation p-values (exact when n! <= permutations)."""
+    check_method(method)
+    if bootstrap < 0 or permutations < 0:
+        raise ValueError(f"bootstrap and permutations must be >= 0, got {bootstrap} and {permutations}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence}")
+    names = tuple(str(c) for c in values.columns)
+    pair_idx = _pair_list(names, pairs)
+    data = values.to_numpy(dtype=float)
+    present = np.isfinite(data)
+    rng = np.random.default_rng(seed)
+    count = len(pair_idx)
+    r, p, n_rows = np.full(count, np.nan), np.full(count, np.nan), np.zeros(count, dtype=np.int64)
+    samples = np.full((count, bootstrap), np.nan)
+    groups: dict[bytes, list[int]] = {}
+    for k, (i, j) in enumerate(pair_idx):
+        groups.setdefault(np.packbits(present[:, i] & present[:, j]).tobytes(), []).append(k)
+    null_cache: dict[bytes, np.ndarray] = {}
+    bar = tqdm(total=count, desc=f"{method} correlations", unit="pair", disable=not progress, leave=False)
+    for members in groups.values():
+        i0, j0 = pair_idx[members[0]]
+        rows = np.flatnonzero(present[:, i0] & present[:, j0])
+        n_rows[members] = len(rows)
+        if len(rows) < MIN_N:
+            bar.update(len(members))
+            continue
+        cols = sorted({c for k in members for c in pair_idx[k]})
+        local = {c: m for m, c in enumerate(cols)}
+        sub = data[np.ix_(rows, cols)]
+        left = np.array([local[pair_idx[k][0]] for k in members])
+        right = np.array([local[pair_idx[k][1]] for k in members])
+        counts = bootstrap_counts(rng, len(rows), bootstrap)
+        perms, exact = permutation_indices(rng, len(rows), permutations)
+        if method == "kendall":
+            for k, a, b in zip(members, left, right, strict=True):
+                x, y = sub[:, a], sub[:, b]
+                r[k] = sps.kendalltau(x, y).statistic
+                samples[k] = kendall_replicates(x, y, counts)
+                if permutations:
+                    null = kendall_null(x, y, perms, null_cache)
+                    p[k] = permutation_pvalue(r[k], null, exact)
+                bar.update(1)
+            continue
+        point = _point(sub, method)
+        r[members] = point[left, right]
+        if bootstrap:
+            replicate = pearson_replicates if method == "pearson" else spearman_replicates
+            samples[members] = replicate(sub, counts)[:, left, right].T
+        if permutations:
+            z = _standardise(sps.rankdata(sub, axis=0) if method == "spearman" else sub)
+            observed = (z[:, left] * z[:, right]).mean(axis=0)
+            p[members] = permutation_pvalue(observed, _null_matrix(z, perms, left, right), exact)
+        bar.update(len(members))
+    bar.close()
+    lo, hi = percentile_interval(samples, confidence)
+    table = pd.DataFrame({
+        "a": [names[i] for i, _ in pair_idx], "b": [names[j] for _, j in pair_idx],
+        "method": method, "n": n_rows, "r": r, "lo": lo, "hi": hi, "p": p,
+    })
+    return Correlations(table=table, samples=samples, names=names, confidence=confidence)
+
+
+# ---- noise floor ---------------------------------------------------------------------
+def spearman_brown(r: np.ndarray | float, seeds: np.ndarray | float) -> np.ndarray:
+    """Reliability of a mean over `seeds` trainings from the single-training reliability r;
+    NaN where r <= 0 (no repeatable signal to correct with)."""
+    r = np.asarray(r, dtype=float)
+    with np.errstate(all="ignore"):
+        return np.where(r > 0, seeds * r / (1 + (seeds - 1) * r), np.nan)
+
+
+def seed_reliability(
+    by_seed: pd.DataFrame,
+    *,
+    method: str = "spearman",
+    seeds_averaged: float | None = None,
+    bootstrap: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[dict[str, float], np.ndarray]:
+    """One dataset's seed-to-seed agreement. `by_seed`: architecture x seed errors.
+
+    Uses the architectures that have every seed; the single-training reliability is the
+    mean correlation over pairs of seeds, and the reliability of the per-architecture mean
+    follows from Spearman-Brown with `seeds_averaged` (default: the number of seeds).
+    Returns the summary and the bootstrap replicates of the mean's reliability."""
+    check_method(method)
+    complete = by_seed.dropna()
+    seeds = by_seed.shape[1]
+    s = float(seeds if seeds_averaged is None else seeds_averaged)
+    summary = {"seeds": seeds, "n": len(complete), "seeds_averaged": s, "seed_r": np.nan,
+               "seed_lo": np.nan, "seed_hi": np.nan, "reliability": np.nan,
+               "reliability_lo": np.nan, "reliability_hi": np.nan}
+    replicates = np.full(bootstrap, np.nan)
+    if seeds < 2 or len(complete) < MIN_N:
+        return summary, replicates
+    result = correlate(complete, method=method, bootstrap=bootstrap, permutations=0,
+                       confidence=confidence, seed=seed)
+    single = float(result.table["r"].mean())
+    single_samples = result.samples.mean(axis=0)
+    replicates = spearman_brown(single_samples, s)
+    lo, hi = percentile_interval(single_samples, confidence)
+    rel_lo, rel_hi = percentile_interval(replicates, confidence)
+    summary.update(seed_r=single, seed_lo=float(lo), seed_hi=float(hi),
+                   reliability=float(spearman_brown(single, s)),
+                   reliability_lo=float(rel_lo), reliability_hi=float(rel_hi))
+    return summary, replicates
+
+
+def disattenuate(
+    correlations: Correlations,
+    reliability: dict[str, float],
+    replicates: dict[str, np.ndarray],
+) -> pd.DataFrame:
+    """Spearman's correction for attenuation of every pair: r / sqrt(rel_a * rel_b).
+
+    Adds `ceiling` (sqrt(rel_a * rel_b): the highest correlation two datasets this noisy
+    can show even if their true rankings agree perfectly, with its interval) and
+    `r_corrected` with its interval. The interval takes replicate b of the correlation
+    and of each reliability together; their bootstrap draws are independent, which widens
+    it a little. Corrected values are capped at +-1."""
+    table = correlations.table.copy()
+    count = correlations.samples.shape[1]
+    nan = np.full(count, np.nan)
+    ceiling, ceiling_reps = [], []
+    for a, b in zip(table["a"], table["b"], strict=True):
+        ceiling.append(np.sqrt(reliability.get(a, np.nan) * reliability.get(b, np.nan)))
+        with np.errstate(all="ignore"):
+            ceiling_reps.append(np.sqrt(replicates.get(a, nan) * replicates.get(b, nan)))
+    ceiling_arr = np.array(ceiling, dtype=float)
+    ceiling_samples = np.array(ceiling_reps, dtype=float).reshape(len(table), count)
+    with np.errstate(all="ignore"):
+        corrected = np.clip(table["r"].to_numpy() / ceiling_arr, -1, 1)
+        corrected_samples = np.clip(correlations.samples / ceiling_samples, -1, 1)
+    table["ceiling"] = ceiling_arr
+    table["ceiling_lo"], table["ceiling_hi"] = percentile_interval(ceiling_samples, correlations.confidence)
+    table["r_corrected"] = corrected
+    lo, hi = percentile_interval(corrected_samples, correlations.confidence)
+    table["corrected_lo"], table["corrected_hi"] = lo, hi
+    return table

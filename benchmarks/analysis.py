@@ -1,0 +1,103 @@
+"""Time the analysis of a large study on one core: loading 100,000 cells (2,000 architectures
+x 25 datasets x 2 seeds) plus the full Spearman matrix with 1,000-resample bootstrap
+intervals (goal: under 10 s), and, for information, the other steps of `anysweep analyze`.
+
+    .venv/bin/python benchmarks/analysis.py [--architectures 2000] [--full]
+"""
+
+from __future__ import annotations
+
+import os
+
+# One core: set before numpy loads its BLAS.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from analysis.frame import open_results  # noqa: E402
+from analysis.stats import correlate  # noqa: E402
+from analysis.synthetic import SyntheticDataset, default_datasets, synthetic_results  # noqa: E402
+
+GOAL_S = 10.0
+
+
+def _datasets(count: int) -> list[SyntheticDataset]:
+    base = default_datasets()
+    extra = [
+        SyntheticDataset(f"extra{i}", 10, 32, 20_000, 5_000, rho=float(np.sin(i)) * 0.9,
+                         small=0.2, base=20, spread=3, seed_noise=0.8)
+        for i in range(max(0, count - len(base)))
+    ]
+    return (base + extra)[:count]
+
+
+class Clock:
+    """Wall and CPU seconds of a block; CPU time shows the cost when the machine is shared."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+    def __enter__(self) -> Clock:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = time.process_time() - self.cpu
+        print(f"{self.label:<58} {self.wall:7.2f} s wall {self.cpu:7.2f} s cpu", flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--architectures", type=int, default=2000)
+    parser.add_argument("--datasets", type=int, default=25)
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--full", action="store_true", help="also time the whole analysis and report")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "results.h5"
+        with Clock("write synthetic results.h5 (not part of the goal)"):
+            synthetic_results(path, architectures=args.architectures, seeds=args.seeds,
+                              datasets=_datasets(args.datasets), curves=True, seed=0)
+        cells = args.architectures * args.datasets * args.seeds
+        print(f"{cells:,} cells: {args.architectures} architectures x {args.datasets} datasets x {args.seeds} seeds")
+        with Clock("load results.h5 into the cells frame") as load:
+            study = open_results(path)
+            errors = study.errors()
+        with Clock(f"Spearman matrix, {args.bootstrap} bootstrap resamples") as spearman:
+            correlate(errors, method="spearman", bootstrap=args.bootstrap, permutations=0)
+        total = load.wall + spearman.wall
+        cpu = load.cpu + spearman.cpu
+        verdict = "meets" if total < GOAL_S else "MISSES"
+        print(f"GOAL load + Spearman matrix with intervals: {total:.2f} s wall, {cpu:.2f} s cpu "
+              f"({verdict} the {GOAL_S:.0f} s goal)")
+        with Clock(f"  + {args.bootstrap} permutations for p-values"):
+            correlate(errors, method="spearman", bootstrap=args.bootstrap, permutations=args.bootstrap)
+        with Clock("Pearson matrix with intervals and p-values"):
+            correlate(errors, method="pearson", bootstrap=args.bootstrap, permutations=args.bootstrap)
+        reference = [(study.reference, d) for d in errors.columns if d != study.reference]
+        with Clock(f"Kendall against the reference ({len(reference)} pairs)"):
+            correlate(errors, method="kendall", pairs=reference, bootstrap=args.bootstrap,
+                      permutations=args.bootstrap)
+        if args.full:
+            from analysis.report import analyze, write_report
+
+            with Clock("whole analysis (anysweep analyze without output)"):
+                analysis = analyze(study, bootstrap=args.bootstrap, permutations=args.bootstrap)
+            with Clock("tables, figures and report.html"):
+                write_report(analysis, Path(tmp) / "report")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,373 @@
+"""The study verbs of `anysweep` (init, sample, prepare, launch, sbatch, status, collect, run,
+cancel, clean, logs): argument parsers and thin handlers over hpc's functions.
+
+Each handler returns the exit code; bad input raises ValueError or FileNotFoundError, which
+`hpc.cli` prints as a one-line error. Heavy modules are imported inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from hpc.spec import STUDY_FILE, Study, load_study
+
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
+
+
+def _study_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("study_dir", type=Path, metavar="DIR", help="the study folder (holds study.toml)")
+
+
+def _print(message: str = "") -> None:
+    print(message, flush=True)
+
+
+# --- init ---------------------------------------------------------------------------------
+
+
+def add_init(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("study_dir", type=Path, metavar="DIR", help="the study folder to create")
+    parser.add_argument("--preset", default="demo", help=f"one of {', '.join(preset_names())} (default: demo)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing study.toml")
+
+
+def init_study(study_dir: Path, preset: str = "demo", force: bool = False) -> Path:
+    """Write DIR/study.toml from a preset; returns its path."""
+    source = PRESETS_DIR / f"{preset}.toml"
+    if not source.is_file():
+        raise ValueError(f"unknown preset {preset!r}; presets: {', '.join(preset_names())}")
+    target = Path(study_dir) / STUDY_FILE
+    if target.exists() and not force:
+        raise FileExistsError(f"{target} exists; pass --force to overwrite it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    return target
+
+
+def run_init(args: argparse.Namespace) -> int:
+    target = init_study(args.study_dir, args.preset, args.force)
+    load_study(args.study_dir)  # a preset that does not validate is a bug; say so now
+    _print(f"wrote {target} (preset {args.preset}); edit it, then `anysweep launch {args.study_dir} --dry-run`")
+    return 0
+
+
+# --- sample, prepare ----------------------------------------------------------------------
+
+
+def add_sample(parser: argparse.ArgumentParser) -> None:
+    _study_dir(parser)
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    from hpc.study import architectures_path, sample_architectures
+
+    study = load_study(args.study_dir)
+    population = sample_architectures(study, progress=True)
+    _print(f"{len(population)} architectures in {architectures_path(study)} "
+           f"(the study uses ids 0..{study.settings.architectures - 1})")  # fmt: skip
+    return 0
+
+
+def add_prepare(parser: argparse.ArgumentParser) -> None:
+    _study_dir(parser)
+    parser.add_argument("--dataset", action="append", metavar="NAME", help="only this dataset (repeatable)")
+    parser.add_argument("--cluster", choices=("local", "slurm"), default="local",
+                        help="local (default), or slurm: one job per dataset, for ImageNet-size data")  # fmt: skip
+
+
+def prepare_on_slurm(study: Study, names: list[str] | None = None) -> list[str]:
+    """Submit one Slurm job per dataset to prepare (subsets through their parents); job ids."""
+    import submitit
+
+    from hpc.study import prepare_one
+
+    entries = [study.dataset(n) for n in names] if names else list(study.datasets)
+    specs = {}
+    for entry in entries:
+        spec = entry.spec.parent_spec() if entry.spec.is_subset else entry.spec
+        specs.setdefault(spec.name, (spec, entry.cluster))
+    ids = []
+    for spec, cluster in specs.values():
+        executor = submitit.AutoExecutor(folder=study.root / "jobs" / "prepare", cluster="slurm")
+        params = {"name": f"anysweep-prepare-{spec.name}", "timeout_min": cluster.time_min,
+                  "cpus_per_task": cluster.cpus, "mem_gb": cluster.mem_gb}  # fmt: skip
+        for key in ("partition", "account", "qos", "constraint"):
+            if getattr(cluster, key):
+                params[f"slurm_{key}"] = getattr(cluster, key)
+        if cluster.setup:
+            params["slurm_setup"] = list(cluster.setup)
+        executor.update_parameters(**params)
+        ids.append(executor.submit(prepare_one, spec.to_dict(), str(study.data_dir)).job_id)
+    return ids
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    from hpc.study import prepare_datasets
+
+    study = load_study(args.study_dir)
+    if args.cluster == "slurm":
+        ids = prepare_on_slurm(study, args.dataset)
+        _print(f"submitted {len(ids)} prepare job(s): {', '.join(ids)}; "
+               f"logs in {study.root / 'jobs' / 'prepare'}")  # fmt: skip
+        return 0
+    prepared = prepare_datasets(study, args.dataset, progress=True)
+    for item in prepared:
+        _print(f"{item.spec.name}: {item.num_train:,} train / {item.num_test:,} test images, "
+               f"{item.num_classes} classes, {item.backend} backend")  # fmt: skip
+    return 0
+
+
+# --- launch, sbatch -----------------------------------------------------------------------
+
+
+def add_launch(parser: argparse.ArgumentParser) -> None:
+    _study_dir(parser)
+    parser.add_argument("--cluster", choices=("slurm", "local"), default="slurm",
+                        help="slurm (default): array jobs; local: workers on this machine")  # fmt: skip
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="local: workers at once (default: the number of cores)")  # fmt: skip
+    parser.add_argument("--dry-run", action="store_true", help="print the plan; submit nothing")
+    parser.add_argument("--reset-retries", action="store_true",
+                        help="run failed cells again even if they used up their attempts")  # fmt: skip
+
+
+def run_launch(args: argparse.Namespace) -> int:
+    from hpc.launch import launch
+    from hpc.plan import format_plan
+
+    study = load_study(args.study_dir)
+    launched = launch(study, cluster=args.cluster, jobs=args.jobs, dry_run=args.dry_run,
+                      reset_retries=args.reset_retries)  # fmt: skip
+    _print(format_plan(launched.plan, study))
+    if args.dry_run:
+        _print("dry run: nothing submitted")
+    elif not launched.record:
+        _print("nothing to submit: every cell is finished, queued or running")
+    else:
+        what = "lanes (pids)" if args.cluster == "local" else "array jobs"
+        _print(f"submitted {what} {', '.join(launched.job_ids)}; recorded in "
+               f"{study.root / 'jobs' / launched.record}; follow with `anysweep status {study.root}`")  # fmt: skip
+    return 0
+
+
+def add_sbatch(parser: argparse.ArgumentParser) -> None:
+    _study_dir(parser)
+
+
+def run_sbatch(args: argparse.Namespace) -> int:
+    from hpc.plan import format_plan
+    from hpc.sbatch import render
+
+    study = load_study(args.study_dir)
+    rendered = render(study)
+    _print(format_plan(rendered.plan, study))
+    if rendered.submit is None:
+        _print("nothing to render: every cell is finished, queued or running")
+        return 0
+    for script in rendered.scripts:
+        _print(f"  {script}")
+    _print(f"submit them all with: bash {rendered.submit}")
+    return 0
+
+
+# --- status, collect ----------------------------------------------------------------------
+
+
+def add_status(parser: argparse.ArgumentParser) -> None:
+    _study_dir(parser)
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from hpc.status import format_status, study_status
+
+    status = study_status(load_study(args.study_dir))
+    _print(json.dumps(status.to_dict(), indent=1) if args.json else format_status(status))
+    return 0
+
+
+def add_collect(parser: argparse.ArgumentParser) -> None:
+    _study_dir(parser)
+
+
+def run_collect(args: argparse.Namespace) -> int:
+    from hpc.collect import collect
+
+    collected = collect(load_study(args.study_dir), progress=True)
+    for line in collected.skipped:
+        print(f"skipped {line}", file=sys.stderr)
+    state = "wrote" if collected.written else "up to date:"
+    _print(f"{state} {collected.path} ({collected.cells} cells"
+           + (f", {len(collected.skipped)} unreadable files skipped)" if collected.skipped else ")"))
+    return 0
+
+
+# --- run ----------------------------------------------------------------------------------
+
+
+def add_run(parser: argparse.ArgumentParser) -> None:
+    _study_dir(parser)
+    parser.add_argument("--cluster", choices=("local", "slurm"), default="local",
+                        help="local (default): on this machine; slurm: array jobs, waited for")  # fmt: skip
+    parser.add_argument("--jobs", type=int, default=None, help="local: workers at once (default: cores)")
+    parser.add_argument("--no-analyze", action="store_true", help="stop after collect")
+
+
+def run_run(args: argparse.Namespace) -> int:
+    return run_study(args.study_dir, cluster=args.cluster, jobs=args.jobs,
+                     analyze=not args.no_analyze)  # fmt: skip
+
+
+def run_study(
+    study_dir: Path | str,
+    cluster: str = "local",
+    jobs: int | None = None,
+    progress: bool = True,
+    analyze: bool = True,
+    poll_s: float | None = None,
+) -> int:
+    """sample, prepare, launch, wait (with a progress bar), collect, analyze: the whole study.
+
+    Interrupted (Ctrl-C) and run again, it continues where it stopped. Failed cells are
+    launched again while they have attempts left. Returns 0 when every cell finished as
+    done or diverged, 1 when some failed.
+    """
+    from hpc.collect import collect
+    from hpc.launch import cancel_lanes, launch
+    from hpc.study import prepare_datasets, sample_architectures
+
+    study = load_study(study_dir)
+    poll_s = poll_s if poll_s is not None else (1.0 if cluster == "local" else 15.0)
+    sample_architectures(study, progress=progress)
+    prepare_datasets(study, progress=progress)
+    for _ in range(study.settings.max_attempts + 1):
+        launched = launch(study, cluster=cluster, jobs=jobs)
+        try:
+            _wait(study, launched, poll_s, progress)
+        except KeyboardInterrupt:
+            cancel_lanes(launched)
+            raise
+        if not launched.record:
+            break
+    collected = collect(study, progress=progress)
+    for line in collected.skipped:
+        print(f"skipped {line}", file=sys.stderr)
+    _print(f"results: {collected.path} ({collected.cells} cells)")
+    if analyze:
+        _analyze(study.root)
+    return _outcome(study)
+
+
+def _wait(study: Study, launched: object, poll_s: float, progress: bool) -> None:
+    """Until no task of the study is queued or running; the bar counts finished cells."""
+    from tqdm import tqdm
+
+    from hpc.launch import lanes_running
+    from hpc.plan import is_finished, scan_results, study_cells
+    from hpc.status import tasks
+
+    cells = study_cells(study)
+    attempts = study.settings.max_attempts
+
+    def finished() -> int:
+        results = scan_results(study)
+        return sum(is_finished(results.get(c), attempts) for c in cells)
+
+    start = finished()
+    with tqdm(total=len(cells), initial=start, desc=f"{study.name}", unit="cell",
+              disable=not progress, smoothing=0.1) as bar:  # fmt: skip
+        while True:
+            own = lanes_running(launched)  # also reaps this process's finished lanes
+            active = own or any(t.state != "ended" for t in tasks(study))
+            now = finished()
+            bar.update(now - bar.n)
+            if not active:
+                break
+            time.sleep(poll_s)
+
+
+def _analyze(root: Path) -> None:
+    import importlib
+
+    try:
+        module = importlib.import_module("analysis.cli")
+    except ModuleNotFoundError:
+        print("anysweep run: analysis is not installed here; skipped `anysweep analyze`", file=sys.stderr)
+        return
+    parser = argparse.ArgumentParser(prog="anysweep analyze")
+    module.add_arguments(parser)
+    module.run(parser.parse_args([str(root)]))
+
+
+def _outcome(study: Study) -> int:
+    from hpc.plan import scan_results, study_cells
+
+    results = scan_results(study)
+    bad = [c.key for c in study_cells(study)
+           if results.get(c) is None or results[c].status not in ("done", "diverged")]  # fmt: skip
+    if bad:
+        print(f"anysweep run: {len(bad)} cell(s) did not finish: {', '.join(bad[:10])}"
+              + (" ..." if len(bad) > 10 else "") + f"; see `anysweep status {study.root}`",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
+
+
+# --- cancel, clean, logs ------------------------------------------------------------------
+
+
+def add_cancel(parser: argparse.ArgumentParser) -> None:
+    _study_dir(parser)
+
+
+def run_cancel(args: argparse.Namespace) -> int:
+    from hpc.launch import cancel
+
+    cancelled = cancel(load_study(args.study_dir))
+    _print(f"cancelled {', '.join(cancelled)}" if cancelled else "nothing queued or running")
+    return 0
+
+
+def add_clean(parser: argparse.ArgumentParser) -> None:
+    _study_dir(parser)
+    parser.add_argument("--betons", action="store_true",
+                        help="also delete the prepared files of datasets whose cells all finished")  # fmt: skip
+
+
+def run_clean(args: argparse.Namespace) -> int:
+    from hpc.collect import clean
+
+    removed, freed = clean(load_study(args.study_dir), betons=args.betons)
+    _print(f"removed {len(removed)} file(s), {freed / 2**20:,.1f} MiB")
+    return 0
+
+
+def add_logs(parser: argparse.ArgumentParser) -> None:
+    _study_dir(parser)
+    parser.add_argument("cell", metavar="CELL", help="DATASET/ARCH-sSEED, e.g. fashion_mnist/3-s0")
+    parser.add_argument("--lines", type=int, default=40, help="lines of the task's scheduler log (default 40)")
+
+
+def run_logs(args: argparse.Namespace) -> int:
+    from hpc.status import cell_logs
+
+    cell_log, task_log = cell_logs(load_study(args.study_dir), args.cell)
+    if cell_log is not None:
+        _print(f"==> {cell_log} <==")
+        _print(cell_log.read_text(errors="replace").rstrip())
+    if task_log is not None:
+        lines = task_log.read_text(errors="replace").splitlines()[-args.lines :]
+        _print(f"==> {task_log} (last {len(lines)} lines) <==")
+        _print("\n".join(lines))
+    if cell_log is None and task_log is None:
+        _print(f"no log of {args.cell} yet: it has not started")
+    return 0

@@ -1,0 +1,224 @@
+"""`anysweep collect`: merge the cells' result files into results.h5 through analysis.schema.
+
+One writer at a time (a lock), atomic replacement, and idempotent: unchanged inputs leave
+results.h5 untouched. A corrupt or half-written result file is reported and never merged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from analysis.schema import (
+    CellResult,
+    CorruptResultError,
+    DatasetInfo,
+    cell_path,
+    read_cell,
+    write_results,
+)
+from hpc.launch import study_lock
+from hpc.plan import Cell, dataset_sizes, scan_results
+from hpc.spec import DatasetEntry, Study
+from hpc.study import Population, load_population
+
+RESULTS_FILE = "results.h5"
+REFERENCE_RESOLUTION = 224  # the /architectures complexity columns are counted here
+REFERENCE_CLASSES = 1000
+
+
+@dataclass(frozen=True)
+class Collected:
+    """What a collect did."""
+
+    path: Path
+    cells: int  # cells in results.h5
+    skipped: tuple[str, ...]  # "cell: why" for result files not merged
+    written: bool  # False: results.h5 was up to date
+
+
+def architecture_columns(population: Population) -> dict[str, np.ndarray]:
+    """/architectures: one row per id; per-stage columns padded with 0 to the deepest network."""
+    from anynet.complexity import complexity
+
+    archs, sampled = population.archs, population.sampled
+    stages = max((a.num_stages for a in archs), default=0)
+
+    def per_stage(values: list[tuple], dtype: Any) -> np.ndarray:
+        out = np.zeros((len(values), stages), dtype=dtype)
+        for i, row in enumerate(values):
+            out[i, : len(row)] = row
+        return out
+
+    counts = [
+        complexity(a, resolution=REFERENCE_RESOLUTION, num_classes=REFERENCE_CLASSES) for a in archs
+    ]
+    return {
+        "id": np.arange(len(archs), dtype=np.int64),
+        "name": np.array([a.name for a in archs], dtype=object),
+        "num_stages": np.array([a.num_stages for a in archs], dtype=np.int64),
+        "depths": per_stage([a.depths for a in archs], np.int64),
+        "widths": per_stage([a.widths for a in archs], np.int64),
+        "bottleneck_ratios": per_stage([a.bottleneck_ratios for a in archs], np.float64),
+        "group_widths": per_stage([a.group_widths for a in archs], np.int64),
+        "sampled_widths": per_stage([s.widths for s in sampled], np.int64),
+        "sampled_group_widths": per_stage([s.group_widths for s in sampled], np.int64),
+        "stem": np.array([a.stem for a in archs], dtype=object),
+        "stem_width": np.array([a.stem_width for a in archs], dtype=np.int64),
+        "se_ratio": np.array([a.se_ratio for a in archs], dtype=np.float64),
+        "flops": np.array([c.flops for c in counts], dtype=np.int64),
+        "params": np.array([c.params for c in counts], dtype=np.int64),
+        "acts": np.array([c.acts for c in counts], dtype=np.int64),
+    }
+
+
+def dataset_info(study: Study, entry: DatasetEntry) -> DatasetInfo:
+    """What results.h5 records of a dataset: from its prepared files when they are there,
+    else from the registry."""
+    from loaders.prepare import open_prepared
+
+    spec = entry.spec
+    try:
+        prepared = open_prepared(spec, study.data_dir)
+        classes, names = prepared.num_classes, tuple(prepared.class_names)
+        num_train, num_test = prepared.num_train, prepared.num_test
+        subset = tuple(prepared.selection.classes) if prepared.selection is not None else ()
+    except (FileNotFoundError, ValueError):
+        num_train, num_test, classes, _ = dataset_sizes(entry)
+        names, subset = tuple(spec.label_names or ()), ()
+    return DatasetInfo(
+        name=entry.name, classes=classes, resolution=entry.resolution, num_train=num_train,
+        num_test=num_test, source=spec.source, class_names=names, recipe=entry.recipe.to_json(),
+        parent=spec.parent or "", subset_classes=subset,
+        spec=json.dumps(spec.to_dict(), sort_keys=True),
+    )  # fmt: skip
+
+
+def _fingerprint(study: Study, files: list[tuple[Cell, Path]]) -> str:
+    """Changes when any input of results.h5 changes: result files, architectures, study.toml."""
+    digest = hashlib.sha256(study.source.encode())
+    for extra in (study.root / "architectures.json",):
+        stat = extra.stat()
+        digest.update(f"{extra.name}:{stat.st_mtime_ns}:{stat.st_size}".encode())
+    for cell, path in files:
+        stat = path.stat()
+        digest.update(f"{cell.key}:{stat.st_mtime_ns}:{stat.st_size}".encode())
+    return digest.hexdigest()
+
+
+def _current_fingerprint(path: Path) -> str:
+    try:
+        with h5py.File(path, "r") as handle:
+            return str(handle.attrs.get("inputs", ""))
+    except OSError:
+        return ""
+
+
+def collect(study: Study, *, progress: bool = False) -> Collected:
+    """Merge every readable result file of the study's cells into STUDY/results.h5."""
+    from tqdm import tqdm
+
+    from hpc.provenance import now
+
+    population = load_population(study)
+    target = study.root / RESULTS_FILE
+    n_archs, seeds = study.settings.architectures, study.settings.seeds
+    with study_lock(study, "collect"):
+        summaries = scan_results(study)
+        files = sorted(
+            (cell, cell_path(study.root / "results", cell.dataset, cell.arch_id, cell.seed))
+            for cell in summaries
+            if cell.arch_id < n_archs and cell.seed < seeds
+        )
+        fingerprint = _fingerprint(study, files)
+        if target.exists() and _current_fingerprint(target) == fingerprint:
+            skipped = tuple(f"{c.key}: {summaries[c].error}" for c, _ in files
+                            if summaries[c].status == "corrupt")  # fmt: skip
+            return Collected(target, len(files) - len(skipped), skipped, False)
+        cells: list[CellResult] = []
+        skipped: list[str] = []
+        for cell, path in tqdm(files, desc="collecting", unit="cell", disable=not progress):
+            try:
+                result = read_cell(path)
+            except (CorruptResultError, FileNotFoundError) as exc:
+                skipped.append(f"{cell.key}: {exc}")
+                continue
+            if result.key != (cell.dataset, cell.arch_id, cell.seed):
+                skipped.append(f"{cell.key}: the file holds cell {result.key}")
+                continue
+            cells.append(result)
+        attrs = {
+            "created": now(), "study": study.name, "reference": study.reference,
+            "software": _software(), "study_toml": study.source, "inputs": fingerprint,
+        }  # fmt: skip
+        write_results(
+            target, architectures=architecture_columns(population),
+            datasets=[dataset_info(study, entry) for entry in study.datasets], cells=cells,
+            attrs=attrs,
+        )  # fmt: skip
+    return Collected(target, len(cells), tuple(skipped), True)
+
+
+def _software() -> str:
+    import importlib.metadata
+    import platform
+
+    out = {"python": platform.python_version()}
+    for name in ("anysweep", "numpy", "h5py"):
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = ""
+    return json.dumps(out, sort_keys=True)
+
+
+def clean(study: Study, *, betons: bool = False) -> tuple[list[Path], int]:
+    """Delete checkpoints of finished cells and, with `betons`, the prepared files of
+    datasets whose cells (and whose subsets' cells) all finished. Returns (files, bytes)."""
+    from hpc.plan import is_finished, study_cells
+
+    results = scan_results(study)
+    attempts = study.settings.max_attempts
+    removed: list[Path] = []
+    for cell, summary in results.items():
+        if is_finished(summary, attempts) and summary.status != "failed":
+            path = study.root / "checkpoints" / cell.dataset / f"{cell.arch_id}-s{cell.seed}.pt"
+            if path.exists():
+                removed.append(path)
+    if betons:
+        unfinished = {c.dataset for c in study_cells(study) if not is_finished(results.get(c), attempts)}
+        removed.extend(_prepared_files(study, unfinished))
+    freed = 0
+    for path in removed:
+        freed += path.stat().st_size
+        path.unlink()
+    return removed, freed
+
+
+def _prepared_files(study: Study, unfinished: set[str]) -> list[Path]:
+    """Prepared files no unfinished cell reads: a parent's serve its subsets too."""
+    from loaders.prepare import manifest_path
+
+    owners: dict[str, list[DatasetEntry]] = {}
+    for entry in study.datasets:
+        spec = entry.spec.parent_spec() if entry.spec.is_subset else entry.spec
+        owners.setdefault(spec.name, []).append(entry)
+    files = []
+    for users in owners.values():
+        if any(u.name in unfinished for u in users):
+            continue
+        spec = users[0].spec.parent_spec() if users[0].spec.is_subset else users[0].spec
+        manifest = manifest_path(spec, study.data_dir)
+        try:
+            listed = json.loads(manifest.read_text()).get("files", {})
+        except (OSError, ValueError):
+            continue
+        files.extend(p for p in (study.data_dir / n for n in listed.values()) if p.exists())
+        files.append(manifest)
+    return files

@@ -1,0 +1,172 @@
+"""A chunk's manifest: the study folder, the dataset, the recipe and the cells one array task runs.
+
+The one module that writes and reads manifests (the format is in docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from anynet.arch import Architecture
+from hpc.recipe import Recipe
+
+MANIFEST_KEYS = ("study_dir", "dataset", "recipe", "cells", "max_attempts", "device", "threads")
+CELL_KEYS = ("arch_id", "seed", "arch")
+DEVICES = ("auto", "cpu", "cuda", "cuda:N")
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """One cell of a chunk. `arch` stays a plain dict until the cell runs, so one unreadable
+    architecture fails its own cell and not the whole chunk."""
+
+    arch_id: int
+    seed: int
+    arch: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    study_dir: Path
+    dataset: dict[str, Any]  # loaders' DatasetSpec.to_dict()
+    recipe: Recipe
+    cells: tuple[CellSpec, ...]
+    max_attempts: int
+    device: str
+    threads: int
+
+    @property
+    def dataset_name(self) -> str:
+        return str(self.dataset["name"])
+
+
+def _check_device(device: str, where: str) -> str:
+    if device in ("auto", "cpu", "cuda") or (
+        device.startswith("cuda:") and device[5:].isdigit()
+    ):
+        return device
+    raise ValueError(f"{where}: device {device!r} is not one of {', '.join(DEVICES)}")
+
+
+def _check_int(value: Any, name: str, where: str, minimum: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{where}: {name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _cell(raw: Any, where: str) -> CellSpec:
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{where}: a cell must be a mapping with keys {CELL_KEYS}, got {raw!r}")
+    unknown = sorted(set(raw) - set(CELL_KEYS))
+    missing = [k for k in CELL_KEYS if k not in raw]
+    if unknown or missing:
+        raise ValueError(f"{where}: unknown keys {unknown}, missing keys {missing}; valid: {CELL_KEYS}")
+    if not isinstance(raw["arch"], Mapping):
+        raise ValueError(f"{where}: arch must be a mapping (Architecture.to_dict()), got {raw['arch']!r}")
+    return CellSpec(
+        arch_id=_check_int(raw["arch_id"], "arch_id", where, 0),
+        seed=_check_int(raw["seed"], "seed", where, 0),
+        arch=dict(raw["arch"]),
+    )
+
+
+def parse_manifest(data: Any, where: str = "manifest") -> Manifest:
+    """Validate a manifest's JSON content; every problem names the key and the valid choices."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where}: expected a JSON object with keys {MANIFEST_KEYS}")
+    unknown = sorted(set(data) - set(MANIFEST_KEYS))
+    missing = [k for k in MANIFEST_KEYS if k not in data]
+    if unknown or missing:
+        raise ValueError(
+            f"{where}: unknown keys {unknown}, missing keys {missing}; valid keys: {', '.join(MANIFEST_KEYS)}"
+        )
+    dataset = data["dataset"]
+    if not isinstance(dataset, Mapping) or not isinstance(dataset.get("name"), str):
+        raise ValueError(f"{where}: dataset must be a DatasetSpec dict with a 'name', got {dataset!r}")
+    if not isinstance(data["recipe"], Mapping):
+        raise ValueError(f"{where}: recipe must be a mapping of Recipe fields")
+    if not isinstance(data["cells"], list):
+        raise ValueError(f"{where}: cells must be a list")
+    cells = tuple(_cell(raw, f"{where}: cells[{i}]") for i, raw in enumerate(data["cells"]))
+    keys = [(c.arch_id, c.seed) for c in cells]
+    if len(set(keys)) != len(keys):
+        duplicates = sorted({k for k in keys if keys.count(k) > 1})
+        raise ValueError(f"{where}: cells (arch_id, seed) appear twice: {duplicates}")
+    if not isinstance(data["study_dir"], str) or not os.path.isabs(data["study_dir"]):
+        raise ValueError(f"{where}: study_dir must be an absolute path, got {data['study_dir']!r}")
+    if not isinstance(data["device"], str):
+        raise ValueError(f"{where}: device must be one of {', '.join(DEVICES)}")
+    return Manifest(
+        study_dir=Path(data["study_dir"]),
+        dataset=dict(dataset),
+        recipe=Recipe.from_dict(dict(data["recipe"]), where=f"{where}: recipe"),
+        cells=cells,
+        max_attempts=_check_int(data["max_attempts"], "max_attempts", where, 1),
+        device=_check_device(data["device"], where),
+        threads=_check_int(data["threads"], "threads", where, 0),
+    )
+
+
+def read_manifest(path: Path) -> Manifest:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"manifest {path} does not exist") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    return parse_manifest(data, where=str(path))
+
+
+def write_manifest(
+    path: Path,
+    *,
+    study_dir: Path,
+    dataset: Any,
+    recipe: Recipe,
+    cells: Iterable[tuple[int, int, Architecture]],
+    max_attempts: int = 3,
+    device: str = "auto",
+    threads: int = 1,
+) -> Manifest:
+    """Validate and write one chunk's manifest atomically; returns what a worker will read.
+
+    `dataset` is a loaders DatasetSpec (or its `to_dict()`); `cells` are (arch_id, seed,
+    architecture) triples of one dataset; `threads` 0 leaves torch's default.
+    """
+    spec = dataset.to_dict() if hasattr(dataset, "to_dict") else dict(dataset)
+    rows = []
+    for arch_id, seed, arch in cells:
+        if not isinstance(arch, Architecture):
+            raise ValueError(f"cell ({arch_id}, {seed}): expected an Architecture, got {type(arch).__name__}")
+        rows.append({"arch_id": arch_id, "seed": seed, "arch": arch.to_dict()})
+    data = {
+        "study_dir": str(Path(study_dir).resolve()),
+        "dataset": spec,
+        "recipe": recipe.to_dict(),
+        "cells": rows,
+        "max_attempts": max_attempts,
+        "device": device,
+        "threads": threads,
+    }
+    manifest = parse_manifest(json.loads(json.dumps(data)), where=str(path))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=1)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return manifest

@@ -1,0 +1,391 @@
+"""The planner: which cells still need a run, what each costs, and how they group into
+chunks (one dataset each, sized to fit a task's time limit) and arrays (split at MaxArraySize).
+
+Pure bookkeeping over files: no scheduler is asked here and no data is read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import subprocess
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hpc.spec import ClusterSpec, DatasetEntry, Study
+from hpc.study import Population, dataset_arch, write_json_atomic
+
+CELL_OVERHEAD_S = 30.0  # building the model, the last evaluation, writing the result
+CHUNK_OVERHEAD_S = 120.0  # starting Python, building the loaders (FFCV compiles them)
+ASSUMED_TRAIN_IMAGES = 10_000  # a dataset whose size the registry does not know
+ASSUMED_TEST_IMAGES = 2_000
+ASSUMED_CLASSES = 10
+
+
+@dataclass(frozen=True, order=True)
+class Cell:
+    """One training: (dataset, architecture id, seed)."""
+
+    dataset: str
+    arch_id: int
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.dataset}/{self.arch_id}-s{self.seed}"
+
+    @classmethod
+    def parse(cls, text: str) -> Cell:
+        """`fashion_mnist/3-s0` -> Cell('fashion_mnist', 3, 0)."""
+        dataset, _, rest = text.partition("/")
+        arch, _, seed = rest.partition("-s")
+        if not dataset or not arch.isdigit() or not seed.isdigit():
+            raise ValueError(f"cell {text!r} is not DATASET/ARCH-sSEED, e.g. fashion_mnist/3-s0")
+        return cls(dataset, int(arch), int(seed))
+
+
+@dataclass(frozen=True)
+class ResultSummary:
+    """What planning and status need of a cell's result file, cached by size and mtime."""
+
+    status: str  # done, diverged, failed, or corrupt (unreadable: the cell runs again)
+    attempts: int
+    train_seconds: float
+    error: str  # the last line of a failed cell's traceback, or why the file is unreadable
+    mtime: float
+    size: int
+
+
+RESULTS_INDEX = "jobs/results-index.json"
+
+
+def scan_results(study: Study) -> dict[Cell, ResultSummary]:
+    """Every result file of the study's datasets, summarised. Files unchanged since the last
+    scan come from jobs/results-index.json, so a scan of thousands of cells costs a stat each."""
+    from analysis.schema import CorruptResultError, read_cell
+
+    index_path = study.root / RESULTS_INDEX
+    try:
+        index = json.loads(index_path.read_text())
+    except (OSError, ValueError):
+        index = {}
+    fresh: dict[str, dict] = {}
+    out: dict[Cell, ResultSummary] = {}
+    for entry in study.datasets:
+        folder = study.root / "results" / entry.name
+        if not folder.is_dir():
+            continue
+        with os.scandir(folder) as files:
+            for item in files:
+                cell = _cell_of(entry.name, item.name)
+                if cell is None:
+                    continue
+                stat = item.stat()
+                key = f"{entry.name}/{item.name}"
+                cached = index.get(key)
+                if cached and cached["mtime"] == stat.st_mtime and cached["size"] == stat.st_size:
+                    summary = ResultSummary(**cached)
+                else:
+                    try:
+                        result = read_cell(Path(item.path))
+                        error = result.error.strip().splitlines()[-1] if result.error.strip() else ""
+                        summary = ResultSummary(result.status, result.attempts,
+                                                result.train_seconds, error, stat.st_mtime,
+                                                stat.st_size)  # fmt: skip
+                    except CorruptResultError as exc:
+                        summary = ResultSummary("corrupt", 0, float("nan"), str(exc),
+                                                stat.st_mtime, stat.st_size)  # fmt: skip
+                fresh[key] = asdict(summary)
+                out[cell] = summary
+    if fresh != index:
+        with contextlib.suppress(OSError):  # a read-only study folder still gets its status
+            write_json_atomic(index_path, fresh)
+    return out
+
+
+def _cell_of(dataset: str, filename: str) -> Cell | None:
+    """The cell of a result file name `3-s0.h5`; None for anything else (temporary files)."""
+    if not filename.endswith(".h5") or filename.startswith("."):
+        return None
+    try:
+        return Cell.parse(f"{dataset}/{filename[:-3]}")
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Cells of one dataset that one array task runs in a row."""
+
+    dataset: str
+    cells: tuple[tuple[int, int], ...]  # (arch_id, seed)
+    seconds: float  # estimated, chunk overhead included
+
+
+@dataclass(frozen=True)
+class Array:
+    """Chunks submitted as one array job; `label` names its folder and its job."""
+
+    label: str
+    dataset: str
+    chunks: tuple[Chunk, ...]
+    cluster: ClusterSpec
+
+
+@dataclass(frozen=True)
+class DatasetCost:
+    """What planning assumes about a dataset's cells."""
+
+    name: str
+    train_images: int
+    test_images: int
+    epochs: int
+    flops: np.ndarray  # per architecture id, at the dataset's resolution
+    calibration: float  # measured / estimated seconds of its finished cells (1: none yet)
+    assumed: bool  # the image counts are a guess (the registry does not know them)
+
+    def seconds(self, arch_id: int, throughput: float) -> float:
+        work = self.flops[arch_id] * self.epochs * (3 * self.train_images + self.test_images)
+        return self.calibration * (work / throughput + CELL_OVERHEAD_S)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The cells that still need a run, grouped for submission."""
+
+    total: int  # cells of the study
+    finished: int  # done, diverged, or failed past the retry limit
+    active: int  # queued or running now
+    missing: tuple[Cell, ...]
+    chunks: tuple[Chunk, ...]
+    arrays: tuple[Array, ...]
+    gpu_hours: float  # estimated for the missing cells
+    max_array_size: int
+    notes: tuple[str, ...] = field(default=())
+
+
+def study_cells(study: Study, n_archs: int | None = None) -> list[Cell]:
+    """Every cell of the study, in dataset order, then architecture id, then seed."""
+    n = study.settings.architectures if n_archs is None else n_archs
+    return [
+        Cell(d.name, a, s) for d in study.datasets for a in range(n) for s in study.seeds
+    ]
+
+
+def is_finished(summary: ResultSummary | None, max_attempts: int) -> bool:
+    """A cell that no launch runs again: final, or failed as often as allowed."""
+    if summary is None or summary.status == "corrupt":
+        return False
+    return summary.status in ("done", "diverged") or summary.attempts >= max_attempts
+
+
+def dataset_sizes(entry: DatasetEntry) -> tuple[int, int, int, bool]:
+    """(train images, test images, classes, assumed?) from the registry, without data."""
+    from loaders.registry import REGISTRY
+
+    spec = entry.spec
+    info = REGISTRY.get(spec.parent or spec.name)
+    parent_classes = info.spec.num_classes if info is not None else None
+    train = info.num_train if info is not None else None
+    test = info.num_test if info is not None else None
+    assumed = train is None or test is None
+    train = ASSUMED_TRAIN_IMAGES if train is None else train
+    test = ASSUMED_TEST_IMAGES if test is None else test
+    classes = spec.num_classes or parent_classes or ASSUMED_CLASSES
+    if spec.parent is not None and parent_classes:
+        train = math.ceil(train * classes / parent_classes)
+        test = math.ceil(test * classes / parent_classes)
+    if spec.max_train:
+        train = min(train, spec.max_train)
+    if spec.max_test:
+        test = min(test, spec.max_test)
+    return train, test, classes, assumed
+
+
+def dataset_costs(
+    study: Study, population: Population, results: Mapping[Cell, ResultSummary]
+) -> dict[str, DatasetCost]:
+    """Cost model per dataset: flops x images x epochs, calibrated by measured cells."""
+    from anynet.complexity import complexity_batch
+
+    costs: dict[str, DatasetCost] = {}
+    for entry in study.datasets:
+        train, test, classes, assumed = dataset_sizes(entry)
+        archs = [dataset_arch(a, entry) for a in population.archs]
+        flops = np.zeros(len(archs), dtype=np.float64)
+        # complexity_batch takes one stem and stage count per call: group by them.
+        groups: dict[tuple, list[int]] = {}
+        for i, a in enumerate(archs):
+            groups.setdefault((a.stem, a.stem_width, a.se_ratio, a.num_stages), []).append(i)
+        for (stem, stem_width, se_ratio, _), ids in groups.items():
+            rows = [archs[i] for i in ids]
+            values = complexity_batch(
+                [a.depths for a in rows], [a.widths for a in rows],
+                [a.bottleneck_ratios for a in rows], [a.group_widths for a in rows],
+                stem=stem, stem_width=stem_width, se_ratio=se_ratio,
+                resolution=entry.resolution, num_classes=classes,
+            )[0]  # fmt: skip
+            flops[ids] = values
+        costs[entry.name] = DatasetCost(
+            entry.name, train, test, entry.recipe.epochs, flops, 1.0, assumed
+        )
+    return _calibrate(study, costs, results)
+
+
+def _calibrate(
+    study: Study, costs: dict[str, DatasetCost], results: Mapping[Cell, ResultSummary]
+) -> dict[str, DatasetCost]:
+    ratios: dict[str, list[float]] = {name: [] for name in costs}
+    for cell, summary in results.items():
+        cost = costs.get(cell.dataset)
+        if cost is None or summary.status != "done" or not summary.train_seconds > 0:
+            continue
+        if cell.arch_id >= len(cost.flops):
+            continue
+        throughput = study.dataset(cell.dataset).cluster.throughput
+        ratios[cell.dataset].append(summary.train_seconds / cost.seconds(cell.arch_id, throughput))
+    everything = [r for values in ratios.values() for r in values]
+    fallback = float(np.median(everything)) if everything else 1.0
+    return {
+        name: DatasetCost(
+            c.name, c.train_images, c.test_images, c.epochs, c.flops,
+            float(np.median(ratios[name])) if ratios[name] else fallback, c.assumed,
+        )  # fmt: skip
+        for name, c in costs.items()
+    }
+
+
+def chunk_cells(
+    dataset: str, cells: list[tuple[int, int]], seconds: list[float], capacity: float
+) -> list[Chunk]:
+    """Consecutive cells grouped so that each chunk's estimate (overhead included) stays
+    within `capacity` seconds, as evenly as that allows. A cell longer than the capacity
+    gets a chunk of its own: it resumes from checkpoints across requeues."""
+    if not cells:
+        return []
+    budget = max(capacity - CHUNK_OVERHEAD_S, 1.0)
+    total = sum(seconds)
+    target = total / max(1, math.ceil(total / budget))
+    chunks: list[Chunk] = []
+    current: list[tuple[int, int]] = []
+    spent = 0.0
+    for cell, cost in zip(cells, seconds, strict=True):
+        if current and (spent + cost > budget or spent + cost / 2 > target):
+            chunks.append(Chunk(dataset, tuple(current), spent + CHUNK_OVERHEAD_S))
+            current, spent = [], 0.0
+        current.append(cell)
+        spent += cost
+    chunks.append(Chunk(dataset, tuple(current), spent + CHUNK_OVERHEAD_S))
+    return chunks
+
+
+def max_array_size(study: Study) -> int:
+    """The cluster's MaxArraySize: asked of `scontrol show config` when SLURM_CONF names a
+    cluster config, else the study's [cluster] max_array_size."""
+    fallback = study.cluster.max_array_size
+    if not os.environ.get("SLURM_CONF"):
+        return fallback
+    try:
+        out = subprocess.run(
+            ["scontrol", "show", "config"], capture_output=True, text=True, timeout=30, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return fallback
+    for line in out.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "MaxArraySize" and value.strip().isdigit():
+            return int(value.strip())
+    return fallback
+
+
+def make_plan(
+    study: Study,
+    population: Population,
+    *,
+    results: Mapping[Cell, ResultSummary] | None = None,
+    active: Iterable[Cell] = (),
+    array_size: int | None = None,
+    lanes: int | None = None,
+) -> Plan:
+    """Plan the cells that are neither finished nor queued or running.
+
+    `lanes` (local runs) splits the work into enough chunks to keep that many workers busy.
+    """
+    if results is None:
+        results = scan_results(study)
+    active = set(active)
+    costs = dataset_costs(study, population, results)
+    cells = study_cells(study)
+    attempts = study.settings.max_attempts
+    finished = sum(is_finished(results.get(c), attempts) for c in cells)
+    missing = [c for c in cells if c not in active and not is_finished(results.get(c), attempts)]
+    array_size = max_array_size(study) if array_size is None else array_size
+    seconds = {
+        c: costs[c.dataset].seconds(c.arch_id, study.dataset(c.dataset).cluster.throughput)
+        for c in missing
+    }
+    spread = None
+    if lanes:
+        spread = sum(seconds.values()) / (3 * lanes) + CHUNK_OVERHEAD_S
+    chunks: list[Chunk] = []
+    arrays: list[Array] = []
+    gpu_hours = 0.0
+    for entry in study.datasets:
+        mine = [c for c in missing if c.dataset == entry.name]
+        if not mine:
+            continue
+        limit = entry.cluster.margin * entry.cluster.time_min * 60
+        own = chunk_cells(
+            entry.name, [(c.arch_id, c.seed) for c in mine], [seconds[c] for c in mine],
+            min(limit, spread) if spread else limit,
+        )  # fmt: skip
+        chunks.extend(own)
+        gpu_hours += sum(seconds[c] for c in mine) * max(entry.cluster.gpus, 1) / 3600
+        for k, start in enumerate(range(0, len(own), array_size)):
+            part = tuple(own[start : start + array_size])
+            arrays.append(Array(f"{entry.name}-{k}", entry.name, part, entry.cluster))
+    notes = tuple(
+        f"{name}: image counts unknown to the registry; assumed {c.train_images:,} train / "
+        f"{c.test_images:,} test"
+        for name, c in costs.items()
+        if c.assumed
+    )
+    return Plan(
+        total=len(cells), finished=finished, active=len(active & set(cells)),
+        missing=tuple(missing), chunks=tuple(chunks), arrays=tuple(arrays),
+        gpu_hours=gpu_hours, max_array_size=array_size, notes=notes,
+    )  # fmt: skip
+
+
+def remaining_gpu_hours(
+    study: Study, population: Population, results: Mapping[Cell, ResultSummary]
+) -> float:
+    """Estimated GPU-hours of every cell not finished yet (queued and running included)."""
+    return make_plan(study, population, results=results, array_size=1 << 30).gpu_hours
+
+
+def format_plan(plan: Plan, study: Study) -> str:
+    """The `launch --dry-run` text: cells, chunks, arrays and GPU-hours."""
+    lines = [
+        f"study {study.name}: {plan.total:,} cells, {plan.finished:,} finished, "
+        f"{plan.active:,} queued or running, {len(plan.missing):,} to run",
+        f"{len(plan.chunks):,} chunks in {len(plan.arrays):,} arrays "
+        f"(MaxArraySize {plan.max_array_size:,}); estimated {plan.gpu_hours:,.1f} GPU-hours",
+    ]
+    if plan.arrays:
+        lines.append(f"  {'array':<24} {'tasks':>6} {'cells':>7} {'longest task':>13} "
+                     f"{'time limit':>11}")  # fmt: skip
+    for array in plan.arrays:
+        cells = sum(len(c.cells) for c in array.chunks)
+        longest = max(c.seconds for c in array.chunks) / 60
+        lines.append(
+            f"  {array.label:<24} {len(array.chunks):>6} {cells:>7} {longest:>10.0f} min "
+            f"{array.cluster.time_min:>7} min"
+        )
+    lines.extend(f"note: {n}" for n in plan.notes)
+    return "\n".join(lines)

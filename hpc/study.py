@@ -1,0 +1,186 @@
+"""A study folder's own files: the sampled architectures (architectures.json, where an
+architecture's id is its index) and the prepared datasets."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from anynet.arch import Architecture
+from hpc.spec import DatasetEntry, Study
+
+ARCHITECTURES_FILE = "architectures.json"
+ARCHITECTURES_FORMAT = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Population:
+    """The study's sampled architectures: `archs[i]` has id i; `sampled[i]` is its raw draw."""
+
+    archs: tuple[Architecture, ...]
+    sampled: tuple[Architecture, ...]
+    design: dict[str, Any]
+
+    def __len__(self) -> int:
+        return len(self.archs)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a file so that a reader sees the old content or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=1) + "\n")
+
+
+def architectures_path(study: Study) -> Path:
+    return study.root / ARCHITECTURES_FILE
+
+
+def read_population(study: Study) -> Population | None:
+    """architectures.json as written by `sample_architectures`, or None when there is none;
+    an error when it was sampled from another [design] than study.toml's."""
+    path = architectures_path(study)
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        rows = data["architectures"]
+        archs = tuple(Architecture.from_dict(r["arch"]) for r in rows)
+        sampled = tuple(Architecture.from_dict(r["sampled"], raw=True) for r in rows)
+        design = data["design"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(
+            f"{path} is not an architectures file of anysweep ({exc}); move it away and run "
+            "`anysweep sample` again"
+        ) from None
+    _check_design(study, design, path)
+    return Population(archs, sampled, design)
+
+
+def _check_design(study: Study, design: dict[str, Any], path: Path) -> None:
+    current = study.design.to_dict()
+    if design == current:
+        return
+    changed = sorted(k for k in set(design) | set(current) if design.get(k) != current.get(k))
+    detail = ", ".join(f"{k}: {design.get(k)!r} then, {current.get(k)!r} now" for k in changed)
+    raise ValueError(
+        f"[design] of {study.root / 'study.toml'} differs from the one {path.name} was sampled "
+        f"with ({detail}); results would mix two populations. Restore [design], or start a "
+        "new study folder for the new design"
+    )
+
+
+def sample_architectures(study: Study, *, progress: bool = False, write: bool = True) -> Population:
+    """The study's architectures, sampled (and written to architectures.json) when the file
+    holds fewer than asked for. Sampling is prefix-stable, so a larger study keeps ids."""
+    from anynet.sampler import sample
+    from anynet.spaces import get_space
+
+    existing = read_population(study)
+    wanted = study.settings.architectures
+    if existing is not None and len(existing) >= wanted:
+        return existing
+    design = study.design
+    samples = sample(
+        get_space(design.space, **design.space_options()), wanted, seed=design.seed,
+        resolution=design.resolution, num_classes=design.num_classes, flops=design.flops,
+        params=design.params, acts=design.acts, progress=progress,
+    )  # fmt: skip
+    population = Population(
+        tuple(s.arch for s in samples), tuple(s.sampled for s in samples), design.to_dict()
+    )
+    if existing is not None and population.archs[: len(existing)] != existing.archs:
+        raise ValueError(
+            f"sampling {wanted} architectures did not reproduce the {len(existing)} in "
+            f"{architectures_path(study)}; the sampler changed since. Keep the file and "
+            f"architectures = {len(existing)}, or start a new study folder"
+        )
+    if write:
+        _write_population(study, population)
+    return population
+
+
+def _write_population(study: Study, population: Population) -> None:
+    from anynet.complexity import complexity
+
+    design = study.design
+    rows = []
+    for i, (arch, raw) in enumerate(zip(population.archs, population.sampled, strict=True)):
+        cx = complexity(arch, resolution=design.resolution, num_classes=design.num_classes)
+        rows.append({
+            "id": i, "name": arch.name, "arch": arch.to_dict(), "sampled": raw.to_dict(),
+            "flops": cx.flops, "params": cx.params, "acts": cx.acts,
+        })  # fmt: skip
+    write_json_atomic(
+        architectures_path(study),
+        {"format": ARCHITECTURES_FORMAT, "design": population.design, "architectures": rows},
+    )
+
+
+def load_population(study: Study) -> Population:
+    """architectures.json, holding at least the study's number of architectures."""
+    population = read_population(study)
+    if population is None or len(population) < study.settings.architectures:
+        have = 0 if population is None else len(population)
+        raise FileNotFoundError(
+            f"{architectures_path(study)} holds {have} of the study's "
+            f"{study.settings.architectures} architectures; run `anysweep sample {study.root}`"
+        )
+    return population
+
+
+def dataset_arch(arch: Architecture, entry: DatasetEntry) -> Architecture:
+    """The architecture as it trains on a dataset: the dataset may ask for another stem."""
+    if entry.stem and entry.stem != arch.stem:
+        return dataclasses.replace(arch, stem=entry.stem)
+    return arch
+
+
+def prepare_datasets(
+    study: Study, names: Sequence[str] | None = None, *, progress: bool = True
+) -> list[Any]:
+    """Build every dataset of the study (or those named); idempotent. A subset is prepared
+    through its parent's files."""
+    from loaders.prepare import prepare
+
+    entries = [study.dataset(n) for n in names] if names else list(study.datasets)
+    return [prepare(entry.spec, study.data_dir, progress=progress) for entry in entries]
+
+
+def prepare_one(spec_dict: dict[str, Any], data_dir: str) -> str:
+    """The cluster job of `anysweep prepare --cluster slurm`: prepare one dataset."""
+    from loaders.prepare import prepare
+    from loaders.registry import DatasetSpec
+
+    spec = DatasetSpec.from_dict(spec_dict)
+    prepare(spec, Path(data_dir), progress=True)
+    return spec.name
+
+
+def unprepared(study: Study, names: Sequence[str]) -> list[str]:
+    """Which of the named datasets have no prepared files yet."""
+    from loaders.prepare import open_prepared
+
+    missing = []
+    for name in names:
+        try:
+            open_prepared(study.dataset(name).spec, study.data_dir)
+        except (FileNotFoundError, ValueError):
+            missing.append(name)
+    return missing

@@ -1,0 +1,409 @@
+"""Train one cell (architecture, dataset, seed): the loop every number of the study comes from.
+
+Seeded from the cell, checkpointed at every epoch end and resumable from there with the same
+numbers on CPU; bf16 autocast and channels_last on CUDA; evaluates the test set every epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import random
+import resource
+import time
+from collections.abc import Callable, Iterable, Iterator, Sized
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from anynet.arch import Architecture
+from anynet.model import build_model
+from hpc.checkpoint import (
+    CorruptCheckpointError,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from hpc.recipe import Recipe
+
+# Steps between two checks of the running loss for NaN/inf; a check syncs a CUDA stream.
+DIVERGENCE_CHECK_STEPS = 16
+# Seconds between two progress lines inside an epoch.
+LOG_EVERY_S = 60.0
+CHECKPOINT_FORMAT = 1
+
+
+class TrainLoader(Protocol):
+    """What `loaders.pipelines.build_loaders` returns for training."""
+
+    def __len__(self) -> int: ...
+
+    def epoch(self, seed: int, epoch: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]: ...
+
+
+class CellInterrupted(Exception):
+    """A stop was requested mid-cell; the last epoch-end checkpoint is where it resumes."""
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    """What one cell's training measured. Epochs count from 0; errors are percent (0-100)."""
+
+    status: str  # "done" or "diverged"
+    epochs: int  # epochs completed
+    diverged_epoch: int  # the epoch whose loss became NaN/inf; -1 if none
+    top1_err: float  # last completed epoch, test set; NaN when diverged
+    top5_err: float
+    best_top1_err: float  # best completed epoch
+    best_epoch: int
+    curves: dict[str, np.ndarray]  # one value per completed epoch (analysis.schema.CURVES)
+    wall_seconds: float  # the whole cell, summed over the runs that made it
+    train_seconds: float  # training epochs only (data wait included, evaluation excluded)
+    data_seconds: float  # of train_seconds, waiting for the next batch
+    eval_seconds: float
+    images_per_s: float  # training images per second of train_seconds
+    peak_mem_bytes: int  # CUDA: peak allocated; CPU: the process's peak resident set
+    resumed_epoch: int  # epochs restored from a checkpoint by this run (0: fresh start)
+    overhead: dict[str, float] = field(default_factory=dict)  # this run: build, restore, checkpoint
+
+
+def cell_seed(dataset: str, arch_id: int, seed: int) -> int:
+    """The initialisation seed of a cell: stable across machines and Python runs."""
+    digest = hashlib.sha256(f"{dataset}/{arch_id}/{seed}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.SGD:
+    """SGD as the recipe says; without `wd_on_bn_bias`, BN weights and biases are not decayed."""
+    if recipe.wd_on_bn_bias:
+        groups: Any = [{"params": list(model.parameters())}]
+    else:
+        decay = [p for p in model.parameters() if p.ndim > 1]
+        no_decay = [p for p in model.parameters() if p.ndim <= 1]
+        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.SGD(
+        groups,
+        lr=recipe.lr,
+        momentum=recipe.momentum,
+        nesterov=recipe.nesterov,
+        weight_decay=recipe.weight_decay,
+    )
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step learning rate from `Recipe.lr_at` at the fractional epoch."""
+    peak = recipe.lr
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: recipe.lr_at(step / steps_per_epoch) / peak
+    )
+
+
+def autocast_for(recipe: Recipe, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
+    """A factory of the forward pass's autocast context (a no-op one in fp32)."""
+    bf16 = recipe.precision == "bf16" or (recipe.precision == "auto" and device.type == "cuda")
+    if not bf16:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    test_loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> tuple[float, float]:
+    """(top-1, top-5) test error in percent; counts stay on the device until the end."""
+    model.eval()
+    wrong1 = wrong5 = total = None
+    for images, labels in test_loader:
+        with autocast():
+            logits = model(images)
+        k = min(5, logits.shape[1])
+        hits = logits.topk(k, dim=1).indices == labels[:, None]
+        w1, w5 = (~hits[:, 0]).sum(), (~hits.any(dim=1)).sum()
+        if wrong1 is None:
+            wrong1, wrong5, total = w1, w5, labels.shape[0]
+        else:
+            wrong1, wrong5, total = wrong1 + w1, wrong5 + w5, total + labels.shape[0]
+    if not total:
+        raise ValueError("the test loader yielded no batches")
+    return 100.0 * wrong1.item() / total, 100.0 * wrong5.item() / total
+
+
+def _fingerprint(arch: Architecture, recipe: Recipe, seed: int, init_seed: int, num_classes: int) -> str:
+    # A checkpoint of another cell, or of this cell under another recipe, must not be resumed.
+    return "|".join(
+        [str(CHECKPOINT_FORMAT), arch.name, recipe.to_json(), str(seed), str(init_seed), str(num_classes)]
+    )
+
+
+def _peak_mem(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def _empty_history() -> dict[str, list[float]]:
+    names = ("train_loss", "train_top1_err", "test_top1_err", "test_top5_err", "epoch_seconds", "data_seconds")
+    return {name: [] for name in names} | {"eval_seconds": [], "images": []}
+
+
+def train_cell(
+    arch: Architecture,
+    train_loader: TrainLoader,
+    test_loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    recipe: Recipe,
+    *,
+    seed: int,
+    num_classes: int,
+    device: str = "cpu",
+    checkpoint_path: Path | None = None,
+    init_seed: int | None = None,
+    log: Callable[[str], None] | None = None,
+    stop_flag: Callable[[], bool] | None = None,
+) -> TrainOutcome:
+    """Train `arch` for `recipe.epochs` epochs, resuming from `checkpoint_path` when it holds
+    an earlier run of the same cell, and checkpointing there after every epoch.
+
+    `seed` orders the data (`train_loader.epoch(seed, epoch)`); `init_seed` (default `seed`)
+    seeds the weights, see `cell_seed`. `stop_flag` is polled after every step: when it
+    returns True the epoch is abandoned and CellInterrupted raised.
+    """
+    if not isinstance(recipe, Recipe):
+        raise TypeError(f"recipe must be a hpc.recipe.Recipe, got {type(recipe).__name__}")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    if not isinstance(train_loader, Sized) or len(train_loader) < 1:
+        raise ValueError("the train loader must have a length of at least one batch")
+    dev = torch.device(device)
+    say = log or (lambda _msg: None)
+    init_seed = seed if init_seed is None else init_seed
+    started = time.perf_counter()
+
+    seed_everything(init_seed)
+    model = build_model(arch, num_classes=num_classes, in_channels=3).to(dev)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.cuda.reset_peak_memory_stats(dev)
+        if recipe.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, recipe)
+    scheduler = make_scheduler(optimizer, recipe, len(train_loader))
+    built = time.perf_counter()
+
+    fingerprint = _fingerprint(arch, recipe, seed, init_seed, num_classes)
+    history, start_epoch, prior_seconds = _restore(
+        checkpoint_path, fingerprint, model, optimizer, scheduler, dev, say
+    )
+    restored = time.perf_counter()
+
+    step_model: nn.Module = model
+    if recipe.compile and dev.type == "cuda":
+        step_model = torch.compile(model)  # type: ignore[assignment]
+    autocast = autocast_for(recipe, dev)
+    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    checkpoint_seconds = 0.0
+    diverged_epoch = -1
+    if start_epoch:
+        say(f"resumed after epoch {start_epoch}/{recipe.epochs} from {checkpoint_path}")
+    for epoch in range(start_epoch, recipe.epochs):
+        stats = _train_epoch(
+            step_model, train_loader, optimizer, scheduler, criterion, autocast,
+            seed=seed, epoch=epoch, epochs=recipe.epochs, device=dev, say=say, stop_flag=stop_flag,
+        )
+        if stats is None:
+            diverged_epoch = epoch
+            say(f"epoch {epoch + 1}/{recipe.epochs}: loss is NaN/inf, the cell diverged")
+            break
+        loss, train_err, images, seconds, data_seconds = stats
+        eval_start = time.perf_counter()
+        top1, top5 = evaluate(step_model, test_loader, autocast)
+        eval_seconds = time.perf_counter() - eval_start
+        for name, value in (
+            ("train_loss", loss), ("train_top1_err", train_err), ("test_top1_err", top1),
+            ("test_top5_err", top5), ("epoch_seconds", seconds), ("data_seconds", data_seconds),
+            ("eval_seconds", eval_seconds), ("images", images),
+        ):
+            history[name].append(value)
+        if checkpoint_path is not None:
+            ckpt_start = time.perf_counter()
+            save_checkpoint(checkpoint_path, {
+                "format": CHECKPOINT_FORMAT,
+                "fingerprint": fingerprint,
+                "epoch": epoch + 1,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": rng_state(),
+                "history": history,
+                "wall_seconds": prior_seconds + time.perf_counter() - started,
+            })
+            checkpoint_seconds += time.perf_counter() - ckpt_start
+        say(
+            f"epoch {epoch + 1}/{recipe.epochs}: loss {loss:.4f} train err {train_err:.2f}% "
+            f"test err {top1:.2f}% top-5 {top5:.2f}% ({seconds:.1f} s, data {data_seconds:.1f} s, "
+            f"eval {eval_seconds:.1f} s)"
+        )
+        if stop_flag is not None and stop_flag():
+            raise CellInterrupted(f"stopped after epoch {epoch + 1}/{recipe.epochs}")
+
+    return _outcome(
+        history, diverged_epoch, dev, start_epoch,
+        wall_seconds=prior_seconds + time.perf_counter() - started,
+        overhead={"build": built - started, "restore": restored - built, "checkpoint": checkpoint_seconds},
+    )
+
+
+def _restore(
+    path: Path | None,
+    fingerprint: str,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    device: torch.device,
+    say: Callable[[str], None],
+) -> tuple[dict[str, list[float]], int, float]:
+    """Load a matching checkpoint into the model, optimizer, scheduler and generators.
+
+    Returns (history, epochs done, wall seconds spent so far); a fresh start without one.
+    """
+    if path is None:
+        return _empty_history(), 0, 0.0
+    try:
+        state = load_checkpoint(path, map_location=device)
+    except CorruptCheckpointError as exc:
+        say(f"starting afresh: {exc}")
+        return _empty_history(), 0, 0.0
+    if state is None:
+        return _empty_history(), 0, 0.0
+    if state.get("fingerprint") != fingerprint:
+        say(f"starting afresh: {path} belongs to another cell or recipe")
+        return _empty_history(), 0, 0.0
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"])
+    return state["history"], int(state["epoch"]), float(state["wall_seconds"])
+
+
+def _batches(
+    loader: TrainLoader, seed: int, epoch: int
+) -> Iterator[tuple[float, tuple[torch.Tensor, torch.Tensor]]]:
+    """The epoch's batches, each with the seconds spent waiting for it."""
+    source = iter(loader.epoch(seed, epoch))
+    while True:
+        start = time.perf_counter()
+        batch = next(source, None)
+        waited = time.perf_counter() - start
+        if batch is None:
+            return
+        yield waited, batch
+
+
+def _train_epoch(
+    model: nn.Module,
+    loader: TrainLoader,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    criterion: nn.Module,
+    autocast: Callable[[], contextlib.AbstractContextManager],
+    *,
+    seed: int,
+    epoch: int,
+    epochs: int,
+    device: torch.device,
+    say: Callable[[str], None],
+    stop_flag: Callable[[], bool] | None,
+) -> tuple[float, float, int, float, float] | None:
+    """One epoch: (mean loss, train top-1 error %, images, seconds, data seconds); None if diverged."""
+    model.train()
+    steps = len(loader)
+    # Running sums stay on the device so a step never waits for the GPU.
+    loss_sum = torch.zeros((), device=device)
+    wrong = torch.zeros((), dtype=torch.long, device=device)
+    images = 0
+    data_seconds = 0.0
+    start = last_log = time.perf_counter()
+    for step, (waited, (inputs, labels)) in enumerate(_batches(loader, seed, epoch), start=1):
+        data_seconds += waited
+        with autocast():
+            logits = model(inputs)
+            loss = criterion(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        count = labels.shape[0]
+        loss_sum += loss.detach() * count
+        wrong += (logits.detach().argmax(dim=1) != labels).sum()
+        images += count
+        if stop_flag is not None and stop_flag():
+            raise CellInterrupted(f"stopped in epoch {epoch + 1}/{epochs} at step {step}/{steps}")
+        if step % DIVERGENCE_CHECK_STEPS == 0:
+            if not math.isfinite(loss_sum.item()):
+                return None
+            now = time.perf_counter()
+            if now - last_log >= LOG_EVERY_S:
+                last_log = now
+                say(f"epoch {epoch + 1}/{epochs} step {step}/{steps}: loss {loss_sum.item() / images:.4f}")
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    if not images:
+        raise ValueError(f"the train loader yielded no batches in epoch {epoch}")
+    mean_loss = loss_sum.item() / images
+    if not math.isfinite(mean_loss):
+        return None
+    return mean_loss, 100.0 * wrong.item() / images, images, seconds, data_seconds
+
+
+def _outcome(
+    history: dict[str, list[float]],
+    diverged_epoch: int,
+    device: torch.device,
+    resumed_epoch: int,
+    *,
+    wall_seconds: float,
+    overhead: dict[str, float],
+) -> TrainOutcome:
+    curves = {
+        name: np.asarray(history[name], dtype=np.float64)
+        for name in ("train_loss", "train_top1_err", "test_top1_err", "test_top5_err", "epoch_seconds", "data_seconds")
+    }
+    test = curves["test_top1_err"]
+    epochs = len(test)
+    diverged = diverged_epoch >= 0
+    best_epoch = int(np.argmin(test)) if epochs else -1
+    train_seconds = float(curves["epoch_seconds"].sum())
+    return TrainOutcome(
+        status="diverged" if diverged else "done",
+        epochs=epochs,
+        diverged_epoch=diverged_epoch,
+        top1_err=float("nan") if diverged or not epochs else float(test[-1]),
+        top5_err=float("nan") if diverged or not epochs else float(curves["test_top5_err"][-1]),
+        best_top1_err=float(test[best_epoch]) if epochs else float("nan"),
+        best_epoch=best_epoch,
+        curves=curves,
+        wall_seconds=wall_seconds,
+        train_seconds=train_seconds,
+        data_seconds=float(curves["data_seconds"].sum()),
+        eval_seconds=float(sum(history["eval_seconds"])),
+        images_per_s=sum(history["images"]) / train_seconds if train_seconds > 0 else float("nan"),
+        peak_mem_bytes=_peak_mem(device),
+        resumed_epoch=resumed_epoch,
+        overhead=overhead,
+    )

@@ -1,0 +1,320 @@
+"""The chunk worker: runs a manifest's cells in order, one result file per finished cell.
+
+Reachable as `hpc.worker.Chunk(manifest)` (submitit, requeued on SIGUSR2),
+`python -m hpc.worker MANIFEST` or `python -m hpc.worker --array DIR --task-id N` (sbatch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import submitit
+import torch
+from tqdm import tqdm
+
+from analysis.schema import (
+    FINAL_STATUSES,
+    CellResult,
+    CorruptResultError,
+    cell_path,
+    read_cell,
+    write_cell,
+)
+from hpc import provenance
+from hpc.manifest import CellSpec, Manifest, read_manifest, write_manifest
+from hpc.train import CellInterrupted, TrainOutcome, cell_seed, train_cell
+
+__all__ = [
+    "CellPaths", "Chunk", "cell_paths", "main", "read_manifest", "run_chunk", "write_manifest",
+]
+
+# Exit codes of `python -m hpc.worker`.
+EXIT_DONE, EXIT_SOME_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 3
+
+# Set by the SIGUSR2 handler of `main`; polled by the trainer after every step.
+_stop = threading.Event()
+
+
+@dataclass(frozen=True)
+class CellPaths:
+    result: Path  # results/<dataset>/<arch_id>-s<seed>.h5
+    checkpoint: Path  # checkpoints/<dataset>/<arch_id>-s<seed>.pt
+    log: Path  # logs/<dataset>/<arch_id>-s<seed>.log
+
+
+def cell_paths(study_dir: Path, dataset: str, arch_id: int, seed: int) -> CellPaths:
+    """Where a cell's result, checkpoint and log live in a study folder."""
+    study_dir = Path(study_dir)
+    stem = f"{arch_id}-s{seed}"
+    return CellPaths(
+        result=cell_path(study_dir / "results", dataset, arch_id, seed),
+        checkpoint=study_dir / "checkpoints" / dataset / f"{stem}.pt",
+        log=study_dir / "logs" / dataset / f"{stem}.log",
+    )
+
+
+@dataclass
+class _Loaders:
+    """A dataset's loaders, built once per process and reused by every cell that trains on it."""
+
+    key: str
+    train: Any
+    test: Any
+    num_classes: int
+    resolution: int
+
+
+_loader_cache: dict[str, _Loaders] = {}
+
+
+def _loaders(manifest: Manifest, device: str) -> _Loaders:
+    from loaders.pipelines import build_loaders
+    from loaders.prepare import open_prepared
+    from loaders.registry import DatasetSpec
+
+    recipe = manifest.recipe
+    key = repr((sorted(manifest.dataset.items()), recipe.batch_size, recipe.test_batch_size,
+                recipe.resolution, recipe.num_workers, device, str(manifest.study_dir)))
+    if key not in _loader_cache:
+        _loader_cache.clear()  # one dataset at a time: the previous one's memory goes
+        spec = DatasetSpec.from_dict(manifest.dataset)
+        prepared = open_prepared(spec, manifest.study_dir / "data")
+        resolution = recipe.resolution or spec.resolution
+        train, test = build_loaders(
+            prepared, batch_size=recipe.batch_size, test_batch_size=recipe.test_batch_size,
+            resolution=resolution, device=device, num_workers=recipe.num_workers,
+        )
+        _loader_cache[key] = _Loaders(key, train, test, prepared.num_classes, resolution)
+    return _loader_cache[key]
+
+
+def _resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for but torch sees no CUDA device")
+    return device
+
+
+def _previous(path: Path) -> CellResult | None:
+    """The cell's existing result; an unreadable one (never written by write_cell) is ignored."""
+    if not path.exists():
+        return None
+    try:
+        return read_cell(path)
+    except CorruptResultError:
+        return None
+
+
+class _CellLog:
+    """A cell's log file, appended to by every run of the cell, one timestamped line each."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle = path.open("a", buffering=1)
+
+    def __call__(self, message: str) -> None:
+        self._handle.write(f"{provenance.now()} {message}\n")
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def _result(
+    manifest: Manifest, cell: CellSpec, *, status: str, attempts: int, started: str,
+    device: str, outcome: TrainOutcome | None = None, complexity: Any = None, error: str = "",
+) -> CellResult:
+    fields: dict[str, Any] = {}
+    if outcome is not None:
+        fields = {
+            name: getattr(outcome, name)
+            for name in ("top1_err", "top5_err", "best_top1_err", "best_epoch", "epochs",
+                         "diverged_epoch", "data_seconds", "images_per_s", "peak_mem_bytes")
+        }
+        fields["train_seconds"] = outcome.wall_seconds
+        fields["curves"] = outcome.curves
+    if complexity is not None:
+        fields.update(flops=complexity.flops, params=complexity.params, acts=complexity.acts)
+    return CellResult(
+        dataset=manifest.dataset_name, arch_id=cell.arch_id, seed=cell.seed, status=status,
+        attempts=attempts, error=error, job_id=provenance.job_id(), host=provenance.host(),
+        gpu=provenance.device_name(device), versions=provenance.versions_json(),
+        recipe=manifest.recipe.to_json(), started=started, finished=provenance.now(), **fields,
+    )
+
+
+def _run_cell(
+    manifest: Manifest, cell: CellSpec, attempts: int, device: str,
+    stop_flag: Callable[[], bool] | None, timings: dict[str, float],
+) -> CellResult:
+    from anynet.arch import Architecture
+    from anynet.complexity import complexity
+
+    name = manifest.dataset_name
+    paths = cell_paths(manifest.study_dir, name, cell.arch_id, cell.seed)
+    log = _CellLog(paths.log)
+    started = provenance.now()
+    log(f"cell {name}/{cell.arch_id}-s{cell.seed} attempt {attempts}/{manifest.max_attempts} "
+        f"on {provenance.host()} job {provenance.job_id() or '-'} device {device}")
+    counts = None
+    try:
+        arch = Architecture.from_dict(cell.arch)
+        log(f"architecture {arch.name}")
+        loaders_start = time.perf_counter()
+        data = _loaders(manifest, device)
+        timings["loaders"] = timings.get("loaders", 0.0) + time.perf_counter() - loaders_start
+        counts = complexity(arch, resolution=data.resolution, num_classes=data.num_classes)
+        if manifest.threads:
+            torch.set_num_threads(manifest.threads)
+        outcome = train_cell(
+            arch, data.train, data.test, manifest.recipe, seed=cell.seed,
+            init_seed=cell_seed(name, cell.arch_id, cell.seed), num_classes=data.num_classes,
+            device=device, checkpoint_path=paths.checkpoint, log=log, stop_flag=stop_flag,
+        )
+        for key, seconds in outcome.overhead.items():
+            timings[key] = timings.get(key, 0.0) + seconds
+        result = _result(manifest, cell, status=outcome.status, attempts=attempts, started=started,
+                         device=device, outcome=outcome, complexity=counts)
+        log(f"{outcome.status}: test err {outcome.top1_err:.2f}% (best {outcome.best_top1_err:.2f}% "
+            f"at epoch {outcome.best_epoch + 1}), {outcome.images_per_s:.0f} images/s")
+    except CellInterrupted as exc:
+        log(f"interrupted: {exc}; the next run resumes from the last epoch-end checkpoint")
+        log.close()
+        raise
+    except Exception:
+        error = traceback.format_exc()
+        log(f"failed (attempt {attempts}/{manifest.max_attempts}):\n{error}")
+        result = _result(manifest, cell, status="failed", attempts=attempts, started=started,
+                         device=device, complexity=counts, error=error)
+    write_start = time.perf_counter()
+    write_cell(paths.result, result)
+    timings["write"] = timings.get("write", 0.0) + time.perf_counter() - write_start
+    if result.status in FINAL_STATUSES:
+        # A failed cell keeps its checkpoint: the retry resumes from it.
+        paths.checkpoint.unlink(missing_ok=True)
+    log.close()
+    return result
+
+
+def run_chunk(
+    manifest_path: Path | str,
+    *,
+    stop_flag: Callable[[], bool] | None = None,
+    timings: dict[str, float] | None = None,
+) -> list[CellResult]:
+    """Run a chunk's unfinished cells; returns the result of every cell of the chunk, in order.
+
+    A `done` or `diverged` cell is skipped, a `failed` one retried until `max_attempts`.
+    `timings`, when given, collects seconds spent on loaders, build, restore, checkpoint and
+    write (the per-cell overhead). Raises CellInterrupted when `stop_flag` stops a cell.
+    """
+    manifest = read_manifest(Path(manifest_path))
+    device = _resolve_device(manifest.device)
+    if manifest.threads:
+        torch.set_num_threads(manifest.threads)
+    timings = {} if timings is None else timings
+    results: list[CellResult] = []
+    name = manifest.dataset_name
+    progress = tqdm(manifest.cells, desc=f"{name} chunk", unit="cell", disable=None)
+    for cell in progress:
+        paths = cell_paths(manifest.study_dir, name, cell.arch_id, cell.seed)
+        previous = _previous(paths.result)
+        if previous is not None and (
+            previous.status in FINAL_STATUSES or previous.attempts >= manifest.max_attempts
+        ):
+            results.append(previous)
+            continue
+        if stop_flag is not None and stop_flag():
+            raise CellInterrupted(f"stopped before cell {cell.arch_id}-s{cell.seed}")
+        attempts = previous.attempts + 1 if previous is not None else 1
+        progress.set_postfix_str(f"{cell.arch_id}-s{cell.seed}")
+        results.append(_run_cell(manifest, cell, attempts, device, stop_flag, timings))
+    return results
+
+
+class Chunk(submitit.helpers.Checkpointable):
+    """The submitit job of one chunk: `Chunk(manifest_path)()` runs it.
+
+    On SIGUSR2 submitit calls `checkpoint`, requeues the job and exits; the requeued job
+    skips finished cells and resumes the running one from its last epoch-end checkpoint.
+    """
+
+    def __init__(self, manifest_path: Path | str) -> None:
+        self.manifest_path = str(manifest_path)
+
+    def __call__(self) -> list[CellResult]:
+        return run_chunk(self.manifest_path)
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
+        # Epoch-end checkpoints are on disk already; the interrupted epoch restarts.
+        return submitit.helpers.DelayedSubmission(Chunk(self.manifest_path))
+
+
+def _requeue() -> str:
+    """Requeue this Slurm job (or array task); returns what happened, for the log."""
+    job = provenance.job_id()
+    if not job or not os.environ.get("SLURM_CONF"):
+        return "not in a Slurm job with SLURM_CONF set: not requeued; run the chunk again to resume"
+    done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
+    if done.returncode:
+        return f"scontrol requeue {job} failed ({done.returncode}): {done.stderr.strip()}"
+    return f"requeued job {job}"
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m hpc.worker",
+        description="Run one chunk of a study: its manifest's cells in order, resuming where it stopped.",
+    )
+    parser.add_argument("manifest", nargs="?", type=Path, help="the chunk's manifest (JSON)")
+    parser.add_argument("--array", type=Path, metavar="DIR", help="a folder of N.json manifests (sbatch arrays)")
+    parser.add_argument("--task-id", type=int, default=None,
+                        help="which DIR/N.json to run (default: $SLURM_ARRAY_TASK_ID)")
+    args = parser.parse_args(argv)
+    if (args.manifest is None) == (args.array is None):
+        parser.error("give either MANIFEST or --array DIR (with --task-id N or $SLURM_ARRAY_TASK_ID)")
+    if args.array is not None:
+        task = args.task_id
+        if task is None and os.environ.get("SLURM_ARRAY_TASK_ID", "").isdigit():
+            task = int(os.environ["SLURM_ARRAY_TASK_ID"])
+        if task is None:
+            parser.error("--array needs --task-id N (or $SLURM_ARRAY_TASK_ID)")
+        args.manifest = args.array / f"{task}.json"
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m hpc.worker`: exit 0 when every cell is final, 1 when some failed, 2 on bad
+    input, 3 when interrupted by SIGUSR2 (requeued inside Slurm)."""
+    args = _parse(argv)
+    _stop.clear()
+    # Slurm's `--signal=B:USR2@T` warns before the end: stop at the next step, keep the
+    # last epoch-end checkpoint, requeue.
+    signal.signal(signal.SIGUSR2, lambda _signum, _frame: _stop.set())
+    try:
+        results = run_chunk(args.manifest, stop_flag=_stop.is_set)
+    except CellInterrupted as exc:
+        print(f"hpc.worker: {exc}; {_requeue()}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"hpc.worker: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    counts = {s: sum(r.status == s for r in results) for s in ("done", "diverged", "failed")}
+    print(f"hpc.worker: {args.manifest}: " + ", ".join(f"{n} {s}" for s, n in counts.items()),
+          file=sys.stderr)
+    return EXIT_SOME_FAILED if counts["failed"] else EXIT_DONE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""The FFCV backend: training and test loaders over .beton files. Each ffcv Loader is built
+once and reseeded per (seed, epoch) through a small state array its compiled code reads, so
+crops, flips and order depend on (seed, epoch, sample) only, whatever the thread count."""
+
+from __future__ import annotations
+
+import functools
+import queue
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numba
+import numpy as np
+import torch
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from loaders import augment as aug
+from loaders.beton import check_beton
+
+# No batch for this long (compilation included) means the loader thread is stuck.
+BATCH_TIMEOUT_S = 600.0
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+@intrinsic
+def _as_pointer(typingctx, address):
+    """An integer address as a void pointer, so compiled code reads memory Python can change."""
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], cgutils.voidptr_t)
+    return types.voidptr(address), codegen
+
+
+@numba.njit(nogil=True, cache=False)
+def _mix64(x):
+    # splitmix64's finaliser: a counter-based generator, the same on every thread.
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+@numba.njit(nogil=True)
+def _uniform(key, n):
+    return np.float64(_mix64(key + np.uint64(n) * _GOLDEN) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+@numba.njit(nogil=True)
+def _seeded_crop(height, width, scale, log_ratio, key):
+    """torchvision's RandomResizedCrop box (top, left, h, w), drawn from `key` alone."""
+    height, width = np.int64(height), np.int64(width)
+    area = height * width
+    for t in range(10):
+        target = area * (scale[0] + (scale[1] - scale[0]) * _uniform(key, 4 * t))
+        aspect = np.exp(log_ratio[0] + (log_ratio[1] - log_ratio[0]) * _uniform(key, 4 * t + 1))
+        w = np.int64(np.round(np.sqrt(target * aspect)))
+        h = np.int64(np.round(np.sqrt(target / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            i = np.int64(_uniform(key, 4 * t + 2) * (height - h + 1))
+            j = np.int64(_uniform(key, 4 * t + 3) * (width - w + 1))
+            return i, j, h, w
+    in_ratio = width / height
+    lo, hi = np.exp(log_ratio[0]), np.exp(log_ratio[1])
+    w, h = width, height
+    if in_ratio < lo:
+        h = np.int64(np.round(width / lo))
+    elif in_ratio > hi:
+        w = np.int64(np.round(height * hi))
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+@numba.njit(nogil=True)
+def _mirror(image):
+    width = image.shape[1]
+    for y in range(image.shape[0]):
+        for x in range(width // 2):
+            for c in range(image.shape[2]):
+                image[y, x, c], image[y, width - 1 - x, c] = image[y, width - 1 - x, c], image[y, x, c]
+
+
+@functools.cache
+def _ffcv() -> SimpleNamespace:
+    """Import ffcv (about 3 s) once; its import sets torch's thread count, which is restored."""
+    threads = torch.get_num_threads()
+    from ffcv.fields.basics import IntDecoder
+    from ffcv.fields.rgb_image import (
+        IMAGE_MODES,
+        CenterCropRGBImageDecoder,
+        RandomResizedCropRGBImageDecoder,
+    )
+    from ffcv.libffcv import imdecode, resize_crop
+    from ffcv.loader import Loader, OrderOption
+    from ffcv.loader.epoch_iterator import IS_CUDA, EpochIterator
+    from ffcv.pipeline.compiler import Compiler
+    from ffcv.transforms import NormalizeImage, ToDevice, ToTensor, ToTorchImage
+    from ffcv.traversal_order.base import TraversalOrder
+
+    torch.set_num_threads(threads)
+
+    run = EpochIterator.run
+    if not getattr(run, "keeps_error", False):
+        # ffcv prints a loader thread's exception and leaves next() waiting forever; keep the
+        # exception so the waiting side can raise it.
+        def run_keeping_error(self):
+            try:
+                run(self)
+            except BaseException as e:
+                self.error = e
+                raise
+        run_keeping_error.keeps_error = True
+        EpochIterator.run = run_keeping_error
+
+    class SeededOrder(TraversalOrder):
+        """A permutation of the indices seeded by (seed, epoch) from the loader's state."""
+
+        def sample_order(self, epoch: int) -> np.ndarray:
+            seed, ep = (int(v) for v in self.loader.anysweep_state)
+            return np.random.default_rng([seed, ep]).permutation(self.indices)
+
+    class SeededCropFlipDecoder(RandomResizedCropRGBImageDecoder):
+        """Decode, random-resized crop and flip, each draw a function of (seed, epoch, sample)."""
+
+        def __init__(self, output_size: tuple[int, int], state: np.ndarray) -> None:
+            super().__init__(output_size, scale=aug.RRC_SCALE, ratio=aug.RRC_RATIO)
+            self.state = state  # kept alive: the compiled code reads it by address
+
+        def generate_code(self):
+            jpg = IMAGE_MODES["jpg"]
+            mem_read = self.memory_read
+            my_range = Compiler.get_iterator()
+            imdecode_c = Compiler.compile(imdecode)
+            resize_crop_c = Compiler.compile(resize_crop)
+            scale = np.array(self.scale, dtype=np.float64)
+            log_ratio = np.log(np.array(self.ratio, dtype=np.float64))
+            address = self.state.ctypes.data
+
+            def decode(batch_indices, my_storage, metadata, storage_state):
+                destination, temp_storage = my_storage
+                state = numba.carray(_as_pointer(address), (2,), np.int64)
+                base = _mix64(_mix64(np.uint64(state[0])) ^ (np.uint64(state[1]) * _GOLDEN))
+                for dst_ix in my_range(len(batch_indices)):
+                    source_ix = batch_indices[dst_ix]
+                    field = metadata[source_ix]
+                    image_data = mem_read(field["data_ptr"], storage_state)
+                    height = np.uint32(field["height"])
+                    width = np.uint32(field["width"])
+                    if field["mode"] == jpg:
+                        temp_buffer = temp_storage[dst_ix]
+                        imdecode_c(image_data, temp_buffer, height, width, height, width,
+                                   0, 0, 1, 1, False, False)
+                        selected = 3 * height * width
+                        temp_buffer = temp_buffer.reshape(-1)[:selected].reshape(height, width, 3)
+                    else:
+                        temp_buffer = image_data.reshape(height, width, 3)
+                    key = _mix64(base ^ np.uint64(source_ix))
+                    i, j, h, w = _seeded_crop(height, width, scale, log_ratio, key)
+                    resize_crop_c(temp_buffer, i, i + h, j, j + w, destination[dst_ix])
+                    if _uniform(key, 40) < 0.5:
+                        _mirror(destination[dst_ix])
+                return destination[:len(batch_indices)]
+
+            decode.is_parallel = True
+            return decode
+
+    return SimpleNamespace(
+        Loader=Loader, OrderOption=OrderOption, IS_CUDA=IS_CUDA, IntDecoder=IntDecoder,
+        CenterCropRGBImageDecoder=CenterCropRGBImageDecoder, NormalizeImage=NormalizeImage,
+        ToDevice=ToDevice, ToTensor=ToTensor, ToTorchImage=ToTorchImage, SeededOrder=SeededOrder,
+        SeededCropFlipDecoder=SeededCropFlipDecoder,
+    )
+
+
+def _guarded(loader: Any, timeout: float, threads: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Iterate an ffcv Loader; a dead loader thread or a stall raises RuntimeError instead of
+    blocking forever, and torch's thread count (which ffcv changes) is restored."""
+    ff = _ffcv()
+    it = iter(loader)
+    torch.set_num_threads(threads)
+    first = True
+    try:
+        while True:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    item = it.output_queue.get(timeout=0.1)
+                    break
+                except queue.Empty:
+                    if not it.is_alive() and it.output_queue.empty():
+                        error = getattr(it, "error", None)
+                        raise RuntimeError(f"the ffcv loader of {loader.fname} stopped: {error!r}") from error
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"the ffcv loader of {loader.fname} gave no batch in {timeout:.0f} s") from None
+            if item is None:
+                return
+            slot, result = item
+            if ff.IS_CUDA:
+                it.current_stream.wait_stream(it.cuda_streams[slot])
+            if first:
+                torch.set_num_threads(threads)  # the loader thread set it when it started
+                first = False
+            yield result
+    finally:
+        it.close()
+        torch.set_num_threads(threads)
+
+
+class _FfcvCommon:
+    def __init__(self, path: Path, num_samples: int, indices: np.ndarray | None,
+                 label_map: np.ndarray | None, batch_size: int, resolution: int, device: str,
+                 num_workers: int, augment: str, mean: np.ndarray, std: np.ndarray,
+                 normalize: bool, train: bool, timeout: float = BATCH_TIMEOUT_S) -> None:
+        check_beton(path, num_samples)
+        ff = _ffcv()
+        self.device = torch.device(device)
+        self.batch_size, self.resolution, self.augment = batch_size, resolution, augment
+        self.normalize, self.timeout = normalize, timeout
+        self.state = np.zeros(2, dtype=np.int64)
+        self.indices = np.arange(num_samples) if indices is None else np.asarray(indices)
+        self.label_map = None if label_map is None else torch.as_tensor(label_map, device=self.device)
+        self.mean = torch.as_tensor(mean, dtype=torch.float32, device=self.device)
+        self.std = torch.as_tensor(std, dtype=torch.float32, device=self.device)
+        on_cpu = self.device.type == "cpu"
+        # NormalizeImage goes before ToTensor on the CPU (the other order makes ffcv loop
+        # forever); on CUDA it needs cupy, so normalisation runs in torch there.
+        self.fused_normalize = normalize and on_cpu and (augment in ("rrc", "none") or not train)
+        if train and augment == "rrc":
+            decoder = ff.SeededCropFlipDecoder((resolution, resolution), self.state)
+        else:
+            decoder = ff.CenterCropRGBImageDecoder((resolution, resolution), aug.eval_crop_ratio(augment))
+        image = [decoder]
+        if self.fused_normalize:
+            image.append(ff.NormalizeImage(np.asarray(mean, np.float64), np.asarray(std, np.float64), np.float32))
+        image.append(ff.ToTensor())
+        label = [ff.IntDecoder(), ff.ToTensor()]
+        if not on_cpu:
+            image.append(ff.ToDevice(self.device, non_blocking=True))
+            label.append(ff.ToDevice(self.device, non_blocking=True))
+        image.append(ff.ToTorchImage(channels_last=True))
+        self.threads = torch.get_num_threads()
+        self.loader = ff.Loader(
+            str(path), batch_size=batch_size, num_workers=max(1, num_workers),
+            order=ff.OrderOption.RANDOM if train else ff.OrderOption.SEQUENTIAL,
+            indices=self.indices, drop_last=train and len(self.indices) >= batch_size,
+            pipelines={"image": image, "label": label}, seed=0,
+        )
+        self.loader.anysweep_state = self.state
+        if train:
+            self.loader.traversal_order = ff.SeededOrder(self.loader)
+        torch.set_num_threads(self.threads)
+
+    @property
+    def num_images(self) -> int:
+        return len(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def _batches(self, gen: torch.Generator | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for images, labels in _guarded(self.loader, self.timeout, self.threads):
+            labels = labels.view(-1).to(torch.int64)
+            if self.label_map is not None:
+                labels = self.label_map[labels]
+            if gen is not None and self.augment in ("pad_crop", "flip"):
+                pad = self.resolution // 8 if self.augment == "pad_crop" else 0
+                images = aug.pad_crop_flip(images, pad, gen)
+            if self.fused_normalize:
+                yield images, labels
+            elif self.normalize:
+                yield aug.normalize(images, self.mean, self.std, self.device.type == "cuda"), labels
+            else:
+                yield images, labels
+
+
+class FfcvTrainLoader(_FfcvCommon):
+    """Training batches; `epoch(seed, epoch)` reseeds the one ffcv Loader (no recompilation).
+    Batches on the CPU may be reused buffers: copy what is kept past the next batch."""
+
+    def epoch(self, seed: int, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self.state[:] = (aug.mix_seed(seed) & (2**62 - 1), epoch)
+        return self._batches(aug.epoch_generator(seed, epoch))
+
+
+class FfcvTestLoader(_FfcvCommon):
+    """Evaluation batches in file order, with the evaluation transform."""
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self._batches(None)
