@@ -15,15 +15,28 @@ from matplotlib.figure import Figure
 if TYPE_CHECKING:
     from analysis.report import Analysis
 
-DPI = 110
+DPI = 96
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
            "#17becf", "#7f7f7f", "#bcbd22")
 
 
-def _figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+def _figure(width: float, height: float, *, constrained: bool = False) -> Figure:
+    # Constrained layout costs seconds on grids of many axes: grids place axes by margins.
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained" if constrained else None)
     FigureCanvasAgg(fig)
     return fig
+
+
+def _margins(fig: Figure, left: float, right: float, bottom: float, top: float,
+             wspace: float = 0.3, hspace: float = 0.5) -> None:
+    """Margins in inches, converted to the figure fractions matplotlib wants."""
+    width, height = fig.get_size_inches()
+    fig.subplots_adjust(left=left / width, right=1 - right / width, bottom=bottom / height,
+                        top=1 - top / height, wspace=wspace, hspace=hspace)
+
+
+def _title(fig: Figure, text: str) -> None:
+    fig.suptitle(text, fontsize=10, y=1 - 0.12 / fig.get_size_inches()[1], va="top")
 
 
 def _grid(count: int, columns: int = 4) -> tuple[int, int]:
@@ -43,29 +56,32 @@ def scatter_grid(errors: pd.DataFrame, reference: str, against: pd.DataFrame) ->
     """Reference error (x) against each dataset's error (y), one panel per dataset."""
     others = [d for d in errors.columns if d != reference]
     rows, cols = _grid(len(others))
-    fig = _figure(3.0 * cols, 2.6 * rows + 0.3)
+    fig = _figure(3.0 * cols, 2.5 * rows + 0.6)
+    _margins(fig, 0.6, 0.15, 0.5, 0.9, wspace=0.3, hspace=0.6)
     stats = against.set_index("dataset")
     x_all = errors[reference].to_numpy(dtype=float)
     for i, name in enumerate(others):
         ax = fig.add_subplot(rows, cols, i + 1)
         y = errors[name].to_numpy(dtype=float)
         both = np.isfinite(x_all) & np.isfinite(y)
-        ax.scatter(x_all[both], y[both], s=6, alpha=0.5, color=_COLORS[0], linewidths=0)
+        ax.plot(x_all[both], y[both], "o", ms=2.4, alpha=0.5, color=_COLORS[0], mew=0)
         ax.set_title(f"{name}\n{_interval(stats.loc[name])}" if name in stats.index else name, fontsize=8)
         ax.tick_params(labelsize=7)
         if i % cols == 0:
             ax.set_ylabel("error (%)", fontsize=8)
         if i >= len(others) - cols:
             ax.set_xlabel(f"{reference} error (%)", fontsize=8)
-    fig.suptitle(f"Test error of every architecture: {reference} vs each dataset", fontsize=10)
+    _title(fig, f"Test error of every architecture: {reference} vs each dataset")
     return fig
 
 
 def heatmap(matrix: pd.DataFrame, title: str, *, vmin: float = -1.0, cmap: str = "RdBu_r") -> Figure:
     """A square table of values in [-1, 1] (or [0, 1]) with the numbers written in."""
     size = len(matrix)
-    side = max(4.0, 0.42 * size + 2.0)
-    fig = _figure(side + 1.0, side)
+    label = 0.065 * max((len(str(n)) for n in matrix.index), default=1) + 0.3
+    side = max(3.0, 0.42 * size)
+    fig = _figure(side + label + 1.3, side + label + 0.5)
+    _margins(fig, label, 1.2, label, 0.4)
     ax = fig.add_subplot()
     values = matrix.to_numpy(dtype=float)
     image = ax.imshow(values, vmin=vmin, vmax=1.0, cmap=cmap)
@@ -78,14 +94,14 @@ def heatmap(matrix: pd.DataFrame, title: str, *, vmin: float = -1.0, cmap: str =
                     light = abs(values[i, j]) > 0.6
                     ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=6,
                             color="white" if light else "black")
-    fig.colorbar(image, ax=ax, shrink=0.7)
+    fig.colorbar(image, ax=ax, shrink=0.7, fraction=0.05, pad=0.03)
     ax.set_title(title, fontsize=10)
     return fig
 
 
 def subset_curves(curve: pd.DataFrame, reference: str) -> Figure:
     """Correlation of each target with the reference restricted to k classes, against k."""
-    fig = _figure(7.5, 4.5)
+    fig = _figure(7.5, 4.5, constrained=True)
     ax = fig.add_subplot()
     for i, (target, group) in enumerate(curve.groupby("target", sort=False)):
         points = group.groupby("k").agg(r=("r", "mean"), lo=("lo", "mean"), hi=("hi", "mean"))
@@ -108,7 +124,8 @@ def error_edfs(errors: pd.DataFrame) -> Figure:
     F(e) = share of architectures with error below e."""
     names = list(errors.columns)
     rows, cols = _grid(len(names), 5)
-    fig = _figure(2.6 * cols, 2.1 * rows + 0.3)
+    fig = _figure(2.6 * cols, 2.1 * rows + 0.5)
+    _margins(fig, 0.55, 0.15, 0.45, 0.65, wspace=0.3, hspace=0.75)
     for i, name in enumerate(names):
         ax = fig.add_subplot(rows, cols, i + 1)
         values = np.sort(errors[name].dropna().to_numpy(dtype=float))
@@ -121,7 +138,7 @@ def error_edfs(errors: pd.DataFrame) -> Figure:
         if i % cols == 0:
             ax.set_ylabel("cumulative prob.", fontsize=7)
         ax.set_xlabel("error (%)", fontsize=7)
-    fig.suptitle("Error EDF of the sampled architectures on each dataset", fontsize=10)
+    _title(fig, "Error EDF of the sampled architectures on each dataset")
     return fig
 
 
@@ -130,7 +147,10 @@ def trait_effects(traits: pd.DataFrame) -> Figure:
     labels = list(dict.fromkeys(traits["label"]))
     datasets = list(dict.fromkeys(traits["dataset"]))
     rows, cols = _grid(len(labels), 3)
-    fig = _figure(3.6 * cols, 0.22 * len(datasets) * rows + 1.2 * rows)
+    label = 0.065 * max((len(d) for d in datasets), default=1) + 0.3
+    panel = 0.2 * len(datasets) + 0.6
+    fig = _figure(3.3 * cols + label, panel * rows + 0.6 * (rows - 1) + 0.95)
+    _margins(fig, label, 0.2, 0.35, 0.6, wspace=0.1, hspace=0.6 / panel)
     for i, label in enumerate(labels):
         ax = fig.add_subplot(rows, cols, i + 1)
         part = traits[traits["label"] == label].set_index("dataset").reindex(datasets)
@@ -142,12 +162,13 @@ def trait_effects(traits: pd.DataFrame) -> Figure:
         ax.scatter(r, y, c=colors, s=14, zorder=3)
         ax.axvline(0, color="#888", linewidth=0.8)
         ax.set_xlim(-1, 1)
+        ax.set_xticks([-1, -0.5, 0, 0.5, 1], ["-1", "-0.5", "0", "0.5", "1"])
         ax.set_yticks(y, datasets if i % cols == 0 else [""] * len(datasets), fontsize=7)
         ax.invert_yaxis()
         ax.tick_params(axis="x", labelsize=7)
         ax.set_title(label, fontsize=9)
         ax.grid(axis="x", alpha=0.3)
-    fig.suptitle("Correlation of error with each trait (blue: more of it, lower error)", fontsize=10)
+    _title(fig, "Correlation of error with each trait (blue: more of it, lower error)")
     return fig
 
 

@@ -66,6 +66,8 @@ def default_datasets(reference: str = "imagenet", subset_ks: Sequence[int] = (10
         ("natural", 8, 64, 5_500, 1_400, 0.6, 0.5, 16, 2.0, 1.0),
     )
     for name, classes, res, ntr, nte, rho, small, base, spread, noise in targets:
+        if name == reference:
+            continue
         small = min(small, 0.95 * np.sqrt(1 - rho**2))
         out.append(SyntheticDataset(name, classes, res, ntr, nte, rho, float(small), base, spread, noise))
     return out

@@ -90,7 +90,9 @@ class SE(nn.Module):
 class XBlock(nn.Module):
     """Residual bottleneck block with group conv: x + F(x), projected when shape changes."""
 
-    def __init__(self, w_in: int, w_out: int, stride: int, b: float, g: int, se_ratio: float):
+    def __init__(
+        self, w_in: int, w_out: int, stride: int, b: float, g: int, se_ratio: float
+    ) -> None:
         super().__init__()
         w_b = int(round(w_out / b))
         self.proj_block = w_in != w_out or stride != 1

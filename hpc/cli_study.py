@@ -24,7 +24,9 @@ def preset_names() -> list[str]:
 
 
 def _study_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("study_dir", type=Path, metavar="DIR", help="the study folder (holds study.toml)")
+    parser.add_argument(
+        "study_dir", type=Path, metavar="DIR", help="the study folder (holds study.toml)"
+    )
 
 
 def _print(message: str = "") -> None:
@@ -36,7 +38,9 @@ def _print(message: str = "") -> None:
 
 def add_init(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("study_dir", type=Path, metavar="DIR", help="the study folder to create")
-    parser.add_argument("--preset", default="demo", help=f"one of {', '.join(preset_names())} (default: demo)")
+    parser.add_argument(
+        "--preset", default="demo", help=f"one of {', '.join(preset_names())} (default: demo)"
+    )
     parser.add_argument("--force", action="store_true", help="overwrite an existing study.toml")
 
 
@@ -56,7 +60,9 @@ def init_study(study_dir: Path, preset: str = "demo", force: bool = False) -> Pa
 def run_init(args: argparse.Namespace) -> int:
     target = init_study(args.study_dir, args.preset, args.force)
     load_study(args.study_dir)  # a preset that does not validate is a bug; say so now
-    _print(f"wrote {target} (preset {args.preset}); edit it, then `anysweep launch {args.study_dir} --dry-run`")
+    _print(
+        f"wrote {target} (preset {args.preset}); edit it, then `anysweep launch {args.study_dir} --dry-run`"
+    )
     return 0
 
 
@@ -79,7 +85,9 @@ def run_sample(args: argparse.Namespace) -> int:
 
 def add_prepare(parser: argparse.ArgumentParser) -> None:
     _study_dir(parser)
-    parser.add_argument("--dataset", action="append", metavar="NAME", help="only this dataset (repeatable)")
+    parser.add_argument(
+        "--dataset", action="append", metavar="NAME", help="only this dataset (repeatable)"
+    )
     parser.add_argument("--cluster", choices=("local", "slurm"), default="local",
                         help="local (default), or slurm: one job per dataset, for ImageNet-size data")  # fmt: skip
 
@@ -206,8 +214,10 @@ def run_collect(args: argparse.Namespace) -> int:
     for line in collected.skipped:
         print(f"skipped {line}", file=sys.stderr)
     state = "wrote" if collected.written else "up to date:"
-    _print(f"{state} {collected.path} ({collected.cells} cells"
-           + (f", {len(collected.skipped)} unreadable files skipped)" if collected.skipped else ")"))
+    _print(
+        f"{state} {collected.path} ({collected.cells} cells"
+        + (f", {len(collected.skipped)} unreadable files skipped)" if collected.skipped else ")")
+    )
     return 0
 
 
@@ -218,7 +228,9 @@ def add_run(parser: argparse.ArgumentParser) -> None:
     _study_dir(parser)
     parser.add_argument("--cluster", choices=("local", "slurm"), default="local",
                         help="local (default): on this machine; slurm: array jobs, waited for")  # fmt: skip
-    parser.add_argument("--jobs", type=int, default=None, help="local: workers at once (default: cores)")
+    parser.add_argument(
+        "--jobs", type=int, default=None, help="local: workers at once (default: cores)"
+    )
     parser.add_argument("--no-analyze", action="store_true", help="stop after collect")
 
 
@@ -301,7 +313,10 @@ def _analyze(root: Path) -> None:
     try:
         module = importlib.import_module("analysis.cli")
     except ModuleNotFoundError:
-        print("anysweep run: analysis is not installed here; skipped `anysweep analyze`", file=sys.stderr)
+        print(
+            "anysweep run: analysis is not installed here; skipped `anysweep analyze`",
+            file=sys.stderr,
+        )
         return
     parser = argparse.ArgumentParser(prog="anysweep analyze")
     module.add_arguments(parser)
@@ -354,7 +369,9 @@ def run_clean(args: argparse.Namespace) -> int:
 def add_logs(parser: argparse.ArgumentParser) -> None:
     _study_dir(parser)
     parser.add_argument("cell", metavar="CELL", help="DATASET/ARCH-sSEED, e.g. fashion_mnist/3-s0")
-    parser.add_argument("--lines", type=int, default=40, help="lines of the task's scheduler log (default 40)")
+    parser.add_argument(
+        "--lines", type=int, default=40, help="lines of the task's scheduler log (default 40)"
+    )
 
 
 def run_logs(args: argparse.Namespace) -> int:

@@ -192,7 +192,9 @@ def clean(study: Study, *, betons: bool = False) -> tuple[list[Path], int]:
             if path.exists():
                 removed.append(path)
     if betons:
-        unfinished = {c.dataset for c in study_cells(study) if not is_finished(results.get(c), attempts)}
+        unfinished = {
+            c.dataset for c in study_cells(study) if not is_finished(results.get(c), attempts)
+        }
         removed.extend(_prepared_files(study, unfinished))
     freed = 0
     for path in removed:
@@ -203,6 +205,7 @@ def clean(study: Study, *, betons: bool = False) -> tuple[list[Path], int]:
 
 def _prepared_files(study: Study, unfinished: set[str]) -> list[Path]:
     """Prepared files no unfinished cell reads: a parent's serve its subsets too."""
+    from loaders.files import sidecar
     from loaders.prepare import manifest_path
 
     owners: dict[str, list[DatasetEntry]] = {}
@@ -219,6 +222,8 @@ def _prepared_files(study: Study, unfinished: set[str]) -> list[Path]:
             listed = json.loads(manifest.read_text()).get("files", {})
         except (OSError, ValueError):
             continue
-        files.extend(p for p in (study.data_dir / n for n in listed.values()) if p.exists())
+        for name in listed.values():
+            data = study.data_dir / name
+            files.extend(p for p in (data, sidecar(data)) if p.exists())
         files.append(manifest)
     return files

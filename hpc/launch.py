@@ -30,7 +30,13 @@ from hpc.status import (
     squeue_states,
     tasks,
 )
-from hpc.study import Population, dataset_arch, load_population, unprepared, write_json_atomic
+from hpc.study import (
+    Population,
+    dataset_arch,
+    sample_architectures,
+    unprepared,
+    write_json_atomic,
+)
 
 CLUSTERS = ("slurm", "local")
 # A local lane has no scheduler to stop it: give it a week.
@@ -86,9 +92,10 @@ def launch(
         raise ValueError(f"cluster {cluster!r} is not one of {CLUSTERS}")
     if jobs is not None and jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
+    # A grown study samples its new architectures here (prefix-stable: old ids keep theirs).
+    population = sample_architectures(study, write=not dry_run)
     if dry_run:
-        return Launch(_plan(study, cluster, jobs, _population(study, write=False)))
-    population = load_population(study)
+        return Launch(_plan(study, cluster, jobs, population))
     with study_lock(study, "launch"):
         if reset_retries:
             reset_failed(study)
@@ -105,12 +112,6 @@ def launch(
         if cluster == "local":
             return _launch_local(study, plan, population, record_id, jobs or default_jobs())
         return _launch_slurm(study, plan, population, record_id)
-
-
-def _population(study: Study, write: bool) -> Population:
-    from hpc.study import sample_architectures
-
-    return sample_architectures(study, write=write)
 
 
 def _plan(study: Study, cluster: str, jobs: int | None, population: Population) -> Plan:
@@ -130,8 +131,11 @@ def next_record_id(study: Study, kind: str) -> str:
 
 
 def write_manifests(
-    study: Study, plan_arrays: Sequence[Array], population: Population,
-    path_of: Callable[[Array, int], Path], threads: int | None = None,
+    study: Study,
+    plan_arrays: Sequence[Array],
+    population: Population,
+    path_of: Callable[[Array, int], Path],
+    threads: int | None = None,
 ) -> list[list[Path]]:
     """One manifest per chunk, at `path_of(array, chunk index)`; `threads` None gives each
     worker its task's CPUs. Returns the paths per array."""
@@ -163,16 +167,22 @@ def record_arrays(study: Study, record_id: str, plan_arrays: Sequence[Array]) ->
     """The arrays part of a record: label, dataset, job name, and each task's cells."""
     return [
         {
-            "label": a.label, "dataset": a.dataset, "job_name": job_name(study, record_id, a.label),
+            "label": a.label,
+            "dataset": a.dataset,
+            "job_name": job_name(study, record_id, a.label),
             "job_id": None,
-            "tasks": [{"chunk": f"{a.label}.{i}", "cells": [list(c) for c in chunk.cells]}
-                      for i, chunk in enumerate(a.chunks)],
+            "tasks": [
+                {"chunk": f"{a.label}.{i}", "cells": [list(c) for c in chunk.cells]}
+                for i, chunk in enumerate(a.chunks)
+            ],
         }  # fmt: skip
         for a in plan_arrays
     ]
 
 
-def write_record(study: Study, record_id: str, cluster: str, arrays: list[dict], **extra: Any) -> None:
+def write_record(
+    study: Study, record_id: str, cluster: str, arrays: list[dict], **extra: Any
+) -> None:
     from hpc.provenance import now
 
     data = {"id": record_id, "cluster": cluster, "created": now(), "created_ts": time.time(),

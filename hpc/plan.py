@@ -93,7 +93,9 @@ def scan_results(study: Study) -> dict[Cell, ResultSummary]:
                 else:
                     try:
                         result = read_cell(Path(item.path))
-                        error = result.error.strip().splitlines()[-1] if result.error.strip() else ""
+                        error = (
+                            result.error.strip().splitlines()[-1] if result.error.strip() else ""
+                        )
                         summary = ResultSummary(result.status, result.attempts,
                                                 result.train_seconds, error, stat.st_mtime,
                                                 stat.st_size)  # fmt: skip
@@ -172,9 +174,7 @@ class Plan:
 def study_cells(study: Study, n_archs: int | None = None) -> list[Cell]:
     """Every cell of the study, in dataset order, then architecture id, then seed."""
     n = study.settings.architectures if n_archs is None else n_archs
-    return [
-        Cell(d.name, a, s) for d in study.datasets for a in range(n) for s in study.seeds
-    ]
+    return [Cell(d.name, a, s) for d in study.datasets for a in range(n) for s in study.seeds]
 
 
 def is_finished(summary: ResultSummary | None, max_attempts: int) -> bool:
@@ -197,13 +197,14 @@ def dataset_sizes(entry: DatasetEntry) -> tuple[int, int, int, bool]:
     train = ASSUMED_TRAIN_IMAGES if train is None else train
     test = ASSUMED_TEST_IMAGES if test is None else test
     classes = spec.num_classes or parent_classes or ASSUMED_CLASSES
-    if spec.parent is not None and parent_classes:
-        train = math.ceil(train * classes / parent_classes)
-        test = math.ceil(test * classes / parent_classes)
+    # Caps apply to the files a subset selects from: its parent's.
     if spec.max_train:
         train = min(train, spec.max_train)
     if spec.max_test:
         test = min(test, spec.max_test)
+    if spec.parent is not None and parent_classes:
+        train = math.ceil(train * classes / parent_classes)
+        test = math.ceil(test * classes / parent_classes)
     return train, test, classes, assumed
 
 
@@ -253,8 +254,13 @@ def _calibrate(
     fallback = float(np.median(everything)) if everything else 1.0
     return {
         name: DatasetCost(
-            c.name, c.train_images, c.test_images, c.epochs, c.flops,
-            float(np.median(ratios[name])) if ratios[name] else fallback, c.assumed,
+            c.name,
+            c.train_images,
+            c.test_images,
+            c.epochs,
+            c.flops,
+            float(np.median(ratios[name])) if ratios[name] else fallback,
+            c.assumed,
         )  # fmt: skip
         for name, c in costs.items()
     }
@@ -263,25 +269,30 @@ def _calibrate(
 def chunk_cells(
     dataset: str, cells: list[tuple[int, int]], seconds: list[float], capacity: float
 ) -> list[Chunk]:
-    """Consecutive cells grouped so that each chunk's estimate (overhead included) stays
-    within `capacity` seconds, as evenly as that allows. A cell longer than the capacity
-    gets a chunk of its own: it resumes from checkpoints across requeues."""
+    """Consecutive cells grouped into as few chunks as fit `capacity` seconds each (chunk
+    overhead included), cut where the running total is nearest to equal shares. A cell
+    longer than the capacity gets a chunk of its own: it resumes from checkpoints across
+    requeues."""
     if not cells:
         return []
     budget = max(capacity - CHUNK_OVERHEAD_S, 1.0)
-    total = sum(seconds)
-    target = total / max(1, math.ceil(total / budget))
-    chunks: list[Chunk] = []
-    current: list[tuple[int, int]] = []
-    spent = 0.0
-    for cell, cost in zip(cells, seconds, strict=True):
-        if current and (spent + cost > budget or spent + cost / 2 > target):
-            chunks.append(Chunk(dataset, tuple(current), spent + CHUNK_OVERHEAD_S))
-            current, spent = [], 0.0
-        current.append(cell)
-        spent += cost
-    chunks.append(Chunk(dataset, tuple(current), spent + CHUNK_OVERHEAD_S))
-    return chunks
+    cum = np.cumsum(seconds)
+    total, n = float(cum[-1]), len(cells)
+    for k in range(max(1, math.ceil(total / budget)), n + 1):
+        ends = []
+        for j in range(1, k):
+            i = int(np.searchsorted(cum, j * total / k))
+            # The cut after cell i-1 or after cell i, whichever total is nearer the share.
+            if i > 0 and (i == n or j * total / k - cum[i - 1] <= cum[i] - j * total / k):
+                i -= 1
+            ends.append(i + 1)
+        bounds = sorted({0, *ends, n})
+        parts = list(zip(bounds[:-1], bounds[1:], strict=True))
+        sums = [float(cum[e - 1] - (cum[b - 1] if b else 0.0)) for b, e in parts]
+        if all(t <= budget or e - b == 1 for (b, e), t in zip(parts, sums, strict=True)):
+            return [Chunk(dataset, tuple(cells[b:e]), t + CHUNK_OVERHEAD_S)
+                    for (b, e), t in zip(parts, sums, strict=True)]  # fmt: skip
+    return [Chunk(dataset, (c,), t + CHUNK_OVERHEAD_S) for c, t in zip(cells, seconds, strict=True)]
 
 
 def max_array_size(study: Study) -> int:

@@ -20,7 +20,7 @@ from hpc.launch import (
 from hpc.plan import Array, Plan, make_plan, max_array_size
 from hpc.spec import Study
 from hpc.status import active_cells, job_name
-from hpc.study import load_population, unprepared
+from hpc.study import sample_architectures, unprepared
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "sbatch_templates"
 
@@ -62,7 +62,7 @@ def render(study: Study, *, array_size: int | None = None) -> Rendered:
     Cells queued or running (launched, or rendered and submitted) are left out, as `launch`
     would; rendering twice without submitting renders the same cells twice.
     """
-    population = load_population(study)
+    population = sample_architectures(study)
     with study_lock(study, "launch"):
         plan = make_plan(
             study, population, active=active_cells(study),

@@ -7,15 +7,13 @@ and the valid choices. Nothing here touches data, samples architectures or calls
 from __future__ import annotations
 
 import dataclasses
-import math
-import re
 import sys
-from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from hpc.recipe import Recipe
+from hpc.tomlcheck import StudyError, Where, check_keys, fill, first_key, frozen, table_at
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -27,10 +25,6 @@ SECTIONS = ("study", "design", "recipe", "cluster", "datasets")
 DEVICES = ("auto", "cpu", "cuda")
 # Keys of a [datasets.NAME] table that belong to the study, not to the dataset's files.
 DATASET_STUDY_KEYS = ("recipe", "cluster", "stem")
-
-
-class StudyError(ValueError):
-    """A study.toml that cannot run: the message says where, what, and what is valid."""
 
 
 @dataclass(frozen=True)
@@ -128,7 +122,6 @@ class DatasetEntry:
     recipe: Recipe
     cluster: ClusterSpec
     stem: str = ""  # empty: the design space's stem
-    options: tuple[tuple[str, Any], ...] = ()  # as declared, for get_dataset
 
     @property
     def resolution(self) -> int:
@@ -191,19 +184,21 @@ def load_study(root: Path | str) -> Study:
 
 def parse_study(text: str, root: Path | str, filename: str = STUDY_FILE) -> Study:
     """Validate a study.toml's text; see `load_study`."""
-    where = _Where(filename, text)
+    where = Where(filename, text)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise StudyError(f"{filename}: not valid TOML: {exc}") from None
-    _check_keys(data, SECTIONS, (), where, "the top level")
-    settings = _fill(StudySettings, _table(data, "study", where), ("study",), where)
+    check_keys(data, SECTIONS, (), where, "the top level")
+    settings = fill(StudySettings, table_at(data, "study", where), ("study",), where)
     if settings.device not in DEVICES:
-        raise where.error(("study", "device"), f"device {settings.device!r} is not one of {DEVICES}")
-    design = _design(_table(data, "design", where), where)
-    recipe = _recipe(_table(data, "recipe", where), Recipe(), ("recipe",), where)
-    cluster = _cluster(_table(data, "cluster", where), ClusterSpec(), ("cluster",), where)
-    datasets = _datasets(_table(data, "datasets", where), recipe, cluster, design, where)
+        raise where.error(
+            ("study", "device"), f"device {settings.device!r} is not one of {DEVICES}"
+        )
+    design = _design(table_at(data, "design", where), where)
+    recipe = _recipe(table_at(data, "recipe", where), Recipe(), ("recipe",), where)
+    cluster = _cluster(table_at(data, "cluster", where), ClusterSpec(), ("cluster",), where)
+    datasets = _datasets(table_at(data, "datasets", where), recipe, cluster, design, where)
     names = [d.name for d in datasets]
     if settings.reference and settings.reference not in names:
         raise where.error(
@@ -216,28 +211,31 @@ def parse_study(text: str, root: Path | str, filename: str = STUDY_FILE) -> Stud
 # --- sections -----------------------------------------------------------------------------
 
 
-def _design(table: dict[str, Any], where: _Where) -> Design:
+def _design(table: dict[str, Any], where: Where) -> Design:
     from anynet.spaces import SPACE_NAMES, get_space, override_keys
 
     own = [f.name for f in fields(Design) if f.name != "overrides"]
     space = table.get("space", Design.space)
     if not isinstance(space, str) or space.lower() not in SPACE_NAMES:
         raise where.error(
-            ("design", "space"), f"space {space!r} is not a design space; valid: {list(SPACE_NAMES)}"
+            ("design", "space"),
+            f"space {space!r} is not a design space; valid: {list(SPACE_NAMES)}",
         )
-    _check_keys(table, (*own, *override_keys(space)), ("design",), where, "[design]")
+    check_keys(table, (*own, *override_keys(space)), ("design",), where, "[design]")
     values = {k: v for k, v in table.items() if k in own}
     overrides = {k: v for k, v in table.items() if k not in own}
     for key in ("flops", "params", "acts"):
         if key in values:
             values[key] = _range(values[key], ("design", key), where)
-    design = _fill(Design, values, ("design",), where)
+    design = fill(Design, values, ("design",), where)
     try:
         space_obj = get_space(space, **overrides)
     except ValueError as exc:
         raise where.error(("design",), str(exc)) from None
     design = dataclasses.replace(
-        design, space=space.lower(), overrides=tuple(sorted((k, _frozen(v)) for k, v in overrides.items()))
+        design,
+        space=space.lower(),
+        overrides=tuple(sorted((k, frozen(v)) for k, v in overrides.items())),
     )
     for key in ("resolution", "num_classes"):
         if getattr(design, key) < 1:
@@ -246,7 +244,7 @@ def _design(table: dict[str, Any], where: _Where) -> Design:
     return design
 
 
-def _range(value: Any, path: tuple[str, ...], where: _Where) -> tuple[float, float]:
+def _range(value: Any, path: tuple[str, ...], where: Where) -> tuple[float, float]:
     ok = (
         isinstance(value, list) and len(value) == 2
         and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
@@ -259,7 +257,7 @@ def _range(value: Any, path: tuple[str, ...], where: _Where) -> tuple[float, flo
     return lo, hi
 
 
-def _check_reachable(design: Design, space: Any, where: _Where) -> None:
+def _check_reachable(design: Design, space: Any, where: Where) -> None:
     """A complexity range outside everything the space can build is an error now, not after
     minutes of rejection sampling."""
     from anynet.complexity import complexity_batch
@@ -278,9 +276,15 @@ def _check_reachable(design: Design, space: Any, where: _Where) -> None:
     for depth, width, ratio, group in corners:
         group = min(group, max(1, round(width / ratio)))
         cx = complexity_batch(
-            [[depth] * s], [[width] * s], [[ratio] * s], [[group] * s],
-            stem=space.stem, stem_width=space.stem_width, se_ratio=space.se_ratio,
-            resolution=design.resolution, num_classes=design.num_classes,
+            [[depth] * s],
+            [[width] * s],
+            [[ratio] * s],
+            [[group] * s],
+            stem=space.stem,
+            stem_width=space.stem_width,
+            se_ratio=space.se_ratio,
+            resolution=design.resolution,
+            num_classes=design.num_classes,
         )
         bounds.append([int(v[0]) for v in cx])
     for i, key in enumerate(("flops", "params", "acts")):
@@ -298,21 +302,21 @@ def _check_reachable(design: Design, space: Any, where: _Where) -> None:
             )
 
 
-def _recipe(table: dict[str, Any], base: Recipe, path: tuple[str, ...], where: _Where) -> Recipe:
+def _recipe(table: dict[str, Any], base: Recipe, path: tuple[str, ...], where: Where) -> Recipe:
     try:
         return base.merged(table, where=f"[{'.'.join(path)}]")
     except ValueError as exc:
-        raise where.error(path + _first_key(str(exc), table), str(exc)) from None
+        raise where.error(path + first_key(str(exc), table), str(exc)) from None
 
 
 def _cluster(
-    table: dict[str, Any], base: ClusterSpec, path: tuple[str, ...], where: _Where
+    table: dict[str, Any], base: ClusterSpec, path: tuple[str, ...], where: Where
 ) -> ClusterSpec:
-    return _fill(ClusterSpec, {**base.to_dict(), **table}, path, where, check_only=table)
+    return fill(ClusterSpec, {**base.to_dict(), **table}, path, where, check_only=table)
 
 
 def _datasets(
-    table: dict[str, Any], recipe: Recipe, cluster: ClusterSpec, design: Design, where: _Where
+    table: dict[str, Any], recipe: Recipe, cluster: ClusterSpec, design: Design, where: Where
 ) -> tuple[DatasetEntry, ...]:
     from anynet.arch import STEMS
     from loaders.registry import dataset_names, spec_keys
@@ -326,8 +330,10 @@ def _datasets(
     valid = (*spec_keys()[1:], *DATASET_STUDY_KEYS)  # `name` is the table's name
     for name, raw in table.items():
         if not isinstance(raw, dict):
-            raise where.error(("datasets", name), f"datasets.{name} must be a table ([datasets.{name}])")
-        _check_keys(raw, valid, ("datasets", name), where, f"[datasets.{name}]")
+            raise where.error(
+                ("datasets", name), f"datasets.{name} must be a table ([datasets.{name}])"
+            )
+        check_keys(raw, valid, ("datasets", name), where, f"[datasets.{name}]")
     entries = []
     for name, raw in table.items():
         path = ("datasets", name)
@@ -335,28 +341,56 @@ def _datasets(
         # A subset of a declared dataset shares its files, options, recipe and resources
         # unless it says otherwise.
         base = table[parent] if parent else {}
-        options = {k: v for k, v in base.items() if k not in (*DATASET_STUDY_KEYS, *SUBSET_KEYS)}
-        options.update({k: v for k, v in raw.items() if k not in DATASET_STUDY_KEYS})
+        options = {k: v for k, v in _own_options(base).items() if k not in SUBSET_KEYS}
+        options.update(_own_options(raw))
         if parent and "parent" not in options:
             options.update(_subset_from_name(name, parent))
         spec = _dataset_spec(name, options, path, where)
+        if parent:
+            declared = _dataset_spec(
+                parent, _own_options(table[parent]), ("datasets", parent), where
+            )
+            _check_shared_files(spec, declared, path, where)
         stem = raw.get("stem", base.get("stem", ""))
         if stem not in ("", *STEMS):
-            raise where.error(path + ("stem",), f"stem {stem!r} is not one of {list(STEMS)} (or \"\")")
+            raise where.error(
+                path + ("stem",), f'stem {stem!r} is not one of {list(STEMS)} (or "")'
+            )
         own_recipe, own_cluster = recipe, cluster
         for source, source_path in ((base, ("datasets", parent or "")), (raw, path)):
-            own_recipe = _recipe(_sub(source, "recipe", source_path, where), own_recipe,
-                                 source_path + ("recipe",), where)
-            own_cluster = _cluster(_sub(source, "cluster", source_path, where), own_cluster,
-                                   source_path + ("cluster",), where)
-        entries.append(DatasetEntry(
-            name=name, spec=spec, recipe=own_recipe, cluster=own_cluster, stem=stem,
-            options=tuple(sorted((k, _frozen(v)) for k, v in options.items())),
-        ))  # fmt: skip
+            own_recipe = _recipe(
+                _sub(source, "recipe", source_path, where),
+                own_recipe,
+                source_path + ("recipe",),
+                where,
+            )
+            own_cluster = _cluster(
+                _sub(source, "cluster", source_path, where),
+                own_cluster,
+                source_path + ("cluster",),
+                where,
+            )
+        entries.append(DatasetEntry(name, spec, own_recipe, own_cluster, stem))
     return tuple(entries)
 
 
 SUBSET_KEYS = ("parent", "k", "subset_seed", "classes")
+
+
+def _own_options(raw: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in raw.items() if k not in DATASET_STUDY_KEYS}
+
+
+def _check_shared_files(subset: Any, parent: Any, path: tuple[str, ...], where: Where) -> None:
+    """A subset reads its parent's prepared files, so it cannot prepare them otherwise."""
+    mine, theirs = subset.parent_spec().to_dict(), parent.to_dict()
+    differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+    if differ:
+        raise where.error(
+            path + (differ[0],),
+            f"{subset.name} reads the prepared files of {parent.name}, so it takes its "
+            f"{', '.join(differ)} from [datasets.{parent.name}]; set them there",
+        )
 
 
 def _declared_parent(name: str, raw: dict[str, Any], table: dict[str, Any]) -> str | None:
@@ -381,140 +415,17 @@ def _subset_from_name(name: str, parent: str) -> dict[str, Any]:
     return {"parent": parent, "k": int(match["k"]), "subset_seed": int(match["seed"] or 0)}
 
 
-def _dataset_spec(name: str, options: dict[str, Any], path: tuple[str, ...], where: _Where) -> Any:
+def _dataset_spec(name: str, options: dict[str, Any], path: tuple[str, ...], where: Where) -> Any:
     from loaders.registry import get_dataset
 
     try:
         return get_dataset(name, **options)
     except (ValueError, TypeError) as exc:
-        raise where.error(path + _first_key(str(exc), options), str(exc)) from None
+        raise where.error(path + first_key(str(exc), options), str(exc)) from None
 
 
-def _sub(raw: dict[str, Any], key: str, path: tuple[str, ...], where: _Where) -> dict[str, Any]:
+def _sub(raw: dict[str, Any], key: str, path: tuple[str, ...], where: Where) -> dict[str, Any]:
     value = raw.get(key, {}) if raw else {}
     if not isinstance(value, dict):
         raise where.error(path + (key,), f"{key} must be a table of overrides, got {value!r}")
     return value
-
-
-# --- generic checks -----------------------------------------------------------------------
-
-
-def _table(data: dict[str, Any], key: str, where: _Where) -> dict[str, Any]:
-    value = data.get(key, {})
-    if not isinstance(value, dict):
-        raise where.error((key,), f"{key} must be a table ([{key}]), got {type(value).__name__}")
-    return value
-
-
-def _check_keys(
-    table: Mapping[str, Any], valid: tuple[str, ...] | list[str], path: tuple[str, ...],
-    where: _Where, what: str,
-) -> None:
-    unknown = [k for k in table if k not in valid]
-    if unknown:
-        raise where.error(
-            path + (unknown[0],),
-            f"unknown key {unknown[0]!r} in {what}; valid keys: {', '.join(valid)}",
-        )
-
-
-def _fill(
-    cls: type, values: dict[str, Any], path: tuple[str, ...], where: _Where,
-    check_only: Mapping[str, Any] | None = None,
-) -> Any:
-    """cls(**values) with the types of cls's defaults enforced; errors name the key."""
-    valid = {f.name: f for f in fields(cls) if f.name != "overrides"}
-    _check_keys(values, tuple(valid), path, where, f"[{'.'.join(path)}]")
-    defaults = cls()
-    clean = {}
-    for key, value in values.items():
-        clean[key] = _typed(key, value, getattr(defaults, key), path, where)
-    try:
-        return cls(**clean)
-    except ValueError as exc:
-        raise where.error(path + _first_key(str(exc), check_only or values), str(exc)) from None
-
-
-def _typed(key: str, value: Any, default: Any, path: tuple[str, ...], where: _Where) -> Any:
-    if key in ("flops", "params", "acts"):
-        return value
-    expected = type(default)
-    if isinstance(default, tuple):
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise where.error(path + (key,), f"{key} must be a list of strings, got {value!r}")
-        return tuple(value)
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if expected is int and isinstance(value, float) and value.is_integer() and math.isfinite(value):
-        return int(value)  # 1e3 in TOML is a float; a whole number is meant
-    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-        raise where.error(
-            path + (key,),
-            f"{key} must be {_kind(expected)}, got {type(value).__name__} {value!r}",
-        )
-    if expected is int and value < 0:
-        raise where.error(path + (key,), f"{key} must be >= 0, got {value}")
-    return value
-
-
-def _kind(expected: type) -> str:
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
-        expected, expected.__name__
-    )
-
-
-def _first_key(message: str, table: Mapping[str, Any]) -> tuple[str, ...]:
-    """The first key of `table` a message names, to point the error at its line."""
-    for key in table:
-        if re.search(rf"\b{re.escape(key)}\b", message):
-            return (key,)
-    return ()
-
-
-def _frozen(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
-
-
-class _Where:
-    """Line numbers of tables and keys in a TOML text, found by a light scan (tomllib keeps
-    none), so that errors point at the line to fix."""
-
-    _HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
-    _KEY = re.compile(r"^\s*([A-Za-z0-9_\-\.\"' ]+?)\s*=")
-    _INLINE = re.compile(r"([A-Za-z0-9_\-]+)\s*=")
-
-    def __init__(self, filename: str, text: str) -> None:
-        self.filename = filename
-        self.lines: dict[tuple[str, ...], int] = {}
-        prefix: tuple[str, ...] = ()
-        for number, line in enumerate(text.splitlines(), start=1):
-            header = self._HEADER.match(line)
-            if header:
-                prefix = _split_key(header.group(1))
-                self.lines.setdefault(prefix, number)
-                continue
-            key = self._KEY.match(line)
-            if key and not line.lstrip().startswith("#"):
-                path = prefix + _split_key(key.group(1))
-                self.lines.setdefault(path, number)
-                rest = line[key.end():]
-                if rest.strip().startswith("{"):
-                    for inner in self._INLINE.findall(rest):
-                        self.lines.setdefault(path + (inner,), number)
-
-    def line(self, path: tuple[str, ...]) -> int | None:
-        while path:
-            if path in self.lines:
-                return self.lines[path]
-            path = path[:-1]
-        return None
-
-    def error(self, path: tuple[str, ...], message: str) -> StudyError:
-        line = self.line(path)
-        place = f"{self.filename}:{line}" if line else self.filename
-        return StudyError(f"{place}: {message}")
-
-
-def _split_key(key: str) -> tuple[str, ...]:
-    return tuple(part.strip().strip("\"'") for part in key.split("."))

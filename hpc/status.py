@@ -202,9 +202,7 @@ def cell_states(
 def active_cells(study: Study, task_list: list[Task] | None = None) -> set[Cell]:
     """Cells that a queued or running task will still run: not to be submitted again."""
     task_list = tasks(study) if task_list is None else task_list
-    return {
-        Cell(t.dataset, a, s) for t in task_list if t.state != "ended" for a, s in t.cells
-    }
+    return {Cell(t.dataset, a, s) for t in task_list if t.state != "ended" for a, s in t.cells}
 
 
 @dataclass(frozen=True)
@@ -242,7 +240,9 @@ def study_status(study: Study) -> StudyStatus:
         if s == "failed"
     ]
     corrupt = [
-        {"cell": c.key, "error": r.error} for c, r in sorted(results.items()) if r.status == "corrupt"
+        {"cell": c.key, "error": r.error}
+        for c, r in sorted(results.items())
+        if r.status == "corrupt"
     ]
     spent = sum(
         r.train_seconds * max(study.dataset(c.dataset).cluster.gpus, 1) / 3600
@@ -271,7 +271,8 @@ def format_status(status: StudyStatus) -> str:
         cells = " ".join(f"{row[s]:>8}" for s in STATES)
         lines.append(f"{name:<{width}} {cells} {sum(row.values()):>8}")
     lines.append(
-        f"{'all':<{width}} " + " ".join(f"{totals[s]:>8}" for s in STATES)
+        f"{'all':<{width}} "
+        + " ".join(f"{totals[s]:>8}" for s in STATES)
         + f" {sum(totals.values()):>8}"
     )
     lines.append(
@@ -310,7 +311,9 @@ def _task_log(study: Study, record: dict[str, Any], cell: Cell) -> Path | None:
             if array["dataset"] != cell.dataset or [cell.arch_id, cell.seed] not in task["cells"]:
                 continue
             if record["cluster"] == "slurm":
-                path = folder / "slurm" / f"{array['job_id']}_{index}_0_log.out"
+                # submitit submits a single chunk as a plain job, not an array.
+                job = array["job_id"] if len(array["tasks"]) == 1 else f"{array['job_id']}_{index}"
+                path = folder / "slurm" / f"{job}_0_log.out"
                 return path if path.exists() else None
             if record["cluster"] == "local":
                 for done in (*folder.glob(f"claimed/{task['chunk']}.lane*.json"),

@@ -15,12 +15,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
+import torch._dynamo  # noqa: F401
 from torch import nn
 
+from analysis.schema import CURVES
 from anynet.arch import Architecture
 from anynet.model import build_model
 from hpc.checkpoint import (
@@ -31,20 +33,17 @@ from hpc.checkpoint import (
     set_rng_state,
 )
 from hpc.recipe import Recipe
+from loaders.pipelines import TrainLoader
+
+# torch._dynamo above: torch.optim imports it when a process makes its first optimizer (2-8 s
+# on a busy CPU); importing it with this module keeps that one-time cost out of the first
+# cell's recorded wall time.
 
 # Steps between two checks of the running loss for NaN/inf; a check syncs a CUDA stream.
 DIVERGENCE_CHECK_STEPS = 16
 # Seconds between two progress lines inside an epoch.
 LOG_EVERY_S = 60.0
 CHECKPOINT_FORMAT = 1
-
-
-class TrainLoader(Protocol):
-    """What `loaders.pipelines.build_loaders` returns for training."""
-
-    def __len__(self) -> int: ...
-
-    def epoch(self, seed: int, epoch: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]: ...
 
 
 class CellInterrupted(Exception):
@@ -63,7 +62,7 @@ class TrainOutcome:
     best_top1_err: float  # best completed epoch
     best_epoch: int
     curves: dict[str, np.ndarray]  # one value per completed epoch (analysis.schema.CURVES)
-    wall_seconds: float  # the whole cell, summed over the runs that made it
+    wall_seconds: float  # the whole cell: this run plus earlier runs up to their last checkpoint
     train_seconds: float  # training epochs only (data wait included, evaluation excluded)
     data_seconds: float  # of train_seconds, waiting for the next batch
     eval_seconds: float
@@ -158,8 +157,7 @@ def _peak_mem(device: torch.device) -> int:
 
 
 def _empty_history() -> dict[str, list[float]]:
-    names = ("train_loss", "train_top1_err", "test_top1_err", "test_top5_err", "epoch_seconds", "data_seconds")
-    return {name: [] for name in names} | {"eval_seconds": [], "images": []}
+    return {name: [] for name in CURVES} | {"eval_seconds": [], "images": []}
 
 
 def train_cell(
@@ -258,7 +256,7 @@ def train_cell(
             f"test err {top1:.2f}% top-5 {top5:.2f}% ({seconds:.1f} s, data {data_seconds:.1f} s, "
             f"eval {eval_seconds:.1f} s)"
         )
-        if stop_flag is not None and stop_flag():
+        if stop_flag is not None and epoch + 1 < recipe.epochs and stop_flag():
             raise CellInterrupted(f"stopped after epoch {epoch + 1}/{recipe.epochs}")
 
     return _outcome(
@@ -380,10 +378,7 @@ def _outcome(
     wall_seconds: float,
     overhead: dict[str, float],
 ) -> TrainOutcome:
-    curves = {
-        name: np.asarray(history[name], dtype=np.float64)
-        for name in ("train_loss", "train_top1_err", "test_top1_err", "test_top5_err", "epoch_seconds", "data_seconds")
-    }
+    curves = {name: np.asarray(history[name], dtype=np.float64) for name in CURVES}
     test = curves["test_top1_err"]
     epochs = len(test)
     diverged = diverged_epoch >= 0

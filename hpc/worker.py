@@ -154,19 +154,23 @@ def _result(
     )
 
 
-def _run_cell(
-    manifest: Manifest, cell: CellSpec, attempts: int, device: str,
-    stop_flag: Callable[[], bool] | None, timings: dict[str, float],
+def _summary(outcome: TrainOutcome) -> str:
+    if outcome.status == "diverged":
+        return f"diverged in epoch {outcome.diverged_epoch + 1} (loss NaN/inf)"
+    return (f"done: test err {outcome.top1_err:.2f}% (best {outcome.best_top1_err:.2f}% at epoch "
+            f"{outcome.best_epoch + 1}), {outcome.images_per_s:.0f} images/s")
+
+
+def _attempt(
+    manifest: Manifest, cell: CellSpec, attempts: int, device: str, paths: CellPaths,
+    log: _CellLog, stop_flag: Callable[[], bool] | None, timings: dict[str, float],
 ) -> CellResult:
+    """Train the cell; any exception but an interruption becomes a failed result."""
     from anynet.arch import Architecture
     from anynet.complexity import complexity
 
     name = manifest.dataset_name
-    paths = cell_paths(manifest.study_dir, name, cell.arch_id, cell.seed)
-    log = _CellLog(paths.log)
     started = provenance.now()
-    log(f"cell {name}/{cell.arch_id}-s{cell.seed} attempt {attempts}/{manifest.max_attempts} "
-        f"on {provenance.host()} job {provenance.job_id() or '-'} device {device}")
     counts = None
     try:
         arch = Architecture.from_dict(cell.arch)
@@ -182,29 +186,49 @@ def _run_cell(
             init_seed=cell_seed(name, cell.arch_id, cell.seed), num_classes=data.num_classes,
             device=device, checkpoint_path=paths.checkpoint, log=log, stop_flag=stop_flag,
         )
-        for key, seconds in outcome.overhead.items():
-            timings[key] = timings.get(key, 0.0) + seconds
-        result = _result(manifest, cell, status=outcome.status, attempts=attempts, started=started,
-                         device=device, outcome=outcome, complexity=counts)
-        log(f"{outcome.status}: test err {outcome.top1_err:.2f}% (best {outcome.best_top1_err:.2f}% "
-            f"at epoch {outcome.best_epoch + 1}), {outcome.images_per_s:.0f} images/s")
-    except CellInterrupted as exc:
-        log(f"interrupted: {exc}; the next run resumes from the last epoch-end checkpoint")
-        log.close()
+    except CellInterrupted:
         raise
     except Exception:
         error = traceback.format_exc()
         log(f"failed (attempt {attempts}/{manifest.max_attempts}):\n{error}")
-        result = _result(manifest, cell, status="failed", attempts=attempts, started=started,
-                         device=device, complexity=counts, error=error)
-    write_start = time.perf_counter()
-    write_cell(paths.result, result)
-    timings["write"] = timings.get("write", 0.0) + time.perf_counter() - write_start
-    if result.status in FINAL_STATUSES:
-        # A failed cell keeps its checkpoint: the retry resumes from it.
-        paths.checkpoint.unlink(missing_ok=True)
-    log.close()
-    return result
+        return _result(manifest, cell, status="failed", attempts=attempts, started=started,
+                       device=device, complexity=counts, error=error)
+    spent = {**outcome.overhead, "train": outcome.train_seconds, "eval": outcome.eval_seconds}
+    for key, seconds in spent.items():
+        timings[key] = timings.get(key, 0.0) + seconds
+    log(_summary(outcome))
+    return _result(manifest, cell, status=outcome.status, attempts=attempts, started=started,
+                   device=device, outcome=outcome, complexity=counts)
+
+
+def _run_cell(
+    manifest: Manifest, cell: CellSpec, attempts: int, device: str,
+    stop_flag: Callable[[], bool] | None, timings: dict[str, float],
+) -> CellResult:
+    """One attempt at a cell, its result written; its log says what happened."""
+    name = manifest.dataset_name
+    paths = cell_paths(manifest.study_dir, name, cell.arch_id, cell.seed)
+    log = _CellLog(paths.log)
+    try:
+        log(f"cell {name}/{cell.arch_id}-s{cell.seed} attempt {attempts}/{manifest.max_attempts} "
+            f"on {provenance.host()} job {provenance.job_id() or '-'} device {device}")
+        result = _attempt(manifest, cell, attempts, device, paths, log, stop_flag, timings)
+        write_start = time.perf_counter()
+        write_cell(paths.result, result)
+        timings["write"] = timings.get("write", 0.0) + time.perf_counter() - write_start
+        if result.status in FINAL_STATUSES:
+            # A failed cell keeps its checkpoint: the retry resumes from it.
+            paths.checkpoint.unlink(missing_ok=True)
+        return result
+    except CellInterrupted as exc:
+        log(f"interrupted: {exc}; the next run resumes from the last epoch-end checkpoint")
+        raise
+    except (SystemExit, KeyboardInterrupt) as exc:
+        # submitit's preemption handler exits from inside the step it interrupts.
+        log(f"stopped ({type(exc).__name__}); the next run resumes from the last epoch-end checkpoint")
+        raise
+    finally:
+        log.close()
 
 
 def run_chunk(
@@ -216,8 +240,8 @@ def run_chunk(
     """Run a chunk's unfinished cells; returns the result of every cell of the chunk, in order.
 
     A `done` or `diverged` cell is skipped, a `failed` one retried until `max_attempts`.
-    `timings`, when given, collects seconds spent on loaders, build, restore, checkpoint and
-    write (the per-cell overhead). Raises CellInterrupted when `stop_flag` stops a cell.
+    `timings`, when given, sums seconds spent on loaders, build, restore, checkpoint and write
+    (the per-cell overhead) and on train and eval. Raises CellInterrupted when `stop_flag` stops a cell.
     """
     manifest = read_manifest(Path(manifest_path))
     device = _resolve_device(manifest.device)
@@ -301,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _stop.clear()
     # Slurm's `--signal=B:USR2@T` warns before the end: stop at the next step, keep the
     # last epoch-end checkpoint, requeue.
-    signal.signal(signal.SIGUSR2, lambda _signum, _frame: _stop.set())
+    previous = signal.signal(signal.SIGUSR2, lambda _signum, _frame: _stop.set())
     try:
         results = run_chunk(args.manifest, stop_flag=_stop.is_set)
     except CellInterrupted as exc:
@@ -310,6 +334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"hpc.worker: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
     counts = {s: sum(r.status == s for r in results) for s in ("done", "diverged", "failed")}
     print(f"hpc.worker: {args.manifest}: " + ", ".join(f"{n} {s}" for s, n in counts.items()),
           file=sys.stderr)

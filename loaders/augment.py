@@ -100,20 +100,17 @@ def random_resized_crop_flip(images: torch.Tensor, size: int, gen: torch.Generat
 def pad_crop_flip(images: torch.Tensor, pad: int, gen: torch.Generator,
                   flip: bool = True) -> torch.Tensor:
     """Any-dtype N,C,H,W: zero-pad by `pad`, take a random H x W window, mirror half the
-    batch; exact pixel copies by one index gather."""
-    n, _, height, width = images.shape
+    batch (when `flip`); exact pixel copies by one gather."""
+    n, c, height, width = images.shape
     padded = F.pad(images, (pad, pad, pad, pad)) if pad else images
     offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=gen)
-    mirror = torch.rand(n, generator=gen) < 0.5
-    if not flip:
-        mirror[:] = False
+    mirror = (torch.rand(n, generator=gen) < 0.5) & flip
     rows = offsets[:, :1] + torch.arange(height)
     cols = offsets[:, 1:] + torch.arange(width)
     cols = torch.where(mirror[:, None], cols.flip(1), cols)
-    batch = torch.arange(n)[:, None, None]
-    dev = images.device
-    out = padded[batch.to(dev), :, rows[:, :, None].to(dev), cols[:, None, :].to(dev)]
-    return out.permute(0, 3, 1, 2)  # the gather puts channels last
+    flat = rows[:, :, None] * (width + 2 * pad) + cols[:, None, :]
+    flat = flat.view(n, 1, height * width).to(images.device).expand(n, c, height * width)
+    return padded.reshape(n, c, -1).gather(2, flat).view(n, c, height, width)
 
 
 def resize_batch(images: torch.Tensor, size: int) -> torch.Tensor:

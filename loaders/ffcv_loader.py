@@ -4,6 +4,7 @@ crops, flips and order depend on (seed, epoch, sample) only, whatever the thread
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import queue
 import time
@@ -81,6 +82,31 @@ def _mirror(image):
                 image[y, x, c], image[y, width - 1 - x, c] = image[y, width - 1 - x, c], image[y, x, c]
 
 
+def _quiet_numba_finalizers() -> None:
+    """numba's dispatcher finalizer raises KeyError for some of the functions ffcv compiles
+    (its overloads lookup fails); raised during garbage collection, the error is printed, and
+    printing it parses source (ast) inside whatever the program was doing, which can break an
+    ast.parse in progress (CPython 3.11: "AST constructor recursion depth mismatch"). The
+    cleanup is skipped instead."""
+    from numba.core.dispatcher import _DispatcherBase
+
+    make = _DispatcherBase._make_finalizer
+    if getattr(make, "tolerant", False):
+        return
+
+    def make_tolerant_finalizer(self):
+        finalize = make(self)
+
+        def finalizer():
+            with contextlib.suppress(KeyError):
+                finalize()
+
+        return finalizer
+
+    make_tolerant_finalizer.tolerant = True
+    _DispatcherBase._make_finalizer = make_tolerant_finalizer
+
+
 @functools.cache
 def _ffcv() -> SimpleNamespace:
     """Import ffcv (about 3 s) once; its import sets torch's thread count, which is restored."""
@@ -100,6 +126,7 @@ def _ffcv() -> SimpleNamespace:
 
     torch.set_num_threads(threads)
 
+    _quiet_numba_finalizers()
     run = EpochIterator.run
     if not getattr(run, "keeps_error", False):
         # ffcv prints a loader thread's exception and leaves next() waiting forever; keep the
@@ -117,7 +144,7 @@ def _ffcv() -> SimpleNamespace:
         """A permutation of the indices seeded by (seed, epoch) from the loader's state."""
 
         def sample_order(self, epoch: int) -> np.ndarray:
-            seed, ep = (int(v) for v in self.loader.anysweep_state)
+            seed, ep = (int(v) for v in self.loader.seed_state)
             return np.random.default_rng([seed, ep]).permutation(self.indices)
 
     class SeededCropFlipDecoder(RandomResizedCropRGBImageDecoder):
@@ -239,27 +266,41 @@ class _FfcvCommon:
             image.append(ff.ToDevice(self.device, non_blocking=True))
             label.append(ff.ToDevice(self.device, non_blocking=True))
         image.append(ff.ToTorchImage(channels_last=True))
-        self.threads = torch.get_num_threads()
-        self.loader = ff.Loader(
-            str(path), batch_size=batch_size, num_workers=max(1, num_workers),
-            order=ff.OrderOption.RANDOM if train else ff.OrderOption.SEQUENTIAL,
-            indices=self.indices, drop_last=train and len(self.indices) >= batch_size,
-            pipelines={"image": image, "label": label}, seed=0,
-        )
-        self.loader.anysweep_state = self.state
-        if train:
-            self.loader.traversal_order = ff.SeededOrder(self.loader)
-        torch.set_num_threads(self.threads)
+        self.pipelines = {"image": image, "label": label}
+        self.path, self.train = path, train
+        self.num_workers = max(1, num_workers)
+        self.drop_last = train and len(self.indices) >= batch_size
+        self._loader: Any = None
+
+    @property
+    def loader(self) -> Any:
+        """The ffcv Loader, made at first use (each one compiles its pipeline, seconds)."""
+        if self._loader is None:
+            ff = _ffcv()
+            threads = torch.get_num_threads()
+            loader = ff.Loader(
+                str(self.path), batch_size=self.batch_size, num_workers=self.num_workers,
+                order=ff.OrderOption.RANDOM if self.train else ff.OrderOption.SEQUENTIAL,
+                indices=self.indices, drop_last=self.drop_last, pipelines=self.pipelines, seed=0,
+            )
+            loader.seed_state = self.state
+            if self.train:
+                loader.traversal_order = ff.SeededOrder(loader)
+            torch.set_num_threads(threads)  # ffcv's Loader sets it to num_workers
+            self._loader = loader
+        return self._loader
 
     @property
     def num_images(self) -> int:
         return len(self.indices)
 
     def __len__(self) -> int:
-        return len(self.loader)
+        n = len(self.indices)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def _batches(self, gen: torch.Generator | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for images, labels in _guarded(self.loader, self.timeout, self.threads):
+        threads = torch.get_num_threads()
+        for images, labels in _guarded(self.loader, self.timeout, threads):
             labels = labels.view(-1).to(torch.int64)
             if self.label_map is not None:
                 labels = self.label_map[labels]

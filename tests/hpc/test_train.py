@@ -152,6 +152,19 @@ def test_progress_of_every_epoch_goes_to_the_log(whole):
     assert all("loss" in line and "test err" in line for line in epoch_lines)
 
 
+def test_progress_inside_an_epoch_is_logged_when_the_interval_passes(digits, monkeypatch):
+    monkeypatch.setattr("hpc.train.LOG_EVERY_S", 0.0)
+    lines: list[str] = []
+    _train(digits, Recipe(epochs=1, batch_size=64, base_lr=1.0, test_batch_size=512), log=lines.append)
+    assert [line.split(":")[0] for line in lines if " step " in line] == ["epoch 1/1 step 16/22"]
+
+
+def test_bf16_precision_trains_under_autocast(digits, whole):
+    out = _train(digits, RECIPE.merged({"precision": "bf16"}))
+    assert out.status == "done" and out.top1_err < 60.0
+    assert not np.array_equal(out.curves["train_loss"], whole[0].curves["train_loss"])
+
+
 def test_learning_rate_follows_the_recipe_at_every_step():
     recipe = Recipe(epochs=2, batch_size=256, base_lr=0.1, warmup_epochs=0.5)
     model = nn.Linear(2, 2)

@@ -56,7 +56,7 @@ def test_train_batches_are_float32_nchw_with_3_channels(fashion_memory):
     assert (images.shape, images.dtype) == ((64, 3, 32, 32), torch.float32)
     assert (labels.shape, labels.dtype) == ((64,), torch.int64)
     assert torch.equal(images[:, 0], images[:, 2])  # grayscale replicated
-    assert 0 <= labels.min() and labels.max() <= 9
+    assert labels.min() >= 0 and labels.max() <= 9
 
 
 def test_an_epoch_visits_each_image_at_most_once(fashion_memory):

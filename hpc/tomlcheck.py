@@ -1,0 +1,141 @@
+"""Typed tables from TOML: unknown keys, wrong types and bad values become one error that
+names the file, the line (found by a light scan; tomllib keeps none), the key and the valid
+choices. Used by hpc.spec for study.toml."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import fields
+from typing import Any
+
+
+class StudyError(ValueError):
+    """A study.toml that cannot run: the message says where, what, and what is valid."""
+
+
+def table_at(data: dict[str, Any], key: str, where: Where) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise where.error((key,), f"{key} must be a table ([{key}]), got {type(value).__name__}")
+    return value
+
+
+def check_keys(
+    table: Mapping[str, Any],
+    valid: tuple[str, ...] | list[str],
+    path: tuple[str, ...],
+    where: Where,
+    what: str,
+) -> None:
+    unknown = [k for k in table if k not in valid]
+    if unknown:
+        raise where.error(
+            path + (unknown[0],),
+            f"unknown key {unknown[0]!r} in {what}; valid keys: {', '.join(valid)}",
+        )
+
+
+def fill(
+    cls: type,
+    values: dict[str, Any],
+    path: tuple[str, ...],
+    where: Where,
+    check_only: Mapping[str, Any] | None = None,
+) -> Any:
+    """cls(**values) with the types of cls's defaults enforced (a field whose default is None
+    is the caller's to check); errors name the key and its line."""
+    check_keys(values, tuple(f.name for f in fields(cls)), path, where, f"[{'.'.join(path)}]")
+    defaults = cls()
+    clean = {}
+    for key, value in values.items():
+        clean[key] = _typed(key, value, getattr(defaults, key), path, where)
+    try:
+        return cls(**clean)
+    except ValueError as exc:
+        raise where.error(path + first_key(str(exc), check_only or values), str(exc)) from None
+
+
+def _typed(key: str, value: Any, default: Any, path: tuple[str, ...], where: Where) -> Any:
+    if default is None:
+        return value
+    expected = type(default)
+    if isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise where.error(path + (key,), f"{key} must be a list of strings, got {value!r}")
+        return tuple(value)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is int and isinstance(value, float) and value.is_integer() and math.isfinite(value):
+        return int(value)  # 1e3 in TOML is a float; a whole number is meant
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise where.error(
+            path + (key,),
+            f"{key} must be {_kind(expected)}, got {type(value).__name__} {value!r}",
+        )
+    if expected is int and value < 0:
+        raise where.error(path + (key,), f"{key} must be >= 0, got {value}")
+    return value
+
+
+def _kind(expected: type) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        expected, expected.__name__
+    )
+
+
+def first_key(message: str, table: Mapping[str, Any]) -> tuple[str, ...]:
+    """The first key of `table` a message names, to point the error at its line."""
+    for key in table:
+        if re.search(rf"\b{re.escape(key)}\b", message):
+            return (key,)
+    return ()
+
+
+def frozen(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+class Where:
+    """Line numbers of tables and keys in a TOML text, found by a light scan (tomllib keeps
+    none), so that errors point at the line to fix."""
+
+    _HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+    _KEY = re.compile(r"^\s*([A-Za-z0-9_\-\.\"' ]+?)\s*=")
+    _INLINE = re.compile(r"([A-Za-z0-9_\-]+)\s*=")
+
+    def __init__(self, filename: str, text: str) -> None:
+        self.filename = filename
+        self.lines: dict[tuple[str, ...], int] = {}
+        prefix: tuple[str, ...] = ()
+        for number, line in enumerate(text.splitlines(), start=1):
+            header = self._HEADER.match(line)
+            if header:
+                prefix = _split_key(header.group(1))
+                self.lines.setdefault(prefix, number)
+                continue
+            key = self._KEY.match(line)
+            if key and not line.lstrip().startswith("#"):
+                path = prefix + _split_key(key.group(1))
+                self.lines.setdefault(path, number)
+                rest = line[key.end() :]
+                if rest.strip().startswith("{"):
+                    for inner in self._INLINE.findall(rest):
+                        self.lines.setdefault(path + (inner,), number)
+
+    def line(self, path: tuple[str, ...]) -> int | None:
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return None
+
+    def error(self, path: tuple[str, ...], message: str) -> StudyError:
+        line = self.line(path)
+        place = f"{self.filename}:{line}" if line else self.filename
+        return StudyError(f"{place}: {message}")
+
+
+def _split_key(key: str) -> tuple[str, ...]:
+    return tuple(part.strip().strip("\"'") for part in key.split("."))

@@ -1,0 +1,137 @@
+"""The study verbs of `anysweep`: init from presets, one clear error and no side effects for
+a malformed study.toml, and a whole study run locally, grown, and run again."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from analysis.schema import read_results
+from hpc.cli import main
+from hpc.cli_study import PRESETS_DIR, run_study
+from hpc.launch import cancel, launch
+from hpc.spec import load_study
+from hpc.status import process_alive, read_records, study_status
+from hpc.study import prepare_datasets, sample_architectures
+
+STUDY = """\
+[study]
+architectures = 2
+seeds = 1
+
+[design]
+max_depth = 1
+max_width = 16
+stem = "small"
+stem_width = 8
+resolution = 16
+num_classes = 10
+
+[recipe]
+epochs = 1
+batch_size = 256
+
+[datasets.digits]
+"""
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_init_writes_the_commented_preset(tmp_path: Path, capsys) -> None:
+    assert main(["init", str(tmp_path / "s"), "--preset", "paper"]) == 0
+    written = (tmp_path / "s" / "study.toml").read_text()
+    assert written == (PRESETS_DIR / "paper.toml").read_text()
+    assert written.count("\n#") > 10
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_init_refuses_to_overwrite_a_study(tmp_path: Path, capsys) -> None:
+    (tmp_path / "study.toml").write_text(STUDY)
+    assert main(["init", str(tmp_path)]) == 2
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert (tmp_path / "study.toml").read_text() == STUDY
+
+
+def test_init_names_the_presets_for_an_unknown_one(tmp_path: Path, capsys) -> None:
+    assert main(["init", str(tmp_path), "--preset", "huge"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "anysweep init: error: unknown preset 'huge'; presets: demo, paper"
+    )
+    assert _files(tmp_path) == []
+
+
+MALFORMED = {
+    "unknown key": (STUDY.replace("seeds = 1", "seeds = 1\nepochs = 3"),
+                    "study.toml:4: unknown key 'epochs' in [study]"),
+    "wrong type": (STUDY.replace("seeds = 1", "seeds = [0, 1]"),
+                   "study.toml:3: seeds must be an integer, got list [0, 1]"),
+    "unknown dataset": (STUDY.replace("[datasets.digits]", "[datasets.svhn]"),
+                        "study.toml:17: unknown dataset 'svhn'"),
+    "impossible constraints": (STUDY.replace("num_classes = 10", "num_classes = 10\nflops = [5e8, 6e8]"),
+                               "study.toml:12: flops = [500,000,000, 600,000,000] is impossible"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("verb", [["sample"], ["launch", "--dry-run"], ["launch", "--cluster", "local"],
+                                  ["status"], ["run"]])  # fmt: skip
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_study_gives_one_error_and_changes_nothing(tmp_path: Path, capsys, verb, case) -> None:
+    text, expected = MALFORMED[case]
+    (tmp_path / "study.toml").write_text(text)
+    assert main([verb[0], str(tmp_path), *verb[1:]]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(f"anysweep {verb[0]}: error: {tmp_path / expected}")
+    assert _files(tmp_path) == ["study.toml"]
+
+
+def test_launch_asks_for_prepared_data_before_submitting(tmp_path: Path, capsys) -> None:
+    (tmp_path / "study.toml").write_text(STUDY)
+    assert main(["launch", str(tmp_path), "--cluster", "local"]) == 2
+    assert "datasets not prepared yet: digits; run `anysweep prepare" in capsys.readouterr().err
+    assert read_records(load_study(tmp_path)) == []
+
+
+def test_run_trains_collects_and_a_grown_study_trains_only_its_new_cells(tmp_path: Path) -> None:
+    (tmp_path / "study.toml").write_text(STUDY)
+    assert run_study(tmp_path, jobs=2, progress=False, analyze=False) == 0
+    results = read_results(tmp_path / "results.h5")
+    assert sorted(results.datasets["digits"].columns["arch_id"]) == [0, 1]
+    first = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "results" / "digits").iterdir()}
+
+    # Run again: nothing left to launch; then one more architecture and one more seed.
+    assert run_study(tmp_path, jobs=2, progress=False, analyze=False) == 0
+    assert len(read_records(load_study(tmp_path))) == 1
+    (tmp_path / "study.toml").write_text(STUDY.replace("architectures = 2", "architectures = 3"))
+    assert run_study(tmp_path, jobs=2, progress=False, analyze=False) == 0
+    records = read_records(load_study(tmp_path))
+    assert len(records) == 2
+    assert [c for a in records[1]["arrays"] for t in a["tasks"] for c in t["cells"]] == [[2, 0]]
+    after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "results" / "digits").iterdir()}
+    assert {k: after[k] for k in first} == first
+    assert sorted(after) == ["0-s0.h5", "1-s0.h5", "2-s0.h5"]
+    assert study_status(load_study(tmp_path)).counts["digits"]["done"] == 3
+
+
+def test_cancel_stops_the_local_workers_and_their_cells_are_missing_again(tmp_path: Path, capsys) -> None:
+    (tmp_path / "study.toml").write_text(STUDY.replace("epochs = 1", "epochs = 50"))
+    study = load_study(tmp_path)
+    sample_architectures(study)
+    prepare_datasets(study, progress=False)
+    launched = launch(study, cluster="local", jobs=1)
+    assert launched.job_ids and main(["status", str(tmp_path)]) == 0
+    row = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("digits")]
+    done, running, queued = (int(v) for v in row[0][1:4])
+    assert (done, running + queued) == (0, 2)
+    assert cancel(study) == list(launched.job_ids)
+    pid = int(launched.job_ids[0])
+    deadline = time.monotonic() + 30
+    while any(not job.done() for job in launched.jobs) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    record = read_records(study)[0]
+    assert not process_alive(pid, record["lanes"][0]["start"])
+    assert study_status(study).counts["digits"]["missing"] == 2

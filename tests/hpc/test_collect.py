@@ -1,0 +1,162 @@
+"""collect: result files -> results.h5 through analysis.schema; corrupt files are reported and
+skipped, unchanged inputs leave the file alone, and clean frees finished cells' checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from analysis.schema import CellResult, cell_path, read_results, write_cell
+from anynet.complexity import complexity
+from hpc.collect import clean, collect
+from hpc.spec import load_study
+from hpc.study import prepare_datasets, sample_architectures
+
+STUDY = """\
+[study]
+reference = "fashion_mnist"
+architectures = 3
+seeds = 2
+
+[design]
+max_depth = 2
+max_width = 32
+stem = "small"
+resolution = 16
+num_classes = 10
+
+[recipe]
+epochs = 2
+
+[datasets.fashion_mnist]
+max_train = 300
+
+[datasets.digits]
+"""
+
+
+@pytest.fixture
+def study(tmp_path: Path):
+    (tmp_path / "study.toml").write_text(STUDY)
+    study = load_study(tmp_path)
+    sample_architectures(study)
+    return study
+
+
+def _cell(study, dataset: str, arch_id: int, seed: int, **fields) -> CellResult:
+    cell = CellResult(
+        dataset=dataset, arch_id=arch_id, seed=seed, status=fields.pop("status", "done"),
+        top1_err=10.0 + arch_id + seed / 10, epochs=2,
+        curves={"test_top1_err": np.array([20.0, 10.0 + arch_id + seed / 10])}, **fields,
+    )  # fmt: skip
+    write_cell(cell_path(study.root / "results", dataset, arch_id, seed), cell)
+    return cell
+
+
+def test_collect_merges_every_cell_with_architectures_datasets_and_reference(study) -> None:
+    for arch_id in range(3):
+        _cell(study, "fashion_mnist", arch_id, 0)
+    _cell(study, "digits", 2, 1, status="failed", error="Traceback\nRuntimeError: out of memory")
+    collected = collect(study)
+    assert (collected.cells, collected.skipped, collected.written) == (4, (), True)
+    results = read_results(study.root / "results.h5")
+    assert results.attrs["reference"] == "fashion_mnist"
+    assert results.attrs["study"] == study.name
+    fashion = results.datasets["fashion_mnist"]
+    assert list(fashion.columns["arch_id"]) == [0, 1, 2]
+    assert list(fashion.columns["top1_err"]) == [10.0, 11.0, 12.0]
+    assert fashion.curves["test_top1_err"].shape == (3, 2)
+    assert fashion.info.num_train == 300 and fashion.info.classes == 10
+    assert json.loads(fashion.info.recipe)["epochs"] == 2
+    digits = results.datasets["digits"]
+    assert list(digits.columns["status"]) == ["failed"]
+    assert digits.columns["error"][0].endswith("RuntimeError: out of memory")
+
+
+def test_architecture_columns_hold_complexity_at_224(study) -> None:
+    collect(study)
+    results = read_results(study.root / "results.h5")
+    archs = results.architectures
+    population = sample_architectures(study)
+    assert list(archs["id"]) == [0, 1, 2]
+    assert archs["depths"].shape == (3, 4)
+    assert list(archs["depths"][1]) == list(population.archs[1].depths)
+    assert list(archs["sampled_widths"][1]) == list(population.sampled[1].widths)
+    expected = complexity(population.archs[1], resolution=224, num_classes=1000)
+    assert (archs["flops"][1], archs["params"][1], archs["acts"][1]) == (
+        expected.flops, expected.params, expected.acts,
+    )  # fmt: skip
+
+
+def test_subset_dataset_records_parent_and_classes_from_prepared_files(tmp_path: Path) -> None:
+    (tmp_path / "study.toml").write_text(STUDY + "\n[datasets.digits_k3]\n")
+    study = load_study(tmp_path)
+    sample_architectures(study)
+    prepare_datasets(study, ["digits_k3"], progress=False)
+    collect(study)
+    info = read_results(tmp_path / "results.h5").datasets["digits_k3"].info
+    assert (info.parent, info.classes, len(info.subset_classes)) == ("digits", 3, 3)
+    assert info.class_names == tuple(str(c) for c in info.subset_classes)
+    assert 0 < info.num_train < 1438 * 0.5
+
+
+def test_corrupt_result_file_is_reported_and_never_merged(study) -> None:
+    _cell(study, "digits", 0, 0)
+    broken = cell_path(study.root / "results", "digits", 1, 0)
+    broken.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)  # a write cut short
+    collected = collect(study)
+    assert collected.cells == 1
+    assert len(collected.skipped) == 1 and collected.skipped[0].startswith("digits/1-s0: ")
+    assert list(read_results(study.root / "results.h5").datasets["digits"].columns["arch_id"]) == [0]
+
+
+def test_collect_again_without_changes_leaves_results_h5_alone(study) -> None:
+    _cell(study, "digits", 0, 0)
+    assert collect(study).written
+    before = (study.root / "results.h5").stat().st_mtime_ns
+    again = collect(study)
+    assert (again.written, again.cells) == (False, 1)
+    assert (study.root / "results.h5").stat().st_mtime_ns == before
+    _cell(study, "digits", 1, 0)
+    third = collect(study)
+    assert (third.written, third.cells) == (True, 2)
+
+
+def test_collect_leaves_no_temporary_file(study) -> None:
+    _cell(study, "digits", 0, 0)
+    collect(study)
+    assert sorted(p.name for p in study.root.iterdir() if p.name.startswith(".")) == []
+    with h5py.File(study.root / "results.h5") as handle:
+        assert handle.attrs["schema_version"] == 1
+
+
+def test_clean_removes_checkpoints_of_finished_cells_only(study) -> None:
+    _cell(study, "digits", 0, 0)
+    _cell(study, "digits", 1, 0, status="failed", attempts=1)
+    folder = study.root / "checkpoints" / "digits"
+    folder.mkdir(parents=True)
+    for name in ("0-s0.pt", "1-s0.pt", "2-s0.pt"):  # done, failed (retried), running
+        (folder / name).write_bytes(b"x" * 1000)
+    removed, freed = clean(study)
+    assert [p.name for p in removed] == ["0-s0.pt"]
+    assert freed == 1000
+    assert sorted(p.name for p in folder.iterdir()) == ["1-s0.pt", "2-s0.pt"]
+
+
+def test_clean_betons_keeps_prepared_files_that_unfinished_cells_read(study) -> None:
+    prepare_datasets(study, ["digits"], progress=False)
+    data = study.root / "data"
+    before = sorted(p.name for p in data.iterdir() if p.name.startswith("digits"))
+    assert before
+    clean(study, betons=True)
+    assert sorted(p.name for p in data.iterdir() if p.name.startswith("digits")) == before
+    for arch_id in range(3):
+        for seed in range(2):
+            _cell(study, "digits", arch_id, seed)
+    removed, _ = clean(study, betons=True)
+    assert sorted(p.name for p in removed) == before
+    assert not [p for p in data.iterdir() if p.name.startswith("digits")]

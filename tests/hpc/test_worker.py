@@ -1,0 +1,215 @@
+"""The chunk worker on real data (digits at 8 px): result files, logs, skips, failures, retries."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+
+import pytest
+import torch
+
+import hpc.worker as worker
+from analysis.schema import read_cell
+from anynet.arch import Architecture
+from anynet.complexity import complexity
+from hpc.recipe import Recipe
+from hpc.train import CellInterrupted
+from hpc.worker import cell_paths, main, read_manifest, run_chunk, write_manifest
+from loaders.prepare import prepare
+from loaders.registry import get_dataset
+
+SPEC = get_dataset("digits", resolution=8)
+RECIPE = Recipe(epochs=2, batch_size=64, base_lr=1.0, test_batch_size=512)
+SMALL = Architecture(
+    depths=(1, 1), widths=(8, 16), bottleneck_ratios=(1.0, 1.0), group_widths=(8, 8),
+    stem_width=8, stem="small",
+)
+WIDER = Architecture(
+    depths=(1, 1), widths=(16, 16), bottleneck_ratios=(1.0, 1.0), group_widths=(8, 8),
+    stem_width=8, stem="small",
+)
+# Group width 3 does not divide the bottleneck width 8: Architecture refuses it.
+UNBUILDABLE = {**SMALL.to_dict(), "group_widths": [3, 8]}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data")
+    prepare(SPEC, path, progress=False)
+    return path
+
+
+@pytest.fixture
+def study(tmp_path, data_dir):
+    shutil.copytree(data_dir, tmp_path / "data")
+    return tmp_path
+
+
+def _manifest(study, cells, recipe=RECIPE, max_attempts=3, name="0.json"):
+    path = study / "jobs" / name
+    write_manifest(path, study_dir=study, dataset=SPEC, recipe=recipe, cells=cells,
+                   max_attempts=max_attempts, device="cpu", threads=1)
+    return path
+
+
+def _with_arch_dict(path, index, arch):
+    """Replace one cell's architecture in a written manifest (as a stale manifest would hold)."""
+    data = json.loads(path.read_text())
+    data["cells"][index]["arch"] = arch
+    path.write_text(json.dumps(data))
+
+
+def _attempt_lines(study, arch_id, seed=0):
+    return cell_paths(study, "digits", arch_id, seed).log.read_text().count(" attempt ")
+
+
+def test_chunk_writes_one_result_file_per_cell_with_provenance(study):
+    results = run_chunk(_manifest(study, [(0, 0, SMALL), (1, 0, WIDER)]))
+    assert sorted(p.name for p in (study / "results" / "digits").iterdir()) == ["0-s0.h5", "1-s0.h5"]
+    for arch_id, arch in ((0, SMALL), (1, WIDER)):
+        cell = read_cell(cell_paths(study, "digits", arch_id, 0).result)
+        assert (cell.dataset, cell.arch_id, cell.seed, cell.status, cell.attempts) == ("digits", arch_id, 0, "done", 1)
+        assert cell.epochs == 2 and len(cell.curves["test_top1_err"]) == 2
+        assert 0 < cell.top1_err < 90
+        counts = complexity(arch, resolution=8, num_classes=10)
+        assert (cell.flops, cell.params, cell.acts) == (counts.flops, counts.params, counts.acts)
+        assert json.loads(cell.recipe) == RECIPE.to_dict()
+        assert json.loads(cell.versions)["torch"] == torch.__version__
+        assert (cell.host, cell.gpu, cell.job_id) == (socket.gethostname(), "cpu", "")
+        assert cell.started <= cell.finished
+    assert [r.top1_err for r in results] == [
+        read_cell(cell_paths(study, "digits", a, 0).result).top1_err for a in (0, 1)
+    ]
+
+
+def test_finished_cell_leaves_its_log_and_no_checkpoint(study):
+    run_chunk(_manifest(study, [(0, 0, SMALL)]))
+    paths = cell_paths(study, "digits", 0, 0)
+    log = paths.log.read_text()
+    assert "cell digits/0-s0 attempt 1/3" in log
+    assert "epoch 1/2: loss" in log and "epoch 2/2: loss" in log
+    assert not paths.checkpoint.exists()
+
+
+def test_second_run_skips_finished_cells(study):
+    manifest = _manifest(study, [(0, 0, SMALL)])
+    first = run_chunk(manifest)
+    again = run_chunk(manifest)
+    assert (again[0].finished, again[0].top1_err) == (first[0].finished, first[0].top1_err)
+    assert _attempt_lines(study, 0) == 1
+
+
+def test_loaders_are_built_once_for_all_cells_of_a_chunk(study, monkeypatch):
+    import loaders.pipelines
+
+    calls = []
+    real = loaders.pipelines.build_loaders
+    monkeypatch.setattr(loaders.pipelines, "build_loaders", lambda *a, **k: calls.append(1) or real(*a, **k))
+    run_chunk(_manifest(study, [(0, 0, SMALL), (0, 1, SMALL), (1, 0, WIDER)], Recipe(epochs=1, batch_size=64)))
+    assert len(calls) == 1
+
+
+def test_failing_cell_is_recorded_with_its_traceback_and_the_chunk_goes_on(study):
+    manifest = _manifest(study, [(0, 0, SMALL), (1, 0, WIDER)])
+    _with_arch_dict(manifest, 0, UNBUILDABLE)
+    results = run_chunk(manifest)
+    assert [r.status for r in results] == ["failed", "done"]
+    failed = read_cell(cell_paths(study, "digits", 0, 0).result)
+    assert failed.status == "failed" and failed.attempts == 1
+    assert failed.error.startswith("Traceback (most recent call last):")
+    assert "ValueError" in failed.error and "group" in failed.error
+    assert failed.error in cell_paths(study, "digits", 0, 0).log.read_text()
+
+
+def test_failed_cell_is_retried_until_max_attempts(study):
+    manifest = _manifest(study, [(0, 0, SMALL)], max_attempts=2)
+    _with_arch_dict(manifest, 0, UNBUILDABLE)
+    attempts = [run_chunk(manifest)[0].attempts for _ in range(3)]
+    assert attempts == [1, 2, 2]
+    assert _attempt_lines(study, 0) == 2  # the third run left the cell alone
+
+
+def test_retry_of_a_failed_cell_can_succeed(study):
+    manifest = _manifest(study, [(0, 0, SMALL)])
+    _with_arch_dict(manifest, 0, UNBUILDABLE)
+    assert run_chunk(manifest)[0].status == "failed"
+    _with_arch_dict(manifest, 0, SMALL.to_dict())
+    retried = run_chunk(manifest)[0]
+    assert (retried.status, retried.attempts, retried.error) == ("done", 2, "")
+
+
+def test_diverged_cell_is_final_and_not_retried(study):
+    manifest = _manifest(study, [(0, 0, SMALL)], Recipe(epochs=2, batch_size=64, base_lr=1e8))
+    first = run_chunk(manifest)[0]
+    assert (first.status, first.diverged_epoch, first.epochs) == ("diverged", 0, 0)
+    assert run_chunk(manifest)[0].finished == first.finished
+    assert _attempt_lines(study, 0) == 1
+    assert not cell_paths(study, "digits", 0, 0).checkpoint.exists()
+
+
+def test_stopped_chunk_keeps_the_checkpoint_and_resumes_to_the_same_numbers(study, tmp_path_factory, data_dir):
+    reference = tmp_path_factory.mktemp("reference")
+    shutil.copytree(data_dir, reference / "data")
+    expected = run_chunk(_manifest(reference, [(0, 0, SMALL)]))[0]
+    manifest = _manifest(study, [(0, 0, SMALL)])
+    polls = []
+    with pytest.raises(CellInterrupted):
+        run_chunk(manifest, stop_flag=lambda: polls.append(1) or len(polls) == 30)
+    paths = cell_paths(study, "digits", 0, 0)
+    assert paths.checkpoint.exists() and not paths.result.exists()
+    resumed = run_chunk(manifest)[0]
+    assert "resumed after epoch 1/2" in paths.log.read_text()
+    assert resumed.curves["test_top1_err"].tolist() == expected.curves["test_top1_err"].tolist()
+    assert resumed.curves["train_loss"].tolist() == expected.curves["train_loss"].tolist()
+
+
+def test_array_task_runs_the_manifest_named_by_its_task_id(study, capsys):
+    _manifest(study, [(0, 0, SMALL)], Recipe(epochs=1, batch_size=64), name="0.json")
+    _manifest(study, [(1, 0, WIDER)], Recipe(epochs=1, batch_size=64), name="1.json")
+    assert main(["--array", str(study / "jobs"), "--task-id", "1"]) == worker.EXIT_DONE
+    assert [p.name for p in (study / "results" / "digits").iterdir()] == ["1-s0.h5"]
+    assert "1 done, 0 diverged, 0 failed" in capsys.readouterr().err
+
+
+def test_worker_exits_1_when_a_cell_failed(study):
+    manifest = _manifest(study, [(0, 0, SMALL)], Recipe(epochs=1, batch_size=64))
+    _with_arch_dict(manifest, 0, UNBUILDABLE)
+    assert main([str(manifest)]) == worker.EXIT_SOME_FAILED
+
+
+def test_missing_manifest_exits_2_naming_it(tmp_path, capsys):
+    assert main([str(tmp_path / "nope.json")]) == worker.EXIT_BAD_INPUT
+    assert f"manifest {tmp_path / 'nope.json'} does not exist" in capsys.readouterr().err
+
+
+def test_manifest_round_trips_through_write_and_read(study):
+    path = _manifest(study, [(3, 1, SMALL), (4, 0, WIDER)])
+    manifest = read_manifest(path)
+    assert manifest.study_dir == study.resolve()
+    assert manifest.dataset_name == "digits" and manifest.recipe == RECIPE
+    assert [(c.arch_id, c.seed, Architecture.from_dict(c.arch)) for c in manifest.cells] == [
+        (3, 1, SMALL), (4, 0, WIDER),
+    ]
+    assert (manifest.max_attempts, manifest.device, manifest.threads) == (3, "cpu", 1)
+
+
+def test_manifest_with_an_unknown_device_lists_the_valid_ones(tmp_path):
+    with pytest.raises(ValueError, match="device 'gpu' is not one of auto, cpu, cuda, cuda:N"):
+        write_manifest(tmp_path / "m.json", study_dir=tmp_path, dataset=SPEC, recipe=RECIPE,
+                       cells=[(0, 0, SMALL)], device="gpu")
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_manifest_with_an_unknown_key_lists_the_valid_keys(study):
+    path = _manifest(study, [(0, 0, SMALL)])
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "gpus": 2}))
+    with pytest.raises(ValueError, match=r"unknown keys \['gpus'\].*valid keys: study_dir, dataset"):
+        read_manifest(path)
+
+
+def test_manifest_with_a_cell_twice_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"appear twice: \[\(0, 1\)\]"):
+        write_manifest(tmp_path / "m.json", study_dir=tmp_path, dataset=SPEC, recipe=RECIPE,
+                       cells=[(0, 1, SMALL), (0, 1, SMALL)])

@@ -1,0 +1,170 @@
+"""Killed, signalled and requeued workers lose no training and duplicate none: every cell ends
+with exactly one result, equal to the result of an uninterrupted run (digits at 8 px, CPU)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import submitit
+
+from analysis.schema import read_cell
+from anynet.arch import Architecture
+from hpc.recipe import Recipe
+from hpc.worker import Chunk, cell_paths, run_chunk, write_manifest
+from loaders.prepare import prepare
+from loaders.registry import get_dataset
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEC = get_dataset("digits", resolution=8)
+RECIPE = Recipe(epochs=3, batch_size=64, base_lr=1.0, test_batch_size=512)
+SMALL = Architecture(
+    depths=(1, 1), widths=(8, 16), bottleneck_ratios=(1.0, 1.0), group_widths=(8, 8),
+    stem_width=8, stem="small",
+)
+WIDER = Architecture(
+    depths=(1, 1), widths=(16, 16), bottleneck_ratios=(1.0, 1.0), group_widths=(8, 8),
+    stem_width=8, stem="small",
+)
+CELLS = [(0, 0, SMALL), (1, 0, WIDER), (0, 1, SMALL)]
+INTERRUPTED = (1, 0)  # the cell stopped in its second epoch
+NAMES = ["0-s0.h5", "0-s1.h5", "1-s0.h5"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data")
+    prepare(SPEC, path, progress=False)
+    return path
+
+
+def _study(root: Path, data_dir: Path) -> Path:
+    shutil.copytree(data_dir, root / "data")
+    write_manifest(root / "jobs" / "0.json", study_dir=root, dataset=SPEC, recipe=RECIPE,
+                   cells=CELLS, max_attempts=3, device="cpu", threads=1)
+    return root / "jobs" / "0.json"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, data_dir):
+    """The chunk's results without interruption, keyed by (arch_id, seed)."""
+    manifest = _study(tmp_path_factory.mktemp("reference"), data_dir)
+    return {(r.arch_id, r.seed): r for r in run_chunk(manifest)}
+
+
+def _in_second_epoch(study: Path) -> bool:
+    """Whether the interrupted cell has finished its first epoch (so it is in its second)."""
+    log = cell_paths(study, "digits", *INTERRUPTED).log
+    return log.exists() and "epoch 1/3:" in log.read_text()
+
+
+def _signal_in_second_epoch(signals: dict[Path, Callable[[], None]], alive, timeout_s=120.0) -> None:
+    """Call each study's signal as soon as its interrupted cell is in its second epoch."""
+    waiting = dict(signals)
+    deadline = time.monotonic() + timeout_s
+    while waiting and time.monotonic() < deadline:
+        for study in [s for s in waiting if _in_second_epoch(s)]:
+            waiting.pop(study)()
+        if waiting and not alive():
+            pytest.fail("a worker ended before the cell to interrupt began")
+        time.sleep(0.02)
+    if waiting:
+        pytest.fail(f"no first epoch of the interrupted cell in {sorted(waiting)} after {timeout_s} s")
+
+
+def _assert_every_cell_once_with_reference_numbers(study: Path, reference) -> None:
+    folder = study / "results" / "digits"
+    assert sorted(p.name for p in folder.iterdir()) == NAMES  # nothing twice, no temporaries
+    for key, expected in reference.items():
+        cell = read_cell(cell_paths(study, "digits", *key).result)
+        assert (cell.status, cell.attempts, cell.epochs) == ("done", 1, 3)
+        assert (cell.top1_err, cell.top5_err, cell.best_top1_err) == (
+            expected.top1_err, expected.top5_err, expected.best_top1_err,
+        )
+        for curve in ("train_loss", "train_top1_err", "test_top1_err", "test_top5_err"):
+            assert cell.curves[curve].tolist() == expected.curves[curve].tolist(), curve
+
+
+def _worker_env() -> dict[str, str]:
+    # Outside Slurm: the worker must not try to requeue itself.
+    return {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+
+
+def test_worker_killed_mid_cell_resumes_from_its_last_checkpoint(tmp_path, data_dir, reference):
+    manifest = _study(tmp_path, data_dir)
+    with (tmp_path / "worker.err").open("w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "hpc.worker", str(manifest)], cwd=ROOT,
+                                env=_worker_env(), stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            _signal_in_second_epoch({tmp_path: lambda: proc.send_signal(signal.SIGKILL)},
+                                    lambda: proc.poll() is None)
+        finally:
+            proc.kill()
+            proc.wait()
+    paths = cell_paths(tmp_path, "digits", *INTERRUPTED)
+    assert paths.checkpoint.exists() and not paths.result.exists()
+    run_chunk(manifest)
+    assert "resumed after epoch" in paths.log.read_text()
+    _assert_every_cell_once_with_reference_numbers(tmp_path, reference)
+
+
+@pytest.fixture(scope="module")
+def preempted(slurm_cluster, tmp_path_factory, data_dir):
+    """Both Slurm routes at once (two CPUs, half the waiting), each sent USR2 in the second
+    epoch of its second cell: a submitit Chunk and an sbatch array task of `python -m
+    hpc.worker --array`. Returns {route: (study, job, final state)}."""
+    root = tmp_path_factory.mktemp("preempted")
+    submitit_study, sbatch_study = root / "submitit-study", root / "sbatch-study"
+    manifest = _study(submitit_study, data_dir)
+    executor = submitit.AutoExecutor(root / "submitit", cluster="slurm")
+    executor.update_parameters(timeout_min=10, slurm_partition="debug", cpus_per_task=1)
+    job = executor.submit(Chunk(manifest))
+    _study(sbatch_study, data_dir)
+    array_job = slurm_cluster.client(
+        "sbatch", "--parsable", "--requeue", "--array=0", "--time=10", "--signal=B:USR2@60",
+        "--cpus-per-task=1", f"--chdir={ROOT}", f"--output={root}/slurm-%A_%a.out",
+        f"--wrap=exec {sys.executable} -m hpc.worker --array {sbatch_study / 'jobs'}",
+    ).strip() + "_0"
+    _signal_in_second_epoch(
+        {
+            submitit_study: lambda: slurm_cluster.client("scancel", "--signal=USR2", job.job_id),
+            # B: in sbatch's --signal, --batch here: the signal goes to the batch step, which
+            # exec made the worker itself.
+            sbatch_study: lambda: slurm_cluster.client("scancel", "--batch", "--signal=USR2", array_job),
+        },
+        alive=lambda: not job.done(),
+    )
+    return {
+        "submitit": (submitit_study, job, slurm_cluster.wait(job.job_id, timeout_s=150)),
+        "sbatch": (sbatch_study, array_job, slurm_cluster.wait(array_job, timeout_s=150)),
+    }
+
+
+@pytest.mark.slurm
+def test_preempted_submitit_chunk_requeues_and_finishes_with_the_same_numbers(preempted, reference):
+    study, job, state = preempted["submitit"]
+    assert state == "COMPLETED"
+    assert [r.status for r in job.result()] == ["done"] * 3
+    log = cell_paths(study, "digits", *INTERRUPTED).log.read_text()
+    assert "stopped (SystemExit)" in log and "resumed after epoch" in log
+    assert log.count("attempt 1/3") == 2  # a preemption is no failed attempt
+    _assert_every_cell_once_with_reference_numbers(study, reference)
+
+
+@pytest.mark.slurm
+def test_signalled_sbatch_array_task_requeues_itself_and_finishes_with_the_same_numbers(
+    preempted, reference
+):
+    study, _, state = preempted["sbatch"]
+    assert state == "COMPLETED"
+    log = cell_paths(study, "digits", *INTERRUPTED).log.read_text()
+    assert "interrupted: stopped in epoch" in log and "resumed after epoch" in log
+    assert log.count("attempt 1/3") == 2
+    _assert_every_cell_once_with_reference_numbers(study, reference)
