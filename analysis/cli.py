@@ -47,6 +47,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--bootstrap and --permutations must be >= 0, got {args.bootstrap} and {args.permutations}")
     file = results_path(args.study)
     out = Path(args.out) if args.out else file.parent / "report"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # before any compute: the report has to go somewhere
+        raise ValueError(f"cannot write the report to {out}: {exc}; choose another with --out DIR") from exc
     study = open_results(file)
     analysis = analyze(study, reference=args.reference, metric=args.metric, method=args.method,
                        bootstrap=args.bootstrap, permutations=args.permutations, seed=args.seed,

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -101,12 +102,15 @@ def heatmap(matrix: pd.DataFrame, title: str, *, vmin: float = -1.0, cmap: str =
 
 def subset_curves(curve: pd.DataFrame, reference: str) -> Figure:
     """Correlation of each target with the reference restricted to k classes, against k."""
-    fig = _figure(7.5, 4.5, constrained=True)
+    targets = list(dict.fromkeys(curve["target"]))
+    fig = _figure(8.5 if len(targets) > 6 else 7.5, 4.8, constrained=True)
     ax = fig.add_subplot()
-    for i, (target, group) in enumerate(curve.groupby("target", sort=False)):
-        points = group.groupby("k").agg(r=("r", "mean"), lo=("lo", "mean"), hi=("hi", "mean"))
-        color = _COLORS[i % len(_COLORS)]
-        ax.plot(points.index, points["r"], marker="o", ms=4, color=color, label=target)
+    palette = matplotlib.colormaps["tab20" if len(targets) > len(_COLORS) else "tab10"]
+    for i, target in enumerate(targets):
+        points = curve[curve["target"] == target].groupby("k").agg(r=("r", "mean"), lo=("lo", "mean"), hi=("hi", "mean"))
+        color = palette(i % palette.N)
+        style = "-" if i < palette.N else "--"
+        ax.plot(points.index, points["r"], style, marker="o", ms=4, color=color, label=target)
         ax.fill_between(points.index, points["lo"], points["hi"], color=color, alpha=0.12, linewidth=0)
     ax.set_xscale("log")
     ax.axhline(0, color="#888", linewidth=0.8)
@@ -114,7 +118,8 @@ def subset_curves(curve: pd.DataFrame, reference: str) -> Figure:
     ax.set_ylabel("rank correlation with target error")
     ax.set_ylim(-1, 1)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2, loc="lower left")
+    ax.legend(fontsize=7, ncol=1 if len(targets) <= 14 else 2, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              frameon=False)
     ax.set_title(f"Does training on fewer {reference} classes rank architectures more like the target?", fontsize=10)
     return fig
 

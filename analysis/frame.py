@@ -4,6 +4,7 @@ complexity as columns, with a small query API and CSV/Parquet export."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ TRAIT_COLUMNS = (
     "total_depth", "cumulative_width", "mean_bottleneck_ratio", "mean_group_width",
     "flops_224", "params_224",
 )
+_INT_COLUMNS = tuple(f.name for f in fields(schema.CellResult) if f.type == "int")
 _STAGE_NAMES = {
     "depths": "depth", "widths": "width", "bottleneck_ratios": "bottleneck_ratio",
     "group_widths": "group_width", "sampled_widths": "sampled_width",
@@ -111,6 +113,9 @@ class Study:
         for column in schema.CELL_COLUMNS:
             parts = [np.asarray(t.columns[column]) for t in tables]
             columns[column] = np.concatenate(parts) if parts else np.array([])
+        for column in _INT_COLUMNS:
+            # A dataset without cells stores empty float arrays; keep integer columns integer.
+            columns[column] = columns[column].astype(np.int64)
         columns["status"] = pd.Categorical(columns["status"], categories=schema.STATUSES)
         frame = pd.DataFrame(columns)
         arch_ids = frame["arch_id"].to_numpy(dtype=np.int64)

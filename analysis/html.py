@@ -39,7 +39,8 @@ def _num(value: Any, digits: int = 2) -> str:
         return "–"
     if isinstance(value, (int, np.integer)):
         return f"{int(value):,}"
-    return f"{float(value):.{digits}f}"
+    # Adding 0.0 turns a rounded -0.0 into 0.0, so tiny negatives do not print as "-0.00".
+    return f"{round(float(value), digits) + 0.0:.{digits}f}"
 
 
 def _p(value: float, floor: float = 0.0) -> str:

@@ -104,7 +104,7 @@ def _dataset_table(study: Study, names: list[str], reference: str, subsets: dict
             "done": done,
             "diverged": int(counts.loc[name, "diverged"]) if name in counts.index else 0,
             "failed": int(counts.loc[name, "failed"]) if name in counts.index else 0,
-            "missing": max(0, len(study.architectures) * len(seeds) - int(counts.loc[name].sum()) if name in counts.index else 0),
+            "missing": len(study.architectures) * len(seeds) - (int(counts.loc[name].sum()) if name in counts.index else 0),
             f"mean_{metric}": col.mean(), f"median_{metric}": col.median(),
             f"best_{metric}": col.min(), "best_arch": best,
             "best_arch_name": study.architectures.loc[best, "arch_name"] if best is not None else "",

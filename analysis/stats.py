@@ -119,12 +119,6 @@ def _standardise(values: np.ndarray) -> np.ndarray:
         return centred / np.sqrt((centred**2).mean(axis=0))
 
 
-def _point(values: np.ndarray, method: str) -> np.ndarray:
-    data = sps.rankdata(values, axis=0) if method == "spearman" else values
-    z = _standardise(data)
-    return z.T @ z / len(z)
-
-
 def _normalise(gram: np.ndarray) -> np.ndarray:
     diag = np.sqrt(np.clip(np.diagonal(gram, axis1=-2, axis2=-1), 0, None))
     with np.errstate(all="ignore"):
@@ -279,15 +273,14 @@ def correlate(
                     p[k] = permutation_pvalue(r[k], null, exact)
                 bar.update(1)
             continue
-        point = _point(sub, method)
-        r[members] = point[left, right]
+        # Spearman's r is Pearson's r of average ranks.
+        z = _standardise(sps.rankdata(sub, axis=0) if method == "spearman" else sub)
+        r[members] = (z[:, left] * z[:, right]).mean(axis=0)
         if bootstrap:
             replicate = pearson_replicates if method == "pearson" else spearman_replicates
             samples[members] = replicate(sub, counts)[:, left, right].T
         if permutations:
-            z = _standardise(sps.rankdata(sub, axis=0) if method == "spearman" else sub)
-            observed = (z[:, left] * z[:, right]).mean(axis=0)
-            p[members] = permutation_pvalue(observed, _null_matrix(z, perms, left, right), exact)
+            p[members] = permutation_pvalue(r[members], _null_matrix(z, perms, left, right), exact)
         bar.update(len(members))
     bar.close()
     lo, hi = percentile_interval(samples, confidence)

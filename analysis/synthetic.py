@@ -28,6 +28,7 @@ class SyntheticDataset:
     base: float = 30.0  # mean error, percent
     spread: float = 4.0  # standard deviation of true error across architectures
     seed_noise: float = 1.0  # standard deviation of error between seeds
+    coverage: float = 1.0  # share of architectures trained so far (a study still running)
     parent: str = ""
     subset_classes: tuple[int, ...] = ()
 
@@ -212,8 +213,9 @@ def _cells(
         top5 = np.clip(err * 0.3, 0, 100)
         fate = rng.random(n)
         time = seconds * rng.lognormal(0, 0.05, n)
+        trained = int(round(spec.coverage * n))
         for a in range(n):
-            if fate[a] < missing:
+            if fate[a] < missing or a >= trained:
                 continue
             status = "done"
             if fate[a] < missing + failed:

@@ -13,8 +13,12 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hpc.spec import STUDY_FILE, Study, load_study
+
+if TYPE_CHECKING:
+    from hpc.launch import Launch
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 
@@ -262,9 +266,10 @@ def run_study(
     sample_architectures(study, progress=progress)
     prepare_datasets(study, progress=progress)
     for _ in range(study.settings.max_attempts + 1):
+        since = time.time()
         launched = launch(study, cluster=cluster, jobs=jobs)
         try:
-            _wait(study, launched, poll_s, progress)
+            _wait(study, launched, since, poll_s, progress)
         except KeyboardInterrupt:
             cancel_lanes(launched)
             raise
@@ -279,8 +284,9 @@ def run_study(
     return _outcome(study)
 
 
-def _wait(study: Study, launched: object, poll_s: float, progress: bool) -> None:
-    """Until no task of the study is queued or running; the bar counts finished cells."""
+def _wait(study: Study, launched: Launch, since: float, poll_s: float, progress: bool) -> None:
+    """Until no task of the study is queued or running, or every cell this launch submitted
+    has a new result (its workers may still be exiting); the bar counts finished cells."""
     from tqdm import tqdm
 
     from hpc.launch import lanes_running
@@ -289,20 +295,19 @@ def _wait(study: Study, launched: object, poll_s: float, progress: bool) -> None
 
     cells = study_cells(study)
     attempts = study.settings.max_attempts
-
-    def finished() -> int:
-        results = scan_results(study)
-        return sum(is_finished(results.get(c), attempts) for c in cells)
-
-    start = finished()
-    with tqdm(total=len(cells), initial=start, desc=f"{study.name}", unit="cell",
-              disable=not progress, smoothing=0.1) as bar:  # fmt: skip
+    submitted = list(launched.plan.missing) if launched.record else []
+    results = scan_results(study)
+    with tqdm(
+        total=len(cells), initial=sum(is_finished(results.get(c), attempts) for c in cells),
+        desc=study.name, unit="cell", disable=not progress, smoothing=0.1,
+    ) as bar:  # fmt: skip
         while True:
-            own = lanes_running(launched)  # also reaps this process's finished lanes
-            active = own or any(t.state != "ended" for t in tasks(study))
-            now = finished()
-            bar.update(now - bar.n)
-            if not active:
+            results = scan_results(study)
+            bar.update(sum(is_finished(results.get(c), attempts) for c in cells) - bar.n)
+            if submitted and all(c in results and results[c].mtime >= since for c in submitted):
+                break
+            lanes_running(launched)  # reaps this process's lanes that ended
+            if not any(t.state != "ended" for t in tasks(study)):
                 break
             time.sleep(poll_s)
 

@@ -186,3 +186,24 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     assert pixels[..., :3].var() > 0.01
     # Text, tables and figures fill the page from the top: no blank first screen.
     assert pixels[:800, :, :3].std() > 0.05
+
+
+def test_a_study_still_running_is_analysed_pairwise_and_reports_what_is_missing(tmp_path):
+    from analysis.frame import open_results
+    from analysis.report import write_report
+    from analysis.synthetic import SyntheticDataset, synthetic_results
+
+    datasets = [SyntheticDataset("imagenet", 1000, 224, 1_281_167, 50_000, rho=1.0),
+                SyntheticDataset("imagenet_k10", 10, 224, 13_000, 500, rho=0.7, parent="imagenet", coverage=0.5),
+                SyntheticDataset("cifar10", 10, 32, 50_000, 10_000, rho=0.5),
+                SyntheticDataset("pending", 2, 64, 32_000, 8_000, coverage=0.0)]
+    synthetic_results(tmp_path / "results.h5", architectures=40, seeds=2, datasets=datasets, curves=False)
+    result = analyze(open_results(tmp_path), bootstrap=50, permutations=50)
+    curve = result.subset_curve.set_index(["target", "dataset"])
+    assert curve.loc[("cifar10", "imagenet_k10"), "n"] == 20
+    assert curve.loc[("cifar10", "imagenet"), "n"] == 40
+    pending = result.headline.set_index("dataset").loc["pending"]
+    assert pending["n"] == 0 and pending["verdict"] == "too few architectures in common"
+    assert result.datasets.set_index("dataset").loc["pending", "missing"] == 80
+    html = Path(write_report(result, tmp_path / "report")["report"]).read_text(encoding="utf-8")
+    assert "too few architectures in common" in html

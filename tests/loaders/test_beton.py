@@ -50,7 +50,7 @@ def fashion_test_batches(fashion):
 @pytest.fixture(scope="module")
 def subset(fashion):
     prepared = prepare(get_dataset("fashion_mnist_k3", **CAPS), fashion.data_dir, progress=False)
-    train, test = build_loaders(prepared, batch_size=50, num_workers=2)
+    train, test = build_loaders(prepared, batch_size=50, num_workers=2, augment="rrc")
     return prepared, train, test
 
 

@@ -1,0 +1,106 @@
+"""`anysweep demo`: the paper's study in miniature on real offline data, on this machine.
+
+It writes the `demo` preset's study.toml (unless the folder already holds a study, which
+it then continues), runs it with every core, and ends with the answer as a short table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_DIR = "anysweep-demo"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("study_dir", metavar="DIR", nargs="?", default=DEFAULT_DIR,
+                        help=f"the study folder (default ./{DEFAULT_DIR}); an existing study "
+                        "there is continued, not replaced")  # fmt: skip
+    parser.add_argument("--cluster", choices=("local", "slurm"), default="local",
+                        help="local (default): this machine's cores; slurm: array jobs on the "
+                        "cluster SLURM_CONF points at")  # fmt: skip
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="local: trainings at once (default: every core)")  # fmt: skip
+    parser.add_argument("--bootstrap", type=int, default=1000,
+                        help="bootstrap resamples per interval (default 1000)")  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    from hpc.cli_study import init_study, run_study
+
+    if args.jobs is not None and args.jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.cluster == "slurm" and not os.environ.get("SLURM_CONF"):
+        raise ValueError("--cluster slurm needs SLURM_CONF set to the cluster's slurm.conf "
+                         "(for the local test cluster: eval \"$(python -m hpc.localslurm env)\")")  # fmt: skip
+    root = Path(args.study_dir)
+    if (root / "study.toml").exists():
+        print(f"continuing the study in {root} (delete the folder to start afresh)")
+    else:
+        init_study(root, preset="demo")
+    started = time.monotonic()
+    status = run_study(root, cluster=args.cluster, jobs=args.jobs, progress=True, analyze=False)
+    trained = time.monotonic() - started
+    report = summarize(root, bootstrap=args.bootstrap)
+    print(report)
+    print(f"\nstudy: {root}   wall time: {trained / 60:.1f} min   "
+          f"report: {root / 'report' / 'report.html'}")
+    return status
+
+
+def _fmt(r: float, lo: float, hi: float) -> str:
+    if not math.isfinite(r):
+        return "n/a"
+    return f"{r:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+
+
+def summarize(root: Path, *, bootstrap: int = 1000) -> str:
+    """Analyze results.h5, write the report, and return the demo's closing table."""
+    from analysis.frame import open_results
+    from analysis.report import analyze, write_report
+
+    study = open_results(root / "results.h5")
+    analysis = analyze(study, bootstrap=bootstrap, permutations=bootstrap, progress=False)
+    write_report(analysis, root / "report")
+    corr = analysis.correlations[analysis.method]
+    ref = analysis.reference
+    subsets = sorted(analysis.subsets, key=lambda name: analysis.subsets[name])
+    columns = [ref, *subsets]
+    width = max(len(name) for name in [*analysis.targets, *columns, "target"]) + 2
+    lines = [
+        f"Does the ranking on {ref} transfer? {analysis.method.title()} correlation of "
+        f"test error over {len(analysis.errors)} architectures, 95% bootstrap interval:",
+        "",
+        "target".ljust(width) + "".join(f"vs {c}".ljust(26) for c in columns),
+    ]
+    for target in analysis.targets:
+        cells = []
+        for column in columns:
+            row = corr.get(target, column)
+            cells.append(_fmt(row["r"], row["lo"], row["hi"]).ljust(26))
+        lines.append(target.ljust(width) + "".join(cells))
+    noise = analysis.noise.set_index("dataset")
+    if ref in noise.index:
+        floor = noise.loc[ref]
+        lines += ["", f"noise floor: seed-to-seed correlation on {ref}: "
+                  f"{_fmt(floor['seed_r'], floor['seed_lo'], floor['seed_hi'])}"]  # fmt: skip
+    recs = analysis.recommendations
+    if len(recs):
+        lines.append("recommended proxy (cheapest within the interval of the best):")
+        for row in recs.itertuples():
+            if row.found:
+                lines.append(f"  {row.target}: {row.recommended} (r={row.recommended_r:+.2f}, "
+                             f"{row.recommended_gpu_hours * 3600:.1f} s per training)")  # fmt: skip
+            else:
+                lines.append(f"  {row.target}: no candidate correlates clearly")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="anysweep demo")
+    add_arguments(parser)
+    sys.exit(run(parser.parse_args()))
