@@ -8,10 +8,12 @@ Each handler returns the exit code; bad input raises ValueError or FileNotFoundE
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +27,25 @@ PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 
 def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
+
+
+def _scheduler_errors(
+    handler: Callable[[argparse.Namespace], int],
+) -> Callable[[argparse.Namespace], int]:
+    """A scheduler that cannot be asked is an error to report, not a traceback (exit 1)."""
+
+    @functools.wraps(handler)
+    def wrapped(args: argparse.Namespace) -> int:
+        from hpc.status import SchedulerError
+
+        try:
+            return handler(args)
+        except SchedulerError as exc:
+            verb = handler.__name__.removeprefix("run_")
+            print(f"anysweep {verb}: error: {exc}", file=sys.stderr)
+            return 1
+
+    return wrapped
 
 
 def _study_dir(parser: argparse.ArgumentParser) -> None:
@@ -152,6 +173,7 @@ def add_launch(parser: argparse.ArgumentParser) -> None:
                         help="run failed cells again even if they used up their attempts")  # fmt: skip
 
 
+@_scheduler_errors
 def run_launch(args: argparse.Namespace) -> int:
     from hpc.launch import launch
     from hpc.plan import format_plan
@@ -165,8 +187,9 @@ def run_launch(args: argparse.Namespace) -> int:
     elif not launched.record:
         _print("nothing to submit: every cell is finished, queued or running")
     else:
-        what = "lanes (pids)" if args.cluster == "local" else "array jobs"
-        _print(f"submitted {what} {', '.join(launched.job_ids)}; recorded in "
+        what = (f"started {len(launched.job_ids)} local workers (pids" if args.cluster == "local"
+                else f"submitted {len(launched.job_ids)} array jobs (ids")  # fmt: skip
+        _print(f"{what} {', '.join(launched.job_ids)}); recorded in "
                f"{study.root / 'jobs' / launched.record}; follow with `anysweep status {study.root}`")  # fmt: skip
     return 0
 
@@ -175,6 +198,7 @@ def add_sbatch(parser: argparse.ArgumentParser) -> None:
     _study_dir(parser)
 
 
+@_scheduler_errors
 def run_sbatch(args: argparse.Namespace) -> int:
     from hpc.plan import format_plan
     from hpc.sbatch import render
@@ -199,6 +223,7 @@ def add_status(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
+@_scheduler_errors
 def run_status(args: argparse.Namespace) -> int:
     from hpc.status import format_status, study_status
 
@@ -238,6 +263,7 @@ def add_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-analyze", action="store_true", help="stop after collect")
 
 
+@_scheduler_errors
 def run_run(args: argparse.Namespace) -> int:
     return run_study(args.study_dir, cluster=args.cluster, jobs=args.jobs,
                      analyze=not args.no_analyze)  # fmt: skip
@@ -349,6 +375,7 @@ def add_cancel(parser: argparse.ArgumentParser) -> None:
     _study_dir(parser)
 
 
+@_scheduler_errors
 def run_cancel(args: argparse.Namespace) -> int:
     from hpc.launch import cancel
 
@@ -379,6 +406,7 @@ def add_logs(parser: argparse.ArgumentParser) -> None:
     )
 
 
+@_scheduler_errors
 def run_logs(args: argparse.Namespace) -> int:
     from hpc.status import cell_logs
 

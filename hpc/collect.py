@@ -23,10 +23,9 @@ from analysis.schema import (
     read_cell,
     write_results,
 )
-from hpc.launch import study_lock
 from hpc.plan import Cell, dataset_sizes, scan_results
 from hpc.spec import DatasetEntry, Study
-from hpc.study import Population, load_population
+from hpc.study import Population, load_population, study_lock
 
 RESULTS_FILE = "results.h5"
 REFERENCE_RESOLUTION = 224  # the /architectures complexity columns are counted here

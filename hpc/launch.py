@@ -5,14 +5,12 @@ launches never submit the same cell.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,18 +20,19 @@ import submitit
 from hpc.plan import Array, Cell, Plan, is_finished, make_plan, max_array_size, scan_results
 from hpc.spec import ClusterSpec, Study
 from hpc.status import (
+    SchedulerError,
     active_cells,
     job_name,
     process_alive,
     process_start,
     read_records,
     squeue_states,
-    tasks,
 )
 from hpc.study import (
     Population,
     dataset_arch,
     sample_architectures,
+    study_lock,
     unprepared,
     write_json_atomic,
 )
@@ -52,19 +51,6 @@ class Launch:
     record: str = ""  # the record's id (jobs/<id>/), "" when nothing was submitted
     job_ids: tuple[str, ...] = ()  # array job ids (Slurm) or lane pids (local)
     jobs: tuple[Any, ...] = field(default=(), repr=False)  # submitit Job objects (local lanes)
-
-
-@contextlib.contextmanager
-def study_lock(study: Study, name: str) -> Iterator[None]:
-    """An exclusive fcntl lock on jobs/<name>.lock, held while the block runs."""
-    path = study.root / "jobs" / f"{name}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def default_jobs() -> int:
@@ -115,12 +101,12 @@ def launch(
 
 
 def _plan(study: Study, cluster: str, jobs: int | None, population: Population) -> Plan:
-    task_list = tasks(study)
+    active = active_cells(study)  # one scheduler query
     if cluster == "local":
-        return make_plan(study, population, active=active_cells(study, task_list),
-                         array_size=1 << 30, lanes=jobs or default_jobs())  # fmt: skip
-    return make_plan(study, population, active=active_cells(study, task_list),
-                     array_size=max_array_size(study))  # fmt: skip
+        # No arrays locally: every chunk goes to the queue the workers take from.
+        return make_plan(study, population, active=active, array_size=1 << 30,
+                         lanes=jobs or default_jobs())  # fmt: skip
+    return make_plan(study, population, active=active, array_size=max_array_size(study))
 
 
 def next_record_id(study: Study, kind: str) -> str:
@@ -330,7 +316,7 @@ def cancel(study: Study) -> list[str]:
         if ids:
             done = subprocess.run(["scancel", *ids], capture_output=True, text=True, timeout=60)
             if done.returncode != 0:
-                raise RuntimeError(f"scancel failed ({done.returncode}): {done.stderr.strip()}")
+                raise SchedulerError(f"scancel failed ({done.returncode}): {done.stderr.strip()}")
             cancelled.extend(ids)
     for record in records:
         for lane in record.get("lanes", []):

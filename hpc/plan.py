@@ -169,6 +169,7 @@ class Plan:
     gpu_hours: float  # estimated for the missing cells
     max_array_size: int
     notes: tuple[str, ...] = field(default=())
+    lanes: int | None = None  # local runs: workers at once (arrays do not apply)
 
 
 def study_cells(study: Study, n_archs: int | None = None) -> list[Cell]:
@@ -369,7 +370,7 @@ def make_plan(
     return Plan(
         total=len(cells), finished=finished, active=len(active & set(cells)),
         missing=tuple(missing), chunks=tuple(chunks), arrays=tuple(arrays),
-        gpu_hours=gpu_hours, max_array_size=array_size, notes=notes,
+        gpu_hours=gpu_hours, max_array_size=array_size, notes=notes, lanes=lanes,
     )  # fmt: skip
 
 
@@ -385,9 +386,11 @@ def format_plan(plan: Plan, study: Study) -> str:
     lines = [
         f"study {study.name}: {plan.total:,} cells, {plan.finished:,} finished, "
         f"{plan.active:,} queued or running, {len(plan.missing):,} to run",
-        f"{len(plan.chunks):,} chunks in {len(plan.arrays):,} arrays "
-        f"(MaxArraySize {plan.max_array_size:,}); estimated {plan.gpu_hours:,.1f} GPU-hours",
-    ]
+        f"{len(plan.chunks):,} chunks "
+        + (f"for {plan.lanes} local workers" if plan.lanes else
+           f"in {len(plan.arrays):,} arrays (MaxArraySize {plan.max_array_size:,})")
+        + f"; estimated {plan.gpu_hours:,.1f} GPU-hours",
+    ]  # fmt: skip
     if plan.arrays:
         lines.append(f"  {'array':<24} {'tasks':>6} {'cells':>7} {'longest task':>13} "
                      f"{'time limit':>11}")  # fmt: skip

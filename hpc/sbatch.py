@@ -13,14 +13,13 @@ from hpc.launch import (
     array_layout,
     next_record_id,
     record_arrays,
-    study_lock,
     write_manifests,
     write_record,
 )
 from hpc.plan import Array, Plan, make_plan, max_array_size
 from hpc.spec import Study
 from hpc.status import active_cells, job_name
-from hpc.study import sample_architectures, unprepared
+from hpc.study import sample_architectures, study_lock, unprepared
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "sbatch_templates"
 
