@@ -343,7 +343,9 @@ def make_plan(
     }
     spread = None
     if lanes:
-        spread = sum(seconds.values()) / (3 * lanes) + CHUNK_OVERHEAD_S
+        # About four chunks per worker: they take the next chunk as they finish, so the
+        # last ones end close together.
+        spread = sum(seconds.values()) / (4 * lanes) + CHUNK_OVERHEAD_S
     chunks: list[Chunk] = []
     arrays: list[Array] = []
     gpu_hours = 0.0

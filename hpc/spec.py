@@ -198,7 +198,7 @@ def parse_study(text: str, root: Path | str, filename: str = STUDY_FILE) -> Stud
     design = _design(table_at(data, "design", where), where)
     recipe = _recipe(table_at(data, "recipe", where), Recipe(), ("recipe",), where)
     cluster = _cluster(table_at(data, "cluster", where), ClusterSpec(), ("cluster",), where)
-    datasets = _datasets(table_at(data, "datasets", where), recipe, cluster, design, where)
+    datasets = _datasets(table_at(data, "datasets", where), recipe, cluster, where)
     names = [d.name for d in datasets]
     if settings.reference and settings.reference not in names:
         raise where.error(
@@ -316,7 +316,7 @@ def _cluster(
 
 
 def _datasets(
-    table: dict[str, Any], recipe: Recipe, cluster: ClusterSpec, design: Design, where: Where
+    table: dict[str, Any], recipe: Recipe, cluster: ClusterSpec, where: Where
 ) -> tuple[DatasetEntry, ...]:
     from anynet.arch import STEMS
     from loaders.registry import dataset_names, spec_keys

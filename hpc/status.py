@@ -295,6 +295,11 @@ def cell_logs(study: Study, cell_text: str) -> tuple[Path | None, Path | None]:
     ran it, each None when absent."""
     cell = Cell.parse(cell_text)
     study.dataset(cell.dataset)  # an unknown dataset is an error naming the valid ones
+    n, seeds = study.settings.architectures, study.settings.seeds
+    if cell.arch_id >= n or cell.seed >= seeds:
+        raise ValueError(
+            f"{cell.key} is not a cell of the study: architectures 0..{n - 1}, seeds 0..{seeds - 1}"
+        )
     own = study.root / "logs" / cell.dataset / f"{cell.arch_id}-s{cell.seed}.log"
     task_log = None
     for record in reversed(read_records(study)):

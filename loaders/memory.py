@@ -87,7 +87,8 @@ class _Common:
         self.device = torch.device(device)
         # A subset reads only its own rows from the parent's file.
         rows = np.load(images_path) if indices is None else np.load(images_path, mmap_mode="r")[indices]
-        self.images = torch.from_numpy(rows).to(self.device)
+        # Kept as N,C,H,W so every batch is a plain contiguous slice for the crops.
+        self.images = torch.from_numpy(rows).to(self.device).permute(0, 3, 1, 2).contiguous()
         labels = labels if indices is None else labels[indices]
         if label_map is not None:
             labels = label_map[labels]
@@ -112,7 +113,7 @@ class _Common:
         return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out
 
     def _nchw(self, index: torch.Tensor) -> torch.Tensor:
-        return self.images.index_select(0, index).permute(0, 3, 1, 2)
+        return self.images.index_select(0, index)
 
     def _eval(self, index: torch.Tensor) -> torch.Tensor:
         images = self._nchw(index)

@@ -3,6 +3,10 @@ a malformed study.toml, and a whole study run locally, grown, and run again."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -79,7 +83,9 @@ MALFORMED = {
 @pytest.mark.parametrize("verb", [["sample"], ["launch", "--dry-run"], ["launch", "--cluster", "local"],
                                   ["status"], ["run"]])  # fmt: skip
 @pytest.mark.parametrize("case", sorted(MALFORMED))
-def test_malformed_study_gives_one_error_and_changes_nothing(tmp_path: Path, capsys, verb, case) -> None:
+def test_malformed_study_gives_one_error_and_changes_nothing(
+    tmp_path: Path, capsys, verb, case
+) -> None:
     text, expected = MALFORMED[case]
     (tmp_path / "study.toml").write_text(text)
     assert main([verb[0], str(tmp_path), *verb[1:]]) == 2
@@ -96,35 +102,68 @@ def test_launch_asks_for_prepared_data_before_submitting(tmp_path: Path, capsys)
     assert read_records(load_study(tmp_path)) == []
 
 
-def test_run_trains_collects_and_a_grown_study_trains_only_its_new_cells(tmp_path: Path) -> None:
-    (tmp_path / "study.toml").write_text(STUDY)
-    assert run_study(tmp_path, jobs=2, progress=False, analyze=False) == 0
-    results = read_results(tmp_path / "results.h5")
-    assert sorted(results.datasets["digits"].columns["arch_id"]) == [0, 1]
-    first = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "results" / "digits").iterdir()}
+def _mtimes(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in folder.glob("*.h5")}
 
-    # Run again: nothing left to launch; then one more architecture and one more seed.
-    assert run_study(tmp_path, jobs=2, progress=False, analyze=False) == 0
-    assert len(read_records(load_study(tmp_path))) == 1
+
+def test_run_interrupted_continues_and_a_grown_study_trains_only_its_new_cells(
+    tmp_path: Path,
+) -> None:
     (tmp_path / "study.toml").write_text(STUDY.replace("architectures = 2", "architectures = 3"))
+    results = tmp_path / "results" / "digits"
+    # Ctrl-C as a terminal sends it: SIGINT to the command and the workers it started.
+    run = subprocess.Popen(
+        [sys.executable, "-m", "hpc.cli", "run", str(tmp_path), "--jobs", "1", "--no-analyze"],
+        start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not _mtimes(results):
+        assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+        time.sleep(0.1)
+    os.killpg(run.pid, signal.SIGINT)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 130
+    assert "run the same command again to continue" in err
+    first = _mtimes(results)
+    assert 1 <= len(first) < 3
+
     assert run_study(tmp_path, jobs=2, progress=False, analyze=False) == 0
     records = read_records(load_study(tmp_path))
-    assert len(records) == 2
-    assert [c for a in records[1]["arrays"] for t in a["tasks"] for c in t["cells"]] == [[2, 0]]
-    after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "results" / "digits").iterdir()}
-    assert {k: after[k] for k in first} == first
-    assert sorted(after) == ["0-s0.h5", "1-s0.h5", "2-s0.h5"]
-    assert study_status(load_study(tmp_path)).counts["digits"]["done"] == 3
+    resumed = [c for a in records[-1]["arrays"] for t in a["tasks"] for c in t["cells"]]
+    assert sorted(resumed) == [[a, 0] for a in range(3) if f"{a}-s0.h5" not in first]
+    assert {k: v for k, v in _mtimes(results).items() if k in first} == first
+    assert sorted(read_results(tmp_path / "results.h5").datasets["digits"].columns["arch_id"]) == [
+        0,
+        1,
+        2,
+    ]
+
+    # Run again: nothing to launch. One more architecture: only its cell trains.
+    assert run_study(tmp_path, jobs=2, progress=False, analyze=False) == 0
+    assert len(read_records(load_study(tmp_path))) == len(records)
+    before = _mtimes(results)
+    (tmp_path / "study.toml").write_text(STUDY.replace("architectures = 2", "architectures = 4"))
+    assert run_study(tmp_path, jobs=2, progress=False, analyze=False) == 0
+    records = read_records(load_study(tmp_path))
+    assert [c for a in records[-1]["arrays"] for t in a["tasks"] for c in t["cells"]] == [[3, 0]]
+    after = _mtimes(results)
+    assert {k: after[k] for k in before} == before
+    assert sorted(after) == ["0-s0.h5", "1-s0.h5", "2-s0.h5", "3-s0.h5"]
+    assert study_status(load_study(tmp_path)).counts["digits"]["done"] == 4
 
 
-def test_cancel_stops_the_local_workers_and_their_cells_are_missing_again(tmp_path: Path, capsys) -> None:
+def test_cancel_stops_the_local_workers_and_their_cells_are_missing_again(
+    tmp_path: Path, capsys
+) -> None:
     (tmp_path / "study.toml").write_text(STUDY.replace("epochs = 1", "epochs = 50"))
     study = load_study(tmp_path)
     sample_architectures(study)
     prepare_datasets(study, progress=False)
     launched = launch(study, cluster="local", jobs=1)
     assert launched.job_ids and main(["status", str(tmp_path)]) == 0
-    row = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("digits")]
+    row = [
+        line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("digits")
+    ]
     done, running, queued = (int(v) for v in row[0][1:4])
     assert (done, running + queued) == (0, 2)
     assert cancel(study) == list(launched.job_ids)

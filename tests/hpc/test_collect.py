@@ -111,7 +111,9 @@ def test_corrupt_result_file_is_reported_and_never_merged(study) -> None:
     collected = collect(study)
     assert collected.cells == 1
     assert len(collected.skipped) == 1 and collected.skipped[0].startswith("digits/1-s0: ")
-    assert list(read_results(study.root / "results.h5").datasets["digits"].columns["arch_id"]) == [0]
+    assert list(read_results(study.root / "results.h5").datasets["digits"].columns["arch_id"]) == [
+        0
+    ]
 
 
 def test_collect_again_without_changes_leaves_results_h5_alone(study) -> None:

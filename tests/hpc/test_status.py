@@ -98,7 +98,9 @@ def _local_record(study, lane_info: dict, queued: list, running: list) -> None:
 def test_cells_are_done_running_queued_failed_diverged_or_missing(study, lane) -> None:
     _result(study, "digits", 0, 0, "done")
     _result(study, "digits", 0, 1, "diverged")
-    _result(study, "fashion_mnist", 0, 0, "failed", attempts=2, error="Traceback\nOSError: disk full")
+    _result(
+        study, "fashion_mnist", 0, 0, "failed", attempts=2, error="Traceback\nOSError: disk full"
+    )
     # The claimed chunk ran (0, 0) already; (1, 0) runs now, (1, 1) waits behind it.
     _local_record(study, lane, queued=[[2, 0], [2, 1]], running=[[0, 0], [1, 0], [1, 1]])
     states = cell_states(study)
@@ -115,7 +117,9 @@ def test_cells_are_done_running_queued_failed_diverged_or_missing(study, lane) -
 
 
 def test_cells_of_a_dead_lane_are_missing_again(study, lane) -> None:
-    _local_record(study, {"pid": lane["pid"], "start": lane["start"] + 1}, queued=[[2, 0]], running=[[1, 0]])
+    _local_record(
+        study, {"pid": lane["pid"], "start": lane["start"] + 1}, queued=[[2, 0]], running=[[1, 0]]
+    )
     assert {t.state for t in tasks(study)} == {"ended"}
     assert cell_states(study)[Cell("digits", 1, 0)] == "missing"
     assert active_cells(study) == set()
@@ -170,7 +174,11 @@ def test_one_squeue_call_answers_for_every_task(study, monkeypatch) -> None:
     assert len(calls) == 1 and calls[0][0] == "squeue"
     assert len(found) == 2000
     states = {(t.label, t.index): t.state for t in found if t.state != "ended"}
-    assert states == {("digits-0", 0): "running", ("digits-0", 1): "queued", ("digits-1", 2): "queued"}
+    assert states == {
+        ("digits-0", 0): "running",
+        ("digits-0", 1): "queued",
+        ("digits-1", 2): "queued",
+    }
 
 
 def test_failing_squeue_is_an_error_not_a_guess(study, monkeypatch) -> None:
@@ -212,3 +220,5 @@ def test_logs_finds_the_cell_log_and_its_lane_log(study, lane) -> None:
     assert cell_logs(study, "digits/2-s1") == (None, None)
     with pytest.raises(ValueError, match="not in .*study.toml"):
         cell_logs(study, "mnist/1-s0")
+    with pytest.raises(ValueError, match="not a cell of the study: architectures 0..2, seeds 0..1"):
+        cell_logs(study, "digits/3-s0")

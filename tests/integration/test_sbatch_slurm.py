@@ -69,7 +69,9 @@ def test_rendered_arrays_split_survive_preemption_and_collect_each_cell_once(
     env = {**os.environ, **slurm_cluster.env()}
     out = subprocess.run(["bash", str(rendered.submit)], capture_output=True, text=True,
                          env=env, check=True, timeout=60).stdout  # fmt: skip
-    job_ids = [line.split()[-1] for line in out.splitlines() if line.startswith("Submitted batch job")]
+    job_ids = [
+        line.split()[-1] for line in out.splitlines() if line.startswith("Submitted batch job")
+    ]
     assert len(job_ids) == 2
 
     # Queued by hand, yet status knows them by their job names.
@@ -88,7 +90,9 @@ def test_rendered_arrays_split_survive_preemption_and_collect_each_cell_once(
     with contextlib.suppress(subprocess.TimeoutExpired):
         subprocess.run(["scancel", "--batch", "--signal=USR2", victim], env=env, timeout=3)
 
-    tasks = [f"{job_ids[0]}_{i}" for i in range(size)] + [f"{job_ids[1]}_{i}" for i in range(5 - size)]
+    tasks = [f"{job_ids[0]}_{i}" for i in range(size)] + [
+        f"{job_ids[1]}_{i}" for i in range(5 - size)
+    ]
     assert [wait_for_job(t, timeout_s=240) for t in tasks] == ["COMPLETED"] * 5
     assert log.read_text().count(f"anysweep: task {victim} of ") >= 2  # ran again after the requeue
 

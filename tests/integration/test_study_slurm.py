@@ -63,7 +63,9 @@ def _wait_all(study, wait_for_job, records) -> None:
 
 
 def _cells(record) -> list[tuple[str, int, int]]:
-    return sorted((a["dataset"], *c) for a in record["arrays"] for t in a["tasks"] for c in t["cells"])
+    return sorted(
+        (a["dataset"], *c) for a in record["arrays"] for t in a["tasks"] for c in t["cells"]
+    )
 
 
 def test_study_launches_as_arrays_reports_truthfully_collects_and_grows(
