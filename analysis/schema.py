@@ -186,15 +186,16 @@ def read_cell(path: Path) -> CellResult:
     """Read a cell's result file; a corrupt, partial or foreign file raises CorruptResultError."""
     try:
         with h5py.File(path, "r") as handle:
-            version = int(handle.attrs.get("schema_version", -1))
+            attrs = dict(handle.attrs)  # one pass over the attributes, not one lookup each
+            version = int(attrs.get("schema_version", -1))
             if version != SCHEMA_VERSION:
                 raise CorruptResultError(
                     f"{path}: schema_version {version}, expected {SCHEMA_VERSION}"
                 )
-            missing = [n for n in SCALAR_FIELDS if n not in handle.attrs]
+            missing = [n for n in SCALAR_FIELDS if n not in attrs]
             if missing:
                 raise CorruptResultError(f"{path}: missing attributes {missing}")
-            values = {n: _plain(handle.attrs[n]) for n in SCALAR_FIELDS}
+            values = {n: _plain(attrs[n]) for n in SCALAR_FIELDS}
             curves = {n: handle[n][()] for n in handle if n in CURVES}
     except CorruptResultError:
         raise

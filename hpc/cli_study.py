@@ -316,7 +316,7 @@ def _wait(study: Study, launched: Launch, since: float, poll_s: float, progress:
     from tqdm import tqdm
 
     from hpc.launch import lanes_running
-    from hpc.plan import is_finished, scan_results, study_cells
+    from hpc.results import is_finished, scan_results, study_cells
     from hpc.status import tasks
 
     cells = study_cells(study)
@@ -355,7 +355,7 @@ def _analyze(root: Path) -> None:
 
 
 def _outcome(study: Study) -> int:
-    from hpc.plan import scan_results, study_cells
+    from hpc.results import scan_results, study_cells
 
     results = scan_results(study)
     bad = [c.key for c in study_cells(study)

@@ -15,15 +15,9 @@ from typing import Any
 import h5py
 import numpy as np
 
-from analysis.schema import (
-    CellResult,
-    CorruptResultError,
-    DatasetInfo,
-    cell_path,
-    read_cell,
-    write_results,
-)
-from hpc.plan import Cell, dataset_sizes, scan_results
+from analysis.schema import CellResult, DatasetInfo, write_results
+from hpc.plan import dataset_sizes
+from hpc.results import ResultFile, read_results, result_files, scan_results
 from hpc.spec import DatasetEntry, Study
 from hpc.study import Population, load_population, study_lock
 
@@ -99,15 +93,13 @@ def dataset_info(study: Study, entry: DatasetEntry) -> DatasetInfo:
     )  # fmt: skip
 
 
-def _fingerprint(study: Study, files: list[tuple[Cell, Path]]) -> str:
+def _fingerprint(study: Study, files: list[ResultFile]) -> str:
     """Changes when any input of results.h5 changes: result files, architectures, study.toml."""
     digest = hashlib.sha256(study.source.encode())
-    for extra in (study.root / "architectures.json",):
-        stat = extra.stat()
-        digest.update(f"{extra.name}:{stat.st_mtime_ns}:{stat.st_size}".encode())
-    for cell, path in files:
-        stat = path.stat()
-        digest.update(f"{cell.key}:{stat.st_mtime_ns}:{stat.st_size}".encode())
+    stat = (study.root / "architectures.json").stat()
+    digest.update(f"architectures.json:{stat.st_mtime_ns}:{stat.st_size}".encode())
+    for found in files:
+        digest.update(f"{found.cell.key}:{found.mtime}:{found.size}".encode())
     return digest.hexdigest()
 
 
@@ -121,37 +113,31 @@ def _current_fingerprint(path: Path) -> str:
 
 def collect(study: Study, *, progress: bool = False) -> Collected:
     """Merge every readable result file of the study's cells into STUDY/results.h5."""
-    from tqdm import tqdm
-
     from hpc.provenance import now
 
     population = load_population(study)
     target = study.root / RESULTS_FILE
     n_archs, seeds = study.settings.architectures, study.settings.seeds
     with study_lock(study, "collect"):
-        summaries = scan_results(study)
-        files = sorted(
-            (cell, cell_path(study.root / "results", cell.dataset, cell.arch_id, cell.seed))
-            for cell in summaries
-            if cell.arch_id < n_archs and cell.seed < seeds
-        )
+        files = [f for f in result_files(study) if f.cell.arch_id < n_archs and f.cell.seed < seeds]
         fingerprint = _fingerprint(study, files)
         if target.exists() and _current_fingerprint(target) == fingerprint:
-            skipped = tuple(f"{c.key}: {summaries[c].error}" for c, _ in files
-                            if summaries[c].status == "corrupt")  # fmt: skip
+            summaries = scan_results(study)
+            skipped = tuple(f"{f.cell.key}: {summaries[f.cell].error}" for f in files
+                            if summaries[f.cell].status == "corrupt")  # fmt: skip
             return Collected(target, len(files) - len(skipped), skipped, False)
         cells: list[CellResult] = []
-        skipped: list[str] = []
-        for cell, path in tqdm(files, desc="collecting", unit="cell", disable=not progress):
-            try:
-                result = read_cell(path)
-            except (CorruptResultError, FileNotFoundError) as exc:
-                skipped.append(f"{cell.key}: {exc}")
-                continue
-            if result.key != (cell.dataset, cell.arch_id, cell.seed):
-                skipped.append(f"{cell.key}: the file holds cell {result.key}")
-                continue
-            cells.append(result)
+        skipped_cells: list[str] = []
+        for found, result in zip(
+            files, read_results([f.path for f in files], progress), strict=True
+        ):
+            cell = found.cell
+            if not isinstance(result, CellResult):
+                skipped_cells.append(f"{cell.key}: {result}")
+            elif result.key != (cell.dataset, cell.arch_id, cell.seed):
+                skipped_cells.append(f"{cell.key}: the file holds cell {result.key}")
+            else:
+                cells.append(result)
         attrs = {
             "created": now(), "study": study.name, "reference": study.reference,
             "software": _software(), "study_toml": study.source, "inputs": fingerprint,
@@ -161,7 +147,7 @@ def collect(study: Study, *, progress: bool = False) -> Collected:
             datasets=[dataset_info(study, entry) for entry in study.datasets], cells=cells,
             attrs=attrs,
         )  # fmt: skip
-    return Collected(target, len(cells), tuple(skipped), True)
+    return Collected(target, len(cells), tuple(skipped_cells), True)
 
 
 def _software() -> str:
@@ -180,7 +166,7 @@ def _software() -> str:
 def clean(study: Study, *, betons: bool = False) -> tuple[list[Path], int]:
     """Delete checkpoints of finished cells and, with `betons`, the prepared files of
     datasets whose cells (and whose subsets' cells) all finished. Returns (files, bytes)."""
-    from hpc.plan import is_finished, study_cells
+    from hpc.results import is_finished, study_cells
 
     results = scan_results(study)
     attempts = study.settings.max_attempts

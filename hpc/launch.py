@@ -17,7 +17,8 @@ from typing import Any
 
 import submitit
 
-from hpc.plan import Array, Cell, Plan, is_finished, make_plan, max_array_size, scan_results
+from hpc.plan import Array, Plan, make_plan, max_array_size
+from hpc.results import Cell, is_finished, scan_results
 from hpc.spec import ClusterSpec, Study
 from hpc.status import (
     SchedulerError,

@@ -6,118 +6,23 @@ Pure bookkeeping over files: no scheduler is asked here and no data is read.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import os
 import subprocess
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from hpc.results import Cell, ResultSummary, is_finished, scan_results, study_cells
 from hpc.spec import ClusterSpec, DatasetEntry, Study
-from hpc.study import Population, dataset_arch, write_json_atomic
+from hpc.study import Population, dataset_arch
 
 CELL_OVERHEAD_S = 30.0  # building the model, the last evaluation, writing the result
 CHUNK_OVERHEAD_S = 120.0  # starting Python, building the loaders (FFCV compiles them)
 ASSUMED_TRAIN_IMAGES = 10_000  # a dataset whose size the registry does not know
 ASSUMED_TEST_IMAGES = 2_000
 ASSUMED_CLASSES = 10
-
-
-@dataclass(frozen=True, order=True)
-class Cell:
-    """One training: (dataset, architecture id, seed)."""
-
-    dataset: str
-    arch_id: int
-    seed: int
-
-    @property
-    def key(self) -> str:
-        return f"{self.dataset}/{self.arch_id}-s{self.seed}"
-
-    @classmethod
-    def parse(cls, text: str) -> Cell:
-        """`fashion_mnist/3-s0` -> Cell('fashion_mnist', 3, 0)."""
-        dataset, _, rest = text.partition("/")
-        arch, _, seed = rest.partition("-s")
-        if not dataset or not arch.isdigit() or not seed.isdigit():
-            raise ValueError(f"cell {text!r} is not DATASET/ARCH-sSEED, e.g. fashion_mnist/3-s0")
-        return cls(dataset, int(arch), int(seed))
-
-
-@dataclass(frozen=True)
-class ResultSummary:
-    """What planning and status need of a cell's result file, cached by size and mtime."""
-
-    status: str  # done, diverged, failed, or corrupt (unreadable: the cell runs again)
-    attempts: int
-    train_seconds: float
-    error: str  # the last line of a failed cell's traceback, or why the file is unreadable
-    mtime: float
-    size: int
-
-
-RESULTS_INDEX = "jobs/results-index.json"
-
-
-def scan_results(study: Study) -> dict[Cell, ResultSummary]:
-    """Every result file of the study's datasets, summarised. Files unchanged since the last
-    scan come from jobs/results-index.json, so a scan of thousands of cells costs a stat each."""
-    from analysis.schema import CorruptResultError, read_cell
-
-    index_path = study.root / RESULTS_INDEX
-    try:
-        index = json.loads(index_path.read_text())
-    except (OSError, ValueError):
-        index = {}
-    fresh: dict[str, dict] = {}
-    out: dict[Cell, ResultSummary] = {}
-    for entry in study.datasets:
-        folder = study.root / "results" / entry.name
-        if not folder.is_dir():
-            continue
-        with os.scandir(folder) as files:
-            for item in files:
-                cell = _cell_of(entry.name, item.name)
-                if cell is None:
-                    continue
-                stat = item.stat()
-                key = f"{entry.name}/{item.name}"
-                cached = index.get(key)
-                if cached and cached["mtime"] == stat.st_mtime and cached["size"] == stat.st_size:
-                    summary = ResultSummary(**cached)
-                else:
-                    try:
-                        result = read_cell(Path(item.path))
-                        error = (
-                            result.error.strip().splitlines()[-1] if result.error.strip() else ""
-                        )
-                        summary = ResultSummary(result.status, result.attempts,
-                                                result.train_seconds, error, stat.st_mtime,
-                                                stat.st_size)  # fmt: skip
-                    except CorruptResultError as exc:
-                        summary = ResultSummary("corrupt", 0, float("nan"), str(exc),
-                                                stat.st_mtime, stat.st_size)  # fmt: skip
-                fresh[key] = asdict(summary)
-                out[cell] = summary
-    if fresh != index:
-        with contextlib.suppress(OSError):  # a read-only study folder still gets its status
-            write_json_atomic(index_path, fresh)
-    return out
-
-
-def _cell_of(dataset: str, filename: str) -> Cell | None:
-    """The cell of a result file name `3-s0.h5`; None for anything else (temporary files)."""
-    if not filename.endswith(".h5") or filename.startswith("."):
-        return None
-    try:
-        return Cell.parse(f"{dataset}/{filename[:-3]}")
-    except ValueError:
-        return None
 
 
 @dataclass(frozen=True)
@@ -170,19 +75,6 @@ class Plan:
     max_array_size: int
     notes: tuple[str, ...] = field(default=())
     lanes: int | None = None  # local runs: workers at once (arrays do not apply)
-
-
-def study_cells(study: Study, n_archs: int | None = None) -> list[Cell]:
-    """Every cell of the study, in dataset order, then architecture id, then seed."""
-    n = study.settings.architectures if n_archs is None else n_archs
-    return [Cell(d.name, a, s) for d in study.datasets for a in range(n) for s in study.seeds]
-
-
-def is_finished(summary: ResultSummary | None, max_attempts: int) -> bool:
-    """A cell that no launch runs again: final, or failed as often as allowed."""
-    if summary is None or summary.status == "corrupt":
-        return False
-    return summary.status in ("done", "diverged") or summary.attempts >= max_attempts
 
 
 def dataset_sizes(entry: DatasetEntry) -> tuple[int, int, int, bool]:

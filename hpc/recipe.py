@@ -33,7 +33,7 @@ class Recipe:
     resolution: int = 0  # 0: the dataset's own training resolution
     test_batch_size: int = 256
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
-    channels_last: bool = True  # on CUDA only
+    channels_last: bool = True  # the model's memory format, on CPU and CUDA
     compile: bool = False  # torch.compile the model (CUDA; costs a compile per cell)
     num_workers: int = 2  # FFCV decoding threads
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hpc.plan import Cell, ResultSummary, is_finished, scan_results, study_cells
+from hpc.results import Cell, ResultSummary, is_finished, scan_results, study_cells
 from hpc.spec import Study
 
 STATES = ("done", "running", "queued", "failed", "diverged", "missing")

@@ -241,7 +241,8 @@ def run_chunk(
 
     A `done` or `diverged` cell is skipped, a `failed` one retried until `max_attempts`.
     `timings`, when given, sums seconds spent on loaders, build, restore, checkpoint and write
-    (the per-cell overhead) and on train and eval. Raises CellInterrupted when `stop_flag` stops a cell.
+    (the per-cell overhead) and on train and eval. Raises CellInterrupted when `stop_flag`
+    stops a cell.
     """
     manifest = read_manifest(Path(manifest_path))
     device = _resolve_device(manifest.device)
@@ -287,9 +288,11 @@ class Chunk(submitit.helpers.Checkpointable):
 
 def _requeue() -> str:
     """Requeue this Slurm job (or array task); returns what happened, for the log."""
+    # Inside a Slurm job (SLURM_JOB_ID set by slurmd) scontrol talks to the cluster that
+    # runs us, whatever SLURM_CONF says; outside one there is nothing to requeue.
     job = provenance.job_id()
-    if not job or not os.environ.get("SLURM_CONF"):
-        return "not in a Slurm job with SLURM_CONF set: not requeued; run the chunk again to resume"
+    if not job or not os.environ.get("SLURM_JOB_ID"):
+        return "not in a Slurm job: not requeued; run the chunk again to resume"
     done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
     if done.returncode:
         return f"scontrol requeue {job} failed ({done.returncode}): {done.stderr.strip()}"

@@ -14,7 +14,7 @@ import pytest
 from analysis.schema import CellResult, cell_path, write_cell
 from hpc import status as status_module
 from hpc.launch import write_record
-from hpc.plan import Cell
+from hpc.results import Cell
 from hpc.spec import load_study
 from hpc.status import (
     active_cells,

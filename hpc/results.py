@@ -1,0 +1,165 @@
+"""The cells of a study and their result files: which exist, what they say, read in parallel
+and summarised in jobs/results-index.json so that status stays cheap with thousands of cells.
+
+Files are read through analysis.schema.read_cell, the one reader of the format.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from analysis.schema import CellResult, CorruptResultError, read_cell
+from hpc.spec import Study
+from hpc.study import write_json_atomic
+
+RESULTS_INDEX = "jobs/results-index.json"
+PARALLEL_READS = 256  # from this many files on, read them in worker processes
+
+
+@dataclass(frozen=True, order=True)
+class Cell:
+    """One training: (dataset, architecture id, seed)."""
+
+    dataset: str
+    arch_id: int
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.dataset}/{self.arch_id}-s{self.seed}"
+
+    @classmethod
+    def parse(cls, text: str) -> Cell:
+        """`fashion_mnist/3-s0` -> Cell('fashion_mnist', 3, 0)."""
+        dataset, _, rest = text.partition("/")
+        arch, _, seed = rest.partition("-s")
+        if not dataset or not arch.isdigit() or not seed.isdigit():
+            raise ValueError(f"cell {text!r} is not DATASET/ARCH-sSEED, e.g. fashion_mnist/3-s0")
+        return cls(dataset, int(arch), int(seed))
+
+
+@dataclass(frozen=True)
+class ResultFile:
+    cell: Cell
+    path: Path
+    mtime: float
+    size: int
+
+
+@dataclass(frozen=True)
+class ResultSummary:
+    """What planning and status need of a cell's result file, cached by size and mtime."""
+
+    status: str  # done, diverged, failed, or corrupt (unreadable: the cell runs again)
+    attempts: int
+    train_seconds: float
+    error: str  # the last line of a failed cell's traceback, or why the file is unreadable
+    mtime: float
+    size: int
+
+
+def study_cells(study: Study) -> list[Cell]:
+    """Every cell of the study, in dataset order, then architecture id, then seed."""
+    n = study.settings.architectures
+    return [Cell(d.name, a, s) for d in study.datasets for a in range(n) for s in study.seeds]
+
+
+def is_finished(summary: ResultSummary | None, max_attempts: int) -> bool:
+    """A cell that no launch runs again: final, or failed as often as allowed."""
+    if summary is None or summary.status == "corrupt":
+        return False
+    return summary.status in ("done", "diverged") or summary.attempts >= max_attempts
+
+
+def result_files(study: Study) -> list[ResultFile]:
+    """The result files of the study's datasets (temporary files of writes in flight excluded)."""
+    found = []
+    for entry in study.datasets:
+        folder = study.root / "results" / entry.name
+        if not folder.is_dir():
+            continue
+        with os.scandir(folder) as items:
+            for item in items:
+                cell = _cell_of(entry.name, item.name)
+                if cell is not None:
+                    stat = item.stat()
+                    found.append(ResultFile(cell, Path(item.path), stat.st_mtime, stat.st_size))
+    return sorted(found, key=lambda f: f.cell)
+
+
+def _cell_of(dataset: str, filename: str) -> Cell | None:
+    if not filename.endswith(".h5") or filename.startswith("."):
+        return None
+    try:
+        return Cell.parse(f"{dataset}/{filename[:-3]}")
+    except ValueError:
+        return None
+
+
+def _read(path: Path) -> CellResult | CorruptResultError:
+    try:
+        return read_cell(path)
+    except CorruptResultError as exc:
+        return exc
+
+
+def read_results(
+    paths: Sequence[Path], progress: bool = False
+) -> list[CellResult | CorruptResultError]:
+    """Each file's CellResult, or the error that says why it cannot be read; many files are
+    read by one process per core (h5py holds a lock, so threads would not help)."""
+    from tqdm import tqdm
+
+    def shown(results: Iterator[CellResult | CorruptResultError]) -> list:
+        bar = tqdm(results, total=len(paths), desc="reading results", unit="cell",
+                   disable=not progress)  # fmt: skip
+        return list(bar)
+
+    workers = min(os.cpu_count() or 1, 16)
+    if len(paths) < PARALLEL_READS or workers < 2:
+        return shown(map(_read, paths))
+    with ProcessPoolExecutor(workers) as pool:
+        return shown(pool.map(_read, paths, chunksize=64))
+
+
+def summarize(found: ResultFile, result: CellResult | CorruptResultError) -> ResultSummary:
+    if isinstance(result, CorruptResultError):
+        return ResultSummary("corrupt", 0, float("nan"), str(result), found.mtime, found.size)
+    lines = result.error.strip().splitlines()
+    return ResultSummary(result.status, result.attempts, result.train_seconds,
+                         lines[-1] if lines else "", found.mtime, found.size)  # fmt: skip
+
+
+def write_index(study: Study, summaries: dict[Cell, ResultSummary]) -> None:
+    """Remember what each file says, keyed by its size and mtime."""
+    data = {f"{c.key}.h5": asdict(s) for c, s in sorted(summaries.items())}
+    with contextlib.suppress(OSError):  # a read-only study folder still gets its status
+        write_json_atomic(study.root / RESULTS_INDEX, data)
+
+
+def scan_results(study: Study) -> dict[Cell, ResultSummary]:
+    """Every result file of the study's datasets, summarised. Files unchanged since the last
+    scan come from jobs/results-index.json, so a scan of thousands of cells costs a stat each."""
+    try:
+        index = json.loads((study.root / RESULTS_INDEX).read_text())
+    except (OSError, ValueError):
+        index = {}
+    out: dict[Cell, ResultSummary] = {}
+    changed: list[ResultFile] = []
+    for found in result_files(study):
+        cached = index.get(f"{found.cell.key}.h5")
+        if cached and cached["mtime"] == found.mtime and cached["size"] == found.size:
+            out[found.cell] = ResultSummary(**cached)
+        else:
+            changed.append(found)
+    for found, result in zip(changed, read_results([f.path for f in changed]), strict=True):
+        out[found.cell] = summarize(found, result)
+    if changed or len(out) != len(index):
+        write_index(study, out)
+    return out
