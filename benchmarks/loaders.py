@@ -230,7 +230,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2000, help="224 px part: ELPV images")
     parser.add_argument("--small-images", type=int, default=20000, help="28/32 px part: images")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=3, help="timed epochs in the 224 px part (best counts)")
+    parser.add_argument("--epochs", type=int, default=2, help="timed epochs in the 224 px part (best counts)")
     parser.add_argument("--skip", choices=["224", "small"], help="leave one part out")
     args = parser.parse_args()
     from loaders.ffcv_loader import _ffcv

@@ -13,6 +13,8 @@ from typing import Any
 
 SCHEDULES = ("cos", "step", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
+# The same names as loaders.augment.AUGMENTS (hpc validates before any data is touched).
+AUGMENTS = ("auto", "rrc", "pad_crop", "flip", "none")
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,10 @@ class Recipe:
     channels_last: bool = True  # the model's memory format, on CPU and CUDA
     compile: bool = False  # torch.compile the model (CUDA; costs a compile per cell)
     num_workers: int = 2  # FFCV decoding threads
+    # Training augmentation (loaders.augment.AUGMENTS): "auto" is random-resized crop + flip
+    # above 64 px, pad-and-crop + flip at 64 px and below; "flip" and "none" suit short
+    # trainings on small images, where augmentation mostly slows learning down.
+    augment: str = "auto"
 
     def __post_init__(self) -> None:
         problems = []
@@ -47,6 +53,8 @@ class Recipe:
             problems.append(f"base_lr must be > 0, got {self.base_lr}")
         if self.schedule not in SCHEDULES:
             problems.append(f"schedule {self.schedule!r} is not one of {SCHEDULES}")
+        if self.augment not in AUGMENTS:
+            problems.append(f"augment {self.augment!r} is not one of {AUGMENTS}")
         if self.precision not in PRECISIONS:
             problems.append(f"precision {self.precision!r} is not one of {PRECISIONS}")
         if not 0 <= self.label_smoothing < 1:

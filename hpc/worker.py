@@ -85,7 +85,8 @@ def _loaders(manifest: Manifest, device: str) -> _Loaders:
 
     recipe = manifest.recipe
     key = repr((sorted(manifest.dataset.items()), recipe.batch_size, recipe.test_batch_size,
-                recipe.resolution, recipe.num_workers, device, str(manifest.study_dir)))
+                recipe.resolution, recipe.num_workers, recipe.augment, device,
+                str(manifest.study_dir)))
     if key not in _loader_cache:
         _loader_cache.clear()  # one dataset at a time: the previous one's memory goes
         spec = DatasetSpec.from_dict(manifest.dataset)
@@ -94,6 +95,7 @@ def _loaders(manifest: Manifest, device: str) -> _Loaders:
         train, test = build_loaders(
             prepared, batch_size=recipe.batch_size, test_batch_size=recipe.test_batch_size,
             resolution=resolution, device=device, num_workers=recipe.num_workers,
+            augment=recipe.augment,
         )
         _loader_cache[key] = _Loaders(key, train, test, prepared.num_classes, resolution)
     return _loader_cache[key]

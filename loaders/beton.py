@@ -17,8 +17,9 @@ import numpy as np
 from tqdm import tqdm
 
 from loaders.files import is_complete, mark_complete, temp_path
+from loaders.images import check_headers, fit_max_side
 from loaders.registry import DatasetError
-from loaders.sources import Split, fit_max_side, image_header
+from loaders.sources import Split
 
 # No sample finished for this long: the writer is stuck (ffcv never re-raises a worker's
 # exception); kill it.
@@ -92,18 +93,12 @@ def _write_in_child(tmp: str, samples: _Samples, encoding: str, quality: int, pa
         conn.send(("error", traceback.format_exc()))
 
 
-def check_files(split: Split, progress: bool = False) -> tuple[int, int]:
+def check_files(split: Split, num_workers: int = 1, progress: bool = False) -> tuple[int, int]:
     """Read every image file's header (cheap: no decoding) so missing, empty and non-image
     files fail before writing starts; returns the largest (width, height)."""
     if split.files is None:
         return (split.images.shape[2], split.images.shape[1]) if split.images is not None else (0, 0)
-    errors, width, height = [], 0, 0
-    for f in tqdm(split.files, desc="checking files", disable=not progress, unit="file"):
-        try:
-            w, h, _ = image_header(f)
-            width, height = max(width, w), max(height, h)
-        except DatasetError as e:
-            errors.append(str(e))
+    width, height, errors = check_headers(split.files, num_workers, progress)
     _raise_errors(errors, len(split))
     return width, height
 
@@ -131,7 +126,7 @@ def write_beton(split: Split, path: Path, fingerprint: str, *, encoding: str = "
     bar. Bad images raise DatasetError naming them; a stalled writer raises RuntimeError."""
     if is_complete(path, fingerprint):
         return
-    width, height = check_files(split, progress)
+    width, height = check_files(split, num_workers, progress)
     _ffcv_writer()
     n = len(split)
     ctx = mp.get_context("fork")

@@ -14,8 +14,9 @@ from tqdm import tqdm
 
 from loaders import augment as aug
 from loaders.files import atomic_path, is_complete, mark_complete
+from loaders.images import square
 from loaders.registry import DatasetError
-from loaders.sources import Split, square
+from loaders.sources import Split
 
 _CHUNK = 64
 _MAX_REPORTED = 10

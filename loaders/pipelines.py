@@ -1,6 +1,7 @@
 """build_loaders(): the training and test loaders of a prepared dataset on either backend,
 behind one interface. Batches are float32 N,3,H,W normalised per channel (grayscale
-replicated), channels_last on CUDA; labels int64 in 0..num_classes-1."""
+replicated), channels_last on CUDA (ffcv's CPU batches are channels_last views too, at no
+cost); labels int64 in 0..num_classes-1. Each epoch is a function of (seed, epoch)."""
 
 from __future__ import annotations
 

@@ -213,7 +213,7 @@ def _validate(spec: DatasetSpec) -> None:
             raise bad(f"k={spec.k} is more than the {total} classes of {spec.parent!r}")
 
 
-def _info(name: str, source: str, num_classes: int, num_train: int | None, num_test: int | None,
+def _info(name: str, source: str, num_classes: int | None, num_train: int | None, num_test: int | None,
           split: str, obtain: str, notes: str = "", offline: bool = False, **options: Any) -> DatasetInfo:
     spec = DatasetSpec(name=name, source=source, num_classes=num_classes, **options)
     return DatasetInfo(spec, num_train, num_test, split, obtain, notes, offline)

@@ -13,10 +13,11 @@ from PIL import Image
 
 from loaders.beton import check_beton
 from loaders.files import read_json, sidecar
+from loaders.images import fit_max_side, square
 from loaders.pipelines import build_loaders
 from loaders.prepare import open_prepared, prepare
 from loaders.registry import DatasetError, get_dataset
-from loaders.sources import fit_max_side, load_source, square
+from loaders.sources import load_source
 
 CAPS = dict(max_train=600, max_test=300, backend="ffcv")
 
@@ -193,3 +194,24 @@ def test_an_image_that_fails_to_decode_stops_the_write_naming_it(tmp_path, elpv_
     with pytest.raises(DatasetError, match=r"1 of 10 images could not be read:\n  .*train/b/3.png: cannot read the image .*truncated"):
         prepare(spec, tmp_path / "data", progress=False)
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == []
+
+
+class _StuckImages:
+    """Images of which the third never arrives, as from a hung network filesystem."""
+
+    shape = (4, 8, 8, 3)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if i == 2:
+            __import__("time").sleep(3600)
+        return np.full((8, 8, 3), i, np.uint8)
+
+
+def test_a_stalled_writer_is_stopped_with_an_error_and_leaves_nothing(tmp_path):
+    from loaders.beton import write_beton
+    from loaders.sources import Split
+
+    split = Split(np.zeros(4, np.int64), 3, images=_StuckImages())
+    with pytest.raises(RuntimeError, match=r"writing .*stuck.beton stalled: no sample finished in 2 s \(\d of 4 done\)"):
+        write_beton(split, tmp_path / "stuck.beton", "fp", num_workers=1, progress=False, stall_seconds=2)
+    assert list(tmp_path.iterdir()) == []
