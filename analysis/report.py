@@ -141,7 +141,7 @@ def _provenance(study: Study, params: dict[str, Any]) -> dict[str, Any]:
         "hosts": distinct("host"), "gpus": distinct("gpu"), "versions": distinct("versions"),
         "job_ids": int((cells["job_id"].astype(str) != "").sum()),
         "analysis": params,
-        "analyzed": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "analyzed": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "software": {"anysweep": anysweep, "python": platform.python_version(),
                      "numpy": np.__version__, "pandas": pd.__version__,
                      "scipy": __import__("scipy").__version__},

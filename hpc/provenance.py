@@ -73,4 +73,4 @@ def versions_json() -> str:
 
 def now() -> str:
     """The current time, ISO 8601 in UTC to the second."""
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")

@@ -7,18 +7,13 @@ and the valid choices. Nothing here touches data, samples architectures or calls
 from __future__ import annotations
 
 import dataclasses
-import sys
+import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from hpc.recipe import Recipe
 from hpc.tomlcheck import StudyError, Where, check_keys, fill, first_key, frozen, table_at
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10 has no tomllib
-    import tomli as tomllib
 
 STUDY_FILE = "study.toml"
 SECTIONS = ("study", "design", "recipe", "cluster", "datasets")

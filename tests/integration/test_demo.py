@@ -1,0 +1,154 @@
+"""`anysweep demo` end to end on a smaller configuration of the demo study, on real data:
+interrupted mid-way and run again it completes without retraining a finished cell, and
+the table it prints and the report it writes hold the numbers analysis computes."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from analysis.frame import open_results
+from analysis.report import analyze
+from analysis.schema import read_cell
+
+ROOT = Path(__file__).resolve().parents[2]
+PRESET = ROOT / "hpc" / "presets" / "demo.toml"
+
+# The demo preset's shape (reference, nested subsets, targets from other domains, two
+# seeds) at a size that trains in about a minute on 2 cores.
+SMALL_STUDY = """
+[study]
+reference = "fashion_mnist"
+architectures = 4
+seeds = 2
+max_attempts = 2
+
+[design]
+space = "anynetx_a"
+seed = 0
+stages = 3
+max_depth = 2
+max_width = 64
+stem = "imagenet"
+stem_width = 16
+resolution = 28
+num_classes = 10
+flops = [300_000, 1_500_000]
+
+[recipe]
+epochs = 2
+batch_size = 64
+base_lr = 0.8
+augment = "none"
+
+[datasets.fashion_mnist]
+max_train = 400
+max_test = 200
+
+[datasets.fashion_mnist_k2]
+
+[datasets.digits]
+resolution = 16
+"""
+CELLS = 4 * 2 * 3
+BOOTSTRAP = 200
+
+
+def _demo(study: Path, *extra: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "hpc.cli", "demo", str(study), "--jobs", "2",
+         "--bootstrap", str(BOOTSTRAP), *extra],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )
+
+
+def _finished(study: Path) -> dict[Path, tuple[int, int]]:
+    """Result files with their inode and modification time (a rewrite changes both)."""
+    out = {}
+    for path in (study / "results").glob("*/*.h5"):
+        stat = path.stat()
+        out[path] = (stat.st_ino, stat.st_mtime_ns)
+    return out
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    study = tmp_path_factory.mktemp("demo") / "study"
+    study.mkdir()
+    (study / "study.toml").write_text(SMALL_STUDY)
+    first = _demo(study)
+    deadline = time.monotonic() + 300
+    while len(_finished(study)) < 6 and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.5)
+    assert first.poll() is None, "the demo ended before it could be interrupted"
+    first.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground process
+    first_out, _ = first.communicate(timeout=120)
+    before = _finished(study)
+    second = _demo(study)
+    second_out, _ = second.communicate(timeout=600)
+    return {"study": study, "first": (first.returncode, first_out), "before": before,
+            "second": (second.returncode, second_out), "after": _finished(study)}
+
+
+def test_the_demo_preset_has_the_studys_shape() -> None:
+    preset = tomllib.loads(PRESET.read_text())
+    datasets = preset["datasets"]
+    reference = preset["study"]["reference"]
+    subsets = [d for d in datasets if d.startswith(f"{reference}_k")]
+    targets = [d for d in datasets if d != reference and d not in subsets]
+    assert preset["study"]["architectures"] >= 24
+    assert preset["study"]["seeds"] >= 2
+    assert len(subsets) >= 2
+    assert len(targets) >= 3
+
+
+def test_interrupted_demo_stops_and_keeps_finished_cells(demo_run: dict) -> None:
+    code, out = demo_run["first"]
+    assert code == 130, out[-2000:]
+    assert "run the same command again to continue" in out
+    assert 6 <= len(demo_run["before"]) < CELLS
+
+
+def test_demo_run_again_completes_without_retraining_finished_cells(demo_run: dict) -> None:
+    code, out = demo_run["second"]
+    assert code == 0, out[-3000:]
+    before, after = demo_run["before"], demo_run["after"]
+    assert len(after) == CELLS
+    for path, stamp in before.items():
+        assert after[path] == stamp, f"{path.name} was rewritten"
+    cells = [read_cell(p) for p in after]
+    assert {c.status for c in cells} == {"done"}
+    assert all(c.attempts == 1 for c in cells)
+
+
+def test_demo_table_and_report_hold_the_numbers_analysis_computes(demo_run: dict) -> None:
+    study: Path = demo_run["study"]
+    _, out = demo_run["second"]
+    analysis = analyze(open_results(study / "results.h5"), bootstrap=BOOTSTRAP,
+                       permutations=BOOTSTRAP)
+    corr = analysis.correlations["spearman"]
+    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("digits")}
+    assert "digits" in rows, out[-2000:]
+    printed = [float(x) for x in re.findall(r"[+-]\d\.\d\d", rows["digits"])]
+    expected = []
+    for column in ("fashion_mnist", "fashion_mnist_k2"):
+        row = corr.get("digits", column)
+        expected += [row["r"], row["lo"], row["hi"]]
+    assert printed == pytest.approx(expected, abs=0.006)
+    floor = analysis.noise.set_index("dataset").loc["fashion_mnist", "seed_r"]
+    assert f"noise floor: seed-to-seed correlation on fashion_mnist: {floor:+.2f}" in out
+    html = (study / "report" / "report.html").read_text()
+    headline = analysis.headline.set_index("dataset").loc["digits"]
+    assert f"{headline['r']:.2f}" in html
+    assert len(list((study / "report" / "figures").glob("*.png"))) >= 5
+    assert "report:" in out and str(study / "report" / "report.html") in out
