@@ -42,7 +42,7 @@ $(STAMP):
 	touch $@
 
 demo: setup
-	$(VENV)/bin/anysweep demo demo-study
+	$(VENV)/bin/anysweep demo anysweep-demo
 
 # The local cluster runs with MaxArraySize=4: every launch larger than that must split its
 # arrays, as on clusters with a small limit. The cluster is stopped whatever pytest returns;

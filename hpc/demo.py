@@ -97,7 +97,7 @@ def summarize(root: Path, *, bootstrap: int = 1000) -> str:
                              f"{row.recommended_gpu_hours * 3600:.1f} s per training)")  # fmt: skip
             else:
                 lines.append(f"  {row.target}: no candidate correlates clearly")
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)
 
 
 if __name__ == "__main__":
