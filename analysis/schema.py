@@ -150,9 +150,21 @@ def cell_path(results_dir: Path, dataset: str, arch_id: int, seed: int) -> Path:
     return Path(results_dir) / dataset / f"{arch_id}-s{seed}.h5"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()
+
+
 def _atomic_h5(path: Path) -> tuple[h5py.File, Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # mkstemp makes 0600 files; results in a shared study folder must be readable by the
+    # group as a plain open() would leave them.
+    os.fchmod(fd, _FILE_MODE)
     os.close(fd)
     return h5py.File(tmp, "w"), Path(tmp)
 
@@ -287,6 +299,15 @@ def _write_dataset(handle: h5py.File, info: DatasetInfo, cells: list[CellResult]
     curves = group.create_group("curves")
     for name in CURVES:
         curves.create_dataset(name, data=_curve_matrix(cells, name))
+
+
+def read_root_attr(path: Path, name: str, default: str = "") -> str:
+    """One root attribute of results.h5 as text; `default` when the file or it is missing."""
+    try:
+        with h5py.File(path, "r") as handle:
+            return str(_plain(handle.attrs.get(name, default)))
+    except OSError:
+        return default
 
 
 def read_results(path: Path) -> Results:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from hpc.files import temp_beside
 
 
 class CorruptCheckpointError(ValueError):
@@ -27,9 +28,7 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     when Python still runs.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(name)
+    fd, tmp = temp_beside(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             torch.save(payload, handle)

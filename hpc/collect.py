@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
-from analysis.schema import CellResult, DatasetInfo, write_results
+from analysis.schema import CellResult, DatasetInfo, read_root_attr, write_results
 from hpc.plan import dataset_sizes
 from hpc.results import ResultFile, read_results, result_files, scan_results
 from hpc.spec import DatasetEntry, Study
@@ -104,11 +103,7 @@ def _fingerprint(study: Study, files: list[ResultFile]) -> str:
 
 
 def _current_fingerprint(path: Path) -> str:
-    try:
-        with h5py.File(path, "r") as handle:
-            return str(handle.attrs.get("inputs", ""))
-    except OSError:
-        return ""
+    return read_root_attr(path, "inputs")
 
 
 def collect(study: Study, *, progress: bool = False) -> Collected:

@@ -17,6 +17,7 @@ from typing import Any
 
 import submitit
 
+from hpc.files import write_json_atomic
 from hpc.plan import Array, Plan, make_plan, max_array_size
 from hpc.results import Cell, is_finished, scan_results
 from hpc.spec import ClusterSpec, Study
@@ -35,7 +36,6 @@ from hpc.study import (
     sample_architectures,
     study_lock,
     unprepared,
-    write_json_atomic,
 )
 
 CLUSTERS = ("slurm", "local")
@@ -191,6 +191,8 @@ def slurm_parameters(cluster: ClusterSpec, name: str) -> dict[str, Any]:
             params[f"slurm_{key}"] = getattr(cluster, key)
     if cluster.setup:
         params["slurm_setup"] = list(cluster.setup)
+    # Requeue on preemption needs the job to be requeueable where JobRequeue=0 is the default.
+    params["slurm_additional_parameters"] = {"requeue": True}
     return params
 
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from anynet.arch import Architecture
+from hpc.files import write_json_atomic
 from hpc.recipe import Recipe
 
 MANIFEST_KEYS = ("study_dir", "dataset", "recipe", "cells", "max_attempts", "device", "threads")
@@ -158,15 +158,5 @@ def write_manifest(
         "threads": threads,
     }
     manifest = parse_manifest(json.loads(json.dumps(data)), where=str(path))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=1)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_json_atomic(Path(path), data)
     return manifest

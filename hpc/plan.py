@@ -203,7 +203,11 @@ def max_array_size(study: Study) -> int:
     for line in out.splitlines():
         key, _, value = line.partition("=")
         if key.strip() == "MaxArraySize" and value.strip().isdigit():
-            return int(value.strip())
+            size = int(value.strip())
+            if size < 1:
+                raise ValueError("this cluster's MaxArraySize is 0: it accepts no array jobs; "
+                                 "ask its admins, or run with --cluster local")  # fmt: skip
+            return size
     return fallback
 
 

@@ -1,6 +1,6 @@
 """Where and with what a cell ran: job id, host, GPU, software versions, timestamps.
 
-Imports torch lazily so a login node can call the Slurm and host helpers without it.
+Imports torch lazily so a login node can call the Slurm and host functions without it.
 """
 
 from __future__ import annotations

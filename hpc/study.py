@@ -7,13 +7,12 @@ import contextlib
 import dataclasses
 import fcntl
 import json
-import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from anynet.arch import Architecture
+from hpc.files import write_json_atomic
 from hpc.spec import DatasetEntry, Study
 
 ARCHITECTURES_FILE = "architectures.json"
@@ -30,24 +29,6 @@ class Population:
 
     def __len__(self) -> int:
         return len(self.archs)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a file so that a reader sees the old content or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=1) + "\n")
 
 
 @contextlib.contextmanager

@@ -1,0 +1,135 @@
+"""The results format: a cell's result file and results.h5 round-trip exactly, reject what
+is not theirs, and never leave a partial file behind."""
+
+from __future__ import annotations
+
+import math
+import os
+import stat
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from analysis.schema import (
+    ARCH_COLUMNS,
+    CURVES,
+    SCHEMA_VERSION,
+    CellResult,
+    CorruptResultError,
+    DatasetInfo,
+    cell_path,
+    read_cell,
+    read_results,
+    read_root_attr,
+    write_cell,
+    write_results,
+)
+
+
+def _cell(dataset: str = "mnist", arch_id: int = 3, seed: int = 1, **kw) -> CellResult:
+    values = dict(status="done", top1_err=12.5, top5_err=1.25, best_top1_err=11.0, best_epoch=1,
+                  epochs=2, train_seconds=4.5, flops=123_456, job_id="17_2", host="n1",
+                  curves={"train_loss": np.array([2.3, 1.1]), "test_top1_err": np.array([20.0, 12.5])})
+    values.update(kw)
+    return CellResult(dataset=dataset, arch_id=arch_id, seed=seed, **values)
+
+
+def _archs(n: int = 4, stages: int = 3) -> dict[str, np.ndarray]:
+    cols: dict[str, np.ndarray] = {c: np.arange(n) for c in ARCH_COLUMNS}
+    for c in ("depths", "widths", "bottleneck_ratios", "group_widths", "sampled_widths",
+              "sampled_group_widths"):
+        cols[c] = np.ones((n, stages), dtype=np.int64)
+    cols["name"] = np.array([f"a{i}" for i in range(n)])
+    cols["stem"] = np.array(["imagenet"] * n)
+    return cols
+
+
+def test_cell_path_follows_the_study_layout(tmp_path: Path) -> None:
+    assert cell_path(tmp_path, "mnist", 7, 1) == tmp_path / "mnist" / "7-s1.h5"
+
+
+def test_cell_round_trips_every_field(tmp_path: Path) -> None:
+    cell = _cell()
+    write_cell(tmp_path / "c.h5", cell)
+    back = read_cell(tmp_path / "c.h5")
+    assert (back.dataset, back.arch_id, back.seed, back.status) == ("mnist", 3, 1, "done")
+    assert (back.top1_err, back.best_epoch, back.flops, back.job_id) == (12.5, 1, 123_456, "17_2")
+    assert math.isnan(back.data_seconds)
+    np.testing.assert_array_equal(back.curves["test_top1_err"], [20.0, 12.5])
+    assert sorted(back.curves) == ["test_top1_err", "train_loss"]
+
+
+def test_write_leaves_no_temporary_file_and_a_group_readable_file(tmp_path: Path) -> None:
+    path = cell_path(tmp_path, "mnist", 0, 0)
+    write_cell(path, _cell())
+    assert sorted(p.name for p in path.parent.iterdir()) == ["0-s0.h5"]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
+
+
+def test_truncated_file_is_corrupt_not_a_result(tmp_path: Path) -> None:
+    path = tmp_path / "c.h5"
+    write_cell(path, _cell())
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    with pytest.raises(CorruptResultError, match="c.h5"):
+        read_cell(path)
+
+
+def test_foreign_hdf5_file_is_rejected_with_its_schema_version(tmp_path: Path) -> None:
+    path = tmp_path / "other.h5"
+    with h5py.File(path, "w") as handle:
+        handle.attrs["schema_version"] = 99
+    with pytest.raises(CorruptResultError, match="schema_version 99, expected 1"):
+        read_cell(path)
+
+
+def test_unknown_status_and_curve_are_refused() -> None:
+    with pytest.raises(ValueError, match="status 'ok' is not one of"):
+        _cell(status="ok")
+    with pytest.raises(ValueError, match="unknown curves"):
+        _cell(curves={"lr": np.zeros(2)})
+
+
+def test_results_round_trip_columns_curves_and_attributes(tmp_path: Path) -> None:
+    cells = [_cell(arch_id=a, seed=s) for a in (2, 0) for s in (1, 0)]
+    cells.append(_cell(dataset="mnist_k2", arch_id=0, seed=0, status="diverged", diverged_epoch=0,
+                       curves={"train_loss": np.array([9.0])}))
+    infos = [DatasetInfo("mnist", 10, 28, 100, 20, class_names=tuple("0123456789")),
+             DatasetInfo("mnist_k2", 2, 28, 20, 4, parent="mnist", subset_classes=(3, 7))]
+    path = tmp_path / "results.h5"
+    write_results(path, architectures=_archs(), datasets=infos, cells=cells,
+                  attrs={"reference": "mnist"})
+    res = read_results(path)
+    assert res.attrs["schema_version"] == SCHEMA_VERSION and res.attrs["reference"] == "mnist"
+    table = res.datasets["mnist"]
+    assert len(table) == 4
+    assert table.columns["arch_id"].tolist() == [0, 0, 2, 2]  # sorted by (arch, seed)
+    assert table.columns["seed"].tolist() == [0, 1, 0, 1]
+    assert table.columns["status"].tolist() == ["done"] * 4
+    assert set(table.curves) == set(CURVES)
+    assert table.curves["train_loss"].shape == (4, 2)
+    subset = res.datasets["mnist_k2"]
+    assert subset.info.parent == "mnist" and subset.info.subset_classes == (3, 7)
+    assert subset.columns["diverged_epoch"].tolist() == [0]
+    assert res.datasets["mnist"].info.class_names == tuple("0123456789")
+    assert res.architectures["depths"].shape == (4, 3)
+    assert read_root_attr(path, "reference") == "mnist"
+    assert read_root_attr(tmp_path / "absent.h5", "reference", "none") == "none"
+
+
+def test_results_refuse_a_cell_of_an_undeclared_dataset(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="names dataset 'cifar10', not declared"):
+        write_results(tmp_path / "r.h5", architectures=_archs(),
+                      datasets=[DatasetInfo("mnist", 10, 28, 1, 1)], cells=[_cell("cifar10")])
+    assert not list(tmp_path.iterdir())
+
+
+def test_results_refuse_missing_architecture_columns(tmp_path: Path) -> None:
+    cols = _archs()
+    del cols["flops"]
+    with pytest.raises(ValueError, match=r"lack columns \['flops'\]"):
+        write_results(tmp_path / "r.h5", architectures=cols, datasets=[], cells=[])
