@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import matplotlib
+import matplotlib.ticker
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -113,6 +114,9 @@ def subset_curves(curve: pd.DataFrame, reference: str) -> Figure:
         ax.plot(points.index, points["r"], style, marker="o", ms=4, color=color, label=target)
         ax.fill_between(points.index, points["lo"], points["hi"], color=color, alpha=0.12, linewidth=0)
     ax.set_xscale("log")
+    ks = sorted(set(curve["k"]))
+    ax.set_xticks(ks, [str(int(k)) for k in ks])  # the k of the study, not powers of ten
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.axhline(0, color="#888", linewidth=0.8)
     ax.set_xlabel(f"classes k of {reference} kept (log scale; the largest k is all of {reference})")
     ax.set_ylabel("rank correlation with target error")
