@@ -21,7 +21,11 @@ from hpc.spec import Study
 from hpc.status import active_cells, job_name
 from hpc.study import sample_architectures, study_lock, unprepared
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "sbatch_templates"
+# In a checkout (and an editable install) the templates sit beside the packages; a regular
+# install puts them under <prefix>/share/anysweep (pyproject's data-files).
+_CHECKOUT = Path(__file__).resolve().parent.parent / "sbatch_templates"
+TEMPLATES = (_CHECKOUT if _CHECKOUT.is_dir()
+             else Path(sys.prefix) / "share" / "anysweep" / "sbatch_templates")  # fmt: skip
 
 
 @dataclass(frozen=True)
