@@ -109,7 +109,10 @@ def _mtimes(folder: Path) -> dict[str, int]:
 def test_run_interrupted_continues_and_a_grown_study_trains_only_its_new_cells(
     tmp_path: Path,
 ) -> None:
-    (tmp_path / "study.toml").write_text(STUDY.replace("architectures = 2", "architectures = 3"))
+    # Four epochs keep each cell long enough that the interrupt lands before the last one ends.
+    grown = STUDY.replace("architectures = 2", "architectures = 3").replace("epochs = 1", "epochs = 4")
+    assert grown.count("epochs = 4") == 1
+    (tmp_path / "study.toml").write_text(grown)
     results = tmp_path / "results" / "digits"
     # Ctrl-C as a terminal sends it: SIGINT to the command and the workers it started.
     run = subprocess.Popen(
