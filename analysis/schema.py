@@ -156,7 +156,9 @@ def _umask() -> int:
     return mask
 
 
-_FILE_MODE = 0o666 & ~_umask()
+# The mode a plain open() gives under this process's umask; every atomic writer of a study
+# folder (here and hpc/files.py) applies it, since mkstemp makes 0600 files.
+FILE_MODE = 0o666 & ~_umask()
 
 
 def _atomic_h5(path: Path) -> tuple[h5py.File, Path]:
@@ -164,7 +166,7 @@ def _atomic_h5(path: Path) -> tuple[h5py.File, Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     # mkstemp makes 0600 files; results in a shared study folder must be readable by the
     # group as a plain open() would leave them.
-    os.fchmod(fd, _FILE_MODE)
+    os.fchmod(fd, FILE_MODE)
     os.close(fd)
     return h5py.File(tmp, "w"), Path(tmp)
 

@@ -10,21 +10,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-UMASK = _umask()
+from analysis.schema import FILE_MODE
 
 
 def temp_beside(path: Path) -> tuple[int, Path]:
     """A hidden temporary file next to `path` (same filesystem, so rename is atomic)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, 0o666 & ~UMASK)  # mkstemp makes 0600 files
+    os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600 files
     return fd, Path(name)
 
 
