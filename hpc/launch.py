@@ -231,13 +231,15 @@ class Lane(submitit.helpers.Checkpointable):
         self.lane = lane
 
     def __call__(self) -> int:
-        from hpc.worker import run_chunk
+        from hpc.worker import interruption, run_chunk
 
         ran = 0
         while (manifest := self._next()) is not None:
             try:
                 run_chunk(manifest)
             except Exception as exc:  # one bad chunk must not stop the lane's others
+                if (stop := interruption(exc)) is not None:
+                    raise stop from None
                 print(f"lane {self.lane}: chunk {manifest.name} failed: {exc!r}", flush=True)
             done = Path(self.folder) / "done" / manifest.name
             done.parent.mkdir(exist_ok=True)

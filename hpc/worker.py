@@ -36,7 +36,7 @@ from hpc.manifest import CellSpec, Manifest, read_manifest, write_manifest
 from hpc.train import CellInterrupted, TrainOutcome, cell_seed, train_cell
 
 __all__ = [
-    "CellPaths", "Chunk", "cell_paths", "main", "read_manifest", "run_chunk", "write_manifest",
+    "CellPaths", "Chunk", "cell_paths", "interruption", "main", "read_manifest", "run_chunk", "write_manifest",
 ]
 
 # Exit codes of `python -m hpc.worker`.
@@ -156,6 +156,19 @@ def _result(
     )
 
 
+def interruption(exc: BaseException) -> BaseException | None:
+    """The interruption (Ctrl-C, SIGINT from a scheduler, exit, a stop request) that `exc`
+    was raised while handling, if any: cleanup code can replace the one with the other."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, (KeyboardInterrupt, SystemExit, CellInterrupted)):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def _summary(outcome: TrainOutcome) -> str:
     if outcome.status == "diverged":
         return f"diverged in epoch {outcome.diverged_epoch + 1} (loss NaN/inf)"
@@ -190,7 +203,12 @@ def _attempt(
         )
     except CellInterrupted:
         raise
-    except Exception:
+    except Exception as exc:
+        stop = interruption(exc)
+        if stop is not None:
+            # A library's cleanup raised while a signal unwound it (torch.save's zip writer
+            # does): the cell was stopped, not failed, and keeps its attempt.
+            raise stop from None
         error = traceback.format_exc()
         log(f"failed (attempt {attempts}/{manifest.max_attempts}):\n{error}")
         return _result(manifest, cell, status="failed", attempts=attempts, started=started,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import socket
@@ -162,6 +163,32 @@ def test_stopped_chunk_keeps_the_checkpoint_and_resumes_to_the_same_numbers(stud
     assert "resumed after epoch 1/2" in paths.log.read_text()
     assert resumed.curves["test_top1_err"].tolist() == expected.curves["test_top1_err"].tolist()
     assert resumed.curves["train_loss"].tolist() == expected.curves["train_loss"].tolist()
+
+
+def test_a_signal_inside_torch_save_stops_the_cell_and_keeps_its_attempt(study, monkeypatch):
+    # Ctrl-C (or a scheduler's SIGINT) landing inside torch.save makes torch's zip writer
+    # raise RuntimeError on top of the KeyboardInterrupt: still a stop, not a failure.
+    import hpc.train
+
+    class Interrupting(io.BytesIO):
+        def write(self, data):
+            if self.tell() > 1000:
+                raise KeyboardInterrupt
+            return super().write(data)
+
+    def interrupted_save(path, payload):
+        torch.save(payload, Interrupting())
+
+    manifest = _manifest(study, [(0, 0, SMALL)])
+    monkeypatch.setattr(hpc.train, "save_checkpoint", interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        run_chunk(manifest)
+    paths = cell_paths(study, "digits", 0, 0)
+    assert not paths.result.exists()
+    assert "stopped (KeyboardInterrupt)" in paths.log.read_text()
+    monkeypatch.undo()
+    again = run_chunk(manifest)[0]
+    assert (again.status, again.attempts) == ("done", 1)
 
 
 def test_array_task_runs_the_manifest_named_by_its_task_id(study, capsys):

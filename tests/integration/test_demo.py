@@ -125,7 +125,8 @@ def test_demo_run_again_completes_without_retraining_finished_cells(demo_run: di
     before, after = demo_run["before"], demo_run["after"]
     assert len(after) == CELLS
     for path, stamp in before.items():
-        assert after[path] == stamp, f"{path.name} was rewritten"
+        log = path.parents[2] / "logs" / path.parent.name / f"{path.stem}.log"
+        assert after[path] == stamp, f"{path.name} was rewritten; its log:\n{log.read_text()}"
     cells = [read_cell(p) for p in after]
     assert {c.status for c in cells} == {"done"}
     assert all(c.attempts == 1 for c in cells)
