@@ -92,11 +92,26 @@ def dataset_info(study: Study, entry: DatasetEntry) -> DatasetInfo:
     )  # fmt: skip
 
 
+def _prepared_owner(entry: DatasetEntry) -> Any:
+    """The spec whose prepared files a dataset reads: a subset reads its parent's."""
+    return entry.spec.parent_spec() if entry.spec.is_subset else entry.spec
+
+
 def _fingerprint(study: Study, files: list[ResultFile]) -> str:
-    """Changes when any input of results.h5 changes: result files, architectures, study.toml."""
+    """Changes when any input of results.h5 changes: result files, architectures, study.toml
+    and the prepared datasets' manifests (where /datasets takes its sizes and classes)."""
+    from loaders.prepare import manifest_path
+
     digest = hashlib.sha256(study.source.encode())
     stat = (study.root / "architectures.json").stat()
     digest.update(f"architectures.json:{stat.st_mtime_ns}:{stat.st_size}".encode())
+    for entry in study.datasets:
+        manifest = manifest_path(_prepared_owner(entry), study.data_dir)
+        try:
+            stat = manifest.stat()
+            digest.update(f"{manifest.name}:{stat.st_mtime_ns}:{stat.st_size}".encode())
+        except FileNotFoundError:
+            digest.update(f"{manifest.name}:absent".encode())
     for found in files:
         digest.update(f"{found.cell.key}:{found.mtime}:{found.size}".encode())
     return digest.hexdigest()
@@ -190,14 +205,12 @@ def _prepared_files(study: Study, unfinished: set[str]) -> list[Path]:
 
     owners: dict[str, list[DatasetEntry]] = {}
     for entry in study.datasets:
-        spec = entry.spec.parent_spec() if entry.spec.is_subset else entry.spec
-        owners.setdefault(spec.name, []).append(entry)
+        owners.setdefault(_prepared_owner(entry).name, []).append(entry)
     files = []
     for users in owners.values():
         if any(u.name in unfinished for u in users):
             continue
-        spec = users[0].spec.parent_spec() if users[0].spec.is_subset else users[0].spec
-        manifest = manifest_path(spec, study.data_dir)
+        manifest = manifest_path(_prepared_owner(users[0]), study.data_dir)
         try:
             listed = json.loads(manifest.read_text()).get("files", {})
         except (OSError, ValueError):

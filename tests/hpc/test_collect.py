@@ -104,6 +104,23 @@ def test_subset_dataset_records_parent_and_classes_from_prepared_files(tmp_path:
     assert 0 < info.num_train < 1438 * 0.5
 
 
+def test_collect_after_prepare_rewrites_the_dataset_records(tmp_path: Path) -> None:
+    # Collected before prepare, a subset's record comes from the registry (no classes
+    # chosen yet); prepare changes an input of results.h5, so collect rewrites it.
+    (tmp_path / "study.toml").write_text(STUDY + "\n[datasets.digits_k3]\n")
+    study = load_study(tmp_path)
+    sample_architectures(study)
+    _cell(study, "digits", 0, 0)
+    assert collect(study).written
+    early = read_results(tmp_path / "results.h5").datasets["digits_k3"].info
+    assert early.subset_classes == ()
+    prepare_datasets(study, ["digits_k3"], progress=False)
+    assert collect(study).written
+    info = read_results(tmp_path / "results.h5").datasets["digits_k3"].info
+    assert (info.classes, len(info.subset_classes)) == (3, 3)
+    assert not collect(study).written
+
+
 def test_corrupt_result_file_is_reported_and_never_merged(study) -> None:
     _cell(study, "digits", 0, 0)
     broken = cell_path(study.root / "results", "digits", 1, 0)
