@@ -1,9 +1,11 @@
 """The study verbs of `anysweep`: init from presets, one clear error and no side effects for
-a malformed study.toml, and a whole study run locally, grown, and run again."""
+a malformed study.toml, a whole study run locally, grown, and run again, and failed cells
+run again on demand."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis.schema import read_results
+from analysis.schema import read_cell, read_results
 from hpc.cli import main
 from hpc.cli_study import PRESETS_DIR, run_study
 from hpc.launch import cancel, launch
@@ -177,3 +179,37 @@ def test_cancel_stops_the_local_workers_and_their_cells_are_missing_again(
     record = read_records(study)[0]
     assert not process_alive(pid, record["lanes"][0]["start"])
     assert study_status(study).counts["digits"]["missing"] == 2
+
+
+def test_launch_reset_retries_runs_failed_cells_that_used_up_their_attempts(
+    tmp_path: Path, capsys
+) -> None:
+    (tmp_path / "study.toml").write_text(STUDY.replace("seeds = 1", "seeds = 1\nmax_attempts = 1"))
+    study = load_study(tmp_path)
+    sample_architectures(study)
+    prepare_datasets(study, progress=False)
+    # A directory where cell 0-s0's checkpoint goes: its first epoch-end save fails.
+    blocker = tmp_path / "checkpoints" / "digits" / "0-s0.pt"
+    (blocker / "x").parent.mkdir(parents=True)
+    (blocker / "x").touch()
+    for job in launch(study, cluster="local", jobs=1).jobs:
+        job.result()
+    result = tmp_path / "results" / "digits" / "0-s0.h5"
+    failed = read_cell(result)
+    assert (failed.status, failed.attempts) == ("failed", 1)
+    assert "IsADirectoryError" in failed.error
+
+    shutil.rmtree(blocker)
+    assert main(["launch", str(tmp_path), "--cluster", "local"]) == 0
+    assert "nothing to submit" in capsys.readouterr().out
+    assert main(["launch", str(tmp_path), "--cluster", "local", "--reset-retries"]) == 0
+    assert "started 1 local workers" in capsys.readouterr().out
+    deadline = time.monotonic() + 120
+    while study_status(study).tasks_active and time.monotonic() < deadline:
+        time.sleep(0.2)
+    again = read_cell(result)
+    assert (again.status, again.attempts) == ("done", 1)
+    records = read_records(study)
+    assert [c for a in records[-1]["arrays"] for t in a["tasks"] for c in t["cells"]] == [[0, 0]]
+    kept = list((tmp_path / "jobs" / "reset").glob("*/digits/0-s0.h5"))
+    assert len(kept) == 1 and read_cell(kept[0]).error == failed.error

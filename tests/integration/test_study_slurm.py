@@ -1,6 +1,6 @@
 """A study on the real local SLURM cluster: launched as arrays, followed truthfully by status,
 collected, launched again (nothing to do), grown by a dataset (only its cells train), and
-launched twice at once (each cell submitted once)."""
+launched twice at once (each cell submitted once); prepared and run from the command line."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ from pathlib import Path
 import pytest
 
 from analysis.schema import read_results
+from hpc.cli import main
 from hpc.collect import collect
 from hpc.launch import launch
 from hpc.plan import max_array_size
 from hpc.spec import load_study
 from hpc.status import read_records, study_status, tasks
 from hpc.study import prepare_datasets
+from loaders.prepare import open_prepared
 
 pytestmark = pytest.mark.slurm
 
@@ -125,3 +127,29 @@ def test_study_launches_as_arrays_reports_truthfully_collects_and_grows(
     collected = collect(study)
     assert collected.cells == 12
     assert study_status(study).counts["fashion_mnist_k2"]["done"] == 4
+
+
+def test_prepare_and_run_from_the_command_line_on_slurm(
+    slurm_cluster, wait_for_job, tmp_path: Path, capsys
+) -> None:
+    # What a user types: prepare as a Slurm job, then run, which launches, waits, collects.
+    (tmp_path / "study.toml").write_text(STUDY.split("[datasets.fashion_mnist]")[0])
+    study = load_study(tmp_path)
+    assert main(["prepare", str(tmp_path), "--cluster", "slurm"]) == 0
+    out = capsys.readouterr().out
+    assert "submitted 1 prepare job(s): " in out
+    job_id = out.split("prepare job(s): ")[1].split(";")[0]
+    assert wait_for_job(job_id, timeout_s=180) == "COMPLETED"
+    prepared = open_prepared(study.dataset("digits").spec, study.data_dir)
+    assert (prepared.num_classes, prepared.num_train + prepared.num_test) == (10, 1797)
+
+    assert main(["run", str(tmp_path), "--cluster", "slurm", "--poll", "1", "--no-analyze"]) == 0
+    record = read_records(study)[0]
+    assert record["cluster"] == "slurm"
+    digits = read_results(tmp_path / "results.h5").datasets["digits"]
+    assert sorted(zip(digits.columns["arch_id"], digits.columns["seed"], strict=True)) == [
+        (0, 0), (0, 1), (1, 0), (1, 1),
+    ]  # fmt: skip
+    array = record["arrays"][0]["job_id"]
+    assert {j.partition("_")[0] for j in digits.columns["job_id"]} == {array}
+    assert set(digits.columns["status"]) == {"done"}
