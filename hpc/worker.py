@@ -348,15 +348,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     _stop.clear()
     # Slurm's `--signal=B:USR2@T` warns before the end: stop at the next step, keep the
     # last epoch-end checkpoint, requeue.
+    try:  # bad input is told apart before any cell runs: an error later is not the input's
+        _resolve_device(read_manifest(args.manifest).device)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"hpc.worker: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     previous = signal.signal(signal.SIGUSR2, lambda _signum, _frame: _stop.set())
     try:
         results = run_chunk(args.manifest, stop_flag=_stop.is_set)
     except CellInterrupted as exc:
         print(f"hpc.worker: {exc}; {_requeue()}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"hpc.worker: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
     finally:
         signal.signal(signal.SIGUSR2, previous)
     counts = {s: sum(r.status == s for r in results) for s in ("done", "diverged", "failed")}

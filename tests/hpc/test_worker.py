@@ -210,6 +210,25 @@ def test_missing_manifest_exits_2_naming_it(tmp_path, capsys):
     assert f"manifest {tmp_path / 'nope.json'} does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_asked_for_without_cuda_exits_2_before_any_cell(study, capsys):
+    path = study / "jobs" / "0.json"
+    write_manifest(path, study_dir=study, dataset=SPEC, recipe=RECIPE, cells=[(0, 0, SMALL)],
+                   max_attempts=3, device="cuda", threads=1)  # fmt: skip
+    assert main([str(path)]) == worker.EXIT_BAD_INPUT
+    assert "device 'cuda' was asked for but torch sees no CUDA device" in capsys.readouterr().err
+    assert not cell_paths(study, "digits", 0, 0).log.exists()
+
+
+def test_an_error_while_writing_results_is_no_bad_input(study, monkeypatch):
+    def broken(path, cell):
+        raise ValueError("h5py refused an attribute")
+
+    monkeypatch.setattr(worker, "write_cell", broken)
+    with pytest.raises(ValueError, match="h5py refused"):
+        main([str(_manifest(study, [(0, 0, SMALL)], Recipe(epochs=1, batch_size=64)))])
+
+
 def test_manifest_round_trips_through_write_and_read(study):
     path = _manifest(study, [(3, 1, SMALL), (4, 0, WIDER)])
     manifest = read_manifest(path)
