@@ -261,14 +261,27 @@ def add_run(parser: argparse.ArgumentParser) -> None:
         "--jobs", type=int, default=None, help="local: workers at once (default: cores)"
     )
     parser.add_argument("--no-analyze", action="store_true", help="stop after collect")
-    parser.add_argument("--poll", type=float, default=None, metavar="SECONDS",
+    add_poll(parser)
+
+
+def add_poll(parser: argparse.ArgumentParser) -> None:
+    """--poll, for the verbs that wait on their jobs (run, demo)."""
+    parser.add_argument("--poll", type=_seconds, default=None, metavar="SECONDS",
                         help="seconds between two looks at the jobs (default: 1 local, 15 slurm)")  # fmt: skip
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
 
 
 @_scheduler_errors
 def run_run(args: argparse.Namespace) -> int:
-    if args.poll is not None and not args.poll > 0:
-        raise ValueError(f"--poll must be a positive number of seconds, got {args.poll}")
     return run_study(args.study_dir, cluster=args.cluster, jobs=args.jobs,
                      analyze=not args.no_analyze, poll_s=args.poll)  # fmt: skip
 

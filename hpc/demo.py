@@ -17,6 +17,8 @@ DEFAULT_DIR = "anysweep-demo"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from hpc.cli_study import add_poll
+
     parser.add_argument("study_dir", metavar="DIR", nargs="?", default=DEFAULT_DIR,
                         help=f"the study folder (default ./{DEFAULT_DIR}); an existing study "
                         "there is continued, not replaced")  # fmt: skip
@@ -27,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="local: trainings at once (default: every core)")  # fmt: skip
     parser.add_argument("--bootstrap", type=int, default=1000,
                         help="bootstrap resamples per interval (default 1000)")  # fmt: skip
+    add_poll(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         init_study(root, preset="demo")
     started = time.monotonic()
-    status = run_study(root, cluster=args.cluster, jobs=args.jobs, progress=True, analyze=False)
+    status = run_study(root, cluster=args.cluster, jobs=args.jobs, progress=True, analyze=False,
+                       poll_s=args.poll)  # fmt: skip
     trained = time.monotonic() - started
     report = summarize(root, bootstrap=args.bootstrap)
     print(report)

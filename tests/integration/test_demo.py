@@ -1,9 +1,11 @@
 """`anysweep demo` end to end on a smaller configuration of the demo study, on real data:
 interrupted mid-way and run again it completes without retraining a finished cell, and
-the table it prints and the report it writes hold the numbers analysis computes."""
+the table it prints and the report it writes hold the numbers analysis computes; with
+`--cluster slurm` it runs the same way on the local SLURM cluster."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -17,7 +19,7 @@ import pytest
 
 from analysis.frame import open_results
 from analysis.report import analyze
-from analysis.schema import read_cell
+from analysis.schema import read_cell, read_results
 
 ROOT = Path(__file__).resolve().parents[2]
 PRESET = ROOT / "hpc" / "presets" / "demo.toml"
@@ -153,3 +155,24 @@ def test_demo_table_and_report_hold_the_numbers_analysis_computes(demo_run: dict
     assert f"{headline['r']:.2f}" in html
     assert len(list((study / "report" / "figures").glob("*.png"))) >= 5
     assert "report:" in out and str(study / "report" / "report.html") in out
+
+
+@pytest.mark.slurm
+def test_demo_runs_on_the_slurm_cluster(slurm_cluster, tmp_path: Path) -> None:
+    study = tmp_path / "study"
+    study.mkdir()
+    cluster = "\n[cluster]\ngpus = 0\ncpus = 1\nmem_gb = 1\ntime_min = 5\n"
+    (study / "study.toml").write_text(SMALL_STUDY.replace("seeds = 2", "seeds = 1") + cluster)
+    demo = _demo(study, "--cluster", "slurm", "--poll", "1")
+    out, _ = demo.communicate(timeout=600)
+    assert demo.returncode == 0, out[-3000:]
+    assert re.search(r"^digits\s+[+-]\d\.\d\d \[", out, re.MULTILINE), out[-2000:]
+    assert str(study / "report" / "report.html") in out
+    records = [json.loads(p.read_text()) for p in (study / "jobs").glob("*/record.json")]
+    assert [r["cluster"] for r in records] == ["slurm"]
+    arrays = {a["job_id"] for a in records[0]["arrays"]}
+    results = read_results(study / "results.h5")
+    for name in ("fashion_mnist", "fashion_mnist_k2", "digits"):
+        columns = results.datasets[name].columns
+        assert sorted(columns["arch_id"]) == [0, 1, 2, 3]
+        assert {j.partition("_")[0] for j in columns["job_id"]} <= arrays
