@@ -313,7 +313,9 @@ def run_study(
         launched = launch(study, cluster=cluster, jobs=jobs)
         try:
             _wait(study, launched, since, poll_s, progress)
-        except KeyboardInterrupt:
+        except BaseException:
+            # Ctrl-C or an error: the local workers end with the command that started them
+            # (their cells resume next time); Slurm jobs run on.
             cancel_lanes(launched)
             raise
         if not launched.record:

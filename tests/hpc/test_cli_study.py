@@ -213,3 +213,26 @@ def test_launch_reset_retries_runs_failed_cells_that_used_up_their_attempts(
     assert [c for a in records[-1]["arrays"] for t in a["tasks"] for c in t["cells"]] == [[0, 0]]
     kept = list((tmp_path / "jobs" / "reset").glob("*/digits/0-s0.h5"))
     assert len(kept) == 1 and read_cell(kept[0]).error == failed.error
+
+
+def test_run_that_fails_while_waiting_stops_its_local_workers(tmp_path: Path, monkeypatch) -> None:
+    import hpc.status
+
+    (tmp_path / "study.toml").write_text(STUDY.replace("epochs = 1", "epochs = 50"))
+    looks = []
+
+    def failing_tasks(study):
+        looks.append(1)
+        if len(looks) == 2:
+            raise OSError("the study folder went away")
+        return real(study)
+
+    real = hpc.status.tasks
+    monkeypatch.setattr(hpc.status, "tasks", failing_tasks)
+    with pytest.raises(OSError, match="went away"):
+        run_study(tmp_path, jobs=1, progress=False, analyze=False, poll_s=0.2)
+    lane = read_records(load_study(tmp_path))[0]["lanes"][0]
+    deadline = time.monotonic() + 30
+    while process_alive(lane["pid"], lane["start"]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not process_alive(lane["pid"], lane["start"])
