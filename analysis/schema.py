@@ -197,7 +197,11 @@ def write_cell(path: Path, cell: CellResult) -> None:
 
 
 def read_cell(path: Path) -> CellResult:
-    """Read a cell's result file; a corrupt, partial or foreign file raises CorruptResultError."""
+    """Read a cell's result file; a corrupt, partial or foreign file raises CorruptResultError.
+
+    An OSError the system gives (a lock another process holds, permissions, an I/O error:
+    it carries an errno) propagates as it is: the file may be whole, and asked again later
+    it may read."""
     try:
         with h5py.File(path, "r") as handle:
             attrs = dict(handle.attrs)  # one pass over the attributes, not one lookup each
@@ -213,7 +217,11 @@ def read_cell(path: Path) -> CellResult:
             curves = {n: handle[n][()] for n in handle if n in CURVES}
     except CorruptResultError:
         raise
-    except (OSError, KeyError, ValueError) as exc:
+    except OSError as exc:
+        if exc.errno is not None:
+            raise
+        raise CorruptResultError(f"{path}: not a readable result file ({exc})") from exc
+    except (KeyError, ValueError) as exc:
         raise CorruptResultError(f"{path}: not a readable result file ({exc})") from exc
     try:
         return CellResult(**values, curves=curves)

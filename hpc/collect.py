@@ -16,7 +16,13 @@ import numpy as np
 
 from analysis.schema import CellResult, DatasetInfo, read_root_attr, write_results
 from hpc.plan import dataset_sizes
-from hpc.results import ResultFile, read_results, result_files, scan_results
+from hpc.results import (
+    ResultFile,
+    UnreadableNowError,
+    read_results,
+    result_files,
+    scan_results,
+)
 from hpc.spec import DatasetEntry, Study
 from hpc.study import Population, load_population, study_lock
 
@@ -138,10 +144,12 @@ def collect(study: Study, *, progress: bool = False) -> Collected:
             return Collected(target, len(files) - len(skipped), skipped, False)
         cells: list[CellResult] = []
         skipped_cells: list[str] = []
+        unread = False
         for found, result in zip(
             files, read_results([f.path for f in files], progress), strict=True
         ):
             cell = found.cell
+            unread = unread or isinstance(result, UnreadableNowError)
             if not isinstance(result, CellResult):
                 skipped_cells.append(f"{cell.key}: {result}")
             elif result.key != (cell.dataset, cell.arch_id, cell.seed):
@@ -150,7 +158,9 @@ def collect(study: Study, *, progress: bool = False) -> Collected:
                 cells.append(result)
         attrs = {
             "created": now(), "study": study.name, "reference": study.reference,
-            "software": _software(), "study_toml": study.source, "inputs": fingerprint,
+            "software": _software(), "study_toml": study.source,
+            # A file the system would not let us read now: the next collect reads it again.
+            "inputs": f"{fingerprint}+unread" if unread else fingerprint,
         }  # fmt: skip
         write_results(
             target, architectures=architecture_columns(population),

@@ -87,9 +87,13 @@ def result_files(study: Study) -> list[ResultFile]:
         with os.scandir(folder) as items:
             for item in items:
                 cell = _cell_of(entry.name, item.name)
-                if cell is not None:
+                if cell is None:
+                    continue
+                try:
                     stat = item.stat()
-                    found.append(ResultFile(cell, Path(item.path), stat.st_mtime, stat.st_size))
+                except FileNotFoundError:  # moved away since listed (launch --reset-retries)
+                    continue
+                found.append(ResultFile(cell, Path(item.path), stat.st_mtime, stat.st_size))
     return sorted(found, key=lambda f: f.cell)
 
 
@@ -102,11 +106,20 @@ def _cell_of(dataset: str, filename: str) -> Cell | None:
         return None
 
 
+class UnreadableNowError(CorruptResultError):
+    """A result file the system would not let us read (a lock, permissions, an I/O error):
+    reported like a corrupt one, but never remembered, since it may read next time."""
+
+
 def _read(path: Path) -> CellResult | CorruptResultError:
     try:
         return read_cell(path)
     except CorruptResultError as exc:
         return exc
+    except FileNotFoundError as exc:  # replaced or moved away since it was listed
+        return UnreadableNowError(f"{path}: gone while reading ({exc})")
+    except OSError as exc:
+        return UnreadableNowError(f"{path}: cannot be read now ({exc})")
 
 
 def read_results(
@@ -158,8 +171,11 @@ def scan_results(study: Study) -> dict[Cell, ResultSummary]:
             out[found.cell] = ResultSummary(**cached)
         else:
             changed.append(found)
+    transient = set()
     for found, result in zip(changed, read_results([f.path for f in changed]), strict=True):
         out[found.cell] = summarize(found, result)
+        if isinstance(result, UnreadableNowError):
+            transient.add(found.cell)
     if changed or len(out) != len(index):
-        write_index(study, out)
+        write_index(study, {c: s for c, s in out.items() if c not in transient})
     return out

@@ -42,6 +42,9 @@ __all__ = [
 # Exit codes of `python -m hpc.worker`.
 EXIT_DONE, EXIT_SOME_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 3
 
+# A result file the system would not let us read is asked this many times, this far apart.
+PREVIOUS_TRIES, PREVIOUS_RETRY_S = 5, 1.0
+
 # Set by the SIGUSR2 handler of `main`; polled by the trainer after every step.
 _stop = threading.Event()
 
@@ -109,14 +112,26 @@ def _resolve_device(device: str) -> str:
     return device
 
 
-def _previous(path: Path) -> CellResult | None:
-    """The cell's existing result; an unreadable one (never written by write_cell) is ignored."""
-    if not path.exists():
-        return None
-    try:
-        return read_cell(path)
-    except CorruptResultError:
-        return None
+def _previous(path: Path, tries: int = PREVIOUS_TRIES) -> CellResult | None:
+    """The cell's existing result; a corrupt one (never written by write_cell) is ignored.
+
+    A file the system will not let us read (another process's lock, an I/O error) is asked
+    again a few times, then the error is raised: retraining a cell that may be finished,
+    and overwriting its result, would be worse than stopping the chunk."""
+    for attempt in range(tries):
+        if not path.exists():
+            return None
+        try:
+            return read_cell(path)
+        except CorruptResultError:
+            return None
+        except FileNotFoundError:
+            continue  # replaced while opened: look again
+        except OSError:
+            if attempt + 1 == tries:
+                raise
+            time.sleep(PREVIOUS_RETRY_S)
+    return read_cell(path) if path.exists() else None
 
 
 class _CellLog:

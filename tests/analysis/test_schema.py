@@ -79,6 +79,23 @@ def test_truncated_file_is_corrupt_not_a_result(tmp_path: Path) -> None:
         read_cell(path)
 
 
+def test_a_file_locked_by_another_writer_is_no_corrupt_file(tmp_path: Path) -> None:
+    # HDF5 locks files it opens; a lock the system refuses is an OSError with an errno,
+    # not a verdict on the file.
+    import fcntl
+
+    path = tmp_path / "c.h5"
+    write_cell(path, _cell())
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with pytest.raises(BlockingIOError):
+            read_cell(path)
+    finally:
+        os.close(fd)
+    assert read_cell(path).top1_err == 12.5
+
+
 def test_foreign_hdf5_file_is_rejected_with_its_schema_version(tmp_path: Path) -> None:
     path = tmp_path / "other.h5"
     with h5py.File(path, "w") as handle:

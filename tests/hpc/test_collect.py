@@ -145,6 +145,25 @@ def test_collect_again_without_changes_leaves_results_h5_alone(study) -> None:
     assert (third.written, third.cells) == (True, 2)
 
 
+def test_a_file_the_system_will_not_read_now_is_merged_by_the_next_collect(study) -> None:
+    import fcntl
+    import os
+
+    _cell(study, "digits", 0, 0)
+    _cell(study, "digits", 1, 0)
+    path = cell_path(study.root / "results", "digits", 1, 0)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        collected = collect(study)
+    finally:
+        os.close(fd)
+    assert collected.cells == 1 and "cannot be read now" in collected.skipped[0]
+    again = collect(study)
+    assert (again.written, again.cells, again.skipped) == (True, 2, ())
+    assert not collect(study).written
+
+
 def test_collect_leaves_no_temporary_file(study) -> None:
     _cell(study, "digits", 0, 0)
     collect(study)

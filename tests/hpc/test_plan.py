@@ -153,8 +153,25 @@ def test_a_corrupt_result_file_counts_as_missing(study) -> None:
 def test_scan_reads_a_changed_file_again(study) -> None:
     _result(study, "digits", 0, 0, "failed", attempts=1, error="Traceback\nValueError: boom\n")
     assert scan_results(study)[Cell("digits", 0, 0)].error == "ValueError: boom"
-    time.sleep(0.01)
     _result(study, "digits", 0, 0, "done", attempts=2)
+    path = cell_path(study.root / "results", "digits", 0, 0)
+    later = path.stat().st_mtime + 5  # a coarse clock could give both writes one mtime
+    os.utime(path, (later, later))
+    assert scan_results(study)[Cell("digits", 0, 0)].status == "done"
+
+
+def test_a_file_the_system_will_not_read_now_is_reported_but_never_cached(study) -> None:
+    import fcntl
+
+    _result(study, "digits", 0, 0, "done", attempts=1)
+    path = cell_path(study.root / "results", "digits", 0, 0)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as another process's writer would hold it
+        summary = scan_results(study)[Cell("digits", 0, 0)]
+        assert summary.status == "corrupt" and "cannot be read now" in summary.error
+    finally:
+        os.close(fd)
     assert scan_results(study)[Cell("digits", 0, 0)].status == "done"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import socket
 
@@ -189,6 +190,32 @@ def test_a_signal_inside_torch_save_stops_the_cell_and_keeps_its_attempt(study, 
     monkeypatch.undo()
     again = run_chunk(manifest)[0]
     assert (again.status, again.attempts) == ("done", 1)
+
+
+def test_a_finished_cell_whose_file_is_locked_is_never_retrained(study, monkeypatch):
+    import fcntl
+    import threading
+
+    manifest = _manifest(study, [(0, 0, SMALL)], Recipe(epochs=1, batch_size=64))
+    first = run_chunk(manifest)[0]
+    path = cell_paths(study, "digits", 0, 0).result
+    monkeypatch.setattr(worker, "PREVIOUS_RETRY_S", 0.2)
+    fd = os.open(path, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    # Released after a few tries: the worker reads the result and skips the cell.
+    threading.Timer(0.5, os.close, (fd,)).start()
+    again = run_chunk(manifest)[0]
+    assert (again.status, again.finished) == ("done", first.finished)
+    assert _attempt_lines(study, 0) == 1
+    # Held for good: the chunk stops with the error instead of training the cell again.
+    fd = os.open(path, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(BlockingIOError):
+            run_chunk(manifest)
+    finally:
+        os.close(fd)
+    assert _attempt_lines(study, 0) == 1 and read_cell(path).finished == first.finished
 
 
 def test_array_task_runs_the_manifest_named_by_its_task_id(study, capsys):
