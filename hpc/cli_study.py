@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from hpc.launch import Launch
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+# How often `run` waits for cells that another launch had queued or running, then looks again.
+WAIT_ROUNDS = 3
 
 
 def preset_names() -> list[str]:
@@ -308,7 +310,8 @@ def run_study(
     poll_s = poll_s if poll_s is not None else (1.0 if cluster == "local" else 15.0)
     sample_architectures(study, progress=progress)
     prepare_datasets(study, progress=progress)
-    for _ in range(study.settings.max_attempts + 1):
+    rounds = waits = 0  # launches that submitted cells; looks at cells run elsewhere
+    while rounds <= study.settings.max_attempts and waits <= WAIT_ROUNDS:
         since = time.time()
         launched = launch(study, cluster=cluster, jobs=jobs)
         try:
@@ -318,7 +321,11 @@ def run_study(
             # (their cells resume next time); Slurm jobs run on.
             cancel_lanes(launched)
             raise
-        if not launched.record:
+        if launched.record:
+            rounds += 1
+        elif launched.plan.active:
+            waits += 1  # cells queued or running elsewhere ended: launch what they left
+        else:
             break
     collected = collect(study, progress=progress)
     for line in collected.skipped:

@@ -42,6 +42,9 @@ CLUSTERS = ("slurm", "local")
 # A local lane has no scheduler to stop it: give it a week.
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60
 SIGNAL_DELAY_S = 120  # USR2 this long before the time limit: the epoch in flight is lost
+# Requeues after a time-out a chunk may take (submitit's default is 3): each resumes from the
+# last epoch-end checkpoint, so a chunk whose estimate was too low still finishes.
+MAX_TIMEOUT_REQUEUES = 20
 
 
 @dataclass(frozen=True)
@@ -205,7 +208,8 @@ def _launch_slurm(study: Study, plan: Plan, population: Population, record_id: s
     job_ids = []
     try:
         for array, record, paths in zip(plan.arrays, arrays, manifests, strict=True):
-            executor = submitit.AutoExecutor(folder=folder / "slurm", cluster="slurm")
+            executor = submitit.AutoExecutor(folder=folder / "slurm", cluster="slurm",
+                                             slurm_max_num_timeout=MAX_TIMEOUT_REQUEUES)  # fmt: skip
             executor.update_parameters(**slurm_parameters(array.cluster, record["job_name"]))
             with executor.batch():
                 submitted = [executor.submit(Chunk(path)) for path in paths]
@@ -290,10 +294,18 @@ def _launch_local(
     executor = submitit.AutoExecutor(folder=folder / "local", cluster="local")
     executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN, stderr_to_stdout=True,
                                name=job_name(study, record_id, "local"))  # fmt: skip
-    submitted = [executor.submit(Lane(str(folder), lane)) for lane in range(lanes)]
-    pids = [int(job.job_id) for job in submitted]
-    write_record(study, record_id, "local", arrays,
-                 lanes=[{"pid": pid, "start": process_start(pid)} for pid in pids])  # fmt: skip
+    submitted: list[Any] = []
+    try:
+        for lane in range(lanes):
+            submitted.append(executor.submit(Lane(str(folder), lane)))
+        pids = [int(job.job_id) for job in submitted]
+        write_record(study, record_id, "local", arrays,
+                     lanes=[{"pid": pid, "start": process_start(pid)} for pid in pids])  # fmt: skip
+    except BaseException:
+        # Lanes that no record names would be invisible to status and cancel: stop them.
+        for job in submitted:
+            job.cancel()
+        raise
     return Launch(plan, record_id, tuple(str(p) for p in pids), tuple(submitted))
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import submitit
 import torch
+from submitit.core.utils import UncompletedJobError
 from tqdm import tqdm
 
 from analysis.schema import (
@@ -172,12 +173,13 @@ def _result(
 
 
 def interruption(exc: BaseException) -> BaseException | None:
-    """The interruption (Ctrl-C, SIGINT from a scheduler, exit, a stop request) that `exc`
-    was raised while handling, if any: cleanup code can replace the one with the other."""
+    """The interruption (Ctrl-C, SIGINT from a scheduler, exit, a stop request, submitit's
+    USR2 handler giving up on a requeue) that `exc` is or was raised while handling, if any:
+    cleanup code can replace the one with the other."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
-        if isinstance(current, (KeyboardInterrupt, SystemExit, CellInterrupted)):
+        if isinstance(current, (KeyboardInterrupt, SystemExit, CellInterrupted, UncompletedJobError)):
             return current
         seen.add(id(current))
         current = current.__cause__ or current.__context__
@@ -258,8 +260,8 @@ def _run_cell(
     except CellInterrupted as exc:
         log(f"interrupted: {exc}; the next run resumes from the last epoch-end checkpoint")
         raise
-    except (SystemExit, KeyboardInterrupt) as exc:
-        # submitit's preemption handler exits from inside the step it interrupts.
+    except (SystemExit, KeyboardInterrupt, UncompletedJobError) as exc:
+        # submitit's preemption handler exits (or gives up) from inside the step it interrupts.
         log(f"stopped ({type(exc).__name__}); the next run resumes from the last epoch-end checkpoint")
         raise
     finally:

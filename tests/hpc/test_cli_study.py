@@ -236,3 +236,20 @@ def test_run_that_fails_while_waiting_stops_its_local_workers(tmp_path: Path, mo
     while process_alive(lane["pid"], lane["start"]) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not process_alive(lane["pid"], lane["start"])
+
+
+def test_run_right_after_cancel_runs_the_cells_the_cancelled_workers_left(tmp_path: Path) -> None:
+    # Cancelled workers look active for a moment (submitit gives them 1 s): the run's first
+    # launch submits nothing, and it must look again rather than give up.
+    (tmp_path / "study.toml").write_text(STUDY.replace("epochs = 1", "epochs = 4"))
+    study = load_study(tmp_path)
+    sample_architectures(study)
+    prepare_datasets(study, progress=False)
+    launched = launch(study, cluster="local", jobs=1)
+    deadline = time.monotonic() + 60
+    while not list((tmp_path / "logs").rglob("*.log")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert cancel(study) == list(launched.job_ids)
+    assert run_study(tmp_path, jobs=1, progress=False, analyze=False, poll_s=0.2) == 0
+    assert study_status(study).counts["digits"]["done"] == 2
+    assert len(read_records(study)) == 2

@@ -192,6 +192,25 @@ def test_a_signal_inside_torch_save_stops_the_cell_and_keeps_its_attempt(study, 
     assert (again.status, again.attempts) == ("done", 1)
 
 
+def test_a_requeue_submitit_gives_up_on_leaves_the_cell_unfinished_not_failed(study, monkeypatch):
+    # On USR2 past its time-out count submitit raises UncompletedJobError from inside the
+    # running step: the job ends, and the cell is for the next launch, with its attempts.
+    from submitit.core.utils import UncompletedJobError
+
+    import hpc.train
+
+    def gives_up(path, payload):
+        raise UncompletedJobError("Job not requeued because: timed-out too many times.")
+
+    manifest = _manifest(study, [(0, 0, SMALL), (1, 0, WIDER)])
+    monkeypatch.setattr(hpc.train, "save_checkpoint", gives_up)
+    with pytest.raises(UncompletedJobError):
+        run_chunk(manifest)
+    paths = cell_paths(study, "digits", 0, 0)
+    assert not paths.result.exists() and not cell_paths(study, "digits", 1, 0).log.exists()
+    assert "stopped (UncompletedJobError)" in paths.log.read_text()
+
+
 def test_a_finished_cell_whose_file_is_locked_is_never_retrained(study, monkeypatch):
     import fcntl
     import threading
