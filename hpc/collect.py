@@ -119,7 +119,7 @@ def _fingerprint(study: Study, files: list[ResultFile]) -> str:
         except FileNotFoundError:
             digest.update(f"{manifest.name}:absent".encode())
     for found in files:
-        digest.update(f"{found.cell.key}:{found.mtime}:{found.size}".encode())
+        digest.update(f"{found.cell.key}:{found.mtime}:{found.size}:{found.inode}".encode())
     return digest.hexdigest()
 
 

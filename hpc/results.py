@@ -50,11 +50,13 @@ class ResultFile:
     path: Path
     mtime: float
     size: int
+    inode: int = 0  # every write replaces the file: a new inode even where mtimes are coarse
 
 
 @dataclass(frozen=True)
 class ResultSummary:
-    """What planning and status need of a cell's result file, cached by size and mtime."""
+    """What planning and status need of a cell's result file, cached by size, mtime and
+    inode."""
 
     status: str  # done, diverged, failed, or corrupt (unreadable: the cell runs again)
     attempts: int
@@ -62,6 +64,7 @@ class ResultSummary:
     error: str  # the last line of a failed cell's traceback, or why the file is unreadable
     mtime: float
     size: int
+    inode: int = 0
 
 
 def study_cells(study: Study) -> list[Cell]:
@@ -93,7 +96,8 @@ def result_files(study: Study) -> list[ResultFile]:
                     stat = item.stat()
                 except FileNotFoundError:  # moved away since listed (launch --reset-retries)
                     continue
-                found.append(ResultFile(cell, Path(item.path), stat.st_mtime, stat.st_size))
+                found.append(ResultFile(cell, Path(item.path), stat.st_mtime, stat.st_size,
+                                        stat.st_ino))  # fmt: skip
     return sorted(found, key=lambda f: f.cell)
 
 
@@ -143,14 +147,16 @@ def read_results(
 
 def summarize(found: ResultFile, result: CellResult | CorruptResultError) -> ResultSummary:
     if isinstance(result, CorruptResultError):
-        return ResultSummary("corrupt", 0, float("nan"), str(result), found.mtime, found.size)
+        return ResultSummary("corrupt", 0, float("nan"), str(result), found.mtime, found.size,
+                             found.inode)  # fmt: skip
     lines = result.error.strip().splitlines()
     return ResultSummary(result.status, result.attempts, result.train_seconds,
-                         lines[-1] if lines else "", found.mtime, found.size)  # fmt: skip
+                         lines[-1] if lines else "", found.mtime, found.size,
+                         found.inode)  # fmt: skip
 
 
 def write_index(study: Study, summaries: dict[Cell, ResultSummary]) -> None:
-    """Remember what each file says, keyed by its size and mtime."""
+    """Remember what each file says, keyed by its size, mtime and inode."""
     data = {f"{c.key}.h5": asdict(s) for c, s in sorted(summaries.items())}
     with contextlib.suppress(OSError):  # a read-only study folder still gets its status
         write_json_atomic(study.root / RESULTS_INDEX, data)
@@ -167,7 +173,9 @@ def scan_results(study: Study) -> dict[Cell, ResultSummary]:
     changed: list[ResultFile] = []
     for found in result_files(study):
         cached = index.get(f"{found.cell.key}.h5")
-        if cached and cached["mtime"] == found.mtime and cached["size"] == found.size:
+        if cached and (cached["mtime"], cached["size"], cached.get("inode")) == (
+            found.mtime, found.size, found.inode
+        ):
             out[found.cell] = ResultSummary(**cached)
         else:
             changed.append(found)
