@@ -11,11 +11,13 @@ import argparse
 import functools
 import json
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hpc.spec import STUDY_FILE, Study, load_study
 
@@ -311,22 +313,23 @@ def run_study(
     sample_architectures(study, progress=progress)
     prepare_datasets(study, progress=progress)
     rounds = waits = 0  # launches that submitted cells; looks at cells run elsewhere
-    while rounds <= study.settings.max_attempts and waits <= WAIT_ROUNDS:
-        since = time.time()
-        launched = launch(study, cluster=cluster, jobs=jobs)
-        try:
-            _wait(study, launched, since, poll_s, progress)
-        except BaseException:
-            # Ctrl-C or an error: the local workers end with the command that started them
-            # (their cells resume next time); Slurm jobs run on.
-            cancel_lanes(launched)
-            raise
-        if launched.record:
-            rounds += 1
-        elif launched.plan.active:
-            waits += 1  # cells queued or running elsewhere ended: launch what they left
-        else:
-            break
+    with _CtrlC() as ctrl_c:
+        while rounds <= study.settings.max_attempts and waits <= WAIT_ROUNDS:
+            since = time.time()
+            launched = launch(study, cluster=cluster, jobs=jobs)
+            try:
+                _wait(study, launched, since, poll_s, progress, ctrl_c.check)
+            except BaseException:
+                # Ctrl-C or an error: the local workers end with the command that started
+                # them (their cells resume next time); Slurm jobs run on.
+                cancel_lanes(launched)
+                raise
+            if launched.record:
+                rounds += 1
+            elif launched.plan.active:
+                waits += 1  # cells queued or running elsewhere ended: launch what they left
+            else:
+                break
     collected = collect(study, progress=progress)
     for line in collected.skipped:
         print(f"skipped {line}", file=sys.stderr)
@@ -336,9 +339,40 @@ def run_study(
     return _outcome(study)
 
 
-def _wait(study: Study, launched: Launch, since: float, poll_s: float, progress: bool) -> None:
+class _CtrlC:
+    """Remembers Ctrl-C, so that one swallowed by library code (h5py's weak-reference
+    callbacks print "Exception ignored" and go on) is raised at the next `check`."""
+
+    def __init__(self) -> None:
+        self.hit = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _CtrlC:
+        in_main = threading.current_thread() is threading.main_thread()
+        if in_main and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.hit = True
+        raise KeyboardInterrupt
+
+    def check(self) -> None:
+        if self.hit:
+            raise KeyboardInterrupt
+
+
+def _wait(
+    study: Study, launched: Launch, since: float, poll_s: float, progress: bool,
+    check: Callable[[], None] = lambda: None,
+) -> None:
     """Until no task of the study is queued or running, or every cell this launch submitted
-    has a new result (its workers may still be exiting); the bar counts finished cells."""
+    has a new result (its workers may still be exiting); the bar counts finished cells.
+    `check` is called at every look (it raises to stop the waiting)."""
     from tqdm import tqdm
 
     from hpc.launch import lanes_running
@@ -355,12 +389,14 @@ def _wait(study: Study, launched: Launch, since: float, poll_s: float, progress:
     ) as bar:  # fmt: skip
         while True:
             results = scan_results(study)
+            check()
             bar.update(sum(is_finished(results.get(c), attempts) for c in cells) - bar.n)
             if submitted and all(c in results and results[c].mtime >= since for c in submitted):
                 break
             lanes_running(launched)  # reaps this process's lanes that ended
             if not any(t.state != "ended" for t in tasks(study)):
                 break
+            check()
             time.sleep(poll_s)
 
 

@@ -253,3 +253,32 @@ def test_run_right_after_cancel_runs_the_cells_the_cancelled_workers_left(tmp_pa
     assert run_study(tmp_path, jobs=1, progress=False, analyze=False, poll_s=0.2) == 0
     assert study_status(study).counts["digits"]["done"] == 2
     assert len(read_records(study)) == 2
+
+
+def test_a_ctrl_c_that_library_code_swallows_still_stops_the_run(tmp_path: Path, monkeypatch) -> None:
+    import hpc.results
+
+    (tmp_path / "study.toml").write_text(STUDY.replace("epochs = 1", "epochs = 50"))
+    real = hpc.results.scan_results
+    looks = []
+
+    def swallowing_scan(study):
+        looks.append(1)
+        if len(looks) == 3:
+            try:  # as h5py's weak-reference callbacks do: "Exception ignored", and on
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.2)
+            except KeyboardInterrupt:
+                pass
+        return real(study)
+
+    monkeypatch.setattr(hpc.results, "scan_results", swallowing_scan)
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(tmp_path, jobs=1, progress=False, analyze=False, poll_s=0.2)
+    assert signal.getsignal(signal.SIGINT) is before
+    lane = read_records(load_study(tmp_path))[0]["lanes"][0]
+    deadline = time.monotonic() + 30
+    while process_alive(lane["pid"], lane["start"]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not process_alive(lane["pid"], lane["start"])
