@@ -119,20 +119,19 @@ def _previous(path: Path, tries: int = PREVIOUS_TRIES) -> CellResult | None:
     A file the system will not let us read (another process's lock, an I/O error) is asked
     again a few times, then the error is raised: retraining a cell that may be finished,
     and overwriting its result, would be worse than stopping the chunk."""
-    for attempt in range(tries):
+    attempt = 1
+    while True:
         if not path.exists():
             return None
         try:
             return read_cell(path)
         except CorruptResultError:
             return None
-        except FileNotFoundError:
-            continue  # replaced while opened: look again
-        except OSError:
-            if attempt + 1 == tries:
+        except OSError:  # gone since the check is seen at the next look
+            if attempt >= tries:
                 raise
-            time.sleep(PREVIOUS_RETRY_S)
-    return read_cell(path) if path.exists() else None
+        attempt += 1
+        time.sleep(PREVIOUS_RETRY_S)
 
 
 class _CellLog:

@@ -18,7 +18,7 @@ from analysis.schema import read_cell, read_results
 from hpc.cli import main
 from hpc.cli_study import PRESETS_DIR, run_study
 from hpc.launch import cancel, launch
-from hpc.spec import load_study
+from hpc.spec import Study, load_study
 from hpc.status import process_alive, read_records, study_status
 from hpc.study import prepare_datasets, sample_architectures
 
@@ -41,6 +41,24 @@ batch_size = 256
 
 [datasets.digits]
 """
+
+
+def _prepared(folder: Path, toml: str) -> Study:
+    """A study written to `folder`, its architectures sampled and its data prepared."""
+    (folder / "study.toml").write_text(toml)
+    study = load_study(folder)
+    sample_architectures(study)
+    prepare_datasets(study, progress=False)
+    return study
+
+
+def _lane_ends(study: Study, timeout_s: float = 30) -> bool:
+    """Whether the first launch's worker process ends within `timeout_s`."""
+    lane = read_records(study)[0]["lanes"][0]
+    deadline = time.monotonic() + timeout_s
+    while process_alive(lane["pid"], lane["start"]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return not process_alive(lane["pid"], lane["start"])
 
 
 def _files(folder: Path) -> list[str]:
@@ -160,10 +178,7 @@ def test_run_interrupted_continues_and_a_grown_study_trains_only_its_new_cells(
 def test_cancel_stops_the_local_workers_and_their_cells_are_missing_again(
     tmp_path: Path, capsys
 ) -> None:
-    (tmp_path / "study.toml").write_text(STUDY.replace("epochs = 1", "epochs = 50"))
-    study = load_study(tmp_path)
-    sample_architectures(study)
-    prepare_datasets(study, progress=False)
+    study = _prepared(tmp_path, STUDY.replace("epochs = 1", "epochs = 50"))
     launched = launch(study, cluster="local", jobs=1)
     assert launched.job_ids and main(["status", str(tmp_path)]) == 0
     row = [
@@ -172,22 +187,14 @@ def test_cancel_stops_the_local_workers_and_their_cells_are_missing_again(
     done, running, queued = (int(v) for v in row[0][1:4])
     assert (done, running + queued) == (0, 2)
     assert cancel(study) == list(launched.job_ids)
-    pid = int(launched.job_ids[0])
-    deadline = time.monotonic() + 30
-    while any(not job.done() for job in launched.jobs) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    record = read_records(study)[0]
-    assert not process_alive(pid, record["lanes"][0]["start"])
+    assert _lane_ends(study)
     assert study_status(study).counts["digits"]["missing"] == 2
 
 
 def test_launch_reset_retries_runs_failed_cells_that_used_up_their_attempts(
     tmp_path: Path, capsys
 ) -> None:
-    (tmp_path / "study.toml").write_text(STUDY.replace("seeds = 1", "seeds = 1\nmax_attempts = 1"))
-    study = load_study(tmp_path)
-    sample_architectures(study)
-    prepare_datasets(study, progress=False)
+    study = _prepared(tmp_path, STUDY.replace("seeds = 1", "seeds = 1\nmax_attempts = 1"))
     # A directory where cell 0-s0's checkpoint goes: its first epoch-end save fails.
     blocker = tmp_path / "checkpoints" / "digits" / "0-s0.pt"
     (blocker / "x").parent.mkdir(parents=True)
@@ -231,20 +238,13 @@ def test_run_that_fails_while_waiting_stops_its_local_workers(tmp_path: Path, mo
     monkeypatch.setattr(hpc.status, "tasks", failing_tasks)
     with pytest.raises(OSError, match="went away"):
         run_study(tmp_path, jobs=1, progress=False, analyze=False, poll_s=0.2)
-    lane = read_records(load_study(tmp_path))[0]["lanes"][0]
-    deadline = time.monotonic() + 30
-    while process_alive(lane["pid"], lane["start"]) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not process_alive(lane["pid"], lane["start"])
+    assert _lane_ends(load_study(tmp_path))
 
 
 def test_run_right_after_cancel_runs_the_cells_the_cancelled_workers_left(tmp_path: Path) -> None:
     # Cancelled workers look active for a moment (submitit gives them 1 s): the run's first
     # launch submits nothing, and it must look again rather than give up.
-    (tmp_path / "study.toml").write_text(STUDY.replace("epochs = 1", "epochs = 4"))
-    study = load_study(tmp_path)
-    sample_architectures(study)
-    prepare_datasets(study, progress=False)
+    study = _prepared(tmp_path, STUDY.replace("epochs = 1", "epochs = 4"))
     launched = launch(study, cluster="local", jobs=1)
     deadline = time.monotonic() + 60
     while not list((tmp_path / "logs").rglob("*.log")) and time.monotonic() < deadline:
@@ -277,8 +277,4 @@ def test_a_ctrl_c_that_library_code_swallows_still_stops_the_run(tmp_path: Path,
     with pytest.raises(KeyboardInterrupt):
         run_study(tmp_path, jobs=1, progress=False, analyze=False, poll_s=0.2)
     assert signal.getsignal(signal.SIGINT) is before
-    lane = read_records(load_study(tmp_path))[0]["lanes"][0]
-    deadline = time.monotonic() + 30
-    while process_alive(lane["pid"], lane["start"]) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not process_alive(lane["pid"], lane["start"])
+    assert _lane_ends(load_study(tmp_path))
