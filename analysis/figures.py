@@ -18,8 +18,18 @@ if TYPE_CHECKING:
     from analysis.report import Analysis
 
 DPI = 96
-_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
-           "#17becf", "#7f7f7f", "#bcbd22")
+_COLORS = (
+    "#1f77b4",
+    "#d62728",
+    "#2ca02c",
+    "#9467bd",
+    "#ff7f0e",
+    "#8c564b",
+    "#e377c2",
+    "#17becf",
+    "#7f7f7f",
+    "#bcbd22",
+)
 
 
 def _figure(width: float, height: float, *, constrained: bool = False) -> Figure:
@@ -29,12 +39,25 @@ def _figure(width: float, height: float, *, constrained: bool = False) -> Figure
     return fig
 
 
-def _margins(fig: Figure, left: float, right: float, bottom: float, top: float,
-             wspace: float = 0.3, hspace: float = 0.5) -> None:
+def _margins(
+    fig: Figure,
+    left: float,
+    right: float,
+    bottom: float,
+    top: float,
+    wspace: float = 0.3,
+    hspace: float = 0.5,
+) -> None:
     """Margins in inches, converted to the figure fractions matplotlib wants."""
     width, height = fig.get_size_inches()
-    fig.subplots_adjust(left=left / width, right=1 - right / width, bottom=bottom / height,
-                        top=1 - top / height, wspace=wspace, hspace=hspace)
+    fig.subplots_adjust(
+        left=left / width,
+        right=1 - right / width,
+        bottom=bottom / height,
+        top=1 - top / height,
+        wspace=wspace,
+        hspace=hspace,
+    )
 
 
 def _title(fig: Figure, text: str) -> None:
@@ -67,7 +90,9 @@ def scatter_grid(errors: pd.DataFrame, reference: str, against: pd.DataFrame) ->
         y = errors[name].to_numpy(dtype=float)
         both = np.isfinite(x_all) & np.isfinite(y)
         ax.plot(x_all[both], y[both], "o", ms=2.4, alpha=0.5, color=_COLORS[0], mew=0)
-        ax.set_title(f"{name}\n{_interval(stats.loc[name])}" if name in stats.index else name, fontsize=8)
+        ax.set_title(
+            f"{name}\n{_interval(stats.loc[name])}" if name in stats.index else name, fontsize=8
+        )
         ax.tick_params(labelsize=7)
         if i % cols == 0:
             ax.set_ylabel("error (%)", fontsize=8)
@@ -77,7 +102,9 @@ def scatter_grid(errors: pd.DataFrame, reference: str, against: pd.DataFrame) ->
     return fig
 
 
-def heatmap(matrix: pd.DataFrame, title: str, *, vmin: float = -1.0, cmap: str = "RdBu_r") -> Figure:
+def heatmap(
+    matrix: pd.DataFrame, title: str, *, vmin: float = -1.0, cmap: str = "RdBu_r"
+) -> Figure:
     """A square table of values in [-1, 1] (or [0, 1]) with the numbers written in."""
     size = len(matrix)
     label = 0.065 * max((len(str(n)) for n in matrix.index), default=1) + 0.3
@@ -94,8 +121,15 @@ def heatmap(matrix: pd.DataFrame, title: str, *, vmin: float = -1.0, cmap: str =
             for j in range(size):
                 if np.isfinite(values[i, j]):
                     light = abs(values[i, j]) > 0.6
-                    ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=6,
-                            color="white" if light else "black")
+                    ax.text(
+                        j,
+                        i,
+                        f"{values[i, j]:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=6,
+                        color="white" if light else "black",
+                    )
     fig.colorbar(image, ax=ax, shrink=0.7, fraction=0.05, pad=0.03)
     ax.set_title(title, fontsize=10)
     return fig
@@ -108,11 +142,17 @@ def subset_curves(curve: pd.DataFrame, reference: str) -> Figure:
     ax = fig.add_subplot()
     palette = matplotlib.colormaps["tab20" if len(targets) > len(_COLORS) else "tab10"]
     for i, target in enumerate(targets):
-        points = curve[curve["target"] == target].groupby("k").agg(r=("r", "mean"), lo=("lo", "mean"), hi=("hi", "mean"))
+        points = (
+            curve[curve["target"] == target]
+            .groupby("k")
+            .agg(r=("r", "mean"), lo=("lo", "mean"), hi=("hi", "mean"))
+        )
         color = palette(i % palette.N)
         style = "-" if i < palette.N else "--"
         ax.plot(points.index, points["r"], style, marker="o", ms=4, color=color, label=target)
-        ax.fill_between(points.index, points["lo"], points["hi"], color=color, alpha=0.12, linewidth=0)
+        ax.fill_between(
+            points.index, points["lo"], points["hi"], color=color, alpha=0.12, linewidth=0
+        )
     ax.set_xscale("log")
     ks = sorted(set(curve["k"]))
     ax.set_xticks(ks, [str(int(k)) for k in ks])  # the k of the study, not powers of ten
@@ -122,9 +162,17 @@ def subset_curves(curve: pd.DataFrame, reference: str) -> Figure:
     ax.set_ylabel("rank correlation with target error")
     ax.set_ylim(-1, 1)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=1 if len(targets) <= 14 else 2, loc="upper left", bbox_to_anchor=(1.01, 1.0),
-              frameon=False)
-    ax.set_title(f"Does training on fewer {reference} classes rank architectures more like the target?", fontsize=10)
+    ax.legend(
+        fontsize=7,
+        ncol=1 if len(targets) <= 14 else 2,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        frameon=False,
+    )
+    ax.set_title(
+        f"Does training on fewer {reference} classes rank architectures more like the target?",
+        fontsize=10,
+    )
     return fig
 
 
@@ -139,7 +187,9 @@ def error_edfs(errors: pd.DataFrame) -> Figure:
         ax = fig.add_subplot(rows, cols, i + 1)
         values = np.sort(errors[name].dropna().to_numpy(dtype=float))
         if len(values):
-            ax.step(values, np.arange(1, len(values) + 1) / len(values), where="post", color=_COLORS[0])
+            ax.step(
+                values, np.arange(1, len(values) + 1) / len(values), where="post", color=_COLORS[0]
+            )
         ax.set_title(f"{name} (n={len(values)})", fontsize=8)
         ax.set_ylim(0, 1)
         ax.tick_params(labelsize=7)
@@ -165,7 +215,9 @@ def trait_effects(traits: pd.DataFrame) -> Figure:
         part = traits[traits["label"] == label].set_index("dataset").reindex(datasets)
         y = np.arange(len(datasets))
         r = part["r"].to_numpy(dtype=float)
-        err = np.abs(np.vstack([r - part["lo"].to_numpy(dtype=float), part["hi"].to_numpy(dtype=float) - r]))
+        err = np.abs(
+            np.vstack([r - part["lo"].to_numpy(dtype=float), part["hi"].to_numpy(dtype=float) - r])
+        )
         colors = [_COLORS[1] if v > 0 else _COLORS[0] for v in np.nan_to_num(r)]
         ax.errorbar(r, y, xerr=np.nan_to_num(err), fmt="none", ecolor="#999", elinewidth=1)
         ax.scatter(r, y, c=colors, s=14, zorder=3)
@@ -187,7 +239,10 @@ def write_figures(analysis: Analysis, folder: Path) -> dict[str, Path]:
     method = analysis.method
     figures = {
         "scatter": scatter_grid(analysis.errors, analysis.reference, analysis.against),
-        "heatmap": heatmap(analysis.correlations[method].matrix("r"), f"{method.capitalize()} correlation of test error"),
+        "heatmap": heatmap(
+            analysis.correlations[method].matrix("r"),
+            f"{method.capitalize()} correlation of test error",
+        ),
         "edf": error_edfs(analysis.errors),
     }
     if not analysis.subset_curve.empty:
@@ -195,8 +250,10 @@ def write_figures(analysis: Analysis, folder: Path) -> dict[str, Path]:
     if not analysis.traits.empty:
         figures["traits"] = trait_effects(analysis.traits)
     figures["top_agreement"] = heatmap(
-        analysis.top_agreement, f"Share of the best {analysis.top_fraction:.0%} architectures in common",
-        vmin=0.0, cmap="viridis",
+        analysis.top_agreement,
+        f"Share of the best {analysis.top_fraction:.0%} architectures in common",
+        vmin=0.0,
+        cmap="viridis",
     )
     paths = {}
     for name, fig in figures.items():

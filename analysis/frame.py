@@ -17,13 +17,20 @@ DEFAULT_REFERENCE = "imagenet"
 METRICS = ("top1_err", "top5_err", "best_top1_err")
 # Architecture traits derived from the per-stage columns (padded stages excluded).
 TRAIT_COLUMNS = (
-    "total_depth", "cumulative_width", "mean_bottleneck_ratio", "mean_group_width",
-    "flops_224", "params_224",
+    "total_depth",
+    "cumulative_width",
+    "mean_bottleneck_ratio",
+    "mean_group_width",
+    "flops_224",
+    "params_224",
 )
 _INT_COLUMNS = tuple(f.name for f in fields(schema.CellResult) if f.type == "int")
 _STAGE_NAMES = {
-    "depths": "depth", "widths": "width", "bottleneck_ratios": "bottleneck_ratio",
-    "group_widths": "group_width", "sampled_widths": "sampled_width",
+    "depths": "depth",
+    "widths": "width",
+    "bottleneck_ratios": "bottleneck_ratio",
+    "group_widths": "group_width",
+    "sampled_widths": "sampled_width",
     "sampled_group_widths": "sampled_group_width",
 }
 
@@ -40,7 +47,9 @@ def results_path(path: str | Path) -> Path:
             )
         return candidate
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; expected a study folder or a results.h5 file")
+        raise FileNotFoundError(
+            f"{path} does not exist; expected a study folder or a results.h5 file"
+        )
     return path
 
 
@@ -74,7 +83,9 @@ def architecture_frame(columns: dict[str, np.ndarray]) -> pd.DataFrame:
     out["flops_224"] = columns["flops"]
     out["params_224"] = columns["params"]
     out["acts_224"] = columns["acts"]
-    frame = pd.DataFrame(out, index=pd.Index(np.asarray(columns["id"], dtype=np.int64), name="arch_id"))
+    frame = pd.DataFrame(
+        out, index=pd.Index(np.asarray(columns["id"], dtype=np.int64), name="arch_id")
+    )
     return frame
 
 
@@ -122,7 +133,9 @@ class Study:
         position = self.architectures.index.get_indexer(arch_ids)
         if (position < 0).any():
             missing = sorted(set(arch_ids[position < 0].tolist()))[:10]
-            raise schema.CorruptResultError(f"cells name architectures {missing} absent from /architectures")
+            raise schema.CorruptResultError(
+                f"cells name architectures {missing} absent from /architectures"
+            )
         archs = self.architectures.iloc[position].reset_index(drop=True)
         return pd.concat([frame, archs], axis=1)
 
@@ -147,7 +160,9 @@ class Study:
 
     def check_dataset(self, name: str, role: str = "dataset") -> str:
         if name not in self.datasets:
-            raise ValueError(f"{role} {name!r} is not in the results; datasets: {self.dataset_names}")
+            raise ValueError(
+                f"{role} {name!r} is not in the results; datasets: {self.dataset_names}"
+            )
         return name
 
     # ---- queries ------------------------------------------------------------------------
@@ -200,7 +215,9 @@ class Study:
             [cells["arch_id"].to_numpy(), cells["seed"].to_numpy()], names=["arch_id", "seed"]
         )
         values = self._curves[dataset][name]
-        return pd.DataFrame(values, index=index, columns=pd.RangeIndex(values.shape[1], name="epoch"))
+        return pd.DataFrame(
+            values, index=index, columns=pd.RangeIndex(values.shape[1], name="epoch")
+        )
 
     def gpu_hours(self) -> pd.Series:
         """Measured GPU-hours per training (mean train_seconds/3600 of done cells) per dataset."""

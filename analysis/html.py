@@ -67,7 +67,9 @@ def _cell(text: str, value: Any = None, cls: str = "") -> str:
     return f"<td{attrs}>{html.escape(text)}</td>"
 
 
-def _table(ident: str, headers: Sequence[str], rows: Sequence[Sequence[str]], text_cols: int = 1) -> str:
+def _table(
+    ident: str, headers: Sequence[str], rows: Sequence[Sequence[str]], text_cols: int = 1
+) -> str:
     head = "".join(
         f'<th class="text">{html.escape(h)}</th>' if i < text_cols else f"<th>{html.escape(h)}</th>"
         for i, h in enumerate(headers)
@@ -81,8 +83,10 @@ def _figure(path: Path | None, caption: str) -> str:
         return ""
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
     alt = html.escape(caption.split(".")[0])
-    return (f'<figure><img alt="{alt}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    return (
+        f'<figure><img alt="{alt}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
 
 
 def _studied(a: Analysis) -> str:
@@ -99,12 +103,33 @@ def _studied(a: Analysis) -> str:
         f"{_num(float(d['total_gpu_hours'].sum()), 1)} GPU-hours of training went into them. "
         f"Error is <code>{html.escape(a.metric)}</code> (test set, %, mean over seeds of finished cells).</p>"
     )
-    rows = [[_cell(r.dataset, cls="text"), _cell(r.role, cls="text"), _cell(_num(r.classes), r.classes),
-             _cell(_num(r.resolution), r.resolution), _cell(_num(r.num_train), r.num_train),
-             _cell(_num(r.architectures), r.architectures), _cell(_num(r.done), r.done),
-             _cell(_num(r.diverged), r.diverged), _cell(_num(r.failed), r.failed),
-             _cell(_num(r.missing), r.missing)] for r in d.itertuples()]
-    headers = ["dataset", "role", "classes", "px", "train images", "architectures", "done", "diverged", "failed", "missing"]
+    rows = [
+        [
+            _cell(r.dataset, cls="text"),
+            _cell(r.role, cls="text"),
+            _cell(_num(r.classes), r.classes),
+            _cell(_num(r.resolution), r.resolution),
+            _cell(_num(r.num_train), r.num_train),
+            _cell(_num(r.architectures), r.architectures),
+            _cell(_num(r.done), r.done),
+            _cell(_num(r.diverged), r.diverged),
+            _cell(_num(r.failed), r.failed),
+            _cell(_num(r.missing), r.missing),
+        ]
+        for r in d.itertuples()
+    ]
+    headers = [
+        "dataset",
+        "role",
+        "classes",
+        "px",
+        "train images",
+        "architectures",
+        "done",
+        "diverged",
+        "failed",
+        "missing",
+    ]
     return text + _table("studied", headers, rows, text_cols=2)
 
 
@@ -113,15 +138,31 @@ def _headline(a: Analysis, figures: dict[str, Path]) -> str:
     rows = []
     for r in h.itertuples():
         cls = "bad" if r.r < 0 and r.hi < 0 else "good" if r.lo > 0 else "muted"
-        rows.append([
-            _cell(r.dataset, cls="text"), _cell(_num(r.n), r.n), _cell(_num(r.r), r.r, cls),
-            _cell(_ci(r.lo, r.hi)), _cell(_p(r.p, _floor(a)), r.p), _cell(_num(r.ceiling), r.ceiling),
-            _cell(_num(r.r_corrected), r.r_corrected), _cell(_ci(r.corrected_lo, r.corrected_hi)),
-            _cell(r.verdict, cls="text"),
-        ])
+        rows.append(
+            [
+                _cell(r.dataset, cls="text"),
+                _cell(_num(r.n), r.n),
+                _cell(_num(r.r), r.r, cls),
+                _cell(_ci(r.lo, r.hi)),
+                _cell(_p(r.p, _floor(a)), r.p),
+                _cell(_num(r.ceiling), r.ceiling),
+                _cell(_num(r.r_corrected), r.r_corrected),
+                _cell(_ci(r.corrected_lo, r.corrected_hi)),
+                _cell(r.verdict, cls="text"),
+            ]
+        )
     conf = f"{a.confidence:.0%}"
-    headers = ["target", "architectures", "r", f"{conf} interval", "p", "noise ceiling",
-               "corrected r", f"{conf} interval", "reading"]
+    headers = [
+        "target",
+        "architectures",
+        "r",
+        f"{conf} interval",
+        "p",
+        "noise ceiling",
+        "corrected r",
+        f"{conf} interval",
+        "reading",
+    ]
     best = h.loc[h["r"].idxmax()] if h["r"].notna().any() else None
     worst = h.loc[h["r"].idxmin()] if h["r"].notna().any() else None
     summary = ""
@@ -141,8 +182,15 @@ def _headline(a: Analysis, figures: dict[str, Path]) -> str:
         "(Spearman's correction for attenuation, capped at 1). A corrected interval reaching 1 means the "
         "rankings agree as far as the noise lets us tell.</p>"
     )
-    return (summary + explain + _table("headline", headers, rows)
-            + _figure(figures.get("scatter"), "Each dot is one architecture. Panel titles give r with its interval."))
+    return (
+        summary
+        + explain
+        + _table("headline", headers, rows)
+        + _figure(
+            figures.get("scatter"),
+            "Each dot is one architecture. Panel titles give r with its interval.",
+        )
+    )
 
 
 def _methods(a: Analysis) -> str:
@@ -151,35 +199,66 @@ def _methods(a: Analysis) -> str:
         cells = [_cell(r.dataset, cls="text")]
         for method in ("pearson", "spearman", "kendall"):
             row = a.correlations[method].get(a.reference, r.dataset)
-            cells += [_cell(_num(row["r"]), row["r"]), _cell(_ci(row["lo"], row["hi"])), _cell(_p(row["p"], _floor(a)), row["p"])]
+            cells += [
+                _cell(_num(row["r"]), row["r"]),
+                _cell(_ci(row["lo"], row["hi"])),
+                _cell(_p(row["p"], _floor(a)), row["p"]),
+            ]
         rows.append(cells)
-    headers = ["dataset"] + [f"{m} {c}" for m in ("Pearson", "Spearman", "Kendall") for c in ("r", "interval", "p")]
-    return (f"<p>Every dataset against {html.escape(a.reference)} by all three measures. Pearson and Spearman "
-            "were computed for every pair of datasets (see the heatmap and tables/correlations_*.csv); "
-            "Kendall's resampling is costly, so it covers the pairs with the reference.</p>"
-            + _table("methods", headers, rows))
+    headers = ["dataset"] + [
+        f"{m} {c}" for m in ("Pearson", "Spearman", "Kendall") for c in ("r", "interval", "p")
+    ]
+    return (
+        f"<p>Every dataset against {html.escape(a.reference)} by all three measures. Pearson and Spearman "
+        "were computed for every pair of datasets (see the heatmap and tables/correlations_*.csv); "
+        "Kendall's resampling is costly, so it covers the pairs with the reference.</p>"
+        + _table("methods", headers, rows)
+    )
 
 
 def _noise(a: Analysis) -> str:
-    rows = [[_cell(r.dataset, cls="text"), _cell(_num(r.seeds), r.seeds), _cell(_num(r.n), r.n),
-             _cell(_num(r.seed_r), r.seed_r), _cell(_ci(r.seed_lo, r.seed_hi)),
-             _cell(_num(r.seeds_averaged, 1), r.seeds_averaged), _cell(_num(r.reliability), r.reliability),
-             _cell(_ci(r.reliability_lo, r.reliability_hi))] for r in a.noise.itertuples()]
-    headers = ["dataset", "seeds", "architectures with all seeds", "seed-to-seed r", "interval",
-               "seeds per mean", "reliability of the mean", "interval"]
-    return ("<p>How well a dataset ranks architectures the same way twice: the correlation between seeds "
-            "(mean over pairs of seeds), and the reliability of the per-architecture mean that the "
-            "correlations use (Spearman-Brown). With one seed the noise floor cannot be measured.</p>"
-            + _table("noise", headers, rows))
+    rows = [
+        [
+            _cell(r.dataset, cls="text"),
+            _cell(_num(r.seeds), r.seeds),
+            _cell(_num(r.n), r.n),
+            _cell(_num(r.seed_r), r.seed_r),
+            _cell(_ci(r.seed_lo, r.seed_hi)),
+            _cell(_num(r.seeds_averaged, 1), r.seeds_averaged),
+            _cell(_num(r.reliability), r.reliability),
+            _cell(_ci(r.reliability_lo, r.reliability_hi)),
+        ]
+        for r in a.noise.itertuples()
+    ]
+    headers = [
+        "dataset",
+        "seeds",
+        "architectures with all seeds",
+        "seed-to-seed r",
+        "interval",
+        "seeds per mean",
+        "reliability of the mean",
+        "interval",
+    ]
+    return (
+        "<p>How well a dataset ranks architectures the same way twice: the correlation between seeds "
+        "(mean over pairs of seeds), and the reliability of the per-architecture mean that the "
+        "correlations use (Spearman-Brown). With one seed the noise floor cannot be measured.</p>"
+        + _table("noise", headers, rows)
+    )
 
 
-def _pivot_table(ident: str, frame: pd.DataFrame, index: str, columns: str, fmt: Callable[[pd.Series], str]) -> str:
+def _pivot_table(
+    ident: str, frame: pd.DataFrame, index: str, columns: str, fmt: Callable[[pd.Series], str]
+) -> str:
     keys = list(dict.fromkeys(frame[columns]))
     rows = []
     for name, group in frame.groupby(index, sort=False):
         by = {row[columns]: row for _, row in group.iterrows()}
-        rows.append([_cell(str(name), cls="text")] + [
-            _cell(fmt(by[k]), by[k]["r"]) if k in by else _cell("–") for k in keys])
+        rows.append(
+            [_cell(str(name), cls="text")]
+            + [_cell(fmt(by[k]), by[k]["r"]) if k in by else _cell("–") for k in keys]
+        )
     return _table(ident, [index] + [str(k) for k in keys], rows)
 
 
@@ -187,8 +266,11 @@ def _subsets(a: Analysis, figures: dict[str, Path]) -> str:
     if a.subset_curve.empty:
         return f"<p class='muted'>The study has no class subsets of {html.escape(a.reference)}.</p>"
     curve = a.subset_curve.assign(col=lambda f: f["dataset"] + " (k=" + f["k"].astype(str) + ")")
-    return (_figure(figures.get("subsets"), "Lines: correlation with the target; bands: intervals.")
-            + _pivot_table("subset-curves", curve, "target", "col", lambda r: f"{r['r']:.2f} {_ci(r['lo'], r['hi'])}"))
+    return _figure(
+        figures.get("subsets"), "Lines: correlation with the target; bands: intervals."
+    ) + _pivot_table(
+        "subset-curves", curve, "target", "col", lambda r: f"{r['r']:.2f} {_ci(r['lo'], r['hi'])}"
+    )
 
 
 def _proxies(a: Analysis) -> str:
@@ -196,80 +278,165 @@ def _proxies(a: Analysis) -> str:
     rows = []
     for r in rec.itertuples():
         if not r.found:
-            rows.append([_cell(r.target, cls="text"), _cell("none: train on it", cls="text bad")]
-                        + [_cell("–")] * 3 + [_cell(r.best, cls="text"), _cell(_num(r.best_r), r.best_r),
-                           _cell(_num(r.reference_r), r.reference_r),
-                           _cell(_num(r.reference_gpu_hours, 3), r.reference_gpu_hours), _cell("–")])
+            rows.append(
+                [_cell(r.target, cls="text"), _cell("none: train on it", cls="text bad")]
+                + [_cell("–")] * 3
+                + [
+                    _cell(r.best, cls="text"),
+                    _cell(_num(r.best_r), r.best_r),
+                    _cell(_num(r.reference_r), r.reference_r),
+                    _cell(_num(r.reference_gpu_hours, 3), r.reference_gpu_hours),
+                    _cell("–"),
+                ]
+            )
             continue
-        rows.append([
-            _cell(r.target, cls="text"), _cell(r.recommended, cls="text"), _cell(_num(r.recommended_r), r.recommended_r),
-            _cell(_ci(r.recommended_lo, r.recommended_hi)), _cell(_num(r.recommended_gpu_hours, 3), r.recommended_gpu_hours),
-            _cell(r.best, cls="text"), _cell(_num(r.best_r), r.best_r), _cell(_num(r.reference_r), r.reference_r),
-            _cell(_num(r.reference_gpu_hours, 3), r.reference_gpu_hours), _cell(f"{_num(r.saving, 1)}x", r.saving)])
-    headers = ["target", "use instead", "r", "interval", "GPU-h per training", "best proxy", "best r",
-               f"{a.reference} r", f"{a.reference} GPU-h", "cheaper by"]
-    return ("<p>For each target, every other dataset is a candidate proxy. The recommendation is the "
-            "cheapest candidate (measured GPU-hours per training) whose correlation with the target reaches "
-            "the lower end of the best candidate's interval: as good as the best, within what the data can "
-            "tell apart. Where even the best candidate's interval reaches 0, no dataset of the study ranks "
-            "architectures like the target. All candidates are in tables/proxies.csv.</p>" + _table("proxies", headers, rows, text_cols=2))
+        rows.append(
+            [
+                _cell(r.target, cls="text"),
+                _cell(r.recommended, cls="text"),
+                _cell(_num(r.recommended_r), r.recommended_r),
+                _cell(_ci(r.recommended_lo, r.recommended_hi)),
+                _cell(_num(r.recommended_gpu_hours, 3), r.recommended_gpu_hours),
+                _cell(r.best, cls="text"),
+                _cell(_num(r.best_r), r.best_r),
+                _cell(_num(r.reference_r), r.reference_r),
+                _cell(_num(r.reference_gpu_hours, 3), r.reference_gpu_hours),
+                _cell(f"{_num(r.saving, 1)}x", r.saving),
+            ]
+        )
+    headers = [
+        "target",
+        "use instead",
+        "r",
+        "interval",
+        "GPU-h per training",
+        "best proxy",
+        "best r",
+        f"{a.reference} r",
+        f"{a.reference} GPU-h",
+        "cheaper by",
+    ]
+    return (
+        "<p>For each target, every other dataset is a candidate proxy. The recommendation is the "
+        "cheapest candidate (measured GPU-hours per training) whose correlation with the target reaches "
+        "the lower end of the best candidate's interval: as good as the best, within what the data can "
+        "tell apart. Where even the best candidate's interval reaches 0, no dataset of the study ranks "
+        "architectures like the target. All candidates are in tables/proxies.csv.</p>"
+        + _table("proxies", headers, rows, text_cols=2)
+    )
 
 
 def _traits(a: Analysis, figures: dict[str, Path]) -> str:
-    table = _pivot_table("traits", a.traits, "dataset", "label", lambda r: f"{r['r']:.2f}{'*' if r['p'] < 0.05 else ''}")
-    return (f"<p>{a.method.capitalize()} correlation of each dataset's error with each architecture trait; "
-            "a negative value means more of the trait goes with lower error (* p &lt; 0.05).</p>"
-            + _figure(figures.get("traits"), "Dots: correlation; bars: intervals.") + table
-            + _figure(figures.get("top_agreement"),
-                      f"Share of the best {a.top_fraction:.0%} architectures two datasets have in common; chance is {a.top_fraction:.2f}."))
+    table = _pivot_table(
+        "traits",
+        a.traits,
+        "dataset",
+        "label",
+        lambda r: f"{r['r']:.2f}{'*' if r['p'] < 0.05 else ''}",
+    )
+    return (
+        f"<p>{a.method.capitalize()} correlation of each dataset's error with each architecture trait; "
+        "a negative value means more of the trait goes with lower error (* p &lt; 0.05).</p>"
+        + _figure(figures.get("traits"), "Dots: correlation; bars: intervals.")
+        + table
+        + _figure(
+            figures.get("top_agreement"),
+            f"Share of the best {a.top_fraction:.0%} architectures two datasets have in common; chance is {a.top_fraction:.2f}.",
+        )
+    )
 
 
 def _per_dataset(a: Analysis, figures: dict[str, Path]) -> str:
     m = a.metric
-    rows = [[_cell(r["dataset"], cls="text"), _cell(_num(r[f"mean_{m}"]), r[f"mean_{m}"]),
-             _cell(_num(r[f"median_{m}"]), r[f"median_{m}"]), _cell(_num(r[f"best_{m}"]), r[f"best_{m}"]),
-             _cell(str(r["best_arch"]) if pd.notna(r["best_arch"]) else "–"), _cell(str(r["best_arch_name"]), cls="text"),
-             _cell(_num(r["gpu_hours"], 3), r["gpu_hours"]), _cell(_num(r["total_gpu_hours"], 1), r["total_gpu_hours"])]
-            for _, r in a.datasets.iterrows()]
-    headers = ["dataset", "mean error", "median error", "best error", "best architecture", "its name",
-               "GPU-h per training", "GPU-h in total"]
-    return (_table("datasets", headers, rows)
-            + _figure(figures.get("edf"), "F(e): share of architectures with error below e, as pycls plots design spaces."))
+    rows = [
+        [
+            _cell(r["dataset"], cls="text"),
+            _cell(_num(r[f"mean_{m}"]), r[f"mean_{m}"]),
+            _cell(_num(r[f"median_{m}"]), r[f"median_{m}"]),
+            _cell(_num(r[f"best_{m}"]), r[f"best_{m}"]),
+            _cell(str(r["best_arch"]) if pd.notna(r["best_arch"]) else "–"),
+            _cell(str(r["best_arch_name"]), cls="text"),
+            _cell(_num(r["gpu_hours"], 3), r["gpu_hours"]),
+            _cell(_num(r["total_gpu_hours"], 1), r["total_gpu_hours"]),
+        ]
+        for _, r in a.datasets.iterrows()
+    ]
+    headers = [
+        "dataset",
+        "mean error",
+        "median error",
+        "best error",
+        "best architecture",
+        "its name",
+        "GPU-h per training",
+        "GPU-h in total",
+    ]
+    return _table("datasets", headers, rows) + _figure(
+        figures.get("edf"),
+        "F(e): share of architectures with error below e, as pycls plots design spaces.",
+    )
 
 
 def _provenance(a: Analysis) -> str:
     p = a.provenance
-    items = [("results file", p.get("results", "")), ("sha256", p.get("sha256", "")),
-             ("analyzed", p.get("analyzed", "")), ("parameters", json.dumps(p.get("analysis", {}))),
-             ("software", json.dumps(p.get("software", {}))), ("hosts", json.dumps(p.get("hosts", {}))),
-             ("GPUs", json.dumps(p.get("gpus", {}))), ("cells with a job id", str(p.get("job_ids", 0)))]
+    items = [
+        ("results file", p.get("results", "")),
+        ("sha256", p.get("sha256", "")),
+        ("analyzed", p.get("analyzed", "")),
+        ("parameters", json.dumps(p.get("analysis", {}))),
+        ("software", json.dumps(p.get("software", {}))),
+        ("hosts", json.dumps(p.get("hosts", {}))),
+        ("GPUs", json.dumps(p.get("gpus", {}))),
+        ("cells with a job id", str(p.get("job_ids", 0))),
+    ]
     items += [(f"file attribute {k}", v) for k, v in p.get("file_attributes", {}).items()]
-    rows = [[_cell(k, cls="text"), f'<td class="text"><code>{html.escape(str(v))}</code></td>'] for k, v in items]
-    recipes = "".join(f"<details><summary>recipe of {html.escape(n)}</summary><pre>{html.escape(r)}</pre></details>"
-                      for n, r in p.get("recipes", {}).items())
+    rows = [
+        [_cell(k, cls="text"), f'<td class="text"><code>{html.escape(str(v))}</code></td>']
+        for k, v in items
+    ]
+    recipes = "".join(
+        f"<details><summary>recipe of {html.escape(n)}</summary><pre>{html.escape(r)}</pre></details>"
+        for n, r in p.get("recipes", {}).items()
+    )
     return _table("provenance", ["what", "value"], rows, text_cols=2) + recipes
 
 
 SECTIONS = (
-    ("studied", "What was studied"), ("headline", "Headline: does the ranking transfer?"),
-    ("methods", "Three measures against the reference"), ("noise", "Noise floor"),
-    ("subsets", "Fewer classes of the reference"), ("proxies", "What to use instead"),
-    ("traits", "Which traits predict error"), ("datasets", "Per-dataset tables"), ("provenance", "Provenance"),
+    ("studied", "What was studied"),
+    ("headline", "Headline: does the ranking transfer?"),
+    ("methods", "Three measures against the reference"),
+    ("noise", "Noise floor"),
+    ("subsets", "Fewer classes of the reference"),
+    ("proxies", "What to use instead"),
+    ("traits", "Which traits predict error"),
+    ("datasets", "Per-dataset tables"),
+    ("provenance", "Provenance"),
 )
 
 
 def render(a: Analysis, figures: dict[str, Path]) -> str:
     """The whole report as one HTML string."""
     bodies = {
-        "studied": _studied(a), "headline": _headline(a, figures), "methods": _methods(a),
-        "noise": _noise(a), "subsets": _subsets(a, figures), "proxies": _proxies(a),
-        "traits": _traits(a, figures), "datasets": _per_dataset(a, figures), "provenance": _provenance(a),
+        "studied": _studied(a),
+        "headline": _headline(a, figures),
+        "methods": _methods(a),
+        "noise": _noise(a),
+        "subsets": _subsets(a, figures),
+        "proxies": _proxies(a),
+        "traits": _traits(a, figures),
+        "datasets": _per_dataset(a, figures),
+        "provenance": _provenance(a),
     }
-    heat = _figure(figures.get("heatmap"), f"{a.method.capitalize()} correlation of error between every pair of datasets.")
+    heat = _figure(
+        figures.get("heatmap"),
+        f"{a.method.capitalize()} correlation of error between every pair of datasets.",
+    )
     bodies["methods"] += heat
     nav = "".join(f'<a href="#s-{key}">{html.escape(title)}</a>' for key, title in SECTIONS)
-    sections = "".join(f'<section id="s-{key}"><h2>{html.escape(title)}</h2>{bodies[key]}</section>'
-                       for key, title in SECTIONS)
+    sections = "".join(
+        f'<section id="s-{key}"><h2>{html.escape(title)}</h2>{bodies[key]}</section>'
+        for key, title in SECTIONS
+    )
     title = f"Does the {a.reference} ranking transfer? anysweep report"
     return (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'

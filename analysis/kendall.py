@@ -34,7 +34,9 @@ def kendall_replicates(x: np.ndarray, y: np.ndarray, counts: np.ndarray) -> np.n
     total = counts.sum(axis=1).astype(np.float64)
     pairs = total * (total - 1) / 2
     with np.errstate(all="ignore"):
-        return (concordance / 2) / np.sqrt((pairs - _tied_pairs(x, counts)) * (pairs - _tied_pairs(y, counts)))
+        return (concordance / 2) / np.sqrt(
+            (pairs - _tied_pairs(x, counts)) * (pairs - _tied_pairs(y, counts))
+        )
 
 
 def inversions(seq: np.ndarray) -> np.ndarray:
@@ -112,14 +114,20 @@ def _tau_dense(gx: np.ndarray, gys: np.ndarray, n2: np.ndarray | float) -> np.nd
         return (n0 - n1 - n2 + joint - 2 * discordant) / np.sqrt((n0 - n1) * (n0 - n2))
 
 
-def kendall_null(x: np.ndarray, y: np.ndarray, perms: np.ndarray, cache: dict[bytes, np.ndarray]) -> np.ndarray:
+def kendall_null(
+    x: np.ndarray, y: np.ndarray, perms: np.ndarray, cache: dict[bytes, np.ndarray]
+) -> np.ndarray:
     """tau-b of x against y permuted by each row of `perms`. The null depends only on n and
     the two tie patterns, so it is computed once per pattern and kept in `cache`."""
     gx, gy = _dense(x), _dense(y)
-    key = b"|".join([
-        np.int64(len(x)).tobytes(), np.bincount(gx).tobytes(), np.bincount(gy).tobytes(),
-        np.int64(len(perms)).tobytes(),
-    ])
+    key = b"|".join(
+        [
+            np.int64(len(x)).tobytes(),
+            np.bincount(gx).tobytes(),
+            np.bincount(gy).tobytes(),
+            np.int64(len(perms)).tobytes(),
+        ]
+    )
     if key not in cache:
         cache[key] = _tau_dense(gx, gy[perms], _tie_pairs_fixed(gy))
     return cache[key]

@@ -30,8 +30,18 @@ def subset_curve(
             if dataset == target:
                 continue
             pair = correlations.get(target, dataset)
-            rows.append({"target": target, "dataset": dataset, "k": int(k), "n": int(pair["n"]),
-                         "r": pair["r"], "lo": pair["lo"], "hi": pair["hi"], "p": pair["p"]})
+            rows.append(
+                {
+                    "target": target,
+                    "dataset": dataset,
+                    "k": int(k),
+                    "n": int(pair["n"]),
+                    "r": pair["r"],
+                    "lo": pair["lo"],
+                    "hi": pair["hi"],
+                    "p": pair["p"],
+                }
+            )
     frame = pd.DataFrame(rows, columns=list(CURVE_COLUMNS))
     return frame.sort_values(["target", "k", "dataset"], kind="stable").reset_index(drop=True)
 
@@ -54,10 +64,23 @@ def rank_proxies(
                 continue
             pair = correlations.get(target, proxy)
             kind = "reference" if proxy == reference else "subset" if proxy in subsets else "other"
-            rows.append({"target": target, "proxy": proxy, "kind": kind, "k": subsets.get(proxy),
-                         "n": int(pair["n"]), "r": pair["r"], "lo": pair["lo"], "hi": pair["hi"],
-                         "p": pair["p"], "gpu_hours": float(costs.get(proxy, np.nan))})
-    frame = pd.DataFrame(rows, columns=["target", "proxy", "kind", "k", "n", "r", "lo", "hi", "p", "gpu_hours"])
+            rows.append(
+                {
+                    "target": target,
+                    "proxy": proxy,
+                    "kind": kind,
+                    "k": subsets.get(proxy),
+                    "n": int(pair["n"]),
+                    "r": pair["r"],
+                    "lo": pair["lo"],
+                    "hi": pair["hi"],
+                    "p": pair["p"],
+                    "gpu_hours": float(costs.get(proxy, np.nan)),
+                }
+            )
+    frame = pd.DataFrame(
+        rows, columns=["target", "proxy", "kind", "k", "n", "r", "lo", "hi", "p", "gpu_hours"]
+    )
     if frame.empty:
         return frame.assign(rank_r=[], rank_cost=[], within_best=[])
     frame["k"] = frame["k"].astype("Int64")
@@ -82,18 +105,31 @@ def recommend(ranked: pd.DataFrame, *, reference: str) -> pd.DataFrame:
             continue
         best = valid.iloc[0]
         eligible = valid[valid["within_best"] & np.isfinite(valid["gpu_hours"])]
-        pick = eligible.sort_values(["gpu_hours", "r"], ascending=[True, False], kind="stable").iloc[0] if len(eligible) else best
+        pick = (
+            eligible.sort_values(["gpu_hours", "r"], ascending=[True, False], kind="stable").iloc[0]
+            if len(eligible)
+            else best
+        )
         found = bool(best["lo"] > 0) if np.isfinite(best["lo"]) else bool(best["r"] > 0)
         ref = valid[valid["proxy"] == reference]
         ref_r = float(ref["r"].iloc[0]) if len(ref) else np.nan
         ref_cost = float(ref["gpu_hours"].iloc[0]) if len(ref) else np.nan
-        rows.append({
-            "target": target, "best": best["proxy"], "best_r": best["r"], "best_lo": best["lo"],
-            "best_hi": best["hi"], "found": found, "recommended": pick["proxy"] if found else "",
-            "recommended_r": pick["r"],
-            "recommended_lo": pick["lo"], "recommended_hi": pick["hi"],
-            "recommended_gpu_hours": pick["gpu_hours"], "reference_r": ref_r,
-            "reference_gpu_hours": ref_cost,
-            "saving": ref_cost / pick["gpu_hours"] if pick["gpu_hours"] > 0 else np.nan,
-        })
+        rows.append(
+            {
+                "target": target,
+                "best": best["proxy"],
+                "best_r": best["r"],
+                "best_lo": best["lo"],
+                "best_hi": best["hi"],
+                "found": found,
+                "recommended": pick["proxy"] if found else "",
+                "recommended_r": pick["r"],
+                "recommended_lo": pick["lo"],
+                "recommended_hi": pick["hi"],
+                "recommended_gpu_hours": pick["gpu_hours"],
+                "reference_r": ref_r,
+                "reference_gpu_hours": ref_cost,
+                "saving": ref_cost / pick["gpu_hours"] if pick["gpu_hours"] > 0 else np.nan,
+            }
+        )
     return pd.DataFrame(rows)

@@ -41,17 +41,41 @@ CURVES = (
 )
 # Per-architecture columns of /architectures; the per-stage ones are 2-D.
 ARCH_COLUMNS = (
-    "id", "name", "num_stages", "depths", "widths", "bottleneck_ratios", "group_widths",
-    "sampled_widths", "sampled_group_widths", "stem", "stem_width", "se_ratio",
-    "flops", "params", "acts",
+    "id",
+    "name",
+    "num_stages",
+    "depths",
+    "widths",
+    "bottleneck_ratios",
+    "group_widths",
+    "sampled_widths",
+    "sampled_group_widths",
+    "stem",
+    "stem_width",
+    "se_ratio",
+    "flops",
+    "params",
+    "acts",
 )
 ARCH_STAGE_COLUMNS = (
-    "depths", "widths", "bottleneck_ratios", "group_widths", "sampled_widths",
+    "depths",
+    "widths",
+    "bottleneck_ratios",
+    "group_widths",
+    "sampled_widths",
     "sampled_group_widths",
 )
 DATASET_ATTRS = (
-    "classes", "class_names", "resolution", "num_train", "num_test", "source", "recipe",
-    "parent", "subset_classes", "spec",
+    "classes",
+    "class_names",
+    "resolution",
+    "num_train",
+    "num_test",
+    "source",
+    "recipe",
+    "parent",
+    "subset_classes",
+    "spec",
 )
 
 
@@ -104,9 +128,7 @@ class CellResult:
 
 
 SCALAR_FIELDS = tuple(f.name for f in fields(CellResult) if f.name != "curves")
-STRING_FIELDS = tuple(
-    f.name for f in fields(CellResult) if f.type == "str" and f.name != "curves"
-)
+STRING_FIELDS = tuple(f.name for f in fields(CellResult) if f.type == "str" and f.name != "curves")
 # Per-cell columns of /datasets/<name>; `dataset` is the group's name.
 CELL_COLUMNS = tuple(name for name in SCALAR_FIELDS if name != "dataset")
 
@@ -304,7 +326,11 @@ def _write_dataset(handle: h5py.File, info: DatasetInfo, cells: list[CellResult]
     for name in CELL_COLUMNS:
         column = [getattr(c, name) for c in cells]
         kind = str if name in STRING_FIELDS else None
-        data = _column(column) if column else np.array([], dtype=h5py.string_dtype() if kind else float)
+        data = (
+            _column(column)
+            if column
+            else np.array([], dtype=h5py.string_dtype() if kind else float)
+        )
         group.create_dataset(name, data=data)
     curves = group.create_group("curves")
     for name in CURVES:

@@ -190,7 +190,9 @@ def spearman_replicates(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return out
 
 
-def _null_matrix(z: np.ndarray, perms: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+def _null_matrix(
+    z: np.ndarray, perms: np.ndarray, left: np.ndarray, right: np.ndarray
+) -> np.ndarray:
     """(permutations, pairs): correlation of column `left` with column `right` permuted."""
     n, c = z.shape
     out = np.empty((len(perms), len(left)))
@@ -202,7 +204,9 @@ def _null_matrix(z: np.ndarray, perms: np.ndarray, left: np.ndarray, right: np.n
 
 
 # ---- the public entry point ------------------------------------------------------------
-def _pair_list(names: Sequence[str], pairs: Iterable[tuple[str, str]] | None) -> list[tuple[int, int]]:
+def _pair_list(
+    names: Sequence[str], pairs: Iterable[tuple[str, str]] | None
+) -> list[tuple[int, int]]:
     index = {name: i for i, name in enumerate(names)}
     if pairs is None:
         return list(combinations(range(len(names)), 2))
@@ -233,7 +237,9 @@ def correlate(
     p-values are two-sided permutation p-values (exact when n! <= permutations)."""
     check_method(method)
     if bootstrap < 0 or permutations < 0:
-        raise ValueError(f"bootstrap and permutations must be >= 0, got {bootstrap} and {permutations}")
+        raise ValueError(
+            f"bootstrap and permutations must be >= 0, got {bootstrap} and {permutations}"
+        )
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence}")
     names = tuple(str(c) for c in values.columns)
@@ -248,7 +254,9 @@ def correlate(
     for k, (i, j) in enumerate(pair_idx):
         groups.setdefault(np.packbits(present[:, i] & present[:, j]).tobytes(), []).append(k)
     null_cache: dict[bytes, np.ndarray] = {}
-    bar = tqdm(total=count, desc=f"{method} correlations", unit="pair", disable=not progress, leave=False)
+    bar = tqdm(
+        total=count, desc=f"{method} correlations", unit="pair", disable=not progress, leave=False
+    )
     for members in groups.values():
         i0, j0 = pair_idx[members[0]]
         rows = np.flatnonzero(present[:, i0] & present[:, j0])
@@ -284,10 +292,18 @@ def correlate(
         bar.update(len(members))
     bar.close()
     lo, hi = percentile_interval(samples, confidence)
-    table = pd.DataFrame({
-        "a": [names[i] for i, _ in pair_idx], "b": [names[j] for _, j in pair_idx],
-        "method": method, "n": n_rows, "r": r, "lo": lo, "hi": hi, "p": p,
-    })
+    table = pd.DataFrame(
+        {
+            "a": [names[i] for i, _ in pair_idx],
+            "b": [names[j] for _, j in pair_idx],
+            "method": method,
+            "n": n_rows,
+            "r": r,
+            "lo": lo,
+            "hi": hi,
+            "p": p,
+        }
+    )
     return Correlations(table=table, samples=samples, names=names, confidence=confidence)
 
 
@@ -319,22 +335,41 @@ def seed_reliability(
     complete = by_seed.dropna()
     seeds = by_seed.shape[1]
     s = float(seeds if seeds_averaged is None else seeds_averaged)
-    summary = {"seeds": seeds, "n": len(complete), "seeds_averaged": s, "seed_r": np.nan,
-               "seed_lo": np.nan, "seed_hi": np.nan, "reliability": np.nan,
-               "reliability_lo": np.nan, "reliability_hi": np.nan}
+    summary = {
+        "seeds": seeds,
+        "n": len(complete),
+        "seeds_averaged": s,
+        "seed_r": np.nan,
+        "seed_lo": np.nan,
+        "seed_hi": np.nan,
+        "reliability": np.nan,
+        "reliability_lo": np.nan,
+        "reliability_hi": np.nan,
+    }
     replicates = np.full(bootstrap, np.nan)
     if seeds < 2 or len(complete) < MIN_N:
         return summary, replicates
-    result = correlate(complete, method=method, bootstrap=bootstrap, permutations=0,
-                       confidence=confidence, seed=seed)
+    result = correlate(
+        complete,
+        method=method,
+        bootstrap=bootstrap,
+        permutations=0,
+        confidence=confidence,
+        seed=seed,
+    )
     single = float(result.table["r"].mean())
     single_samples = result.samples.mean(axis=0)
     replicates = spearman_brown(single_samples, s)
     lo, hi = percentile_interval(single_samples, confidence)
     rel_lo, rel_hi = percentile_interval(replicates, confidence)
-    summary.update(seed_r=single, seed_lo=float(lo), seed_hi=float(hi),
-                   reliability=float(spearman_brown(single, s)),
-                   reliability_lo=float(rel_lo), reliability_hi=float(rel_hi))
+    summary.update(
+        seed_r=single,
+        seed_lo=float(lo),
+        seed_hi=float(hi),
+        reliability=float(spearman_brown(single, s)),
+        reliability_lo=float(rel_lo),
+        reliability_hi=float(rel_hi),
+    )
     return summary, replicates
 
 
@@ -364,7 +399,9 @@ def disattenuate(
         corrected = np.clip(table["r"].to_numpy() / ceiling_arr, -1, 1)
         corrected_samples = np.clip(correlations.samples / ceiling_samples, -1, 1)
     table["ceiling"] = ceiling_arr
-    table["ceiling_lo"], table["ceiling_hi"] = percentile_interval(ceiling_samples, correlations.confidence)
+    table["ceiling_lo"], table["ceiling_hi"] = percentile_interval(
+        ceiling_samples, correlations.confidence
+    )
     table["r_corrected"] = corrected
     lo, hi = percentile_interval(corrected_samples, correlations.confidence)
     table["corrected_lo"], table["corrected_hi"] = lo, hi

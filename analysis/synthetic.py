@@ -44,18 +44,34 @@ class SyntheticTruth:
     true_error: dict[str, np.ndarray] = field(repr=False)
 
 
-def default_datasets(reference: str = "imagenet", subset_ks: Sequence[int] = (10, 50, 100, 500)) -> list[SyntheticDataset]:
+def default_datasets(
+    reference: str = "imagenet", subset_ks: Sequence[int] = (10, 50, 100, 500)
+) -> list[SyntheticDataset]:
     """ImageNet, its class subsets, and the paper's kinds of target datasets."""
     rng = np.random.default_rng(12345)
-    out = [SyntheticDataset(reference, 1000, 224, 1_281_167, 50_000, rho=1.0, base=38, spread=4, seed_noise=0.6)]
+    out = [
+        SyntheticDataset(
+            reference, 1000, 224, 1_281_167, 50_000, rho=1.0, base=38, spread=4, seed_noise=0.6
+        )
+    ]
     for k in subset_ks:
         alpha = 0.35 + 0.65 * np.log(k) / np.log(1000)
-        out.append(SyntheticDataset(
-            f"{reference}_k{k}", k, 224, 1300 * k, 50 * k, rho=float(alpha),
-            small=float(np.sqrt(1 - alpha**2)), base=20 + 0.02 * k, spread=3,
-            seed_noise=1.2 - 0.1 * np.log10(k), parent=reference,
-            subset_classes=tuple(sorted(rng.choice(1000, k, replace=False).tolist())),
-        ))
+        out.append(
+            SyntheticDataset(
+                f"{reference}_k{k}",
+                k,
+                224,
+                1300 * k,
+                50 * k,
+                rho=float(alpha),
+                small=float(np.sqrt(1 - alpha**2)),
+                base=20 + 0.02 * k,
+                spread=3,
+                seed_noise=1.2 - 0.1 * np.log10(k),
+                parent=reference,
+                subset_classes=tuple(sorted(rng.choice(1000, k, replace=False).tolist())),
+            )
+        )
     targets = (
         ("cifar10", 10, 32, 50_000, 10_000, 0.55, 0.6, 9, 2.0, 0.5),
         ("cifar100", 100, 32, 50_000, 10_000, 0.7, 0.4, 33, 3.0, 0.8),
@@ -70,18 +86,26 @@ def default_datasets(reference: str = "imagenet", subset_ks: Sequence[int] = (10
         if name == reference:
             continue
         small = min(small, 0.95 * np.sqrt(1 - rho**2))
-        out.append(SyntheticDataset(name, classes, res, ntr, nte, rho, float(small), base, spread, noise))
+        out.append(
+            SyntheticDataset(name, classes, res, ntr, nte, rho, float(small), base, spread, noise)
+        )
     return out
 
 
-def _architectures(rng: np.random.Generator, n: int, flops_range: tuple[float, float]) -> dict[str, np.ndarray]:
+def _architectures(
+    rng: np.random.Generator, n: int, flops_range: tuple[float, float]
+) -> dict[str, np.ndarray]:
     """AnyNetX_A-like architectures with a rough analytic complexity at 224 px."""
     kept: list[dict[str, np.ndarray]] = []
     total = 0
     while total < n:
         m = 20 * n + 1000
         depths = np.floor(np.exp(rng.uniform(0, np.log(17), (m, 4)))).astype(np.int64).clip(1, 16)
-        sampled_w = (np.exp(rng.uniform(np.log(8), np.log(1025), (m, 4))) // 8 * 8).astype(np.int64).clip(8, 1024)
+        sampled_w = (
+            (np.exp(rng.uniform(np.log(8), np.log(1025), (m, 4))) // 8 * 8)
+            .astype(np.int64)
+            .clip(8, 1024)
+        )
         ratios = rng.choice([1.0, 2.0, 4.0], (m, 4))
         sampled_g = rng.choice([1, 2, 4, 8, 16, 32], (m, 4))
         bottleneck = np.maximum(sampled_w / ratios, 1)
@@ -90,36 +114,60 @@ def _architectures(rng: np.random.Generator, n: int, flops_range: tuple[float, f
         widths = (bottleneck * ratios).astype(np.int64)
         flops, params, acts = _complexity(depths, widths, bottleneck, groups)
         ok = (flops >= flops_range[0]) & (flops <= flops_range[1])
-        kept.append({
-            "depths": depths[ok], "widths": widths[ok], "bottleneck_ratios": ratios[ok],
-            "group_widths": groups[ok], "sampled_widths": sampled_w[ok],
-            "sampled_group_widths": sampled_g[ok], "flops": flops[ok], "params": params[ok],
-            "acts": acts[ok],
-        })
+        kept.append(
+            {
+                "depths": depths[ok],
+                "widths": widths[ok],
+                "bottleneck_ratios": ratios[ok],
+                "group_widths": groups[ok],
+                "sampled_widths": sampled_w[ok],
+                "sampled_group_widths": sampled_g[ok],
+                "flops": flops[ok],
+                "params": params[ok],
+                "acts": acts[ok],
+            }
+        )
         total += int(ok.sum())
     cols = {k: np.concatenate([part[k] for part in kept])[:n] for k in kept[0]}
     names = [
         "d{}-w{}-b{}-g{}".format(
-            ".".join(map(str, d)), ".".join(map(str, w)),
-            ".".join(f"{b:g}" for b in r), ".".join(map(str, g)),
+            ".".join(map(str, d)),
+            ".".join(map(str, w)),
+            ".".join(f"{b:g}" for b in r),
+            ".".join(map(str, g)),
         )
-        for d, w, r, g in zip(cols["depths"], cols["widths"], cols["bottleneck_ratios"], cols["group_widths"], strict=True)
+        for d, w, r, g in zip(
+            cols["depths"],
+            cols["widths"],
+            cols["bottleneck_ratios"],
+            cols["group_widths"],
+            strict=True,
+        )
     ]
     cols.update(
-        id=np.arange(n), name=np.array(names, dtype=object), num_stages=np.full(n, 4),
-        stem=np.array(["imagenet"] * n, dtype=object), stem_width=np.full(n, 32),
+        id=np.arange(n),
+        name=np.array(names, dtype=object),
+        num_stages=np.full(n, 4),
+        stem=np.array(["imagenet"] * n, dtype=object),
+        stem_width=np.full(n, 32),
         se_ratio=np.zeros(n),
     )
     return cols
 
 
-def _complexity(depths: np.ndarray, widths: np.ndarray, bottleneck: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, ...]:
+def _complexity(
+    depths: np.ndarray, widths: np.ndarray, bottleneck: np.ndarray, groups: np.ndarray
+) -> tuple[np.ndarray, ...]:
     side = np.array([56, 28, 14, 7], dtype=float) ** 2
     w_in = np.concatenate([np.full((len(widths), 1), 32), widths[:, :-1]], axis=1)
     per_block = bottleneck * widths + 9 * bottleneck * groups + bottleneck * widths
     first = w_in * bottleneck + 9 * bottleneck * groups + bottleneck * widths + w_in * widths
     params = (first + (depths - 1) * per_block).sum(axis=1) + 864 + 1000 * widths[:, -1]
-    flops = ((first + (depths - 1) * per_block) * side).sum(axis=1) + 864 * 112**2 + 1000 * widths[:, -1]
+    flops = (
+        ((first + (depths - 1) * per_block) * side).sum(axis=1)
+        + 864 * 112**2
+        + 1000 * widths[:, -1]
+    )
     acts = ((2 * bottleneck + widths) * depths * side).sum(axis=1) + 32 * 112**2
     return flops.astype(np.int64), params.astype(np.int64), acts.astype(np.int64)
 
@@ -165,7 +213,9 @@ def synthetic_results(
         raise ValueError(f"need seeds >= 1 and architectures >= 3, got {seeds} and {architectures}")
     specs = list(datasets) if datasets is not None else default_datasets(reference)
     if reference not in [s.name for s in specs]:
-        raise ValueError(f"reference {reference!r} is not among the datasets {[s.name for s in specs]}")
+        raise ValueError(
+            f"reference {reference!r} is not among the datasets {[s.name for s in specs]}"
+        )
     rng = np.random.default_rng(seed)
     archs = _architectures(rng, architectures, flops_range)
     z = _latents(rng, archs, 2 + len(specs))
@@ -177,17 +227,44 @@ def synthetic_results(
         true = spec.base - spec.spread * latent
         truth[spec.name] = true
         reliability[spec.name] = spec.spread**2 / (spec.spread**2 + spec.seed_noise**2)
-        infos.append(schema.DatasetInfo(
-            name=spec.name, classes=spec.classes, resolution=spec.resolution,
-            num_train=spec.num_train, num_test=spec.num_test, source="synthetic",
-            class_names=tuple(f"class{i}" for i in range(spec.classes)), recipe=recipe,
-            parent=spec.parent, subset_classes=spec.subset_classes,
-            spec=json.dumps({"name": spec.name, "source": "synthetic"}),
-        ))
-        cells.extend(_cells(rng, spec, archs, true, seeds, missing, diverged, failed, epochs, curves, quantize, recipe))
+        infos.append(
+            schema.DatasetInfo(
+                name=spec.name,
+                classes=spec.classes,
+                resolution=spec.resolution,
+                num_train=spec.num_train,
+                num_test=spec.num_test,
+                source="synthetic",
+                class_names=tuple(f"class{i}" for i in range(spec.classes)),
+                recipe=recipe,
+                parent=spec.parent,
+                subset_classes=spec.subset_classes,
+                spec=json.dumps({"name": spec.name, "source": "synthetic"}),
+            )
+        )
+        cells.extend(
+            _cells(
+                rng,
+                spec,
+                archs,
+                true,
+                seeds,
+                missing,
+                diverged,
+                failed,
+                epochs,
+                curves,
+                quantize,
+                recipe,
+            )
+        )
     attrs = {
-        "created": "2024-01-01T00:00:00", "study": "synthetic", "reference": reference,
-        "software": json.dumps({"anysweep": "0.1.0", "generator": "analysis.synthetic", "seed": seed}),
+        "created": "2024-01-01T00:00:00",
+        "study": "synthetic",
+        "reference": reference,
+        "software": json.dumps(
+            {"anysweep": "0.1.0", "generator": "analysis.synthetic", "seed": seed}
+        ),
     }
     schema.write_results(Path(path), architectures=archs, datasets=infos, cells=cells, attrs=attrs)
     rho = {s.name: float(np.corrcoef(truth[reference], truth[s.name])[0, 1]) for s in specs}
@@ -195,9 +272,18 @@ def synthetic_results(
 
 
 def _cells(
-    rng: np.random.Generator, spec: SyntheticDataset, archs: Mapping[str, np.ndarray],
-    true: np.ndarray, seeds: int, missing: float, diverged: float, failed: float,
-    epochs: int, curves: bool, quantize: bool, recipe: str,
+    rng: np.random.Generator,
+    spec: SyntheticDataset,
+    archs: Mapping[str, np.ndarray],
+    true: np.ndarray,
+    seeds: int,
+    missing: float,
+    diverged: float,
+    failed: float,
+    epochs: int,
+    curves: bool,
+    quantize: bool,
+    recipe: str,
 ) -> list[schema.CellResult]:
     n = len(true)
     ceiling = 100.0 * (1 - 1 / spec.classes)
@@ -223,9 +309,18 @@ def _cells(
             elif fate[a] < missing + failed + diverged:
                 status = "diverged"
             cell = schema.CellResult(
-                dataset=spec.name, arch_id=a, seed=s, status=status, epochs=epochs,
-                flops=int(flops[a]), params=int(archs["params"][a]), acts=int(archs["acts"][a]),
-                host="node01", gpu="synthetic", job_id=f"{1000 + s}_{a}", recipe=recipe,
+                dataset=spec.name,
+                arch_id=a,
+                seed=s,
+                status=status,
+                epochs=epochs,
+                flops=int(flops[a]),
+                params=int(archs["params"][a]),
+                acts=int(archs["acts"][a]),
+                host="node01",
+                gpu="synthetic",
+                job_id=f"{1000 + s}_{a}",
+                recipe=recipe,
                 versions='{"anysweep": "0.1.0"}',
             )
             if status == "done":

@@ -36,13 +36,23 @@ def trait_effects(
     lower error), with bootstrap interval and permutation p-value."""
     missing = [t for t in TRAITS if t not in architectures.columns]
     if missing:
-        raise ValueError(f"architecture table lacks traits {missing}; has {list(architectures.columns)}")
+        raise ValueError(
+            f"architecture table lacks traits {missing}; has {list(architectures.columns)}"
+        )
     traits = architectures.loc[errors.index, list(TRAITS)].astype(float)
     traits.columns = [f"trait:{t}" for t in TRAITS]
     joined = pd.concat([traits, errors], axis=1)
     pairs = [(f"trait:{t}", d) for d in errors.columns for t in TRAITS]
-    result = correlate(joined, method=method, pairs=pairs, bootstrap=bootstrap,
-                       permutations=permutations, confidence=confidence, seed=seed, progress=progress)
+    result = correlate(
+        joined,
+        method=method,
+        pairs=pairs,
+        bootstrap=bootstrap,
+        permutations=permutations,
+        confidence=confidence,
+        seed=seed,
+        progress=progress,
+    )
     table = result.table.rename(columns={"a": "trait", "b": "dataset"})
     table["trait"] = table["trait"].str.removeprefix("trait:")
     table.insert(2, "label", table["trait"].map(TRAITS))

@@ -33,8 +33,18 @@ GOAL_S = 10.0
 def _datasets(count: int) -> list[SyntheticDataset]:
     base = default_datasets()
     extra = [
-        SyntheticDataset(f"extra{i}", 10, 32, 20_000, 5_000, rho=float(np.sin(i)) * 0.9,
-                         small=0.2, base=20, spread=3, seed_noise=0.8)
+        SyntheticDataset(
+            f"extra{i}",
+            10,
+            32,
+            20_000,
+            5_000,
+            rho=float(np.sin(i)) * 0.9,
+            small=0.2,
+            base=20,
+            spread=3,
+            seed_noise=0.8,
+        )
         for i in range(max(0, count - len(base)))
     ]
     return (base + extra)[:count]
@@ -57,20 +67,32 @@ class Clock:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--architectures", type=int, default=2000)
     parser.add_argument("--datasets", type=int, default=25)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--bootstrap", type=int, default=1000)
-    parser.add_argument("--full", action="store_true", help="also time the whole analysis and report")
+    parser.add_argument(
+        "--full", action="store_true", help="also time the whole analysis and report"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "results.h5"
         with Clock("write synthetic results.h5 (not part of the goal)"):
-            synthetic_results(path, architectures=args.architectures, seeds=args.seeds,
-                              datasets=_datasets(args.datasets), curves=True, seed=0)
+            synthetic_results(
+                path,
+                architectures=args.architectures,
+                seeds=args.seeds,
+                datasets=_datasets(args.datasets),
+                curves=True,
+                seed=0,
+            )
         cells = args.architectures * args.datasets * args.seeds
-        print(f"{cells:,} cells: {args.architectures} architectures x {args.datasets} datasets x {args.seeds} seeds")
+        print(
+            f"{cells:,} cells: {args.architectures} architectures x {args.datasets} datasets x {args.seeds} seeds"
+        )
         with Clock("load results.h5 into the cells frame") as load:
             study = open_results(path)
             errors = study.errors()
@@ -79,16 +101,27 @@ def main() -> int:
         total = load.wall + spearman.wall
         cpu = load.cpu + spearman.cpu
         verdict = "meets" if total < GOAL_S else "MISSES"
-        print(f"GOAL load + Spearman matrix with intervals: {total:.2f} s wall, {cpu:.2f} s cpu "
-              f"({verdict} the {GOAL_S:.0f} s goal)")
+        print(
+            f"GOAL load + Spearman matrix with intervals: {total:.2f} s wall, {cpu:.2f} s cpu "
+            f"({verdict} the {GOAL_S:.0f} s goal)"
+        )
         with Clock(f"  + {args.bootstrap} permutations for p-values"):
-            correlate(errors, method="spearman", bootstrap=args.bootstrap, permutations=args.bootstrap)
+            correlate(
+                errors, method="spearman", bootstrap=args.bootstrap, permutations=args.bootstrap
+            )
         with Clock("Pearson matrix with intervals and p-values"):
-            correlate(errors, method="pearson", bootstrap=args.bootstrap, permutations=args.bootstrap)
+            correlate(
+                errors, method="pearson", bootstrap=args.bootstrap, permutations=args.bootstrap
+            )
         reference = [(study.reference, d) for d in errors.columns if d != study.reference]
         with Clock(f"Kendall against the reference ({len(reference)} pairs)"):
-            correlate(errors, method="kendall", pairs=reference, bootstrap=args.bootstrap,
-                      permutations=args.bootstrap)
+            correlate(
+                errors,
+                method="kendall",
+                pairs=reference,
+                bootstrap=args.bootstrap,
+                permutations=args.bootstrap,
+            )
         if args.full:
             from analysis.report import analyze, write_report
 

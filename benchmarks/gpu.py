@@ -58,10 +58,18 @@ from hpc.train import train_cell  # noqa: E402
 from loaders.memory import MemoryTrainLoader  # noqa: E402
 
 # An AnyNetX_A network of the study's population (379 MF at 224 px, 1,000 classes).
-STUDY_ARCH = Architecture(depths=(1, 2, 5, 2), widths=(48, 96, 256, 512),
-                          bottleneck_ratios=(1.0,) * 4, group_widths=(16,) * 4)
-REGNETX_200MF = Architecture(depths=(1, 1, 4, 7), widths=(24, 56, 152, 368),
-                             bottleneck_ratios=(1.0,) * 4, group_widths=(8,) * 4)
+STUDY_ARCH = Architecture(
+    depths=(1, 2, 5, 2),
+    widths=(48, 96, 256, 512),
+    bottleneck_ratios=(1.0,) * 4,
+    group_widths=(16,) * 4,
+)
+REGNETX_200MF = Architecture(
+    depths=(1, 1, 4, 7),
+    widths=(24, 56, 152, 368),
+    bottleneck_ratios=(1.0,) * 4,
+    group_widths=(8,) * 4,
+)
 NUM_CLASSES = 10
 MEAN, STD = np.array([125.3, 123.0, 113.9]), np.array([63.0, 62.1, 66.7])
 SPEC_BF16_DENSE = {"H200": 989.4e12, "H100": 989.4e12, "A100": 312e12}  # FLOP/s
@@ -79,8 +87,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def synthetic(n: int, res: int, device: torch.device,
-              seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def synthetic(
+    n: int, res: int, device: torch.device, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """n uint8 N,H,W,C images and int64 labels: a colour per class plus Gaussian noise."""
     gen = torch.Generator(device=device).manual_seed(seed)
     labels = torch.randint(0, NUM_CLASSES, (n,), generator=gen, device=device)
@@ -88,21 +97,32 @@ def synthetic(n: int, res: int, device: torch.device,
     images = torch.empty(n, res, res, 3, dtype=torch.uint8, device=device)
     for s in range(0, n, 2048):
         noise = torch.randn(min(2048, n - s), res, res, 3, generator=gen, device=device)
-        pixels = colours[labels[s:s + 2048]] + 64 * noise
-        images[s:s + 2048] = pixels.clamp_(0, 255).to(torch.uint8)
+        pixels = colours[labels[s : s + 2048]] + 64 * noise
+        images[s : s + 2048] = pixels.clamp_(0, 255).to(torch.uint8)
     return images, labels
 
 
-def memory_loader(n: int, res: int, batch_size: int, device: torch.device, augment: str,
-                  tmp: Path) -> MemoryTrainLoader:
+def memory_loader(
+    n: int, res: int, batch_size: int, device: torch.device, augment: str, tmp: Path
+) -> MemoryTrainLoader:
     """The memory backend's training loader over a synthetic split (one .npy, as prepared)."""
     images, labels = synthetic(n, res, device)
     path = tmp / f"train-{device.type}-{res}px-{n}.npy"
     np.save(path, images.cpu().numpy())
     del images
-    return MemoryTrainLoader(path, labels=labels.cpu().numpy(), indices=None, label_map=None,
-                             batch_size=batch_size, resolution=res, device=str(device),
-                             augment=augment, mean=MEAN, std=STD, normalize=True)
+    return MemoryTrainLoader(
+        path,
+        labels=labels.cpu().numpy(),
+        indices=None,
+        label_map=None,
+        batch_size=batch_size,
+        resolution=res,
+        device=str(device),
+        augment=augment,
+        mean=MEAN,
+        std=STD,
+        normalize=True,
+    )
 
 
 class ListLoader:
@@ -119,8 +139,9 @@ class ListLoader:
         return iter(self.batches)
 
 
-def loader_rates(loader: MemoryTrainLoader, device: torch.device,
-                 repeats: int = 3) -> tuple[float, float]:
+def loader_rates(
+    loader: MemoryTrainLoader, device: torch.device, repeats: int = 3
+) -> tuple[float, float]:
     """Median images/s over `repeats` epochs (after one warm-up) of the loader and of plain
     indexing of its uint8 tensor: random order, float, normalised, same memory format."""
     mean, std = loader.mean.view(1, 3, 1, 1), loader.std.view(1, 3, 1, 1)
@@ -129,7 +150,7 @@ def loader_rates(loader: MemoryTrainLoader, device: torch.device,
     def plain() -> int:
         order = torch.randperm(n, device=device)
         for b in range(len(loader)):
-            index = order[b * bs:(b + 1) * bs]
+            index = order[b * bs : (b + 1) * bs]
             x = loader.images.index_select(0, index).to(torch.float32).sub_(mean).div_(std)
             x, _ = x.contiguous(memory_format=fmt), loader.labels.index_select(0, index)
         return len(loader) * bs
@@ -149,16 +170,22 @@ def loader_rates(loader: MemoryTrainLoader, device: torch.device,
     return statistics.median(rates["loader"]), statistics.median(rates["plain"])
 
 
-def hand_loop(arch: Architecture, batches: list[tuple[torch.Tensor, torch.Tensor]],
-              recipe: Recipe, device: torch.device, warm_steps: int) -> tuple[float, float]:
+def hand_loop(
+    arch: Architecture,
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    recipe: Recipe,
+    device: torch.device,
+    warm_steps: int,
+) -> tuple[float, float]:
     """The plainest loop: (images/s of one timed epoch, extra seconds of the warm-up steps
     before it over the same steps at the timed rate, i.e. compilation and autotuning)."""
     torch.manual_seed(0)
     model = build_model(arch, num_classes=NUM_CLASSES).to(device)
     if recipe.channels_last:
         model = model.to(memory_format=CL)
-    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
-                                weight_decay=recipe.weight_decay)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
+    )
     step_model = torch.compile(model) if recipe.compile else model
     criterion = nn.CrossEntropyLoss()
     model.train()
@@ -178,22 +205,35 @@ def hand_loop(arch: Architecture, batches: list[tuple[torch.Tensor, torch.Tensor
     return rate, timed[0] - sum(len(y) for _, y in batches[:warm_steps]) / rate
 
 
-def train_rows(label: str, arch: Architecture, res: int, loader: MemoryTrainLoader,
-               configs: list[tuple[str, bool, bool]], args: argparse.Namespace,
-               device: torch.device, results: dict[str, Any]) -> None:
+def train_rows(
+    label: str,
+    arch: Architecture,
+    res: int,
+    loader: MemoryTrainLoader,
+    configs: list[tuple[str, bool, bool]],
+    args: argparse.Namespace,
+    device: torch.device,
+    results: dict[str, Any],
+) -> None:
     """One row per (precision, channels_last, compile): hand loop and train_cell, 2 epochs;
     a configuration that raises is recorded in results["errors"] and the next one runs."""
     base = list(loader.epoch(0, 0))
     for precision, cl, comp in configs:
         name = f"{label} {precision} {'channels_last' if cl else 'contiguous'}" + (
-            " compiled" if comp else "")
+            " compiled" if comp else ""
+        )
         if comp and time.perf_counter() - T0 > args.budget_s - COMPILE_RESERVE_S:
             say(f"{name}: skipped, under {COMPILE_RESERVE_S:.0f} s of the budget left")
             results["skipped"].append(name)
             continue
         batches = [(x.contiguous(memory_format=CL if cl else CONTIG), y) for x, y in base]
-        recipe = Recipe(epochs=2, batch_size=loader.batch_size, precision=precision,
-                        channels_last=cl, compile=comp)
+        recipe = Recipe(
+            epochs=2,
+            batch_size=loader.batch_size,
+            precision=precision,
+            channels_last=cl,
+            compile=comp,
+        )
         if comp:  # each compilation starts afresh: another model's shapes would make it dynamic
             torch._dynamo.reset()
         try:
@@ -206,29 +246,51 @@ def train_rows(label: str, arch: Architecture, res: int, loader: MemoryTrainLoad
                 say(f"{name}: train_cell on the {source}, 2 epochs of {len(train)} steps")
                 if comp:
                     torch._dynamo.reset()
-                out = train_cell(arch, train, batches[:2], recipe, seed=0,
-                                 num_classes=NUM_CLASSES, device=str(device))
+                out = train_cell(
+                    arch,
+                    train,
+                    batches[:2],
+                    recipe,
+                    seed=0,
+                    num_classes=NUM_CLASSES,
+                    device=str(device),
+                )
                 secs = out.curves["epoch_seconds"]
                 cell = len(train) * loader.batch_size / secs[-1]
                 # Training FLOP per image: 3 (forward, backward) x 2 (FLOP per multiply-add)
                 # x the forward multiply-adds as pycls counts them.
                 flops = 6 * complexity(arch, res, NUM_CLASSES).flops * cell
                 spec = results["peak"]["spec"]
-                results["train"].append({
-                    "model": arch.name, "label": label, "resolution": res, "loader": source,
-                    "precision": precision, "channels_last": cl, "compile": comp,
-                    "batch_size": loader.batch_size, "steps_per_epoch": len(train),
-                    "hand_images_per_s": hand, "train_cell_images_per_s": cell,
-                    "ratio": cell / hand, "hand_warmup_extra_s": hand_extra,
-                    "train_cell_first_epoch_extra_s": secs[0] - secs[-1],
-                    "final_train_loss": float(out.curves["train_loss"][-1]),
-                    "train_cell_wall_s": out.wall_seconds, "eval_s": out.eval_seconds,
-                    "peak_mem_bytes": out.peak_mem_bytes, "train_cell_flop_per_s": flops,
-                    "mfu_spec": flops / spec if spec else None,
-                    "mfu_matmul": flops / results["peak"]["matmul"]})
-                say(f"{name}, {source}: hand {hand:,.0f} images/s, train_cell {cell:,.0f} "
+                results["train"].append(
+                    {
+                        "model": arch.name,
+                        "label": label,
+                        "resolution": res,
+                        "loader": source,
+                        "precision": precision,
+                        "channels_last": cl,
+                        "compile": comp,
+                        "batch_size": loader.batch_size,
+                        "steps_per_epoch": len(train),
+                        "hand_images_per_s": hand,
+                        "train_cell_images_per_s": cell,
+                        "ratio": cell / hand,
+                        "hand_warmup_extra_s": hand_extra,
+                        "train_cell_first_epoch_extra_s": secs[0] - secs[-1],
+                        "final_train_loss": float(out.curves["train_loss"][-1]),
+                        "train_cell_wall_s": out.wall_seconds,
+                        "eval_s": out.eval_seconds,
+                        "peak_mem_bytes": out.peak_mem_bytes,
+                        "train_cell_flop_per_s": flops,
+                        "mfu_spec": flops / spec if spec else None,
+                        "mfu_matmul": flops / results["peak"]["matmul"],
+                    }
+                )
+                say(
+                    f"{name}, {source}: hand {hand:,.0f} images/s, train_cell {cell:,.0f} "
                     f"images/s, ratio {cell / hand:.3f}, first epoch {secs[0] - secs[-1]:+.1f} s, "
-                    f"loss {out.curves['train_loss'][-1]:.4f}")
+                    f"loss {out.curves['train_loss'][-1]:.4f}"
+                )
         except Exception as exc:  # one failed configuration must not end the run
             traceback.print_exc()
             results["errors"].append(f"{name}: {type(exc).__name__}: {exc}"[:300])
@@ -264,22 +326,35 @@ def determinism_check(tmp: Path) -> bool:
     loader = memory_loader(128, 16, 64, torch.device("cpu"), "pad_crop", tmp)
     test = list(loader.epoch(1, 0))[:1]
     recipe = Recipe(epochs=2, batch_size=64, precision="fp32")
-    outs = [train_cell(STUDY_ARCH, loader, test, recipe, seed=3, num_classes=NUM_CLASSES)
-            for _ in range(2)]
+    outs = [
+        train_cell(STUDY_ARCH, loader, test, recipe, seed=3, num_classes=NUM_CLASSES)
+        for _ in range(2)
+    ]
     keys = ("train_loss", "train_top1_err", "test_top1_err", "test_top5_err")
     return all(np.array_equal(outs[0].curves[k], outs[1].curves[k]) for k in keys)
 
 
 def environment(device: torch.device) -> dict[str, Any]:
-    env: dict[str, Any] = {"torch": torch.__version__, "python": platform.python_version(),
-                           "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version()}
+    env: dict[str, Any] = {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
+    }
     if device.type == "cuda":
         major, minor = torch.cuda.get_device_capability(device)
-        env |= {"device": torch.cuda.get_device_name(device), "capability": f"{major}.{minor}",
-                "bf16": torch.cuda.is_bf16_supported()}
+        env |= {
+            "device": torch.cuda.get_device_name(device),
+            "capability": f"{major}.{minor}",
+            "bf16": torch.cuda.is_bf16_supported(),
+        }
     else:
-        env |= {"device": platform.processor() or platform.machine(), "capability": None,
-                "bf16": True, "threads": torch.get_num_threads()}
+        env |= {
+            "device": platform.processor() or platform.machine(),
+            "capability": None,
+            "bf16": True,
+            "threads": torch.get_num_threads(),
+        }
     return env
 
 
@@ -303,28 +378,39 @@ def _num(v: float | None, fmt: str) -> str:
 def report(results: dict[str, Any]) -> str:
     env, peak = results["env"], results["peak"]
     spec = _num(peak["spec"] and peak["spec"] / 1e12, ".1f")
-    lines = ["## Environment", "",
-             f"torch {env['torch']}, CUDA {env['cuda']}, cuDNN {env['cudnn']}, Python "
-             f"{env['python']}; {env['device']}, capability {env['capability']}, "
-             f"bf16 {env['bf16']}",
-             f"bf16 matmul {peak['n']}^3: {peak['matmul'] / 1e12:.4g} TFLOP/s measured; "
-             f"spec bf16 dense peak: {spec} TFLOP/s", "",
-             "## In-memory training loader (median of 3 epochs)", "",
-             "| data | augment | batch | loader img/s | plain indexing img/s | ratio |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "## Environment",
+        "",
+        f"torch {env['torch']}, CUDA {env['cuda']}, cuDNN {env['cudnn']}, Python "
+        f"{env['python']}; {env['device']}, capability {env['capability']}, "
+        f"bf16 {env['bf16']}",
+        f"bf16 matmul {peak['n']}^3: {peak['matmul'] / 1e12:.4g} TFLOP/s measured; "
+        f"spec bf16 dense peak: {spec} TFLOP/s",
+        "",
+        "## In-memory training loader (median of 3 epochs)",
+        "",
+        "| data | augment | batch | loader img/s | plain indexing img/s | ratio |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in results["loader"]:
-        lines.append(f"| {r['images']:,} x {r['resolution']} px | {r['augment']} | "
-                     f"{r['batch_size']} | {r['loader']:,.0f} | {r['plain']:,.0f} | "
-                     f"{r['ratio']:.3f} |")
-    lines += ["", "## Trainer: train_cell against a hand-written loop (steady-state epoch)", "",
-              "Training FLOP = 3 x 2 x forward multiply-adds (pycls count) per image; MFU = "
-              "train_cell's FLOP/s over the bf16 dense peak (spec) or the measured matmul. "
-              "Warm-up/compile: the first epoch's (hand: warm-up steps') extra seconds; "
-              "train_cell's compilation reuses what the hand loop's left in inductor's cache.",
-              "",
-              "| model | px | precision | layout | compile | data | hand img/s | train_cell img/s "
-              "| ratio | warm-up/compile s (hand/cell) | TFLOP/s | MFU spec | MFU matmul |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {r['images']:,} x {r['resolution']} px | {r['augment']} | "
+            f"{r['batch_size']} | {r['loader']:,.0f} | {r['plain']:,.0f} | "
+            f"{r['ratio']:.3f} |"
+        )
+    lines += [
+        "",
+        "## Trainer: train_cell against a hand-written loop (steady-state epoch)",
+        "",
+        "Training FLOP = 3 x 2 x forward multiply-adds (pycls count) per image; MFU = "
+        "train_cell's FLOP/s over the bf16 dense peak (spec) or the measured matmul. "
+        "Warm-up/compile: the first epoch's (hand: warm-up steps') extra seconds; "
+        "train_cell's compilation reuses what the hand loop's left in inductor's cache.",
+        "",
+        "| model | px | precision | layout | compile | data | hand img/s | train_cell img/s "
+        "| ratio | warm-up/compile s (hand/cell) | TFLOP/s | MFU spec | MFU matmul |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results["train"]:
         lines.append(
             f"| {r['label']} | {r['resolution']} | {r['precision']} | "
@@ -333,12 +419,15 @@ def report(results: dict[str, Any]) -> str:
             f"{r['train_cell_images_per_s']:,.0f} | {r['ratio']:.3f} | "
             f"{r['hand_warmup_extra_s']:+.1f}/{r['train_cell_first_epoch_extra_s']:+.1f} | "
             f"{r['train_cell_flop_per_s'] / 1e12:.3f} | {_num(r['mfu_spec'], '.2%')} | "
-            f"{_num(r['mfu_matmul'], '.2%')} |")
+            f"{_num(r['mfu_matmul'], '.2%')} |"
+        )
     if results["skipped"]:
         lines += ["", "Skipped for the time budget: " + "; ".join(results["skipped"])]
     lines += ["", "## Checks", "", "| check | value | pass |", "|---|---|---|"]
-    lines += [f"| {c['check']} | {c['value']} | {'yes' if c['pass'] else 'NO'} |"
-              for c in results["checks"]]
+    lines += [
+        f"| {c['check']} | {c['value']} | {'yes' if c['pass'] else 'NO'} |"
+        for c in results["checks"]
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -352,8 +441,12 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--warm-steps", type=int, default=8, help="hand loop steps before timing")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
-    p.add_argument("--budget-s", type=float, default=400.0,
-                   help=f"a compiled row starts only with {COMPILE_RESERVE_S:.0f} s of this left")
+    p.add_argument(
+        "--budget-s",
+        type=float,
+        default=400.0,
+        help=f"a compiled row starts only with {COMPILE_RESERVE_S:.0f} s of this left",
+    )
     args = p.parse_args()
     big_res, matmul_n, reps = 224, 8192, 50
     if args.smoke:
@@ -368,9 +461,16 @@ def main() -> int:
         torch.backends.cudnn.benchmark = True  # as train_cell sets it
     out = Path(os.environ.get("OUT") or tempfile.mkdtemp(prefix="anysweep-gpu-"))
     out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"env": environment(device), "args": vars(args), "out": str(out),
-                               "loader": [], "train": [], "checks": [], "skipped": [],
-                               "errors": []}
+    results: dict[str, Any] = {
+        "env": environment(device),
+        "args": vars(args),
+        "out": str(out),
+        "loader": [],
+        "train": [],
+        "checks": [],
+        "skipped": [],
+        "errors": [],
+    }
     say("environment: " + ", ".join(f"{k} {v}" for k, v in results["env"].items()))
     name = results["env"]["device"]
     spec = next((v for k, v in SPEC_BF16_DENSE.items() if k in name), None)
@@ -384,20 +484,33 @@ def main() -> int:
         tmp = Path(tmp_name)
         sections = []
         for label, arch, n, res, augment in (
-                ("AnyNetX", STUDY_ARCH, args.images, args.resolution, "pad_crop"),
-                ("RegNetX-200MF", REGNETX_200MF, args.big_images, big_res, "rrc")):
+            ("AnyNetX", STUDY_ARCH, args.images, args.resolution, "pad_crop"),
+            ("RegNetX-200MF", REGNETX_200MF, args.big_images, big_res, "rrc"),
+        ):
             say(f"making {n:,} synthetic {res} px images and the memory loader ({augment})")
             loader = memory_loader(n, res, args.batch_size, device, augment, tmp)
             ours, plain = loader_rates(loader, device)
-            results["loader"].append({"images": n, "resolution": res, "augment": augment,
-                                      "batch_size": args.batch_size, "loader": ours,
-                                      "plain": plain, "ratio": ours / plain})
+            results["loader"].append(
+                {
+                    "images": n,
+                    "resolution": res,
+                    "augment": augment,
+                    "batch_size": args.batch_size,
+                    "loader": ours,
+                    "plain": plain,
+                    "ratio": ours / plain,
+                }
+            )
             say(f"loader {res} px {augment}: {ours:,.0f} images/s, plain indexing {plain:,.0f}")
             sections.append((label, arch, res, loader))
         err = layout_check(STUDY_ARCH, next(iter(sections[0][3].epoch(0, 0)))[0], device)
         tol = 1e-2 if device.type == "cuda" else 1e-4  # cuDNN convolutions use TF32 in fp32
-        check(results, "channels_last vs contiguous logits, fp32 (rel. max err)",
-              f"{err:.2e} (tol {tol:.0e})", err <= tol)
+        check(
+            results,
+            "channels_last vs contiguous logits, fp32 (rel. max err)",
+            f"{err:.2e} (tol {tol:.0e})",
+            err <= tol,
+        )
         say("determinism: two CPU trainings with one seed")
         same = determinism_check(tmp)
         check(results, "CPU: two trainings, same seed, identical curves", str(same), same)
@@ -405,14 +518,24 @@ def main() -> int:
             train_rows(*section, eager, args, device, results)
         for section in sections:  # compiled rows last, while the time budget allows
             train_rows(*section, compiled, args, device, results)
-    loss = {(r["precision"], r["channels_last"]): r["final_train_loss"] for r in results["train"]
-            if r["label"] == "AnyNetX" and not r["compile"] and r["loader"] == "batch list"}
+    loss = {
+        (r["precision"], r["channels_last"]): r["final_train_loss"]
+        for r in results["train"]
+        if r["label"] == "AnyNetX" and not r["compile"] and r["loader"] == "batch list"
+    }
     fp32, bf16 = loss.get(("fp32", True), math.nan), loss.get(("bf16", True), math.nan)
-    check(results, "bf16 final train loss finite, within 0.1 + 10% of fp32's",
-          f"bf16 {bf16:.4f}, fp32 {fp32:.4f}",
-          math.isfinite(bf16) and abs(bf16 - fp32) <= 0.1 + 0.1 * abs(fp32))
-    check(results, "every configuration ran", "; ".join(results["errors"]) or "yes",
-          not results["errors"])
+    check(
+        results,
+        "bf16 final train loss finite, within 0.1 + 10% of fp32's",
+        f"bf16 {bf16:.4f}, fp32 {fp32:.4f}",
+        math.isfinite(bf16) and abs(bf16 - fp32) <= 0.1 + 0.1 * abs(fp32),
+    )
+    check(
+        results,
+        "every configuration ran",
+        "; ".join(results["errors"]) or "yes",
+        not results["errors"],
+    )
     text = report(results)
     print("\n" + text, flush=True)
     save(results, text)

@@ -46,7 +46,9 @@ def write_folder(root: Path, count: int) -> None:
     for f, label in list(zip(files, labels, strict=True))[:count]:
         folder = root / names[label]
         folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(colourise(np.asarray(Image.open(f)))).save(folder / (f.stem + ".jpg"), quality=90)
+        Image.fromarray(colourise(np.asarray(Image.open(f)))).save(
+            folder / (f.stem + ".jpg"), quality=90
+        )
 
 
 def images_per_s(epochs: Callable[[int], Iterable], timed: int, warmup: int = 1) -> float:
@@ -82,8 +84,14 @@ def torchvision_loader(root: Path, size: int, workers: int, normalize: bool, mea
     steps = [T.RandomResizedCrop(size), T.RandomHorizontalFlip()]
     steps += [T.ToTensor(), T.Normalize(mean, std)] if normalize else [T.PILToTensor()]
     data = datasets.ImageFolder(str(root), transform=T.Compose(steps))
-    loader = torch.utils.data.DataLoader(data, batch_size=BATCH, shuffle=True, num_workers=workers,
-                                         persistent_workers=True, drop_last=True)
+    loader = torch.utils.data.DataLoader(
+        data,
+        batch_size=BATCH,
+        shuffle=True,
+        num_workers=workers,
+        persistent_workers=True,
+        drop_last=True,
+    )
     return lambda epoch: loader
 
 
@@ -100,43 +108,83 @@ def bare_ffcv(path: Path, size: int, workers: int, normalize: bool, mean, std, s
     )
 
     if small:
-        image = [SimpleRGBImageDecoder(), RandomHorizontalFlip(), RandomTranslate(padding=size // 8)]
+        image = [
+            SimpleRGBImageDecoder(),
+            RandomHorizontalFlip(),
+            RandomTranslate(padding=size // 8),
+        ]
     else:
         image = [RandomResizedCropRGBImageDecoder((size, size)), RandomHorizontalFlip()]
     if normalize:
         image.append(NormalizeImage(np.array(mean) * 255, np.array(std) * 255, np.float32))
     image += [ToTensor(), ToTorchImage()]
     threads = torch.get_num_threads()
-    loader = Loader(str(path), batch_size=BATCH, num_workers=workers, order=OrderOption.RANDOM,
-                    drop_last=True, pipelines={"image": image, "label": [IntDecoder(), ToTensor()]})
+    loader = Loader(
+        str(path),
+        batch_size=BATCH,
+        num_workers=workers,
+        order=OrderOption.RANDOM,
+        drop_last=True,
+        pipelines={"image": image, "label": [IntDecoder(), ToTensor()]},
+    )
     torch.set_num_threads(threads)
     return lambda epoch: loader
 
 
 def ours(prepared, size: int, workers: int, normalize: bool, augment: str):
-    train, _ = build_loaders(prepared, batch_size=BATCH, resolution=size, num_workers=workers,
-                             augment=augment, normalize=normalize)
+    train, _ = build_loaders(
+        prepared,
+        batch_size=BATCH,
+        resolution=size,
+        num_workers=workers,
+        augment=augment,
+        normalize=normalize,
+    )
     return lambda epoch: train.epoch(seed=0, epoch=epoch)
 
 
 def part_224(work: Path, count: int, workers: int, epochs: int) -> None:
     folder = work / "jpeg"
     write_folder(folder, count)
-    spec = dict(source="folder", path=str(folder), resolution=224, backend="ffcv", test_fraction=0.05)
+    spec = dict(
+        source="folder", path=str(folder), resolution=224, backend="ffcv", test_fraction=0.05
+    )
     jpg = prepare(get_dataset("bench_jpg", encoding="jpg", **spec), work / "data", progress=False)
     raw = prepare(get_dataset("bench_raw", encoding="raw", **spec), work / "data", progress=False)
     mean, std = (np.array(jpg.mean) / 255).tolist(), (np.array(jpg.std) / 255).tolist()
-    print(f"\n224 px, random-resized crop + flip, {jpg.num_train} ELPV images (300x300, colour "
-          f"JPEG folder / .beton), batch {BATCH}, {workers} workers")
+    print(
+        f"\n224 px, random-resized crop + flip, {jpg.num_train} ELPV images (300x300, colour "
+        f"JPEG folder / .beton), batch {BATCH}, {workers} workers"
+    )
     measured: dict[tuple[str, str], float] = {}
     cases = [
-        ("torchvision ImageFolder", "float normalised", lambda: torchvision_loader(folder, 224, workers, True, mean, std)),
-        ("torchvision ImageFolder", "uint8", lambda: torchvision_loader(folder, 224, workers, False, mean, std)),
-        ("bare ffcv, JPEG .beton", "float normalised", lambda: bare_ffcv(jpg.train_file, 224, workers, True, mean, std)),
+        (
+            "torchvision ImageFolder",
+            "float normalised",
+            lambda: torchvision_loader(folder, 224, workers, True, mean, std),
+        ),
+        (
+            "torchvision ImageFolder",
+            "uint8",
+            lambda: torchvision_loader(folder, 224, workers, False, mean, std),
+        ),
+        (
+            "bare ffcv, JPEG .beton",
+            "float normalised",
+            lambda: bare_ffcv(jpg.train_file, 224, workers, True, mean, std),
+        ),
         ("loaders, JPEG .beton", "float normalised", lambda: ours(jpg, 224, workers, True, "rrc")),
-        ("bare ffcv, raw .beton", "float normalised", lambda: bare_ffcv(raw.train_file, 224, workers, True, mean, std)),
+        (
+            "bare ffcv, raw .beton",
+            "float normalised",
+            lambda: bare_ffcv(raw.train_file, 224, workers, True, mean, std),
+        ),
         ("loaders, raw .beton", "float normalised", lambda: ours(raw, 224, workers, True, "rrc")),
-        ("bare ffcv, raw .beton", "uint8", lambda: bare_ffcv(raw.train_file, 224, workers, False, mean, std)),
+        (
+            "bare ffcv, raw .beton",
+            "uint8",
+            lambda: bare_ffcv(raw.train_file, 224, workers, False, mean, std),
+        ),
         ("loaders, raw .beton", "uint8", lambda: ours(raw, 224, workers, False, "rrc")),
     ]
     for name, output, make in cases:
@@ -150,9 +198,13 @@ def part_224(work: Path, count: int, workers: int, epochs: int) -> None:
             notes = []
             if name.startswith("loaders"):
                 goal = 1.5 if "JPEG" in name else 2.5
-                notes.append(f"{speed / tv:5.2f}x torchvision (goal {goal}x: {'met' if speed / tv >= goal else 'MISSED'})")
+                notes.append(
+                    f"{speed / tv:5.2f}x torchvision (goal {goal}x: {'met' if speed / tv >= goal else 'MISSED'})"
+                )
                 bare = measured[(name.replace("loaders", "bare ffcv"), out)]
-                notes.append(f"{speed / bare:5.2f}x bare ffcv (goal 0.95x: {'met' if speed / bare >= 0.95 else 'MISSED'})")
+                notes.append(
+                    f"{speed / bare:5.2f}x bare ffcv (goal 0.95x: {'met' if speed / bare >= 0.95 else 'MISSED'})"
+                )
             elif name.startswith("bare"):
                 notes.append(f"{speed / tv:5.2f}x torchvision")
             print(f"  {name:<24} {speed:8,.0f} images/s  " + "  ".join(notes))
@@ -175,9 +227,14 @@ class _ArrayDataset(torch.utils.data.Dataset):
 
         self.images = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
         self.labels = torch.from_numpy(labels.copy())
-        self.transform = v2.Compose([
-            v2.RandomCrop(size, padding=size // 8), v2.RandomHorizontalFlip(),
-            v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+        self.transform = v2.Compose(
+            [
+                v2.RandomCrop(size, padding=size // 8),
+                v2.RandomHorizontalFlip(),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(mean, std),
+            ]
+        )
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -193,35 +250,68 @@ def part_small(work: Path, count: int, workers: int) -> None:
     x, y = x[:count], y[:count]
     sets = {28: (x, y), 32: (colourise(np.pad(x[..., 0], ((0, 0), (2, 2), (2, 2)))), y)}
     for size, (images, labels) in sets.items():
-        arrays = {"x_train": images, "y_train": labels, "x_test": images[:500], "y_test": labels[:500]}
-        print(f"\n{size}x{size}, pad-and-crop + flip, {len(labels):,} Fashion-MNIST images "
-              f"({'gray' if images.ndim == 4 and images.shape[-1] == 1 else 'colour'}), one epoch "
-              f"from building the loader (first batch and compilation included), batch {BATCH}")
+        arrays = {
+            "x_train": images,
+            "y_train": labels,
+            "x_test": images[:500],
+            "y_test": labels[:500],
+        }
+        print(
+            f"\n{size}x{size}, pad-and-crop + flip, {len(labels):,} Fashion-MNIST images "
+            f"({'gray' if images.ndim == 4 and images.shape[-1] == 1 else 'colour'}), one epoch "
+            f"from building the loader (first batch and compilation included), batch {BATCH}"
+        )
         common = dict(source="arrays", resolution=size)
-        mem = prepare(get_dataset(f"small{size}_mem", backend="memory", **common), work / "data",
-                      progress=False, arrays=arrays)
-        ffc = prepare(get_dataset(f"small{size}_ffcv", backend="ffcv", **common), work / "data",
-                      progress=False, arrays=arrays)
+        mem = prepare(
+            get_dataset(f"small{size}_mem", backend="memory", **common),
+            work / "data",
+            progress=False,
+            arrays=arrays,
+        )
+        ffc = prepare(
+            get_dataset(f"small{size}_ffcv", backend="ffcv", **common),
+            work / "data",
+            progress=False,
+            arrays=arrays,
+        )
         mean, std = (np.array(mem.mean) / 255).tolist(), (np.array(mem.std) / 255).tolist()
 
         def torch_loader(images=images, labels=labels, size=size, mean=mean, std=std):
             data = _ArrayDataset(images, labels, size, mean, std)
-            loader = torch.utils.data.DataLoader(data, batch_size=BATCH, shuffle=True,
-                                                 num_workers=workers, drop_last=True)
+            loader = torch.utils.data.DataLoader(
+                data, batch_size=BATCH, shuffle=True, num_workers=workers, drop_last=True
+            )
             return lambda epoch: loader
 
         speeds = {
-            "memory backend": first_epoch_per_s(lambda mem=mem, size=size: ours(mem, size, workers, True, "pad_crop")),
-            "memory, 1 torch thread": with_threads(1, lambda mem=mem, size=size: first_epoch_per_s(
-                lambda: ours(mem, size, workers, True, "pad_crop"))),
-            "loaders ffcv backend": first_epoch_per_s(lambda ffc=ffc, size=size: ours(ffc, size, workers, True, "pad_crop")),
-            "bare ffcv": first_epoch_per_s(lambda ffc=ffc, size=size, m=mean, s=std: bare_ffcv(ffc.train_file, size, workers, True, m, s, small=True)),
+            "memory backend": first_epoch_per_s(
+                lambda mem=mem, size=size: ours(mem, size, workers, True, "pad_crop")
+            ),
+            "memory, 1 torch thread": with_threads(
+                1,
+                lambda mem=mem, size=size: first_epoch_per_s(
+                    lambda: ours(mem, size, workers, True, "pad_crop")
+                ),
+            ),
+            "loaders ffcv backend": first_epoch_per_s(
+                lambda ffc=ffc, size=size: ours(ffc, size, workers, True, "pad_crop")
+            ),
+            "bare ffcv": first_epoch_per_s(
+                lambda ffc=ffc, size=size, m=mean, s=std: bare_ffcv(
+                    ffc.train_file, size, workers, True, m, s, small=True
+                )
+            ),
             "torch DataLoader": first_epoch_per_s(torch_loader),
         }
         memory = max(speeds["memory backend"], speeds["memory, 1 torch thread"])
         for name, speed in speeds.items():
-            note = "" if name.startswith("memory") else (
-                f"  memory is {memory / speed:5.2f}x (goal 5x: {'met' if memory / speed >= 5 else 'MISSED'})")
+            note = (
+                ""
+                if name.startswith("memory")
+                else (
+                    f"  memory is {memory / speed:5.2f}x (goal 5x: {'met' if memory / speed >= 5 else 'MISSED'})"
+                )
+            )
             print(f"  {name:<22} {speed:9,.0f} images/s{note}")
 
 
@@ -230,7 +320,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2000, help="224 px part: ELPV images")
     parser.add_argument("--small-images", type=int, default=20000, help="28/32 px part: images")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=2, help="timed epochs in the 224 px part (best counts)")
+    parser.add_argument(
+        "--epochs", type=int, default=2, help="timed epochs in the 224 px part (best counts)"
+    )
     parser.add_argument("--skip", choices=["224", "small"], help="leave one part out")
     args = parser.parse_args()
     from loaders.ffcv_loader import _ffcv

@@ -42,8 +42,12 @@ from loaders.registry import get_dataset  # noqa: E402
 
 SPEC = get_dataset("fashion_mnist", max_train=10_000, max_test=2_000)
 ARCH = Architecture(
-    depths=(1, 1, 2), widths=(16, 32, 64), bottleneck_ratios=(1.0, 1.0, 1.0),
-    group_widths=(8, 8, 8), stem_width=16, stem="small",
+    depths=(1, 1, 2),
+    widths=(16, 32, 64),
+    bottleneck_ratios=(1.0, 1.0, 1.0),
+    group_widths=(8, 8, 8),
+    stem_width=16,
+    stem="small",
 )
 RECIPE = Recipe(epochs=1, batch_size=128, test_batch_size=1000)
 
@@ -72,8 +76,9 @@ def hand_loop(loader: ListLoader, num_classes: int) -> None:
     """The plainest loop: forward, loss, backward, SGD step."""
     torch.manual_seed(0)
     model = build_model(ARCH, num_classes=num_classes)
-    optimizer = torch.optim.SGD(model.parameters(), lr=RECIPE.lr, momentum=RECIPE.momentum,
-                                weight_decay=RECIPE.weight_decay)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=RECIPE.lr, momentum=RECIPE.momentum, weight_decay=RECIPE.weight_decay
+    )
     criterion = nn.CrossEntropyLoss()
     model.train()
     for images, labels in loader.epoch(0, 0):
@@ -85,8 +90,9 @@ def hand_loop(loader: ListLoader, num_classes: int) -> None:
 
 def throughput(data_dir: Path, repeats: int) -> None:
     prepared = prepare(SPEC, data_dir, progress=False)
-    train, test = build_loaders(prepared, batch_size=RECIPE.batch_size,
-                                test_batch_size=RECIPE.test_batch_size, device="cpu")
+    train, test = build_loaders(
+        prepared, batch_size=RECIPE.batch_size, test_batch_size=RECIPE.test_batch_size, device="cpu"
+    )
     batches = [(x.clone(), y.clone()) for x, y in train.epoch(0, 0)]
     loader = ListLoader(batches)
     hand_loop(ListLoader(batches[:4]), prepared.num_classes)  # warm-up: allocator, kernels
@@ -98,31 +104,49 @@ def throughput(data_dir: Path, repeats: int) -> None:
         out = train_cell(ARCH, loader, test, RECIPE, seed=0, num_classes=prepared.num_classes)
         rates["trainer"].append(tuple(loader.images / s for s in loader.seconds))
         reported.append(out.images_per_s)
-    print(f"model {ARCH.name}, {len(batches)} batches of {RECIPE.batch_size} (28x28), 1 thread, "
-          f"median of {repeats} interleaved runs")
+    print(
+        f"model {ARCH.name}, {len(batches)} batches of {RECIPE.batch_size} (28x28), 1 thread, "
+        f"median of {repeats} interleaved runs"
+    )
     for i, clock in enumerate(("wall", "CPU")):
         hand = [r[i] for r in rates["hand"]]
         ours = [r[i] for r in rates["trainer"]]
         ratios = [a / b for a, b in zip(ours, hand, strict=True)]
-        print(f"{clock:>4} clock: hand-written {statistics.median(hand):6.0f} images/s, train_cell "
-              f"{statistics.median(ours):6.0f} images/s, ratio {statistics.median(ratios):.3f} "
-              f"(min {min(ratios):.3f}, max {max(ratios):.3f})")
-    print(f"train_cell's own images_per_s (its result field): median {statistics.median(reported):.0f}")
+        print(
+            f"{clock:>4} clock: hand-written {statistics.median(hand):6.0f} images/s, train_cell "
+            f"{statistics.median(ours):6.0f} images/s, ratio {statistics.median(ratios):.3f} "
+            f"(min {min(ratios):.3f}, max {max(ratios):.3f})"
+        )
+    print(
+        f"train_cell's own images_per_s (its result field): median {statistics.median(reported):.0f}"
+    )
 
 
 def overhead(study: Path, cells: int) -> None:
     (study / "data").mkdir(parents=True, exist_ok=True)
     prepare(SPEC, study / "data", progress=False)
-    print(f"\nper-cell overhead: 1-epoch cells on {SPEC.max_train} Fashion-MNIST images, "
-          f"test {SPEC.max_test}, via hpc.worker.run_chunk")
+    print(
+        f"\nper-cell overhead: 1-epoch cells on {SPEC.max_train} Fashion-MNIST images, "
+        f"test {SPEC.max_test}, via hpc.worker.run_chunk"
+    )
     parts = ("loaders", "build", "restore", "checkpoint", "write")
-    print(f"{'cell':>4} {'wall s':>7} {'train s':>7} {'eval s':>6} "
-          + " ".join(f"{p:>10}" for p in parts) + f" {'overhead':>9}")
+    print(
+        f"{'cell':>4} {'wall s':>7} {'train s':>7} {'eval s':>6} "
+        + " ".join(f"{p:>10}" for p in parts)
+        + f" {'overhead':>9}"
+    )
     shares = []
     for seed in range(cells):
         manifest = study / "jobs" / f"{seed}.json"
-        write_manifest(manifest, study_dir=study, dataset=SPEC, recipe=RECIPE,
-                       cells=[(0, seed, ARCH)], device="cpu", threads=1)
+        write_manifest(
+            manifest,
+            study_dir=study,
+            dataset=SPEC,
+            recipe=RECIPE,
+            cells=[(0, seed, ARCH)],
+            device="cpu",
+            threads=1,
+        )
         timings: dict[str, float] = {}
         start = time.perf_counter()
         run_chunk(manifest, timings=timings)
@@ -132,12 +156,17 @@ def overhead(study: Path, cells: int) -> None:
         share = spent / wall
         if seed:
             shares.append(share)
-        print(f"{seed:>4} {wall:7.2f} {train_s:7.2f} {eval_s:6.2f} "
-              + " ".join(f"{timings.get(p, 0.0):10.4f}" for p in parts) + f" {100 * share:8.2f}%")
+        print(
+            f"{seed:>4} {wall:7.2f} {train_s:7.2f} {eval_s:6.2f} "
+            + " ".join(f"{timings.get(p, 0.0):10.4f}" for p in parts)
+            + f" {100 * share:8.2f}%"
+        )
     print("cell 0 builds the loaders; later cells reuse them.")
     if shares:
-        print(f"overhead share of wall time, cells 1..{cells - 1}: median "
-              f"{100 * statistics.median(shares):.2f}% (limit 10%)")
+        print(
+            f"overhead share of wall time, cells 1..{cells - 1}: median "
+            f"{100 * statistics.median(shares):.2f}% (limit 10%)"
+        )
 
 
 def main() -> None:

@@ -107,8 +107,10 @@ def run_sample(args: argparse.Namespace) -> int:
 
     study = load_study(args.study_dir)
     population = sample_architectures(study, progress=True)
-    _print(f"{len(population)} architectures in {architectures_path(study)} "
-           f"(the study uses ids 0..{study.settings.architectures - 1})")  # fmt: skip
+    _print(
+        f"{len(population)} architectures in {architectures_path(study)} "
+        f"(the study uses ids 0..{study.settings.architectures - 1})"
+    )
     return 0
 
 
@@ -117,8 +119,12 @@ def add_prepare(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dataset", action="append", metavar="NAME", help="only this dataset (repeatable)"
     )
-    parser.add_argument("--cluster", choices=("local", "slurm"), default="local",
-                        help="local (default), or slurm: one job per dataset, for ImageNet-size data")  # fmt: skip
+    parser.add_argument(
+        "--cluster",
+        choices=("local", "slurm"),
+        default="local",
+        help="local (default), or slurm: one job per dataset, for ImageNet-size data",
+    )
 
 
 def prepare_on_slurm(study: Study, names: list[str] | None = None) -> list[str]:
@@ -135,8 +141,12 @@ def prepare_on_slurm(study: Study, names: list[str] | None = None) -> list[str]:
     ids = []
     for spec, cluster in specs.values():
         executor = submitit.AutoExecutor(folder=study.root / "jobs" / "prepare", cluster="slurm")
-        params = {"name": f"anysweep-prepare-{spec.name}", "timeout_min": cluster.time_min,
-                  "cpus_per_task": cluster.cpus, "mem_gb": cluster.mem_gb}  # fmt: skip
+        params = {
+            "name": f"anysweep-prepare-{spec.name}",
+            "timeout_min": cluster.time_min,
+            "cpus_per_task": cluster.cpus,
+            "mem_gb": cluster.mem_gb,
+        }
         for key in ("partition", "account", "qos", "constraint"):
             if getattr(cluster, key):
                 params[f"slurm_{key}"] = getattr(cluster, key)
@@ -153,13 +163,17 @@ def run_prepare(args: argparse.Namespace) -> int:
     study = load_study(args.study_dir)
     if args.cluster == "slurm":
         ids = prepare_on_slurm(study, args.dataset)
-        _print(f"submitted {len(ids)} prepare job(s): {', '.join(ids)}; "
-               f"logs in {study.root / 'jobs' / 'prepare'}")  # fmt: skip
+        _print(
+            f"submitted {len(ids)} prepare job(s): {', '.join(ids)}; "
+            f"logs in {study.root / 'jobs' / 'prepare'}"
+        )
         return 0
     prepared = prepare_datasets(study, args.dataset, progress=True)
     for item in prepared:
-        _print(f"{item.spec.name}: {item.num_train:,} train / {item.num_test:,} test images, "
-               f"{item.num_classes} classes, {item.backend} backend")  # fmt: skip
+        _print(
+            f"{item.spec.name}: {item.num_train:,} train / {item.num_test:,} test images, "
+            f"{item.num_classes} classes, {item.backend} backend"
+        )
     return 0
 
 
@@ -168,13 +182,24 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 def add_launch(parser: argparse.ArgumentParser) -> None:
     _study_dir(parser)
-    parser.add_argument("--cluster", choices=("slurm", "local"), default="slurm",
-                        help="slurm (default): array jobs; local: workers on this machine")  # fmt: skip
-    parser.add_argument("--jobs", type=int, default=None,
-                        help="local: workers at once (default: the number of cores)")  # fmt: skip
+    parser.add_argument(
+        "--cluster",
+        choices=("slurm", "local"),
+        default="slurm",
+        help="slurm (default): array jobs; local: workers on this machine",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="local: workers at once (default: the number of cores)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the plan; submit nothing")
-    parser.add_argument("--reset-retries", action="store_true",
-                        help="run failed cells again even if they used up their attempts")  # fmt: skip
+    parser.add_argument(
+        "--reset-retries",
+        action="store_true",
+        help="run failed cells again even if they used up their attempts",
+    )
 
 
 @_scheduler_errors
@@ -183,18 +208,28 @@ def run_launch(args: argparse.Namespace) -> int:
     from hpc.plan import format_plan
 
     study = load_study(args.study_dir)
-    launched = launch(study, cluster=args.cluster, jobs=args.jobs, dry_run=args.dry_run,
-                      reset_retries=args.reset_retries)  # fmt: skip
+    launched = launch(
+        study,
+        cluster=args.cluster,
+        jobs=args.jobs,
+        dry_run=args.dry_run,
+        reset_retries=args.reset_retries,
+    )
     _print(format_plan(launched.plan, study))
     if args.dry_run:
         _print("dry run: nothing submitted")
     elif not launched.record:
         _print("nothing to submit: every cell is finished, queued or running")
     else:
-        what = (f"started {len(launched.job_ids)} local workers (pids" if args.cluster == "local"
-                else f"submitted {len(launched.job_ids)} array jobs (ids")  # fmt: skip
-        _print(f"{what} {', '.join(launched.job_ids)}); recorded in "
-               f"{study.root / 'jobs' / launched.record}; follow with `anysweep status {study.root}`")  # fmt: skip
+        what = (
+            f"started {len(launched.job_ids)} local workers (pids"
+            if args.cluster == "local"
+            else f"submitted {len(launched.job_ids)} array jobs (ids"
+        )
+        _print(
+            f"{what} {', '.join(launched.job_ids)}); recorded in "
+            f"{study.root / 'jobs' / launched.record}; follow with `anysweep status {study.root}`"
+        )
     return 0
 
 
@@ -259,8 +294,12 @@ def run_collect(args: argparse.Namespace) -> int:
 
 def add_run(parser: argparse.ArgumentParser) -> None:
     _study_dir(parser)
-    parser.add_argument("--cluster", choices=("local", "slurm"), default="local",
-                        help="local (default): on this machine; slurm: array jobs, waited for")  # fmt: skip
+    parser.add_argument(
+        "--cluster",
+        choices=("local", "slurm"),
+        default="local",
+        help="local (default): on this machine; slurm: array jobs, waited for",
+    )
     parser.add_argument(
         "--jobs", type=int, default=None, help="local: workers at once (default: cores)"
     )
@@ -270,8 +309,13 @@ def add_run(parser: argparse.ArgumentParser) -> None:
 
 def add_poll(parser: argparse.ArgumentParser) -> None:
     """--poll, for the verbs that wait on their jobs (run, demo)."""
-    parser.add_argument("--poll", type=_seconds, default=None, metavar="SECONDS",
-                        help="seconds between two looks at the jobs (default: 1 local, 15 slurm)")  # fmt: skip
+    parser.add_argument(
+        "--poll",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="seconds between two looks at the jobs (default: 1 local, 15 slurm)",
+    )
 
 
 def _seconds(text: str) -> float:
@@ -286,8 +330,13 @@ def _seconds(text: str) -> float:
 
 @_scheduler_errors
 def run_run(args: argparse.Namespace) -> int:
-    return run_study(args.study_dir, cluster=args.cluster, jobs=args.jobs,
-                     analyze=not args.no_analyze, poll_s=args.poll)  # fmt: skip
+    return run_study(
+        args.study_dir,
+        cluster=args.cluster,
+        jobs=args.jobs,
+        analyze=not args.no_analyze,
+        poll_s=args.poll,
+    )
 
 
 def run_study(
@@ -367,7 +416,11 @@ class _CtrlC:
 
 
 def _wait(
-    study: Study, launched: Launch, since: float, poll_s: float, progress: bool,
+    study: Study,
+    launched: Launch,
+    since: float,
+    poll_s: float,
+    progress: bool,
     check: Callable[[], None] = lambda: None,
 ) -> None:
     """Until no task of the study is queued or running, or every cell this launch submitted
@@ -384,9 +437,13 @@ def _wait(
     submitted = list(launched.plan.missing) if launched.record else []
     results = scan_results(study)
     with tqdm(
-        total=len(cells), initial=sum(is_finished(results.get(c), attempts) for c in cells),
-        desc=study.name, unit="cell", disable=not progress, smoothing=0.1,
-    ) as bar:  # fmt: skip
+        total=len(cells),
+        initial=sum(is_finished(results.get(c), attempts) for c in cells),
+        desc=study.name,
+        unit="cell",
+        disable=not progress,
+        smoothing=0.1,
+    ) as bar:
         while True:
             results = scan_results(study)
             check()
@@ -420,12 +477,18 @@ def _outcome(study: Study) -> int:
     from hpc.results import scan_results, study_cells
 
     results = scan_results(study)
-    bad = [c.key for c in study_cells(study)
-           if results.get(c) is None or results[c].status not in ("done", "diverged")]  # fmt: skip
+    bad = [
+        c.key
+        for c in study_cells(study)
+        if results.get(c) is None or results[c].status not in ("done", "diverged")
+    ]
     if bad:
-        print(f"anysweep run: {len(bad)} cell(s) did not finish: {', '.join(bad[:10])}"
-              + (" ..." if len(bad) > 10 else "") + f"; see `anysweep status {study.root}`",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"anysweep run: {len(bad)} cell(s) did not finish: {', '.join(bad[:10])}"
+            + (" ..." if len(bad) > 10 else "")
+            + f"; see `anysweep status {study.root}`",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -448,8 +511,11 @@ def run_cancel(args: argparse.Namespace) -> int:
 
 def add_clean(parser: argparse.ArgumentParser) -> None:
     _study_dir(parser)
-    parser.add_argument("--betons", action="store_true",
-                        help="also delete the prepared files of datasets whose cells all finished")  # fmt: skip
+    parser.add_argument(
+        "--betons",
+        action="store_true",
+        help="also delete the prepared files of datasets whose cells all finished",
+    )
 
 
 def run_clean(args: argparse.Namespace) -> int:

@@ -91,11 +91,18 @@ def dataset_info(study: Study, entry: DatasetEntry) -> DatasetInfo:
         num_train, num_test, classes, _ = dataset_sizes(entry)
         names, subset = tuple(spec.label_names or ()), ()
     return DatasetInfo(
-        name=entry.name, classes=classes, resolution=entry.resolution, num_train=num_train,
-        num_test=num_test, source=spec.source, class_names=names, recipe=entry.recipe.to_json(),
-        parent=spec.parent or "", subset_classes=subset,
+        name=entry.name,
+        classes=classes,
+        resolution=entry.resolution,
+        num_train=num_train,
+        num_test=num_test,
+        source=spec.source,
+        class_names=names,
+        recipe=entry.recipe.to_json(),
+        parent=spec.parent or "",
+        subset_classes=subset,
         spec=json.dumps(spec.to_dict(), sort_keys=True),
-    )  # fmt: skip
+    )
 
 
 def _prepared_owner(entry: DatasetEntry) -> Any:
@@ -139,8 +146,11 @@ def collect(study: Study, *, progress: bool = False) -> Collected:
         fingerprint = _fingerprint(study, files)
         if target.exists() and _current_fingerprint(target) == fingerprint:
             summaries = scan_results(study)
-            skipped = tuple(f"{f.cell.key}: {summaries[f.cell].error}" for f in files
-                            if summaries[f.cell].status == "corrupt")  # fmt: skip
+            skipped = tuple(
+                f"{f.cell.key}: {summaries[f.cell].error}"
+                for f in files
+                if summaries[f.cell].status == "corrupt"
+            )
             return Collected(target, len(files) - len(skipped), skipped, False)
         cells: list[CellResult] = []
         skipped_cells: list[str] = []
@@ -157,16 +167,21 @@ def collect(study: Study, *, progress: bool = False) -> Collected:
             else:
                 cells.append(result)
         attrs = {
-            "created": now(), "study": study.name, "reference": study.reference,
-            "software": _software(), "study_toml": study.source,
+            "created": now(),
+            "study": study.name,
+            "reference": study.reference,
+            "software": _software(),
+            "study_toml": study.source,
             # A file the system would not let us read now: the next collect reads it again.
             "inputs": f"{fingerprint}+unread" if unread else fingerprint,
-        }  # fmt: skip
+        }
         write_results(
-            target, architectures=architecture_columns(population),
-            datasets=[dataset_info(study, entry) for entry in study.datasets], cells=cells,
+            target,
+            architectures=architecture_columns(population),
+            datasets=[dataset_info(study, entry) for entry in study.datasets],
+            cells=cells,
             attrs=attrs,
-        )  # fmt: skip
+        )
     return Collected(target, len(cells), tuple(skipped_cells), True)
 
 

@@ -19,16 +19,30 @@ DEFAULT_DIR = "anysweep-demo"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from hpc.cli_study import add_poll
 
-    parser.add_argument("study_dir", metavar="DIR", nargs="?", default=DEFAULT_DIR,
-                        help=f"the study folder (default ./{DEFAULT_DIR}); an existing study "
-                        "there is continued, not replaced")  # fmt: skip
-    parser.add_argument("--cluster", choices=("local", "slurm"), default="local",
-                        help="local (default): this machine's cores; slurm: array jobs on the "
-                        "cluster SLURM_CONF points at")  # fmt: skip
-    parser.add_argument("--jobs", type=int, default=None,
-                        help="local: trainings at once (default: every core)")  # fmt: skip
-    parser.add_argument("--bootstrap", type=int, default=1000,
-                        help="bootstrap resamples per interval (default 1000)")  # fmt: skip
+    parser.add_argument(
+        "study_dir",
+        metavar="DIR",
+        nargs="?",
+        default=DEFAULT_DIR,
+        help=f"the study folder (default ./{DEFAULT_DIR}); an existing study "
+        "there is continued, not replaced",
+    )
+    parser.add_argument(
+        "--cluster",
+        choices=("local", "slurm"),
+        default="local",
+        help="local (default): this machine's cores; slurm: array jobs on the "
+        "cluster SLURM_CONF points at",
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=None, help="local: trainings at once (default: every core)"
+    )
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=1000,
+        help="bootstrap resamples per interval (default 1000)",
+    )
     add_poll(parser)
 
 
@@ -38,21 +52,26 @@ def run(args: argparse.Namespace) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
     if args.cluster == "slurm" and not os.environ.get("SLURM_CONF"):
-        raise ValueError("--cluster slurm needs SLURM_CONF set to the cluster's slurm.conf "
-                         "(for the local test cluster: eval \"$(python -m hpc.localslurm env)\")")  # fmt: skip
+        raise ValueError(
+            "--cluster slurm needs SLURM_CONF set to the cluster's slurm.conf "
+            '(for the local test cluster: eval "$(python -m hpc.localslurm env)")'
+        )
     root = Path(args.study_dir)
     if (root / "study.toml").exists():
         print(f"continuing the study in {root} (delete the folder to start afresh)")
     else:
         init_study(root, preset="demo")
     started = time.monotonic()
-    status = run_study(root, cluster=args.cluster, jobs=args.jobs, progress=True, analyze=False,
-                       poll_s=args.poll)  # fmt: skip
+    status = run_study(
+        root, cluster=args.cluster, jobs=args.jobs, progress=True, analyze=False, poll_s=args.poll
+    )
     trained = time.monotonic() - started
     report = summarize(root, bootstrap=args.bootstrap)
     print(report)
-    print(f"\nstudy: {root}   wall time: {trained / 60:.1f} min   "
-          f"report: {root / 'report' / 'report.html'}")
+    print(
+        f"\nstudy: {root}   wall time: {trained / 60:.1f} min   "
+        f"report: {root / 'report' / 'report.html'}"
+    )
     return status
 
 
@@ -90,15 +109,20 @@ def summarize(root: Path, *, bootstrap: int = 1000) -> str:
     noise = analysis.noise.set_index("dataset")
     if ref in noise.index:
         floor = noise.loc[ref]
-        lines += ["", f"noise floor: seed-to-seed correlation on {ref}: "
-                  f"{_fmt(floor['seed_r'], floor['seed_lo'], floor['seed_hi'])}"]  # fmt: skip
+        lines += [
+            "",
+            f"noise floor: seed-to-seed correlation on {ref}: "
+            f"{_fmt(floor['seed_r'], floor['seed_lo'], floor['seed_hi'])}",
+        ]
     recs = analysis.recommendations
     if len(recs):
         lines.append("recommended proxy (cheapest within the interval of the best):")
         for row in recs.itertuples():
             if row.found:
-                lines.append(f"  {row.target}: {row.recommended} (r={row.recommended_r:+.2f}, "
-                             f"{row.recommended_gpu_hours * 3600:.1f} s per training)")  # fmt: skip
+                lines.append(
+                    f"  {row.target}: {row.recommended} (r={row.recommended_r:+.2f}, "
+                    f"{row.recommended_gpu_hours * 3600:.1f} s per training)"
+                )
             else:
                 lines.append(f"  {row.target}: no candidate correlates clearly")
     return "\n".join(line.rstrip() for line in lines)

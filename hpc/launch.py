@@ -108,8 +108,9 @@ def _plan(study: Study, cluster: str, jobs: int | None, population: Population) 
     active = active_cells(study)  # one scheduler query
     if cluster == "local":
         # No arrays locally: every chunk goes to the queue the workers take from.
-        return make_plan(study, population, active=active, array_size=1 << 30,
-                         lanes=jobs or default_jobs())  # fmt: skip
+        return make_plan(
+            study, population, active=active, array_size=1 << 30, lanes=jobs or default_jobs()
+        )
     return make_plan(study, population, active=active, array_size=max_array_size(study))
 
 
@@ -138,11 +139,15 @@ def write_manifests(
         for i, chunk in enumerate(array.chunks):
             path = path_of(array, i)
             write_manifest(
-                path, study_dir=study.root, dataset=entry.spec, recipe=entry.recipe,
+                path,
+                study_dir=study.root,
+                dataset=entry.spec,
+                recipe=entry.recipe,
                 cells=[(a, s, dataset_arch(population.archs[a], entry)) for a, s in chunk.cells],
-                max_attempts=study.settings.max_attempts, device=study.settings.device,
+                max_attempts=study.settings.max_attempts,
+                device=study.settings.device,
                 threads=array.cluster.cpus if threads is None else threads,
-            )  # fmt: skip
+            )
             own.append(path)
         paths.append(own)
     return paths
@@ -165,7 +170,7 @@ def record_arrays(study: Study, record_id: str, plan_arrays: Sequence[Array]) ->
                 {"chunk": f"{a.label}.{i}", "cells": [list(c) for c in chunk.cells]}
                 for i, chunk in enumerate(a.chunks)
             ],
-        }  # fmt: skip
+        }
         for a in plan_arrays
     ]
 
@@ -175,18 +180,28 @@ def write_record(
 ) -> None:
     from hpc.provenance import now
 
-    data = {"id": record_id, "cluster": cluster, "created": now(), "created_ts": time.time(),
-            "arrays": arrays, **extra}  # fmt: skip
+    data = {
+        "id": record_id,
+        "cluster": cluster,
+        "created": now(),
+        "created_ts": time.time(),
+        "arrays": arrays,
+        **extra,
+    }
     write_json_atomic(study.root / "jobs" / record_id / "record.json", data)
 
 
 def slurm_parameters(cluster: ClusterSpec, name: str) -> dict[str, Any]:
     """submitit AutoExecutor parameters for one array of a dataset."""
     params: dict[str, Any] = {
-        "name": name, "timeout_min": cluster.time_min, "cpus_per_task": cluster.cpus,
-        "mem_gb": cluster.mem_gb, "slurm_array_parallelism": cluster.array_parallelism,
-        "slurm_signal_delay_s": SIGNAL_DELAY_S, "stderr_to_stdout": True,
-    }  # fmt: skip
+        "name": name,
+        "timeout_min": cluster.time_min,
+        "cpus_per_task": cluster.cpus,
+        "mem_gb": cluster.mem_gb,
+        "slurm_array_parallelism": cluster.array_parallelism,
+        "slurm_signal_delay_s": SIGNAL_DELAY_S,
+        "stderr_to_stdout": True,
+    }
     if cluster.gpus:
         params["gpus_per_node"] = cluster.gpus
     for key in ("partition", "account", "qos", "constraint"):
@@ -208,8 +223,9 @@ def _launch_slurm(study: Study, plan: Plan, population: Population, record_id: s
     job_ids = []
     try:
         for array, record, paths in zip(plan.arrays, arrays, manifests, strict=True):
-            executor = submitit.AutoExecutor(folder=folder / "slurm", cluster="slurm",
-                                             slurm_max_num_timeout=MAX_TIMEOUT_REQUEUES)  # fmt: skip
+            executor = submitit.AutoExecutor(
+                folder=folder / "slurm", cluster="slurm", slurm_max_num_timeout=MAX_TIMEOUT_REQUEUES
+            )
             executor.update_parameters(**slurm_parameters(array.cluster, record["job_name"]))
             with executor.batch():
                 submitted = [executor.submit(Chunk(path)) for path in paths]
@@ -278,29 +294,43 @@ def _launch_local(
     arrays = record_arrays(study, record_id, plan.arrays)
     # Lanes take chunks in name order: longest first keeps them finishing together.
     by_cost = sorted(
-        ((chunk.seconds, array.label, i) for array in plan.arrays
-         for i, chunk in enumerate(array.chunks)),
+        (
+            (chunk.seconds, array.label, i)
+            for array in plan.arrays
+            for i, chunk in enumerate(array.chunks)
+        ),
         key=lambda item: -item[0],
-    )  # fmt: skip
+    )
     rank = {(label, i): r for r, (_, label, i) in enumerate(by_cost)}
     for array in arrays:
         for i, task in enumerate(array["tasks"]):
             task["chunk"] = f"{rank[(array['label'], i)]:05d}-{task['chunk']}"
     write_manifests(
-        study, plan.arrays, population, threads=1,
+        study,
+        plan.arrays,
+        population,
+        threads=1,
         path_of=lambda a, i: folder / "queue" / f"{rank[(a.label, i)]:05d}-{a.label}.{i}.json",
-    )  # fmt: skip
+    )
     lanes = min(jobs, len(by_cost))
     executor = submitit.AutoExecutor(folder=folder / "local", cluster="local")
-    executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN, stderr_to_stdout=True,
-                               name=job_name(study, record_id, "local"))  # fmt: skip
+    executor.update_parameters(
+        timeout_min=LOCAL_TIMEOUT_MIN,
+        stderr_to_stdout=True,
+        name=job_name(study, record_id, "local"),
+    )
     submitted: list[Any] = []
     try:
         for lane in range(lanes):
             submitted.append(executor.submit(Lane(str(folder), lane)))
         pids = [int(job.job_id) for job in submitted]
-        write_record(study, record_id, "local", arrays,
-                     lanes=[{"pid": pid, "start": process_start(pid)} for pid in pids])  # fmt: skip
+        write_record(
+            study,
+            record_id,
+            "local",
+            arrays,
+            lanes=[{"pid": pid, "start": process_start(pid)} for pid in pids],
+        )
     except BaseException:
         # Lanes that no record names would be invisible to status and cancel: stop them.
         for job in submitted:

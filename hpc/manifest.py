@@ -47,9 +47,7 @@ class Manifest:
 
 
 def _check_device(device: str, where: str) -> str:
-    if device in ("auto", "cpu", "cuda") or (
-        device.startswith("cuda:") and device[5:].isdigit()
-    ):
+    if device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit()):
         return device
     raise ValueError(f"{where}: device {device!r} is not one of {', '.join(DEVICES)}")
 
@@ -66,9 +64,13 @@ def _cell(raw: Any, where: str) -> CellSpec:
     unknown = sorted(set(raw) - set(CELL_KEYS))
     missing = [k for k in CELL_KEYS if k not in raw]
     if unknown or missing:
-        raise ValueError(f"{where}: unknown keys {unknown}, missing keys {missing}; valid: {CELL_KEYS}")
+        raise ValueError(
+            f"{where}: unknown keys {unknown}, missing keys {missing}; valid: {CELL_KEYS}"
+        )
     if not isinstance(raw["arch"], Mapping):
-        raise ValueError(f"{where}: arch must be a mapping (Architecture.to_dict()), got {raw['arch']!r}")
+        raise ValueError(
+            f"{where}: arch must be a mapping (Architecture.to_dict()), got {raw['arch']!r}"
+        )
     return CellSpec(
         arch_id=_check_int(raw["arch_id"], "arch_id", where, 0),
         seed=_check_int(raw["seed"], "seed", where, 0),
@@ -88,7 +90,9 @@ def parse_manifest(data: Any, where: str = "manifest") -> Manifest:
         )
     dataset = data["dataset"]
     if not isinstance(dataset, Mapping) or not isinstance(dataset.get("name"), str):
-        raise ValueError(f"{where}: dataset must be a DatasetSpec dict with a 'name', got {dataset!r}")
+        raise ValueError(
+            f"{where}: dataset must be a DatasetSpec dict with a 'name', got {dataset!r}"
+        )
     if not isinstance(data["recipe"], Mapping):
         raise ValueError(f"{where}: recipe must be a mapping of Recipe fields")
     if not isinstance(data["cells"], list):
@@ -146,7 +150,9 @@ def write_manifest(
     rows = []
     for arch_id, seed, arch in cells:
         if not isinstance(arch, Architecture):
-            raise ValueError(f"cell ({arch_id}, {seed}): expected an Architecture, got {type(arch).__name__}")
+            raise ValueError(
+                f"cell ({arch_id}, {seed}): expected an Architecture, got {type(arch).__name__}"
+            )
         rows.append({"arch_id": arch_id, "seed": seed, "arch": arch.to_dict()})
     data = {
         "study_dir": str(Path(study_dir).resolve()),

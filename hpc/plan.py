@@ -119,11 +119,16 @@ def dataset_costs(
         for (stem, stem_width, se_ratio, _), ids in groups.items():
             rows = [archs[i] for i in ids]
             values = complexity_batch(
-                [a.depths for a in rows], [a.widths for a in rows],
-                [a.bottleneck_ratios for a in rows], [a.group_widths for a in rows],
-                stem=stem, stem_width=stem_width, se_ratio=se_ratio,
-                resolution=entry.resolution, num_classes=classes,
-            )[0]  # fmt: skip
+                [a.depths for a in rows],
+                [a.widths for a in rows],
+                [a.bottleneck_ratios for a in rows],
+                [a.group_widths for a in rows],
+                stem=stem,
+                stem_width=stem_width,
+                se_ratio=se_ratio,
+                resolution=entry.resolution,
+                num_classes=classes,
+            )[0]
             flops[ids] = values
         costs[entry.name] = DatasetCost(
             entry.name, train, test, entry.recipe.epochs, flops, 1.0, assumed
@@ -154,7 +159,7 @@ def _calibrate(
             c.flops,
             float(np.median(ratios[name])) if ratios[name] else fallback,
             c.assumed,
-        )  # fmt: skip
+        )
         for name, c in costs.items()
     }
 
@@ -183,8 +188,10 @@ def chunk_cells(
         parts = list(zip(bounds[:-1], bounds[1:], strict=True))
         sums = [float(cum[e - 1] - (cum[b - 1] if b else 0.0)) for b, e in parts]
         if all(t <= budget or e - b == 1 for (b, e), t in zip(parts, sums, strict=True)):
-            return [Chunk(dataset, tuple(cells[b:e]), t + CHUNK_OVERHEAD_S)
-                    for (b, e), t in zip(parts, sums, strict=True)]  # fmt: skip
+            return [
+                Chunk(dataset, tuple(cells[b:e]), t + CHUNK_OVERHEAD_S)
+                for (b, e), t in zip(parts, sums, strict=True)
+            ]
     return [Chunk(dataset, (c,), t + CHUNK_OVERHEAD_S) for c, t in zip(cells, seconds, strict=True)]
 
 
@@ -205,8 +212,10 @@ def max_array_size(study: Study) -> int:
         if key.strip() == "MaxArraySize" and value.strip().isdigit():
             size = int(value.strip())
             if size < 1:
-                raise ValueError("this cluster's MaxArraySize is 0: it accepts no array jobs; "
-                                 "ask its admins, or run with --cluster local")  # fmt: skip
+                raise ValueError(
+                    "this cluster's MaxArraySize is 0: it accepts no array jobs; "
+                    "ask its admins, or run with --cluster local"
+                )
             return size
     return fallback
 
@@ -251,9 +260,11 @@ def make_plan(
             continue
         limit = entry.cluster.margin * entry.cluster.time_min * 60
         own = chunk_cells(
-            entry.name, [(c.arch_id, c.seed) for c in mine], [seconds[c] for c in mine],
+            entry.name,
+            [(c.arch_id, c.seed) for c in mine],
+            [seconds[c] for c in mine],
             min(limit, spread) if spread else limit,
-        )  # fmt: skip
+        )
         chunks.extend(own)
         gpu_hours += sum(seconds[c] for c in mine) * max(entry.cluster.gpus, 1) / 3600
         for k, start in enumerate(range(0, len(own), array_size)):
@@ -266,10 +277,17 @@ def make_plan(
         if c.assumed
     )
     return Plan(
-        total=len(cells), finished=finished, active=len(active & set(cells)),
-        missing=tuple(missing), chunks=tuple(chunks), arrays=tuple(arrays),
-        gpu_hours=gpu_hours, max_array_size=array_size, notes=notes, lanes=lanes,
-    )  # fmt: skip
+        total=len(cells),
+        finished=finished,
+        active=len(active & set(cells)),
+        missing=tuple(missing),
+        chunks=tuple(chunks),
+        arrays=tuple(arrays),
+        gpu_hours=gpu_hours,
+        max_array_size=array_size,
+        notes=notes,
+        lanes=lanes,
+    )
 
 
 def remaining_gpu_hours(
@@ -285,13 +303,17 @@ def format_plan(plan: Plan, study: Study) -> str:
         f"study {study.name}: {plan.total:,} cells, {plan.finished:,} finished, "
         f"{plan.active:,} queued or running, {len(plan.missing):,} to run",
         f"{len(plan.chunks):,} chunks "
-        + (f"for {plan.lanes} local workers" if plan.lanes else
-           f"in {len(plan.arrays):,} arrays (MaxArraySize {plan.max_array_size:,})")
+        + (
+            f"for {plan.lanes} local workers"
+            if plan.lanes
+            else f"in {len(plan.arrays):,} arrays (MaxArraySize {plan.max_array_size:,})"
+        )
         + f"; estimated {plan.gpu_hours:,.1f} GPU-hours",
-    ]  # fmt: skip
+    ]
     if plan.arrays:
-        lines.append(f"  {'array':<24} {'tasks':>6} {'cells':>7} {'longest task':>13} "
-                     f"{'time limit':>11}")  # fmt: skip
+        lines.append(
+            f"  {'array':<24} {'tasks':>6} {'cells':>7} {'longest task':>13} {'time limit':>11}"
+        )
     for array in plan.arrays:
         cells = sum(len(c.cells) for c in array.chunks)
         longest = max(c.seconds for c in array.chunks) / 60

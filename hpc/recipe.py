@@ -104,7 +104,9 @@ class Recipe:
         for key, value in values.items():
             expected = type(getattr(defaults, key))
             if expected is tuple:
-                if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) for v in value):
+                if not isinstance(value, (list, tuple)) or not all(
+                    isinstance(v, int) for v in value
+                ):
                     raise ValueError(f"{where}.{key}: expected a list of integers, got {value!r}")
                 value = tuple(value)
             elif expected is float and isinstance(value, int) and not isinstance(value, bool):

@@ -96,8 +96,9 @@ def result_files(study: Study) -> list[ResultFile]:
                     stat = item.stat()
                 except FileNotFoundError:  # moved away since listed (launch --reset-retries)
                     continue
-                found.append(ResultFile(cell, Path(item.path), stat.st_mtime, stat.st_size,
-                                        stat.st_ino))  # fmt: skip
+                found.append(
+                    ResultFile(cell, Path(item.path), stat.st_mtime, stat.st_size, stat.st_ino)
+                )
     return sorted(found, key=lambda f: f.cell)
 
 
@@ -134,8 +135,9 @@ def read_results(
     from tqdm import tqdm
 
     def shown(results: Iterator[CellResult | CorruptResultError]) -> list:
-        bar = tqdm(results, total=len(paths), desc="reading results", unit="cell",
-                   disable=not progress)  # fmt: skip
+        bar = tqdm(
+            results, total=len(paths), desc="reading results", unit="cell", disable=not progress
+        )
         return list(bar)
 
     workers = min(os.cpu_count() or 1, 16)
@@ -147,12 +149,19 @@ def read_results(
 
 def summarize(found: ResultFile, result: CellResult | CorruptResultError) -> ResultSummary:
     if isinstance(result, CorruptResultError):
-        return ResultSummary("corrupt", 0, float("nan"), str(result), found.mtime, found.size,
-                             found.inode)  # fmt: skip
+        return ResultSummary(
+            "corrupt", 0, float("nan"), str(result), found.mtime, found.size, found.inode
+        )
     lines = result.error.strip().splitlines()
-    return ResultSummary(result.status, result.attempts, result.train_seconds,
-                         lines[-1] if lines else "", found.mtime, found.size,
-                         found.inode)  # fmt: skip
+    return ResultSummary(
+        result.status,
+        result.attempts,
+        result.train_seconds,
+        lines[-1] if lines else "",
+        found.mtime,
+        found.size,
+        found.inode,
+    )
 
 
 def write_index(study: Study, summaries: dict[Cell, ResultSummary]) -> None:
@@ -174,7 +183,9 @@ def scan_results(study: Study) -> dict[Cell, ResultSummary]:
     for found in result_files(study):
         cached = index.get(f"{found.cell.key}.h5")
         if cached and (cached["mtime"], cached["size"], cached.get("inode")) == (
-            found.mtime, found.size, found.inode
+            found.mtime,
+            found.size,
+            found.inode,
         ):
             out[found.cell] = ResultSummary(**cached)
         else:

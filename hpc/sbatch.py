@@ -24,8 +24,11 @@ from hpc.study import sample_architectures, study_lock, unprepared
 # In a checkout (and an editable install) the templates sit beside the packages; a regular
 # install puts them under <prefix>/share/anysweep (pyproject's data-files).
 _CHECKOUT = Path(__file__).resolve().parent.parent / "sbatch_templates"
-TEMPLATES = (_CHECKOUT if _CHECKOUT.is_dir()
-             else Path(sys.prefix) / "share" / "anysweep" / "sbatch_templates")  # fmt: skip
+TEMPLATES = (
+    _CHECKOUT
+    if _CHECKOUT.is_dir()
+    else Path(sys.prefix) / "share" / "anysweep" / "sbatch_templates"
+)
 
 
 @dataclass(frozen=True)
@@ -46,17 +49,30 @@ def _template(name: str) -> Template:
 def render_array(study: Study, array: Array, name: str, manifests: Path, log_dir: Path) -> str:
     """One array's script from sbatch_templates/array.sbatch."""
     cluster = array.cluster
-    options = [f"#SBATCH --{key}={getattr(cluster, key)}"
-               for key in ("partition", "account", "qos", "constraint") if getattr(cluster, key)]  # fmt: skip
+    options = [
+        f"#SBATCH --{key}={getattr(cluster, key)}"
+        for key in ("partition", "account", "qos", "constraint")
+        if getattr(cluster, key)
+    ]
     if cluster.gpus:
         options.append(f"#SBATCH --gpus-per-node={cluster.gpus}")
     return _template("array.sbatch").substitute(
-        count=len(array.chunks), dataset=array.dataset, study=study.name, script=f"{array.label}.sbatch",
-        manifests=shlex.quote(str(manifests)), job_name=name, last=len(array.chunks) - 1,
-        parallelism=cluster.array_parallelism, time_min=cluster.time_min, cpus=cluster.cpus,
-        mem_gb=cluster.mem_gb, log_dir=log_dir, options="\n".join(options),
-        setup="\n".join(cluster.setup), python=shlex.quote(sys.executable),
-    )  # fmt: skip
+        count=len(array.chunks),
+        dataset=array.dataset,
+        study=study.name,
+        script=f"{array.label}.sbatch",
+        manifests=shlex.quote(str(manifests)),
+        job_name=name,
+        last=len(array.chunks) - 1,
+        parallelism=cluster.array_parallelism,
+        time_min=cluster.time_min,
+        cpus=cluster.cpus,
+        mem_gb=cluster.mem_gb,
+        log_dir=log_dir,
+        options="\n".join(options),
+        setup="\n".join(cluster.setup),
+        python=shlex.quote(sys.executable),
+    )
 
 
 def render(study: Study, *, array_size: int | None = None) -> Rendered:
@@ -68,9 +84,11 @@ def render(study: Study, *, array_size: int | None = None) -> Rendered:
     population = sample_architectures(study)
     with study_lock(study, "launch"):
         plan = make_plan(
-            study, population, active=active_cells(study),
+            study,
+            population,
+            active=active_cells(study),
             array_size=max_array_size(study) if array_size is None else array_size,
-        )  # fmt: skip
+        )
         if not plan.chunks:
             return Rendered(plan, "", (), None)
         missing = unprepared(study, sorted({a.dataset for a in plan.arrays}))
@@ -92,10 +110,14 @@ def render(study: Study, *, array_size: int | None = None) -> Rendered:
             script.chmod(0o755)
             scripts.append(script)
         submit = folder / "submit.sh"
-        submit.write_text(_template("submit.sh").substitute(
-            count=len(scripts), study=study.name, root=shlex.quote(str(study.root)),
-            submit_lines="\n".join(f"sbatch {shlex.quote(s.name)}" for s in scripts),
-        ))  # fmt: skip
+        submit.write_text(
+            _template("submit.sh").substitute(
+                count=len(scripts),
+                study=study.name,
+                root=shlex.quote(str(study.root)),
+                submit_lines="\n".join(f"sbatch {shlex.quote(s.name)}" for s in scripts),
+            )
+        )
         submit.chmod(0o755)
         write_record(study, record_id, "sbatch", record_arrays(study, record_id, plan.arrays))
     return Rendered(plan, record_id, tuple(scripts), submit)

@@ -58,9 +58,11 @@ class Design:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "space": self.space, "seed": self.seed, "resolution": self.resolution,
+            "space": self.space,
+            "seed": self.seed,
+            "resolution": self.resolution,
             "num_classes": self.num_classes,
-        }  # fmt: skip
+        }
         for key in ("flops", "params", "acts"):
             value = getattr(self, key)
             if value is not None:
@@ -91,10 +93,16 @@ class ClusterSpec:
     def __post_init__(self) -> None:
         problems = [
             f"{key} must be >= {low}, got {getattr(self, key)}"
-            for key, low in (("gpus", 0), ("cpus", 1), ("mem_gb", 1), ("time_min", 1),
-                             ("array_parallelism", 1), ("max_array_size", 1))
+            for key, low in (
+                ("gpus", 0),
+                ("cpus", 1),
+                ("mem_gb", 1),
+                ("time_min", 1),
+                ("array_parallelism", 1),
+                ("max_array_size", 1),
+            )
             if getattr(self, key) < low
-        ]  # fmt: skip
+        ]
         if not 0 < self.margin <= 1:
             problems.append(f"margin must be in (0, 1], got {self.margin}")
         if not self.throughput > 0:
@@ -241,9 +249,10 @@ def _design(table: dict[str, Any], where: Where) -> Design:
 
 def _range(value: Any, path: tuple[str, ...], where: Where) -> tuple[float, float]:
     ok = (
-        isinstance(value, list) and len(value) == 2
+        isinstance(value, list)
+        and len(value) == 2
         and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-    )  # fmt: skip
+    )
     if not ok:
         raise where.error(path, f"{path[-1]} must be a [lo, hi] pair of numbers, got {value!r}")
     lo, hi = float(value[0]), float(value[1])

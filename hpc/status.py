@@ -24,8 +24,17 @@ STATES = ("done", "running", "queued", "failed", "diverged", "missing")
 RECORD_FILE = "record.json"
 # squeue states of a task that will still run (or runs) its cells.
 RUNNING_STATES = ("RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING")
-QUEUED_STATES = ("PENDING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "RESIZING", "SUSPENDED",
-                 "RESV_DEL_HOLD", "SPECIAL_EXIT", "STOPPED")  # fmt: skip
+QUEUED_STATES = (
+    "PENDING",
+    "REQUEUED",
+    "REQUEUE_FED",
+    "REQUEUE_HOLD",
+    "RESIZING",
+    "SUSPENDED",
+    "RESV_DEL_HOLD",
+    "SPECIAL_EXIT",
+    "STOPPED",
+)
 
 
 class SchedulerError(RuntimeError):
@@ -133,13 +142,23 @@ def tasks(study: Study, records: list[dict[str, Any]] | None = None) -> list[Tas
                 else:
                     found = (slurm or {}).get((array["job_name"], index))
                     state = "ended" if found is None else _slurm_state(found[0])
-                    job_id = found[1] if found else (
-                        f"{array['job_id']}_{index}" if array.get("job_id") else "")  # fmt: skip
-                out.append(Task(
-                    record=record["id"], label=array["label"], index=index,
-                    dataset=array["dataset"], cells=tuple(tuple(c) for c in task["cells"]),
-                    state=state, since=record["created_ts"], job_id=job_id,
-                ))  # fmt: skip
+                    job_id = (
+                        found[1]
+                        if found
+                        else (f"{array['job_id']}_{index}" if array.get("job_id") else "")
+                    )
+                out.append(
+                    Task(
+                        record=record["id"],
+                        label=array["label"],
+                        index=index,
+                        dataset=array["dataset"],
+                        cells=tuple(tuple(c) for c in task["cells"]),
+                        state=state,
+                        since=record["created_ts"],
+                        job_id=job_id,
+                    )
+                )
     return out
 
 
@@ -217,10 +236,14 @@ class StudyStatus:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "study": self.study, "counts": self.counts, "failed": self.failed,
-            "corrupt": self.corrupt, "gpu_hours_spent": self.gpu_hours_spent,
-            "gpu_hours_remaining": self.gpu_hours_remaining, "tasks_active": self.tasks_active,
-        }  # fmt: skip
+            "study": self.study,
+            "counts": self.counts,
+            "failed": self.failed,
+            "corrupt": self.corrupt,
+            "gpu_hours_spent": self.gpu_hours_spent,
+            "gpu_hours_remaining": self.gpu_hours_remaining,
+            "tasks_active": self.tasks_active,
+        }
 
 
 def study_status(study: Study) -> StudyStatus:
@@ -253,10 +276,14 @@ def study_status(study: Study) -> StudyStatus:
     if population is None or len(population) < study.settings.architectures:
         population = sample_architectures(study, write=False)
     return StudyStatus(
-        study=study.name, counts=counts, failed=failed, corrupt=corrupt, gpu_hours_spent=spent,
+        study=study.name,
+        counts=counts,
+        failed=failed,
+        corrupt=corrupt,
+        gpu_hours_spent=spent,
         gpu_hours_remaining=remaining_gpu_hours(study, population, results),
         tasks_active=sum(t.state != "ended" for t in task_list),
-    )  # fmt: skip
+    )
 
 
 def format_status(status: StudyStatus) -> str:
@@ -321,8 +348,10 @@ def _task_log(study: Study, record: dict[str, Any], cell: Cell) -> Path | None:
                 path = folder / "slurm" / f"{job}_0_log.out"
                 return path if path.exists() else None
             if record["cluster"] == "local":
-                for done in (*folder.glob(f"claimed/{task['chunk']}.lane*.json"),
-                             *folder.glob(f"done/{task['chunk']}.lane*.json")):  # fmt: skip
+                for done in (
+                    *folder.glob(f"claimed/{task['chunk']}.lane*.json"),
+                    *folder.glob(f"done/{task['chunk']}.lane*.json"),
+                ):
                     lane = int(done.name.rsplit(".", 2)[1].removeprefix("lane"))
                     pid = record["lanes"][lane]["pid"]
                     path = folder / "local" / f"{pid}_0_log.out"
@@ -331,8 +360,11 @@ def _task_log(study: Study, record: dict[str, Any], cell: Cell) -> Path | None:
             # sbatch: Slurm names the log by job id, unknown here; the script's first line
             # names the manifest folder.
             marker = str(folder / array["label"])
-            logs = sorted((study.root / "logs" / "slurm").glob(f"*_{index}.out"),
-                          key=lambda p: p.stat().st_mtime, reverse=True)  # fmt: skip
+            logs = sorted(
+                (study.root / "logs" / "slurm").glob(f"*_{index}.out"),
+                key=lambda p: p.stat().st_mtime,
+                reverse=True,
+            )
             for path in logs:
                 with open(path, errors="replace") as handle:
                     if marker in handle.readline():

@@ -94,10 +94,16 @@ def sample_architectures(study: Study, *, progress: bool = False, write: bool = 
         return existing
     design = study.design
     samples = sample(
-        get_space(design.space, **design.space_options()), wanted, seed=design.seed,
-        resolution=design.resolution, num_classes=design.num_classes, flops=design.flops,
-        params=design.params, acts=design.acts, progress=progress,
-    )  # fmt: skip
+        get_space(design.space, **design.space_options()),
+        wanted,
+        seed=design.seed,
+        resolution=design.resolution,
+        num_classes=design.num_classes,
+        flops=design.flops,
+        params=design.params,
+        acts=design.acts,
+        progress=progress,
+    )
     population = Population(
         tuple(s.arch for s in samples), tuple(s.sampled for s in samples), design.to_dict()
     )
@@ -119,10 +125,17 @@ def _write_population(study: Study, population: Population) -> None:
     rows = []
     for i, (arch, raw) in enumerate(zip(population.archs, population.sampled, strict=True)):
         cx = complexity(arch, resolution=design.resolution, num_classes=design.num_classes)
-        rows.append({
-            "id": i, "name": arch.name, "arch": arch.to_dict(), "sampled": raw.to_dict(),
-            "flops": cx.flops, "params": cx.params, "acts": cx.acts,
-        })  # fmt: skip
+        rows.append(
+            {
+                "id": i,
+                "name": arch.name,
+                "arch": arch.to_dict(),
+                "sampled": raw.to_dict(),
+                "flops": cx.flops,
+                "params": cx.params,
+                "acts": cx.acts,
+            }
+        )
     write_json_atomic(
         architectures_path(study),
         {"format": ARCHITECTURES_FORMAT, "design": population.design, "architectures": rows},

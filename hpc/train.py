@@ -111,7 +111,9 @@ def make_scheduler(
     )
 
 
-def autocast_for(recipe: Recipe, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
+def autocast_for(
+    recipe: Recipe, device: torch.device
+) -> Callable[[], contextlib.AbstractContextManager]:
     """A factory of the forward pass's autocast context (a no-op one in fp32)."""
     bf16 = recipe.precision == "bf16" or (recipe.precision == "auto" and device.type == "cuda")
     if not bf16:
@@ -143,10 +145,19 @@ def evaluate(
     return 100.0 * wrong1.item() / total, 100.0 * wrong5.item() / total
 
 
-def _fingerprint(arch: Architecture, recipe: Recipe, seed: int, init_seed: int, num_classes: int) -> str:
+def _fingerprint(
+    arch: Architecture, recipe: Recipe, seed: int, init_seed: int, num_classes: int
+) -> str:
     # A checkpoint of another cell, or of this cell under another recipe, must not be resumed.
     return "|".join(
-        [str(CHECKPOINT_FORMAT), arch.name, recipe.to_json(), str(seed), str(init_seed), str(num_classes)]
+        [
+            str(CHECKPOINT_FORMAT),
+            arch.name,
+            recipe.to_json(),
+            str(seed),
+            str(init_seed),
+            str(num_classes),
+        ]
     )
 
 
@@ -220,8 +231,18 @@ def train_cell(
         say(f"resumed after epoch {start_epoch}/{recipe.epochs} from {checkpoint_path}")
     for epoch in range(start_epoch, recipe.epochs):
         stats = _train_epoch(
-            step_model, train_loader, optimizer, scheduler, criterion, autocast,
-            seed=seed, epoch=epoch, epochs=recipe.epochs, device=dev, say=say, stop_flag=stop_flag,
+            step_model,
+            train_loader,
+            optimizer,
+            scheduler,
+            criterion,
+            autocast,
+            seed=seed,
+            epoch=epoch,
+            epochs=recipe.epochs,
+            device=dev,
+            say=say,
+            stop_flag=stop_flag,
         )
         if stats is None:
             diverged_epoch = epoch
@@ -232,24 +253,32 @@ def train_cell(
         top1, top5 = evaluate(step_model, test_loader, autocast)
         eval_seconds = time.perf_counter() - eval_start
         for name, value in (
-            ("train_loss", loss), ("train_top1_err", train_err), ("test_top1_err", top1),
-            ("test_top5_err", top5), ("epoch_seconds", seconds), ("data_seconds", data_seconds),
-            ("eval_seconds", eval_seconds), ("images", images),
+            ("train_loss", loss),
+            ("train_top1_err", train_err),
+            ("test_top1_err", top1),
+            ("test_top5_err", top5),
+            ("epoch_seconds", seconds),
+            ("data_seconds", data_seconds),
+            ("eval_seconds", eval_seconds),
+            ("images", images),
         ):
             history[name].append(value)
         if checkpoint_path is not None:
             ckpt_start = time.perf_counter()
-            save_checkpoint(checkpoint_path, {
-                "format": CHECKPOINT_FORMAT,
-                "fingerprint": fingerprint,
-                "epoch": epoch + 1,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": rng_state(),
-                "history": history,
-                "wall_seconds": prior_seconds + time.perf_counter() - started,
-            })
+            save_checkpoint(
+                checkpoint_path,
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "fingerprint": fingerprint,
+                    "epoch": epoch + 1,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": rng_state(),
+                    "history": history,
+                    "wall_seconds": prior_seconds + time.perf_counter() - started,
+                },
+            )
             checkpoint_seconds += time.perf_counter() - ckpt_start
         say(
             f"epoch {epoch + 1}/{recipe.epochs}: loss {loss:.4f} train err {train_err:.2f}% "
@@ -260,9 +289,16 @@ def train_cell(
             raise CellInterrupted(f"stopped after epoch {epoch + 1}/{recipe.epochs}")
 
     return _outcome(
-        history, diverged_epoch, dev, start_epoch,
+        history,
+        diverged_epoch,
+        dev,
+        start_epoch,
         wall_seconds=prior_seconds + time.perf_counter() - started,
-        overhead={"build": built - started, "restore": restored - built, "checkpoint": checkpoint_seconds},
+        overhead={
+            "build": built - started,
+            "restore": restored - built,
+            "checkpoint": checkpoint_seconds,
+        },
     )
 
 
@@ -357,7 +393,9 @@ def _train_epoch(
             now = time.perf_counter()
             if now - last_log >= LOG_EVERY_S:
                 last_log = now
-                say(f"epoch {epoch + 1}/{epochs} step {step}/{steps}: loss {loss_sum.item() / images:.4f}")
+                say(
+                    f"epoch {epoch + 1}/{epochs} step {step}/{steps}: loss {loss_sum.item() / images:.4f}"
+                )
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start

@@ -37,7 +37,14 @@ from hpc.manifest import CellSpec, Manifest, read_manifest, write_manifest
 from hpc.train import CellInterrupted, TrainOutcome, cell_seed, train_cell
 
 __all__ = [
-    "CellPaths", "Chunk", "cell_paths", "interruption", "main", "read_manifest", "run_chunk", "write_manifest",
+    "CellPaths",
+    "Chunk",
+    "cell_paths",
+    "interruption",
+    "main",
+    "read_manifest",
+    "run_chunk",
+    "write_manifest",
 ]
 
 # Exit codes of `python -m hpc.worker`.
@@ -88,17 +95,30 @@ def _loaders(manifest: Manifest, device: str) -> _Loaders:
     from loaders.registry import DatasetSpec
 
     recipe = manifest.recipe
-    key = repr((sorted(manifest.dataset.items()), recipe.batch_size, recipe.test_batch_size,
-                recipe.resolution, recipe.num_workers, recipe.augment, device,
-                str(manifest.study_dir)))
+    key = repr(
+        (
+            sorted(manifest.dataset.items()),
+            recipe.batch_size,
+            recipe.test_batch_size,
+            recipe.resolution,
+            recipe.num_workers,
+            recipe.augment,
+            device,
+            str(manifest.study_dir),
+        )
+    )
     if key not in _loader_cache:
         _loader_cache.clear()  # one dataset at a time: the previous one's memory goes
         spec = DatasetSpec.from_dict(manifest.dataset)
         prepared = open_prepared(spec, manifest.study_dir / "data")
         resolution = recipe.resolution or spec.resolution
         train, test = build_loaders(
-            prepared, batch_size=recipe.batch_size, test_batch_size=recipe.test_batch_size,
-            resolution=resolution, device=device, num_workers=recipe.num_workers,
+            prepared,
+            batch_size=recipe.batch_size,
+            test_batch_size=recipe.test_batch_size,
+            resolution=resolution,
+            device=device,
+            num_workers=recipe.num_workers,
             augment=recipe.augment,
         )
         _loader_cache[key] = _Loaders(key, train, test, prepared.num_classes, resolution)
@@ -149,25 +169,52 @@ class _CellLog:
 
 
 def _result(
-    manifest: Manifest, cell: CellSpec, *, status: str, attempts: int, started: str,
-    device: str, outcome: TrainOutcome | None = None, complexity: Any = None, error: str = "",
+    manifest: Manifest,
+    cell: CellSpec,
+    *,
+    status: str,
+    attempts: int,
+    started: str,
+    device: str,
+    outcome: TrainOutcome | None = None,
+    complexity: Any = None,
+    error: str = "",
 ) -> CellResult:
     fields: dict[str, Any] = {}
     if outcome is not None:
         fields = {
             name: getattr(outcome, name)
-            for name in ("top1_err", "top5_err", "best_top1_err", "best_epoch", "epochs",
-                         "diverged_epoch", "data_seconds", "images_per_s", "peak_mem_bytes")
+            for name in (
+                "top1_err",
+                "top5_err",
+                "best_top1_err",
+                "best_epoch",
+                "epochs",
+                "diverged_epoch",
+                "data_seconds",
+                "images_per_s",
+                "peak_mem_bytes",
+            )
         }
         fields["train_seconds"] = outcome.wall_seconds
         fields["curves"] = outcome.curves
     if complexity is not None:
         fields.update(flops=complexity.flops, params=complexity.params, acts=complexity.acts)
     return CellResult(
-        dataset=manifest.dataset_name, arch_id=cell.arch_id, seed=cell.seed, status=status,
-        attempts=attempts, error=error, job_id=provenance.job_id(), host=provenance.host(),
-        gpu=provenance.device_name(device), versions=provenance.versions_json(),
-        recipe=manifest.recipe.to_json(), started=started, finished=provenance.now(), **fields,
+        dataset=manifest.dataset_name,
+        arch_id=cell.arch_id,
+        seed=cell.seed,
+        status=status,
+        attempts=attempts,
+        error=error,
+        job_id=provenance.job_id(),
+        host=provenance.host(),
+        gpu=provenance.device_name(device),
+        versions=provenance.versions_json(),
+        recipe=manifest.recipe.to_json(),
+        started=started,
+        finished=provenance.now(),
+        **fields,
     )
 
 
@@ -178,7 +225,9 @@ def interruption(exc: BaseException) -> BaseException | None:
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
-        if isinstance(current, (KeyboardInterrupt, SystemExit, CellInterrupted, UncompletedJobError)):
+        if isinstance(
+            current, (KeyboardInterrupt, SystemExit, CellInterrupted, UncompletedJobError)
+        ):
             return current
         seen.add(id(current))
         current = current.__cause__ or current.__context__
@@ -188,13 +237,21 @@ def interruption(exc: BaseException) -> BaseException | None:
 def _summary(outcome: TrainOutcome) -> str:
     if outcome.status == "diverged":
         return f"diverged in epoch {outcome.diverged_epoch + 1} (loss NaN/inf)"
-    return (f"done: test err {outcome.top1_err:.2f}% (best {outcome.best_top1_err:.2f}% at epoch "
-            f"{outcome.best_epoch + 1}), {outcome.images_per_s:.0f} images/s")
+    return (
+        f"done: test err {outcome.top1_err:.2f}% (best {outcome.best_top1_err:.2f}% at epoch "
+        f"{outcome.best_epoch + 1}), {outcome.images_per_s:.0f} images/s"
+    )
 
 
 def _attempt(
-    manifest: Manifest, cell: CellSpec, attempts: int, device: str, paths: CellPaths,
-    log: _CellLog, stop_flag: Callable[[], bool] | None, timings: dict[str, float],
+    manifest: Manifest,
+    cell: CellSpec,
+    attempts: int,
+    device: str,
+    paths: CellPaths,
+    log: _CellLog,
+    stop_flag: Callable[[], bool] | None,
+    timings: dict[str, float],
 ) -> CellResult:
     """Train the cell; any exception but an interruption becomes a failed result."""
     from anynet.arch import Architecture
@@ -213,9 +270,17 @@ def _attempt(
         if manifest.threads:
             torch.set_num_threads(manifest.threads)
         outcome = train_cell(
-            arch, data.train, data.test, manifest.recipe, seed=cell.seed,
-            init_seed=cell_seed(name, cell.arch_id, cell.seed), num_classes=data.num_classes,
-            device=device, checkpoint_path=paths.checkpoint, log=log, stop_flag=stop_flag,
+            arch,
+            data.train,
+            data.test,
+            manifest.recipe,
+            seed=cell.seed,
+            init_seed=cell_seed(name, cell.arch_id, cell.seed),
+            num_classes=data.num_classes,
+            device=device,
+            checkpoint_path=paths.checkpoint,
+            log=log,
+            stop_flag=stop_flag,
         )
     except CellInterrupted:
         raise
@@ -227,27 +292,49 @@ def _attempt(
             raise stop from None
         error = traceback.format_exc()
         log(f"failed (attempt {attempts}/{manifest.max_attempts}):\n{error}")
-        return _result(manifest, cell, status="failed", attempts=attempts, started=started,
-                       device=device, complexity=counts, error=error)
+        return _result(
+            manifest,
+            cell,
+            status="failed",
+            attempts=attempts,
+            started=started,
+            device=device,
+            complexity=counts,
+            error=error,
+        )
     spent = {**outcome.overhead, "train": outcome.train_seconds, "eval": outcome.eval_seconds}
     for key, seconds in spent.items():
         timings[key] = timings.get(key, 0.0) + seconds
     log(_summary(outcome))
-    return _result(manifest, cell, status=outcome.status, attempts=attempts, started=started,
-                   device=device, outcome=outcome, complexity=counts)
+    return _result(
+        manifest,
+        cell,
+        status=outcome.status,
+        attempts=attempts,
+        started=started,
+        device=device,
+        outcome=outcome,
+        complexity=counts,
+    )
 
 
 def _run_cell(
-    manifest: Manifest, cell: CellSpec, attempts: int, device: str,
-    stop_flag: Callable[[], bool] | None, timings: dict[str, float],
+    manifest: Manifest,
+    cell: CellSpec,
+    attempts: int,
+    device: str,
+    stop_flag: Callable[[], bool] | None,
+    timings: dict[str, float],
 ) -> CellResult:
     """One attempt at a cell, its result written; its log says what happened."""
     name = manifest.dataset_name
     paths = cell_paths(manifest.study_dir, name, cell.arch_id, cell.seed)
     log = _CellLog(paths.log)
     try:
-        log(f"cell {name}/{cell.arch_id}-s{cell.seed} attempt {attempts}/{manifest.max_attempts} "
-            f"on {provenance.host()} job {provenance.job_id() or '-'} device {device}")
+        log(
+            f"cell {name}/{cell.arch_id}-s{cell.seed} attempt {attempts}/{manifest.max_attempts} "
+            f"on {provenance.host()} job {provenance.job_id() or '-'} device {device}"
+        )
         result = _attempt(manifest, cell, attempts, device, paths, log, stop_flag, timings)
         write_start = time.perf_counter()
         write_cell(paths.result, result)
@@ -261,7 +348,9 @@ def _run_cell(
         raise
     except (SystemExit, KeyboardInterrupt, UncompletedJobError) as exc:
         # submitit's preemption handler exits (or gives up) from inside the step it interrupts.
-        log(f"stopped ({type(exc).__name__}); the next run resumes from the last epoch-end checkpoint")
+        log(
+            f"stopped ({type(exc).__name__}); the next run resumes from the last epoch-end checkpoint"
+        )
         raise
     finally:
         log.close()
@@ -341,12 +430,20 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Run one chunk of a study: its manifest's cells in order, resuming where it stopped.",
     )
     parser.add_argument("manifest", nargs="?", type=Path, help="the chunk's manifest (JSON)")
-    parser.add_argument("--array", type=Path, metavar="DIR", help="a folder of N.json manifests (sbatch arrays)")
-    parser.add_argument("--task-id", type=int, default=None,
-                        help="which DIR/N.json to run (default: $SLURM_ARRAY_TASK_ID)")
+    parser.add_argument(
+        "--array", type=Path, metavar="DIR", help="a folder of N.json manifests (sbatch arrays)"
+    )
+    parser.add_argument(
+        "--task-id",
+        type=int,
+        default=None,
+        help="which DIR/N.json to run (default: $SLURM_ARRAY_TASK_ID)",
+    )
     args = parser.parse_args(argv)
     if (args.manifest is None) == (args.array is None):
-        parser.error("give either MANIFEST or --array DIR (with --task-id N or $SLURM_ARRAY_TASK_ID)")
+        parser.error(
+            "give either MANIFEST or --array DIR (with --task-id N or $SLURM_ARRAY_TASK_ID)"
+        )
     if args.array is not None:
         task = args.task_id
         if task is None and os.environ.get("SLURM_ARRAY_TASK_ID", "").isdigit():
@@ -378,8 +475,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGUSR2, previous)
     counts = {s: sum(r.status == s for r in results) for s in ("done", "diverged", "failed")}
-    print(f"hpc.worker: {args.manifest}: " + ", ".join(f"{n} {s}" for s, n in counts.items()),
-          file=sys.stderr)
+    print(
+        f"hpc.worker: {args.manifest}: " + ", ".join(f"{n} {s}" for s, n in counts.items()),
+        file=sys.stderr,
+    )
     return EXIT_SOME_FAILED if counts["failed"] else EXIT_DONE
 
 

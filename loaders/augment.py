@@ -18,7 +18,7 @@ RRC_RATIO = (3 / 4, 4 / 3)
 
 
 def resolve_augment(augment: str, resolution: int) -> str:
-    """"auto": random-resized crop + flip above 64 px (ImageNet recipe), else pad-and-crop +
+    """ "auto": random-resized crop + flip above 64 px (ImageNet recipe), else pad-and-crop +
     flip (CIFAR recipe, padding resolution/8)."""
     if augment not in AUGMENTS:
         raise ValueError(f"unknown augment {augment!r}; valid: {list(AUGMENTS)}")
@@ -41,9 +41,15 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(mix_seed(seed, epoch))
 
 
-def rrc_boxes(n: int, height: int, width: int, gen: torch.Generator,
-              scale: tuple[float, float] = RRC_SCALE, ratio: tuple[float, float] = RRC_RATIO,
-              tries: int = 10) -> torch.Tensor:
+def rrc_boxes(
+    n: int,
+    height: int,
+    width: int,
+    gen: torch.Generator,
+    scale: tuple[float, float] = RRC_SCALE,
+    ratio: tuple[float, float] = RRC_RATIO,
+    tries: int = 10,
+) -> torch.Tensor:
     """(n, 4) crop boxes (top, left, h, w) drawn as torchvision's RandomResizedCrop does:
     the first of `tries` area/aspect draws that fits, else the whole image clamped in aspect."""
     u = torch.rand(n, tries, 2, generator=gen, dtype=torch.float64)
@@ -56,10 +62,16 @@ def rrc_boxes(n: int, height: int, width: int, gen: torch.Generator,
     first = fits.to(torch.int64).argmax(dim=1, keepdim=True)
     w, h = w.gather(1, first).squeeze(1), h.gather(1, first).squeeze(1)
     in_ratio = width / height
-    fw = width if ratio[0] <= in_ratio <= ratio[1] else (
-        width if in_ratio < ratio[0] else round(height * ratio[1]))
-    fh = height if ratio[0] <= in_ratio <= ratio[1] else (
-        round(width / ratio[0]) if in_ratio < ratio[0] else height)
+    fw = (
+        width
+        if ratio[0] <= in_ratio <= ratio[1]
+        else (width if in_ratio < ratio[0] else round(height * ratio[1]))
+    )
+    fh = (
+        height
+        if ratio[0] <= in_ratio <= ratio[1]
+        else (round(width / ratio[0]) if in_ratio < ratio[0] else height)
+    )
     ok = fits.any(dim=1)
     w = torch.where(ok, w, torch.full_like(w, fw))
     h = torch.where(ok, h, torch.full_like(h, fh))
@@ -69,8 +81,9 @@ def rrc_boxes(n: int, height: int, width: int, gen: torch.Generator,
     return torch.stack([top, left, h, w], dim=1)
 
 
-def crop_resize(images: torch.Tensor, boxes: torch.Tensor, size: int,
-                flip: torch.Tensor | None = None) -> torch.Tensor:
+def crop_resize(
+    images: torch.Tensor, boxes: torch.Tensor, size: int, flip: torch.Tensor | None = None
+) -> torch.Tensor:
     """Float N,C,H,W images: each box (top, left, h, w) resized bilinearly to size x size,
     mirrored where `flip`, in one grid_sample call."""
     n, _, height, width = images.shape
@@ -97,8 +110,9 @@ def random_resized_crop_flip(images: torch.Tensor, size: int, gen: torch.Generat
     return crop_resize(images, boxes, size, flip)
 
 
-def pad_crop_flip(images: torch.Tensor, pad: int, gen: torch.Generator,
-                  flip: bool = True) -> torch.Tensor:
+def pad_crop_flip(
+    images: torch.Tensor, pad: int, gen: torch.Generator, flip: bool = True
+) -> torch.Tensor:
     """Any-dtype N,C,H,W: zero-pad by `pad`, take a random H x W window, mirror half the
     batch (when `flip`); exact pixel copies by one gather."""
     n, c, height, width = images.shape
@@ -116,7 +130,9 @@ def pad_crop_flip(images: torch.Tensor, pad: int, gen: torch.Generator,
 def resize_batch(images: torch.Tensor, size: int) -> torch.Tensor:
     if images.shape[-1] == size and images.shape[-2] == size:
         return images
-    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return F.interpolate(
+        images, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    )
 
 
 def center_crop_resize(images: torch.Tensor, size: int, ratio: float) -> torch.Tensor:
@@ -124,17 +140,20 @@ def center_crop_resize(images: torch.Tensor, size: int, ratio: float) -> torch.T
     height, width = images.shape[-2:]
     side = int(ratio * min(height, width))
     top, left = (height - side) // 2, (width - side) // 2
-    return resize_batch(images[..., top:top + side, left:left + side], size)
+    return resize_batch(images[..., top : top + side, left : left + side], size)
 
 
-def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
-              channels_last: bool) -> torch.Tensor:
+def normalize(
+    images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, channels_last: bool
+) -> torch.Tensor:
     """N,C,H,W (C 1 or 3, 0..255 values) -> float32 N,3,H,W standardised per channel; one
     channel is replicated by broadcasting against the 3-channel mean and std."""
     out = (images.to(torch.float32) - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
     if out.shape[1] != 3:
         out = out.expand(-1, 3, -1, -1)
-    return out.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    return out.contiguous(
+        memory_format=torch.channels_last if channels_last else torch.contiguous_format
+    )
 
 
 def to_rgb_uint8(images: torch.Tensor) -> torch.Tensor:

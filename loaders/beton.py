@@ -30,10 +30,19 @@ _MAX_REPORTED = 10
 # ffcv 1.0.2's file format (version 2), mirrored so a file can be checked without importing
 # ffcv: header, field descriptors, per-sample metadata, pages, allocation table.
 FORMAT_VERSION = 2
-HEADER = np.dtype([("version", "<u2"), ("num_fields", "<u2"), ("page_size", "<u4"),
-                   ("num_samples", "<u8"), ("alloc_table_ptr", "<u8")], align=True)
-FIELD_DESC = np.dtype([("type_id", "<u1"), ("name", ("<u1", 16)), ("arguments", ("<u1", (1024,)))],
-                      align=True)
+HEADER = np.dtype(
+    [
+        ("version", "<u2"),
+        ("num_fields", "<u2"),
+        ("page_size", "<u4"),
+        ("num_samples", "<u8"),
+        ("alloc_table_ptr", "<u8"),
+    ],
+    align=True,
+)
+FIELD_DESC = np.dtype(
+    [("type_id", "<u1"), ("name", ("<u1", 16)), ("arguments", ("<u1", (1024,)))], align=True
+)
 ALLOC = np.dtype([("sample_id", "<u8"), ("ptr", "<u8"), ("size", "<u8")])
 IMAGE_META = np.dtype([("mode", "<u1"), ("width", "<u2"), ("height", "<u2"), ("data_ptr", "<u8")])
 SAMPLE_META = np.dtype([("image", IMAGE_META), ("label", "<i8")], align=True)
@@ -77,17 +86,22 @@ def _ffcv_writer() -> Any:
     return ffcv.writer
 
 
-def _write_in_child(tmp: str, samples: _Samples, encoding: str, quality: int, page_size: int,
-                    workers: int, conn) -> None:
+def _write_in_child(
+    tmp: str, samples: _Samples, encoding: str, quality: int, page_size: int, workers: int, conn
+) -> None:
     os.setpgrp()  # one process group: a stall kills ffcv's workers with us
     try:
         import cv2
         from ffcv.fields import IntField, RGBImageField
 
         cv2.setNumThreads(1)
-        fields = {"image": RGBImageField(write_mode=encoding, jpeg_quality=quality), "label": IntField()}
-        _ffcv_writer().DatasetWriter(tmp, fields, page_size=page_size, num_workers=workers) \
-            .from_indexed_dataset(samples, chunksize=64)
+        fields = {
+            "image": RGBImageField(write_mode=encoding, jpeg_quality=quality),
+            "label": IntField(),
+        }
+        _ffcv_writer().DatasetWriter(
+            tmp, fields, page_size=page_size, num_workers=workers
+        ).from_indexed_dataset(samples, chunksize=64)
         conn.send(("ok", ""))
     except BaseException:
         conn.send(("error", traceback.format_exc()))
@@ -97,7 +111,9 @@ def check_files(split: Split, num_workers: int = 1, progress: bool = False) -> t
     """Read every image file's header (cheap: no decoding) so missing, empty and non-image
     files fail before writing starts; returns the largest (width, height)."""
     if split.files is None:
-        return (split.images.shape[2], split.images.shape[1]) if split.images is not None else (0, 0)
+        return (
+            (split.images.shape[2], split.images.shape[1]) if split.images is not None else (0, 0)
+        )
     width, height, errors = check_headers(split.files, num_workers, progress)
     _raise_errors(errors, len(split))
     return width, height
@@ -106,7 +122,9 @@ def check_files(split: Split, num_workers: int = 1, progress: bool = False) -> t
 def _raise_errors(errors: list[str], total: int) -> None:
     if errors:
         shown = "\n  ".join(errors[:_MAX_REPORTED])
-        more = f"\n  ... and {len(errors) - _MAX_REPORTED} more" if len(errors) > _MAX_REPORTED else ""
+        more = (
+            f"\n  ... and {len(errors) - _MAX_REPORTED} more" if len(errors) > _MAX_REPORTED else ""
+        )
         raise DatasetError(f"{len(errors)} of {total} images could not be read:\n  {shown}{more}")
 
 
@@ -118,9 +136,18 @@ def _page_size(width: int, height: int, max_side: int | None) -> int:
     return 1 << (need - 1).bit_length()
 
 
-def write_beton(split: Split, path: Path, fingerprint: str, *, encoding: str = "raw",
-                max_side: int | None = None, jpeg_quality: int = 90, num_workers: int = 2,
-                progress: bool = True, stall_seconds: float = STALL_SECONDS) -> None:
+def write_beton(
+    split: Split,
+    path: Path,
+    fingerprint: str,
+    *,
+    encoding: str = "raw",
+    max_side: int | None = None,
+    jpeg_quality: int = 90,
+    num_workers: int = 2,
+    progress: bool = True,
+    stall_seconds: float = STALL_SECONDS,
+) -> None:
     """Write `split` as a .beton: atomic (a temporary name, renamed once checked), idempotent
     (a finished file of this fingerprint is kept), in `num_workers` processes with a progress
     bar. Bad images raise DatasetError naming them; a stalled writer raises RuntimeError."""
@@ -135,13 +162,24 @@ def write_beton(split: Split, path: Path, fingerprint: str, *, encoding: str = "
     receive, send = ctx.Pipe(duplex=False)
     tmp = temp_path(path)
     samples = _Samples(split, max_side, failed, done)
-    child = ctx.Process(target=_write_in_child, args=(
-        str(tmp), samples, encoding, jpeg_quality, _page_size(width, height, max_side),
-        max(1, num_workers), send))
+    child = ctx.Process(
+        target=_write_in_child,
+        args=(
+            str(tmp),
+            samples,
+            encoding,
+            jpeg_quality,
+            _page_size(width, height, max_side),
+            max(1, num_workers),
+            send,
+        ),
+    )
     try:
         child.start()
         _watch(child, done, n, path, progress, stall_seconds)
-        status, detail = receive.recv() if receive.poll(1.0) else ("error", f"exit code {child.exitcode}")
+        status, detail = (
+            receive.recv() if receive.poll(1.0) else ("error", f"exit code {child.exitcode}")
+        )
         if status != "ok":
             raise RuntimeError(f"writing {path} failed in the ffcv writer:\n{detail}")
         bad = np.flatnonzero(np.frombuffer(failed, dtype=np.int8))
@@ -168,8 +206,10 @@ def _watch(child, done, total: int, path: Path, progress: bool, stall_seconds: f
                 seen, last_change = now, time.monotonic()
             elif time.monotonic() - last_change > stall_seconds:
                 _kill(child)
-                raise RuntimeError(f"writing {path} stalled: no sample finished in {stall_seconds:.0f} s "
-                                   f"({seen} of {total} done); the writer was stopped")
+                raise RuntimeError(
+                    f"writing {path} stalled: no sample finished in {stall_seconds:.0f} s "
+                    f"({seen} of {total} done); the writer was stopped"
+                )
         bar.update(done.value - seen)
     finally:
         bar.close()
@@ -203,18 +243,27 @@ def check_beton(path: Path, num_samples: int | None = None) -> None:
         raise DatasetError(f"{path}: truncated ({size} bytes, shorter than a .beton header)")
     header = np.fromfile(path, dtype=HEADER, count=1)[0]
     if header["version"] != FORMAT_VERSION or header["num_fields"] != 2:
-        raise DatasetError(f"{path}: not a .beton of this project (format {header['version']}, "
-                           f"{header['num_fields']} fields)")
+        raise DatasetError(
+            f"{path}: not a .beton of this project (format {header['version']}, "
+            f"{header['num_fields']} fields)"
+        )
     count, table_at = int(header["num_samples"]), int(header["alloc_table_ptr"])
     if num_samples is not None and count != num_samples:
         raise DatasetError(f"{path}: holds {count} samples, {num_samples} expected")
-    if not fixed + count * SAMPLE_META.itemsize <= table_at <= size or (size - table_at) % ALLOC.itemsize:
-        raise DatasetError(f"{path}: truncated ({size} bytes; its allocation table should start "
-                           f"at byte {table_at}); run prepare again")
+    if (
+        not fixed + count * SAMPLE_META.itemsize <= table_at <= size
+        or (size - table_at) % ALLOC.itemsize
+    ):
+        raise DatasetError(
+            f"{path}: truncated ({size} bytes; its allocation table should start "
+            f"at byte {table_at}); run prepare again"
+        )
     meta = np.fromfile(path, dtype=SAMPLE_META, count=count, offset=fixed)
     table = np.fromfile(path, dtype=ALLOC, offset=table_at)
     ends = table["ptr"] + table["size"]
     if len(table) < count or (len(ends) and ends.max() > table_at):
-        raise DatasetError(f"{path}: truncated or damaged (sample data beyond the allocation table)")
+        raise DatasetError(
+            f"{path}: truncated or damaged (sample data beyond the allocation table)"
+        )
     if not np.isin(meta["image"]["data_ptr"], table["ptr"]).all():
         raise DatasetError(f"{path}: damaged (an image points outside the written data)")

@@ -31,8 +31,10 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 @intrinsic
 def _as_pointer(typingctx, address):
     """An integer address as a void pointer, so compiled code reads memory Python can change."""
+
     def codegen(context, builder, signature, args):
         return builder.inttoptr(args[0], cgutils.voidptr_t)
+
     return types.voidptr(address), codegen
 
 
@@ -46,7 +48,9 @@ def _mix64(x):
 
 @numba.njit(nogil=True)
 def _uniform(key, n):
-    return np.float64(_mix64(key + np.uint64(n) * _GOLDEN) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+    return np.float64(_mix64(key + np.uint64(n) * _GOLDEN) >> np.uint64(11)) * (
+        1.0 / 9007199254740992.0
+    )
 
 
 @numba.njit(nogil=True)
@@ -79,7 +83,10 @@ def _mirror(image):
     for y in range(image.shape[0]):
         for x in range(width // 2):
             for c in range(image.shape[2]):
-                image[y, x, c], image[y, width - 1 - x, c] = image[y, width - 1 - x, c], image[y, x, c]
+                image[y, x, c], image[y, width - 1 - x, c] = (
+                    image[y, width - 1 - x, c],
+                    image[y, x, c],
+                )
 
 
 def _quiet_numba_finalizers() -> None:
@@ -137,6 +144,7 @@ def _ffcv() -> SimpleNamespace:
             except BaseException as e:
                 self.error = e
                 raise
+
         run_keeping_error.keeps_error = True
         EpochIterator.run = run_keeping_error
 
@@ -176,8 +184,20 @@ def _ffcv() -> SimpleNamespace:
                     width = np.uint32(field["width"])
                     if field["mode"] == jpg:
                         temp_buffer = temp_storage[dst_ix]
-                        imdecode_c(image_data, temp_buffer, height, width, height, width,
-                                   0, 0, 1, 1, False, False)
+                        imdecode_c(
+                            image_data,
+                            temp_buffer,
+                            height,
+                            width,
+                            height,
+                            width,
+                            0,
+                            0,
+                            1,
+                            1,
+                            False,
+                            False,
+                        )
                         selected = 3 * height * width
                         temp_buffer = temp_buffer.reshape(-1)[:selected].reshape(height, width, 3)
                     else:
@@ -187,20 +207,29 @@ def _ffcv() -> SimpleNamespace:
                     resize_crop_c(temp_buffer, i, i + h, j, j + w, destination[dst_ix])
                     if _uniform(key, 40) < 0.5:
                         _mirror(destination[dst_ix])
-                return destination[:len(batch_indices)]
+                return destination[: len(batch_indices)]
 
             decode.is_parallel = True
             return decode
 
     return SimpleNamespace(
-        Loader=Loader, OrderOption=OrderOption, IS_CUDA=IS_CUDA, IntDecoder=IntDecoder,
-        CenterCropRGBImageDecoder=CenterCropRGBImageDecoder, NormalizeImage=NormalizeImage,
-        ToDevice=ToDevice, ToTensor=ToTensor, ToTorchImage=ToTorchImage, SeededOrder=SeededOrder,
+        Loader=Loader,
+        OrderOption=OrderOption,
+        IS_CUDA=IS_CUDA,
+        IntDecoder=IntDecoder,
+        CenterCropRGBImageDecoder=CenterCropRGBImageDecoder,
+        NormalizeImage=NormalizeImage,
+        ToDevice=ToDevice,
+        ToTensor=ToTensor,
+        ToTorchImage=ToTorchImage,
+        SeededOrder=SeededOrder,
         SeededCropFlipDecoder=SeededCropFlipDecoder,
     )
 
 
-def _guarded(loader: Any, timeout: float, threads: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _guarded(
+    loader: Any, timeout: float, threads: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Iterate an ffcv Loader; a dead loader thread or a stall raises RuntimeError instead of
     blocking forever, and torch's thread count (which ffcv changes) is restored."""
     ff = _ffcv()
@@ -217,9 +246,13 @@ def _guarded(loader: Any, timeout: float, threads: int) -> Iterator[tuple[torch.
                 except queue.Empty:
                     if not it.is_alive() and it.output_queue.empty():
                         error = getattr(it, "error", None)
-                        raise RuntimeError(f"the ffcv loader of {loader.fname} stopped: {error!r}") from error
+                        raise RuntimeError(
+                            f"the ffcv loader of {loader.fname} stopped: {error!r}"
+                        ) from error
                     if time.monotonic() > deadline:
-                        raise RuntimeError(f"the ffcv loader of {loader.fname} gave no batch in {timeout:.0f} s") from None
+                        raise RuntimeError(
+                            f"the ffcv loader of {loader.fname} gave no batch in {timeout:.0f} s"
+                        ) from None
             if item is None:
                 return
             slot, result = item
@@ -235,10 +268,23 @@ def _guarded(loader: Any, timeout: float, threads: int) -> Iterator[tuple[torch.
 
 
 class _FfcvCommon:
-    def __init__(self, path: Path, num_samples: int, indices: np.ndarray | None,
-                 label_map: np.ndarray | None, batch_size: int, resolution: int, device: str,
-                 num_workers: int, augment: str, mean: np.ndarray, std: np.ndarray,
-                 normalize: bool, train: bool, timeout: float = BATCH_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        path: Path,
+        num_samples: int,
+        indices: np.ndarray | None,
+        label_map: np.ndarray | None,
+        batch_size: int,
+        resolution: int,
+        device: str,
+        num_workers: int,
+        augment: str,
+        mean: np.ndarray,
+        std: np.ndarray,
+        normalize: bool,
+        train: bool,
+        timeout: float = BATCH_TIMEOUT_S,
+    ) -> None:
         check_beton(path, num_samples)
         ff = _ffcv()
         self.device = torch.device(device)
@@ -246,7 +292,9 @@ class _FfcvCommon:
         self.normalize, self.timeout = normalize, timeout
         self.state = np.zeros(2, dtype=np.int64)
         self.indices = np.arange(num_samples) if indices is None else np.asarray(indices)
-        self.label_map = None if label_map is None else torch.as_tensor(label_map, device=self.device)
+        self.label_map = (
+            None if label_map is None else torch.as_tensor(label_map, device=self.device)
+        )
         self.mean = torch.as_tensor(mean, dtype=torch.float32, device=self.device)
         self.std = torch.as_tensor(std, dtype=torch.float32, device=self.device)
         on_cpu = self.device.type == "cpu"
@@ -256,10 +304,16 @@ class _FfcvCommon:
         if train and augment == "rrc":
             decoder = ff.SeededCropFlipDecoder((resolution, resolution), self.state)
         else:
-            decoder = ff.CenterCropRGBImageDecoder((resolution, resolution), aug.eval_crop_ratio(augment))
+            decoder = ff.CenterCropRGBImageDecoder(
+                (resolution, resolution), aug.eval_crop_ratio(augment)
+            )
         image = [decoder]
         if self.fused_normalize:
-            image.append(ff.NormalizeImage(np.asarray(mean, np.float64), np.asarray(std, np.float64), np.float32))
+            image.append(
+                ff.NormalizeImage(
+                    np.asarray(mean, np.float64), np.asarray(std, np.float64), np.float32
+                )
+            )
         image.append(ff.ToTensor())
         label = [ff.IntDecoder(), ff.ToTensor()]
         if not on_cpu:
@@ -279,9 +333,14 @@ class _FfcvCommon:
             ff = _ffcv()
             threads = torch.get_num_threads()
             loader = ff.Loader(
-                str(self.path), batch_size=self.batch_size, num_workers=self.num_workers,
+                str(self.path),
+                batch_size=self.batch_size,
+                num_workers=self.num_workers,
                 order=ff.OrderOption.RANDOM if self.train else ff.OrderOption.SEQUENTIAL,
-                indices=self.indices, drop_last=self.drop_last, pipelines=self.pipelines, seed=0,
+                indices=self.indices,
+                drop_last=self.drop_last,
+                pipelines=self.pipelines,
+                seed=0,
             )
             loader.seed_state = self.state
             if self.train:

@@ -54,8 +54,12 @@ def mark_complete(path: Path, fingerprint: str, **facts: Any) -> None:
 def is_complete(path: Path, fingerprint: str) -> bool:
     """A finished file of this fingerprint (so it need not be written again)."""
     meta = read_json(sidecar(path))
-    return (meta is not None and meta.get("fingerprint") == fingerprint and path.is_file()
-            and path.stat().st_size == meta.get("bytes"))
+    return (
+        meta is not None
+        and meta.get("fingerprint") == fingerprint
+        and path.is_file()
+        and path.stat().st_size == meta.get("bytes")
+    )
 
 
 def check_complete(path: Path) -> dict[str, Any]:
@@ -64,10 +68,14 @@ def check_complete(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise DatasetError(f"{path}: missing; run prepare again")
     if meta is None:
-        raise DatasetError(f"{path}: no {sidecar(path).name} beside it, so it was never finished "
-                           f"(a crash while writing?); run prepare again")
+        raise DatasetError(
+            f"{path}: no {sidecar(path).name} beside it, so it was never finished "
+            f"(a crash while writing?); run prepare again"
+        )
     size = path.stat().st_size
     if size != meta.get("bytes"):
-        raise DatasetError(f"{path}: {size} bytes but {meta.get('bytes')} were written (truncated "
-                           f"or changed since); run prepare again")
+        raise DatasetError(
+            f"{path}: {size} bytes but {meta.get('bytes')} were written (truncated "
+            f"or changed since); run prepare again"
+        )
     return meta

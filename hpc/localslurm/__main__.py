@@ -18,18 +18,22 @@ def main(argv: list[str] | None = None) -> int:
         description="A real one-machine SLURM cluster (2 fake GPUs) under one folder.",
     )
     parser.add_argument(
-        "verb", choices=("start", "stop", "status", "env"),
+        "verb",
+        choices=("start", "stop", "status", "env"),
         help="start (no-op when up), stop, status (up/down), env (prints `export SLURM_CONF=...`)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--root", default=None,
+        "--root",
+        default=None,
         help=f"folder holding every file of the cluster (default {localslurm.default_root()})",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--max-array-size", type=int, default=None,
+        "--max-array-size",
+        type=int,
+        default=None,
         help="Slurm's MaxArraySize (largest array index + 1) for start; a running cluster with "
         f"another value is restarted (default: as running, else {localslurm.DEFAULT_MAX_ARRAY_SIZE})",
-    )  # fmt: skip
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="localslurm: %(message)s", stream=sys.stderr)
     try:

@@ -18,8 +18,15 @@ def study_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Synthetic
     """A study folder with results.h5: 120 architectures, ImageNet, 4 subsets, 8 targets,
     2 seeds, some missing, diverged and failed cells."""
     folder = tmp_path_factory.mktemp("study")
-    truth = synthetic_results(folder / "results.h5", architectures=120, seeds=2, missing=0.02,
-                              diverged=0.02, failed=0.01, seed=3)
+    truth = synthetic_results(
+        folder / "results.h5",
+        architectures=120,
+        seeds=2,
+        missing=0.02,
+        diverged=0.02,
+        failed=0.01,
+        seed=3,
+    )
     return folder, truth
 
 

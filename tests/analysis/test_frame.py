@@ -25,7 +25,9 @@ def test_cells_carry_architecture_parameters_and_complexity(study):
     widths = [row[f"width_{i}"] for i in range(1, 5)]
     assert row["total_depth"] == sum(depths)
     assert row["cumulative_width"] == sum(widths)
-    assert row["mean_bottleneck_ratio"] == pytest.approx(np.mean([row[f"bottleneck_ratio_{i}"] for i in range(1, 5)]))
+    assert row["mean_bottleneck_ratio"] == pytest.approx(
+        np.mean([row[f"bottleneck_ratio_{i}"] for i in range(1, 5)])
+    )
     assert row["flops_224"] == arch["flops_224"] > 0
 
 
@@ -34,8 +36,14 @@ def test_query_filters_by_every_given_field(study):
     assert set(cells["dataset"]) <= {"cifar10"}
     assert set(cells["arch_id"]) <= {3, 4}
     assert set(cells["seed"]) == {1}
-    assert len(cells) == len(study.cells[(study.cells["dataset"] == "cifar10") & study.cells["arch_id"].isin([3, 4])
-                                         & (study.cells["seed"] == 1) & (study.cells["status"] == "done")])
+    assert len(cells) == len(
+        study.cells[
+            (study.cells["dataset"] == "cifar10")
+            & study.cells["arch_id"].isin([3, 4])
+            & (study.cells["seed"] == 1)
+            & (study.cells["status"] == "done")
+        ]
+    )
 
 
 def test_query_rejects_unknown_names_listing_the_valid_ones(study):
@@ -55,7 +63,9 @@ def test_errors_are_the_mean_over_seeds_of_done_cells(study):
 def test_errors_are_missing_where_no_cell_finished(study):
     errors = study.errors()
     cells = study.cells
-    finished = cells[cells["status"] == "done"].groupby(["arch_id", "dataset"], observed=True).size()
+    finished = (
+        cells[cells["status"] == "done"].groupby(["arch_id", "dataset"], observed=True).size()
+    )
     assert errors.notna().sum().sum() == len(finished)
 
 
@@ -69,7 +79,12 @@ def test_seed_errors_have_one_column_per_seed(study):
 
 def test_reference_and_subsets_come_from_the_file(study):
     assert study.reference == "imagenet"
-    assert study.subsets("imagenet") == {"imagenet_k10": 10, "imagenet_k100": 100, "imagenet_k50": 50, "imagenet_k500": 500}
+    assert study.subsets("imagenet") == {
+        "imagenet_k10": 10,
+        "imagenet_k100": 100,
+        "imagenet_k50": 50,
+        "imagenet_k500": 500,
+    }
 
 
 def test_gpu_hours_are_mean_train_seconds_over_3600(study):
@@ -87,7 +102,9 @@ def test_csv_and_parquet_round_trip_the_cells(study, tmp_path):
     parquet = pd.read_parquet(study.to_parquet(tmp_path / "cells.parquet"))
     for frame in (csv, parquet):
         assert len(frame) == len(study.cells)
-        np.testing.assert_allclose(frame["top1_err"].to_numpy(float), study.cells["top1_err"].to_numpy(float))
+        np.testing.assert_allclose(
+            frame["top1_err"].to_numpy(float), study.cells["top1_err"].to_numpy(float)
+        )
     assert list(parquet["dataset"].astype(str)) == list(study.cells["dataset"].astype(str))
 
 

@@ -37,4 +37,6 @@ def test_null_is_shared_between_pairs_with_the_same_tie_pattern():
     first = kendall_null(x, y, perms, cache)
     second = kendall_null(rng.standard_normal(30), rng.standard_normal(30), perms, cache)
     assert len(cache) == 1 and second is first
-    np.testing.assert_allclose(first, [sps.kendalltau(x, y[p]).statistic for p in perms], atol=1e-12)
+    np.testing.assert_allclose(
+        first, [sps.kendalltau(x, y[p]).statistic for p in perms], atol=1e-12
+    )

@@ -28,8 +28,13 @@ def _raw_errors(path: Path) -> dict[str, pd.Series]:
     out = {}
     with h5py.File(path) as handle:
         for name, group in handle["datasets"].items():
-            frame = pd.DataFrame({"arch": group["arch_id"][()], "err": group["top1_err"][()],
-                                  "status": group["status"].asstr()[()]})
+            frame = pd.DataFrame(
+                {
+                    "arch": group["arch_id"][()],
+                    "err": group["top1_err"][()],
+                    "status": group["status"].asstr()[()],
+                }
+            )
             out[name] = frame[frame["status"] == "done"].groupby("arch")["err"].mean()
     return out
 
@@ -95,26 +100,41 @@ def test_headline_equals_scipy_on_errors_read_straight_from_results_h5(analysis,
     for row in analysis.headline.itertuples():
         both = pd.concat([raw["imagenet"], raw[row.dataset]], axis=1, join="inner")
         assert row.n == len(both)
-        assert row.r == pytest.approx(sps.spearmanr(both.iloc[:, 0], both.iloc[:, 1]).statistic, abs=1e-12)
+        assert row.r == pytest.approx(
+            sps.spearmanr(both.iloc[:, 0], both.iloc[:, 1]).statistic, abs=1e-12
+        )
         assert row.lo <= row.r <= row.hi
 
 
 def test_headline_covers_the_targets_and_the_subsets_form_the_curve(analysis):
-    assert analysis.targets == ["cifar10", "cifar100", "concrete", "ham10000", "insects", "mlc2008", "natural", "powerline"]
+    assert analysis.targets == [
+        "cifar10",
+        "cifar100",
+        "concrete",
+        "ham10000",
+        "insects",
+        "mlc2008",
+        "natural",
+        "powerline",
+    ]
     assert analysis.headline["dataset"].tolist() == analysis.targets
     assert sorted(set(analysis.subset_curve["k"])) == [10, 50, 100, 500, 1000]
 
 
 def test_planted_correlations_lie_inside_the_corrected_intervals(analysis, study_dir):
     truth = study_dir[1]
-    inside = [row.corrected_lo - 0.02 <= truth.rho[row.dataset] <= row.corrected_hi + 0.02
-              for row in analysis.headline.itertuples()]
+    inside = [
+        row.corrected_lo - 0.02 <= truth.rho[row.dataset] <= row.corrected_hi + 0.02
+        for row in analysis.headline.itertuples()
+    ]
     # Pearson truth vs Spearman estimate on 120 architectures: allow one miss in eight.
     assert sum(inside) >= len(inside) - 1
 
 
 def test_unknown_reference_names_the_datasets_present(study):
-    with pytest.raises(ValueError, match=r"reference dataset 'imagenet21k' is not in .*\['cifar10', "):
+    with pytest.raises(
+        ValueError, match=r"reference dataset 'imagenet21k' is not in .*\['cifar10', "
+    ):
         analyze(study, reference="imagenet21k")
 
 
@@ -122,12 +142,28 @@ def test_tables_are_written_as_csv_with_the_analysis_values(report, analysis):
     headline = pd.read_csv(report["tables"]["headline"])
     np.testing.assert_allclose(headline["r"], analysis.headline["r"])
     matrix = pd.read_csv(report["tables"]["matrix_spearman"], index_col="dataset")
-    assert matrix.loc["cifar10", "imagenet"] == pytest.approx(analysis.correlations["spearman"].get("imagenet", "cifar10")["r"])
-    assert {"proxies", "recommendations", "noise_floor", "traits", "subset_curves", "correlations_kendall"} <= set(report["tables"])
+    assert matrix.loc["cifar10", "imagenet"] == pytest.approx(
+        analysis.correlations["spearman"].get("imagenet", "cifar10")["r"]
+    )
+    assert {
+        "proxies",
+        "recommendations",
+        "noise_floor",
+        "traits",
+        "subset_curves",
+        "correlations_kendall",
+    } <= set(report["tables"])
 
 
 def test_figures_are_nonblank_pngs(report):
-    assert set(report["figures"]) == {"scatter", "heatmap", "edf", "subsets", "traits", "top_agreement"}
+    assert set(report["figures"]) == {
+        "scatter",
+        "heatmap",
+        "edf",
+        "subsets",
+        "traits",
+        "top_agreement",
+    }
     for path in report["figures"].values():
         pixels = mpimg.imread(path)
         assert pixels.shape[0] > 300 and pixels.shape[1] > 300
@@ -174,9 +210,18 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
         pytest.skip("chromium is not installed")
     shot = tmp_path / "report.png"
     command = [
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1200,3000",
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--screenshot={shot}",
+        "--window-size=1200,3000",
         Path(report["report"]).resolve().as_uri(),
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
@@ -193,11 +238,17 @@ def test_a_study_still_running_is_analysed_pairwise_and_reports_what_is_missing(
     from analysis.report import write_report
     from analysis.synthetic import SyntheticDataset, synthetic_results
 
-    datasets = [SyntheticDataset("imagenet", 1000, 224, 1_281_167, 50_000, rho=1.0),
-                SyntheticDataset("imagenet_k10", 10, 224, 13_000, 500, rho=0.7, parent="imagenet", coverage=0.5),
-                SyntheticDataset("cifar10", 10, 32, 50_000, 10_000, rho=0.5),
-                SyntheticDataset("pending", 2, 64, 32_000, 8_000, coverage=0.0)]
-    synthetic_results(tmp_path / "results.h5", architectures=40, seeds=2, datasets=datasets, curves=False)
+    datasets = [
+        SyntheticDataset("imagenet", 1000, 224, 1_281_167, 50_000, rho=1.0),
+        SyntheticDataset(
+            "imagenet_k10", 10, 224, 13_000, 500, rho=0.7, parent="imagenet", coverage=0.5
+        ),
+        SyntheticDataset("cifar10", 10, 32, 50_000, 10_000, rho=0.5),
+        SyntheticDataset("pending", 2, 64, 32_000, 8_000, coverage=0.0),
+    ]
+    synthetic_results(
+        tmp_path / "results.h5", architectures=40, seeds=2, datasets=datasets, curves=False
+    )
     result = analyze(open_results(tmp_path), bootstrap=50, permutations=50)
     curve = result.subset_curve.set_index(["target", "dataset"])
     assert curve.loc[("cifar10", "imagenet_k10"), "n"] == 20

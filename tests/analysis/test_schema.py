@@ -29,17 +29,33 @@ from analysis.schema import (
 
 
 def _cell(dataset: str = "mnist", arch_id: int = 3, seed: int = 1, **kw) -> CellResult:
-    values = dict(status="done", top1_err=12.5, top5_err=1.25, best_top1_err=11.0, best_epoch=1,
-                  epochs=2, train_seconds=4.5, flops=123_456, job_id="17_2", host="n1",
-                  curves={"train_loss": np.array([2.3, 1.1]), "test_top1_err": np.array([20.0, 12.5])})
+    values = dict(
+        status="done",
+        top1_err=12.5,
+        top5_err=1.25,
+        best_top1_err=11.0,
+        best_epoch=1,
+        epochs=2,
+        train_seconds=4.5,
+        flops=123_456,
+        job_id="17_2",
+        host="n1",
+        curves={"train_loss": np.array([2.3, 1.1]), "test_top1_err": np.array([20.0, 12.5])},
+    )
     values.update(kw)
     return CellResult(dataset=dataset, arch_id=arch_id, seed=seed, **values)
 
 
 def _archs(n: int = 4, stages: int = 3) -> dict[str, np.ndarray]:
     cols: dict[str, np.ndarray] = {c: np.arange(n) for c in ARCH_COLUMNS}
-    for c in ("depths", "widths", "bottleneck_ratios", "group_widths", "sampled_widths",
-              "sampled_group_widths"):
+    for c in (
+        "depths",
+        "widths",
+        "bottleneck_ratios",
+        "group_widths",
+        "sampled_widths",
+        "sampled_group_widths",
+    ):
         cols[c] = np.ones((n, stages), dtype=np.int64)
     cols["name"] = np.array([f"a{i}" for i in range(n)])
     cols["stem"] = np.array(["imagenet"] * n)
@@ -113,13 +129,24 @@ def test_unknown_status_and_curve_are_refused() -> None:
 
 def test_results_round_trip_columns_curves_and_attributes(tmp_path: Path) -> None:
     cells = [_cell(arch_id=a, seed=s) for a in (2, 0) for s in (1, 0)]
-    cells.append(_cell(dataset="mnist_k2", arch_id=0, seed=0, status="diverged", diverged_epoch=0,
-                       curves={"train_loss": np.array([9.0])}))
-    infos = [DatasetInfo("mnist", 10, 28, 100, 20, class_names=tuple("0123456789")),
-             DatasetInfo("mnist_k2", 2, 28, 20, 4, parent="mnist", subset_classes=(3, 7))]
+    cells.append(
+        _cell(
+            dataset="mnist_k2",
+            arch_id=0,
+            seed=0,
+            status="diverged",
+            diverged_epoch=0,
+            curves={"train_loss": np.array([9.0])},
+        )
+    )
+    infos = [
+        DatasetInfo("mnist", 10, 28, 100, 20, class_names=tuple("0123456789")),
+        DatasetInfo("mnist_k2", 2, 28, 20, 4, parent="mnist", subset_classes=(3, 7)),
+    ]
     path = tmp_path / "results.h5"
-    write_results(path, architectures=_archs(), datasets=infos, cells=cells,
-                  attrs={"reference": "mnist"})
+    write_results(
+        path, architectures=_archs(), datasets=infos, cells=cells, attrs={"reference": "mnist"}
+    )
     res = read_results(path)
     assert res.attrs["schema_version"] == SCHEMA_VERSION and res.attrs["reference"] == "mnist"
     table = res.datasets["mnist"]
@@ -140,8 +167,12 @@ def test_results_round_trip_columns_curves_and_attributes(tmp_path: Path) -> Non
 
 def test_results_refuse_a_cell_of_an_undeclared_dataset(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="names dataset 'cifar10', not declared"):
-        write_results(tmp_path / "r.h5", architectures=_archs(),
-                      datasets=[DatasetInfo("mnist", 10, 28, 1, 1)], cells=[_cell("cifar10")])
+        write_results(
+            tmp_path / "r.h5",
+            architectures=_archs(),
+            datasets=[DatasetInfo("mnist", 10, 28, 1, 1)],
+            cells=[_cell("cifar10")],
+        )
     assert not list(tmp_path.iterdir())
 
 

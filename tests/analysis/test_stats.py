@@ -73,10 +73,19 @@ def _scipy_permutation_p(method: str, x: np.ndarray, y: np.ndarray, resamples: f
         # Spearman's r is Pearson's r of the ranks, and permuting x permutes its ranks.
         if method == "spearman":
             x, y = sps.rankdata(x), sps.rankdata(y)
-        statistic = lambda xs, axis: sps.pearsonr(xs, np.broadcast_to(y, xs.shape), axis=axis).statistic  # noqa: E731
+
+        def statistic(xs: np.ndarray, axis: int) -> np.ndarray:
+            return sps.pearsonr(xs, np.broadcast_to(y, xs.shape), axis=axis).statistic
+
         vectorized = True
-    return sps.permutation_test((x,), statistic, permutation_type="pairings", n_resamples=resamples,
-                                vectorized=vectorized, rng=np.random.default_rng(0)).pvalue
+    return sps.permutation_test(
+        (x,),
+        statistic,
+        permutation_type="pairings",
+        n_resamples=resamples,
+        vectorized=vectorized,
+        rng=np.random.default_rng(0),
+    ).pvalue
 
 
 @pytest.mark.parametrize("method", ["pearson", "spearman", "kendall"])
@@ -95,22 +104,34 @@ def test_random_permutation_pvalue_agrees_with_scipy_within_monte_carlo_error(me
     x, y = data["ref"].to_numpy(), data["target"].to_numpy()
     count = 1500 if method == "kendall" else 4000
     expected = _scipy_permutation_p(method, x, y, count)
-    mine = correlate(data, method=method, bootstrap=0, permutations=count, seed=1).table["p"].iloc[0]
+    mine = (
+        correlate(data, method=method, bootstrap=0, permutations=count, seed=1).table["p"].iloc[0]
+    )
     assert 0.01 < expected < 0.5
-    assert mine == pytest.approx(expected, abs=4 * np.sqrt(expected * (1 - expected) / count) + 0.005)
+    assert mine == pytest.approx(
+        expected, abs=4 * np.sqrt(expected * (1 - expected) / count) + 0.005
+    )
 
 
 @pytest.mark.parametrize("method", ["pearson", "spearman"])
 def test_interval_agrees_with_scipy_percentile_bootstrap(method):
     data = _frame(80, 0.5, seed=7)
     x, y = data["ref"].to_numpy(), data["target"].to_numpy()
+
     def statistic(a: np.ndarray, b: np.ndarray, axis: int) -> np.ndarray:
         if method == "spearman":  # spearmanr of each resample, vectorised
             a, b = sps.rankdata(a, axis=axis), sps.rankdata(b, axis=axis)
         return sps.pearsonr(a, b, axis=axis).statistic
 
-    ci = sps.bootstrap((x, y), statistic, paired=True, vectorized=True, n_resamples=3000,
-                       method="percentile", rng=np.random.default_rng(0)).confidence_interval
+    ci = sps.bootstrap(
+        (x, y),
+        statistic,
+        paired=True,
+        vectorized=True,
+        n_resamples=3000,
+        method="percentile",
+        rng=np.random.default_rng(0),
+    ).confidence_interval
     row = correlate(data, method=method, bootstrap=3000, permutations=0, seed=2).table.iloc[0]
     assert row.lo == pytest.approx(ci.low, abs=0.03)
     assert row.hi == pytest.approx(ci.high, abs=0.03)
@@ -120,7 +141,11 @@ def test_interval_agrees_with_scipy_percentile_bootstrap(method):
 @pytest.mark.parametrize("method", ["pearson", "spearman", "kendall"])
 def test_planted_correlation_lies_inside_the_interval(rho, method):
     # Population values of each measure for a bivariate normal with correlation rho.
-    planted = {"pearson": rho, "spearman": 6 / np.pi * np.arcsin(rho / 2), "kendall": 2 / np.pi * np.arcsin(rho)}[method]
+    planted = {
+        "pearson": rho,
+        "spearman": 6 / np.pi * np.arcsin(rho / 2),
+        "kendall": 2 / np.pi * np.arcsin(rho),
+    }[method]
     data = _frame(200, rho, seed=8)
     row = correlate(data, method=method, bootstrap=1000, permutations=200).table.iloc[0]
     assert row.lo < planted < row.hi
@@ -130,8 +155,10 @@ def test_planted_correlation_lies_inside_the_interval(rho, method):
 
 def test_spearman_interval_covers_the_planted_value_about_95_percent_of_the_time():
     planted = 6 / np.pi * np.arcsin(0.3 / 2)
-    hits = [correlate(_frame(100, 0.3, seed=s), bootstrap=300, permutations=0, seed=s).table.iloc[0]
-            for s in range(80)]
+    hits = [
+        correlate(_frame(100, 0.3, seed=s), bootstrap=300, permutations=0, seed=s).table.iloc[0]
+        for s in range(80)
+    ]
     coverage = np.mean([row.lo < planted < row.hi for row in hits])
     assert 0.85 <= coverage <= 1.0
 
@@ -146,7 +173,9 @@ def test_missing_values_are_dropped_pairwise_and_counted():
     assert table.loc[("ref", "other"), "n"] == 48
     assert table.loc[("target", "other"), "n"] == 46
     both = data[["target", "other"]].dropna()
-    assert table.loc[("target", "other"), "r"] == pytest.approx(sps.spearmanr(both["target"], both["other"]).statistic)
+    assert table.loc[("target", "other"), "r"] == pytest.approx(
+        sps.spearmanr(both["target"], both["other"]).statistic
+    )
 
 
 def test_too_few_architectures_give_no_correlation():
@@ -178,7 +207,9 @@ def test_bad_method_and_unknown_columns_are_named():
     data = _frame(10, 0.5, seed=12)
     with pytest.raises(ValueError, match="valid: pearson, spearman, kendall"):
         correlate(data, method="distance")
-    with pytest.raises(ValueError, match=r"column 'nope' is not in the table; columns: \['ref', 'target'\]"):
+    with pytest.raises(
+        ValueError, match=r"column 'nope' is not in the table; columns: \['ref', 'target'\]"
+    ):
         correlate(data, pairs=[("ref", "nope")])
 
 
@@ -216,7 +247,9 @@ def test_corrected_correlation_recovers_a_planted_value_hidden_by_seed_noise():
     raw = correlate(means, method="pearson", bootstrap=1000, permutations=0)
     reliability, replicates = {}, {}
     for name, by_seed in seeds.items():
-        summary, replicates[name] = seed_reliability(by_seed, method="pearson", bootstrap=1000, seed=7)
+        summary, replicates[name] = seed_reliability(
+            by_seed, method="pearson", bootstrap=1000, seed=7
+        )
         reliability[name] = summary["reliability"]
     row = disattenuate(raw, reliability, replicates).iloc[0]
     assert row.hi < 0.9  # the raw interval misses the truth: noise attenuates it

@@ -15,9 +15,11 @@ from anynet.spaces import get_space
 # CI draws the same examples every run (a red build must be reproducible); elsewhere each
 # run explores new ones.
 SETTINGS = settings(
-    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+    max_examples=8,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
     derandomize=os.environ.get("CI", "").lower() == "true",
-)  # fmt: skip
+)
 
 
 @st.composite

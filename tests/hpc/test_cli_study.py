@@ -89,19 +89,29 @@ def test_init_names_the_presets_for_an_unknown_one(tmp_path: Path, capsys) -> No
 
 
 MALFORMED = {
-    "unknown key": (STUDY.replace("seeds = 1", "seeds = 1\nepochs = 3"),
-                    "study.toml:4: unknown key 'epochs' in [study]"),
-    "wrong type": (STUDY.replace("seeds = 1", "seeds = [0, 1]"),
-                   "study.toml:3: seeds must be an integer, got list [0, 1]"),
-    "unknown dataset": (STUDY.replace("[datasets.digits]", "[datasets.svhn]"),
-                        "study.toml:17: unknown dataset 'svhn'"),
-    "impossible constraints": (STUDY.replace("num_classes = 10", "num_classes = 10\nflops = [5e8, 6e8]"),
-                               "study.toml:12: flops = [500,000,000, 600,000,000] is impossible"),
-}  # fmt: skip
+    "unknown key": (
+        STUDY.replace("seeds = 1", "seeds = 1\nepochs = 3"),
+        "study.toml:4: unknown key 'epochs' in [study]",
+    ),
+    "wrong type": (
+        STUDY.replace("seeds = 1", "seeds = [0, 1]"),
+        "study.toml:3: seeds must be an integer, got list [0, 1]",
+    ),
+    "unknown dataset": (
+        STUDY.replace("[datasets.digits]", "[datasets.svhn]"),
+        "study.toml:17: unknown dataset 'svhn'",
+    ),
+    "impossible constraints": (
+        STUDY.replace("num_classes = 10", "num_classes = 10\nflops = [5e8, 6e8]"),
+        "study.toml:12: flops = [500,000,000, 600,000,000] is impossible",
+    ),
+}
 
 
-@pytest.mark.parametrize("verb", [["sample"], ["launch", "--dry-run"], ["launch", "--cluster", "local"],
-                                  ["status"], ["run"]])  # fmt: skip
+@pytest.mark.parametrize(
+    "verb",
+    [["sample"], ["launch", "--dry-run"], ["launch", "--cluster", "local"], ["status"], ["run"]],
+)
 @pytest.mark.parametrize("case", sorted(MALFORMED))
 def test_malformed_study_gives_one_error_and_changes_nothing(
     tmp_path: Path, capsys, verb, case
@@ -130,15 +140,20 @@ def test_run_interrupted_continues_and_a_grown_study_trains_only_its_new_cells(
     tmp_path: Path,
 ) -> None:
     # Four epochs keep each cell long enough that the interrupt lands before the last one ends.
-    grown = STUDY.replace("architectures = 2", "architectures = 3").replace("epochs = 1", "epochs = 4")
+    grown = STUDY.replace("architectures = 2", "architectures = 3").replace(
+        "epochs = 1", "epochs = 4"
+    )
     assert grown.count("epochs = 4") == 1
     (tmp_path / "study.toml").write_text(grown)
     results = tmp_path / "results" / "digits"
     # Ctrl-C as a terminal sends it: SIGINT to the command and the workers it started.
     run = subprocess.Popen(
         [sys.executable, "-m", "hpc.cli", "run", str(tmp_path), "--jobs", "1", "--no-analyze"],
-        start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not _mtimes(results):
         assert run.poll() is None and time.monotonic() < deadline, run.communicate()
@@ -255,7 +270,9 @@ def test_run_right_after_cancel_runs_the_cells_the_cancelled_workers_left(tmp_pa
     assert len(read_records(study)) == 2
 
 
-def test_a_ctrl_c_that_library_code_swallows_still_stops_the_run(tmp_path: Path, monkeypatch) -> None:
+def test_a_ctrl_c_that_library_code_swallows_still_stops_the_run(
+    tmp_path: Path, monkeypatch
+) -> None:
     import hpc.results
 
     (tmp_path / "study.toml").write_text(STUDY.replace("epochs = 1", "epochs = 50"))

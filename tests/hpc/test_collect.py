@@ -49,10 +49,15 @@ def study(tmp_path: Path):
 
 def _cell(study, dataset: str, arch_id: int, seed: int, **fields) -> CellResult:
     cell = CellResult(
-        dataset=dataset, arch_id=arch_id, seed=seed, status=fields.pop("status", "done"),
-        top1_err=10.0 + arch_id + seed / 10, epochs=2,
-        curves={"test_top1_err": np.array([20.0, 10.0 + arch_id + seed / 10])}, **fields,
-    )  # fmt: skip
+        dataset=dataset,
+        arch_id=arch_id,
+        seed=seed,
+        status=fields.pop("status", "done"),
+        top1_err=10.0 + arch_id + seed / 10,
+        epochs=2,
+        curves={"test_top1_err": np.array([20.0, 10.0 + arch_id + seed / 10])},
+        **fields,
+    )
     write_cell(cell_path(study.root / "results", dataset, arch_id, seed), cell)
     return cell
 
@@ -88,8 +93,10 @@ def test_architecture_columns_hold_complexity_at_224(study) -> None:
     assert list(archs["sampled_widths"][1]) == list(population.sampled[1].widths)
     expected = complexity(population.archs[1], resolution=224, num_classes=1000)
     assert (archs["flops"][1], archs["params"][1], archs["acts"][1]) == (
-        expected.flops, expected.params, expected.acts,
-    )  # fmt: skip
+        expected.flops,
+        expected.params,
+        expected.acts,
+    )
 
 
 def test_subset_dataset_records_parent_and_classes_from_prepared_files(tmp_path: Path) -> None:

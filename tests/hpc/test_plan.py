@@ -215,8 +215,11 @@ def test_paper_dry_run_plans_7500_cells_within_seconds_without_touching_data(
     start = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "hpc.cli", "launch", str(tmp_path), "--dry-run"],
-        capture_output=True, text=True, env=env, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     seconds = time.perf_counter() - start
     assert done.returncode == 0, done.stderr
     assert "7,500 cells, 0 finished, 0 queued or running, 7,500 to run" in done.stdout

@@ -10,7 +10,13 @@ from hpc.recipe import AUGMENTS, Recipe
 def test_defaults_are_the_regnet_population_protocol() -> None:
     r = Recipe()
     assert (r.epochs, r.batch_size, r.base_lr, r.momentum, r.weight_decay, r.schedule) == (
-        10, 128, 0.05, 0.9, 5e-5, "cos")
+        10,
+        128,
+        0.05,
+        0.9,
+        5e-5,
+        "cos",
+    )
 
 
 def test_lr_scales_linearly_with_batch_size() -> None:

@@ -46,9 +46,13 @@ def test_paper_preset_declares_500_architectures_on_imagenet_its_subsets_and_8_d
     assert study.design.flops == (340e6, 400e6)
     assert study.design.resolution == 224
     assert [n for n in names if n.startswith("imagenet_k")] == [
-        "imagenet_k10", "imagenet_k25", "imagenet_k50", "imagenet_k100", "imagenet_k250",
+        "imagenet_k10",
+        "imagenet_k25",
+        "imagenet_k50",
+        "imagenet_k100",
+        "imagenet_k250",
         "imagenet_k500",
-    ]  # fmt: skip
+    ]
     assert len(names) == 15
     # Subsets read their parent's files: they inherit its path.
     assert study.dataset("imagenet_k10").spec.path == study.dataset("imagenet").spec.path
@@ -58,9 +62,14 @@ def test_paper_preset_declares_500_architectures_on_imagenet_its_subsets_and_8_d
 def test_demo_preset_has_7_datasets_with_binary_elpv_at_32_px() -> None:
     study = load_study(PRESETS_DIR / "demo.toml")
     assert [d.name for d in study.datasets] == [
-        "fashion_mnist", "fashion_mnist_k2", "fashion_mnist_k5", "mnist", "animal_mnist",
-        "elpv", "digits",
-    ]  # fmt: skip
+        "fashion_mnist",
+        "fashion_mnist_k2",
+        "fashion_mnist_k5",
+        "mnist",
+        "animal_mnist",
+        "elpv",
+        "digits",
+    ]
     assert study.settings.architectures == 24
     assert study.settings.seeds == 2
     assert study.reference == "fashion_mnist"

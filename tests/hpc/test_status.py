@@ -85,13 +85,18 @@ def _local_record(study, lane_info: dict, queued: list, running: list) -> None:
     (folder / "claimed").mkdir()
     (folder / "claimed" / "00000-digits-0.0.lane0.json").write_text("{}")
     (folder / "queue" / "00001-digits-0.1.json").write_text("{}")
-    arrays = [{
-        "label": "digits-0", "dataset": "digits", "job_name": job_name(study, "L0001", "digits-0"),
-        "job_id": None, "tasks": [
-            {"chunk": "00000-digits-0.0", "cells": running},
-            {"chunk": "00001-digits-0.1", "cells": queued},
-        ],
-    }]  # fmt: skip
+    arrays = [
+        {
+            "label": "digits-0",
+            "dataset": "digits",
+            "job_name": job_name(study, "L0001", "digits-0"),
+            "job_id": None,
+            "tasks": [
+                {"chunk": "00000-digits-0.0", "cells": running},
+                {"chunk": "00001-digits-0.1", "cells": queued},
+            ],
+        }
+    ]
     write_record(study, "L0001", "local", arrays, lanes=[lane_info])
 
 
@@ -127,13 +132,26 @@ def test_cells_of_a_dead_lane_are_missing_again(study, lane) -> None:
 
 def test_status_counts_hours_and_failed_cells_with_their_last_error_line(study, lane) -> None:
     _result(study, "digits", 0, 0, "done", train_seconds=1800.0)
-    _result(study, "fashion_mnist", 2, 1, "failed", attempts=1, train_seconds=np.nan,
-            error="Traceback (most recent call last):\n  ...\nRuntimeError: CUDA out of memory\n")  # fmt: skip
+    _result(
+        study,
+        "fashion_mnist",
+        2,
+        1,
+        "failed",
+        attempts=1,
+        train_seconds=np.nan,
+        error="Traceback (most recent call last):\n  ...\nRuntimeError: CUDA out of memory\n",
+    )
     _local_record(study, lane, queued=[[2, 0]], running=[[1, 0]])
     status = study_status(study)
     assert status.counts["digits"] == {
-        "done": 1, "running": 1, "queued": 1, "failed": 0, "diverged": 0, "missing": 3,
-    }  # fmt: skip
+        "done": 1,
+        "running": 1,
+        "queued": 1,
+        "failed": 0,
+        "diverged": 0,
+        "missing": 3,
+    }
     assert status.counts["fashion_mnist"]["failed"] == 1
     assert status.counts["fashion_mnist"]["missing"] == 5
     assert status.failed == [
@@ -150,12 +168,24 @@ def test_status_counts_hours_and_failed_cells_with_their_last_error_line(study, 
 
 
 def _slurm_record(study, record: str, arrays: int, tasks_per_array: int) -> None:
-    write_record(study, record, "slurm", [
-        {"label": f"digits-{k}", "dataset": "digits", "job_name": job_name(study, record, f"digits-{k}"),
-         "job_id": str(100 + k),
-         "tasks": [{"chunk": f"digits-{k}.{i}", "cells": [[i % 3, k % 2]]} for i in range(tasks_per_array)]}
-        for k in range(arrays)
-    ])  # fmt: skip
+    write_record(
+        study,
+        record,
+        "slurm",
+        [
+            {
+                "label": f"digits-{k}",
+                "dataset": "digits",
+                "job_name": job_name(study, record, f"digits-{k}"),
+                "job_id": str(100 + k),
+                "tasks": [
+                    {"chunk": f"digits-{k}.{i}", "cells": [[i % 3, k % 2]]}
+                    for i in range(tasks_per_array)
+                ],
+            }
+            for k in range(arrays)
+        ],
+    )
 
 
 def test_one_squeue_call_answers_for_every_task(study, monkeypatch) -> None:
@@ -184,9 +214,12 @@ def test_one_squeue_call_answers_for_every_task(study, monkeypatch) -> None:
 def test_failing_squeue_is_an_error_not_a_guess(study, monkeypatch) -> None:
     _slurm_record(study, "L0001", arrays=1, tasks_per_array=2)
     monkeypatch.setattr(
-        status_module.subprocess, "run",
-        lambda argv, **kw: subprocess.CompletedProcess(argv, 1, "", "slurm_load_jobs error: Unable to contact slurm controller"),
-    )  # fmt: skip
+        status_module.subprocess,
+        "run",
+        lambda argv, **kw: subprocess.CompletedProcess(
+            argv, 1, "", "slurm_load_jobs error: Unable to contact slurm controller"
+        ),
+    )
     with pytest.raises(status_module.SchedulerError, match="Unable to contact slurm controller"):
         tasks(study)
 

@@ -24,8 +24,12 @@ from loaders.prepare import prepare
 from loaders.registry import get_dataset
 
 ARCH = Architecture(
-    depths=(1, 1), widths=(8, 16), bottleneck_ratios=(1.0, 1.0), group_widths=(8, 8),
-    stem_width=8, stem="small",
+    depths=(1, 1),
+    widths=(8, 16),
+    bottleneck_ratios=(1.0, 1.0),
+    group_widths=(8, 8),
+    stem_width=8,
+    stem="small",
 )
 RECIPE = Recipe(epochs=3, batch_size=64, base_lr=1.0, test_batch_size=512)
 MEASURED = ("train_loss", "train_top1_err", "test_top1_err", "test_top5_err")
@@ -35,7 +39,9 @@ MEASURED = ("train_loss", "train_top1_err", "test_top1_err", "test_top5_err")
 def digits(tmp_path_factory):
     """(train loader, test loader, classes) of digits; one thread, as the worker runs."""
     torch.set_num_threads(1)
-    prepared = prepare(get_dataset("digits", resolution=8), tmp_path_factory.mktemp("data"), progress=False)
+    prepared = prepare(
+        get_dataset("digits", resolution=8), tmp_path_factory.mktemp("data"), progress=False
+    )
     train, test = build_loaders(prepared, batch_size=64, test_batch_size=512, device="cpu")
     return train, test, prepared.num_classes
 
@@ -49,14 +55,19 @@ def whole(digits):
 
 def _train(digits, recipe=RECIPE, **kwargs):
     train, test, classes = digits
-    return train_cell(ARCH, train, test, recipe, seed=kwargs.pop("seed", 0), num_classes=classes, **kwargs)
+    return train_cell(
+        ARCH, train, test, recipe, seed=kwargs.pop("seed", 0), num_classes=classes, **kwargs
+    )
 
 
 def _assert_same_numbers(a, b):
     for name in MEASURED:
         np.testing.assert_array_equal(a.curves[name], b.curves[name], err_msg=name)
     assert (a.top1_err, a.top5_err, a.best_top1_err, a.best_epoch) == (
-        b.top1_err, b.top5_err, b.best_top1_err, b.best_epoch,
+        b.top1_err,
+        b.top5_err,
+        b.best_top1_err,
+        b.best_epoch,
     )
 
 
@@ -79,7 +90,9 @@ def test_timings_split_epoch_time_into_data_wait_and_compute(whole):
     assert np.all(epoch_s > 0)
     assert np.all((data_s >= 0) & (data_s < epoch_s))
     assert out.train_seconds == pytest.approx(epoch_s.sum())
-    assert out.images_per_s == pytest.approx(3 * 22 * 64 / epoch_s.sum())  # 22 full batches an epoch
+    assert out.images_per_s == pytest.approx(
+        3 * 22 * 64 / epoch_s.sum()
+    )  # 22 full batches an epoch
     assert out.wall_seconds > out.train_seconds + out.eval_seconds
     assert out.peak_mem_bytes > 0
 
@@ -119,7 +132,11 @@ def test_cell_with_a_finished_checkpoint_reports_it_without_training(digits, tmp
 
 def test_checkpoint_of_another_recipe_is_not_resumed(digits, whole, tmp_path):
     path = tmp_path / "0-s0.pt"
-    _train(digits, Recipe(epochs=1, batch_size=64, base_lr=1.0, test_batch_size=512), checkpoint_path=path)
+    _train(
+        digits,
+        Recipe(epochs=1, batch_size=64, base_lr=1.0, test_batch_size=512),
+        checkpoint_path=path,
+    )
     lines: list[str] = []
     out = _train(digits, checkpoint_path=path, log=lines.append)
     assert out.resumed_epoch == 0
@@ -136,8 +153,15 @@ def test_absurd_learning_rate_is_recorded_as_diverged_in_the_first_epoch(digits)
 
 def test_divergence_in_a_later_epoch_keeps_the_completed_epochs(digits):
     # lr 0.5 in epoch 0, then multiplied by 1e8 from epoch 1 on.
-    recipe = Recipe(epochs=3, batch_size=64, base_lr=1.0, test_batch_size=512, schedule="step",
-                    steps=(1,), step_factor=1e8)
+    recipe = Recipe(
+        epochs=3,
+        batch_size=64,
+        base_lr=1.0,
+        test_batch_size=512,
+        schedule="step",
+        steps=(1,),
+        step_factor=1e8,
+    )
     out = _train(digits, recipe)
     assert (out.status, out.diverged_epoch, out.epochs) == ("diverged", 1, 1)
     assert math.isnan(out.top1_err)
@@ -155,7 +179,9 @@ def test_progress_of_every_epoch_goes_to_the_log(whole):
 def test_progress_inside_an_epoch_is_logged_when_the_interval_passes(digits, monkeypatch):
     monkeypatch.setattr("hpc.train.LOG_EVERY_S", 0.0)
     lines: list[str] = []
-    _train(digits, Recipe(epochs=1, batch_size=64, base_lr=1.0, test_batch_size=512), log=lines.append)
+    _train(
+        digits, Recipe(epochs=1, batch_size=64, base_lr=1.0, test_batch_size=512), log=lines.append
+    )
     assert [line.split(":")[0] for line in lines if " step " in line] == ["epoch 1/1 step 16/22"]
 
 

@@ -24,12 +24,20 @@ from loaders.registry import get_dataset
 SPEC = get_dataset("digits", resolution=8)
 RECIPE = Recipe(epochs=2, batch_size=64, base_lr=1.0, test_batch_size=512)
 SMALL = Architecture(
-    depths=(1, 1), widths=(8, 16), bottleneck_ratios=(1.0, 1.0), group_widths=(8, 8),
-    stem_width=8, stem="small",
+    depths=(1, 1),
+    widths=(8, 16),
+    bottleneck_ratios=(1.0, 1.0),
+    group_widths=(8, 8),
+    stem_width=8,
+    stem="small",
 )
 WIDER = Architecture(
-    depths=(1, 1), widths=(16, 16), bottleneck_ratios=(1.0, 1.0), group_widths=(8, 8),
-    stem_width=8, stem="small",
+    depths=(1, 1),
+    widths=(16, 16),
+    bottleneck_ratios=(1.0, 1.0),
+    group_widths=(8, 8),
+    stem_width=8,
+    stem="small",
 )
 # Group width 3 does not divide the bottleneck width 8: Architecture refuses it.
 UNBUILDABLE = {**SMALL.to_dict(), "group_widths": [3, 8]}
@@ -50,8 +58,16 @@ def study(tmp_path, data_dir):
 
 def _manifest(study, cells, recipe=RECIPE, max_attempts=3, name="0.json"):
     path = study / "jobs" / name
-    write_manifest(path, study_dir=study, dataset=SPEC, recipe=recipe, cells=cells,
-                   max_attempts=max_attempts, device="cpu", threads=1)
+    write_manifest(
+        path,
+        study_dir=study,
+        dataset=SPEC,
+        recipe=recipe,
+        cells=cells,
+        max_attempts=max_attempts,
+        device="cpu",
+        threads=1,
+    )
     return path
 
 
@@ -68,10 +84,19 @@ def _attempt_lines(study, arch_id, seed=0):
 
 def test_chunk_writes_one_result_file_per_cell_with_provenance(study):
     results = run_chunk(_manifest(study, [(0, 0, SMALL), (1, 0, WIDER)]))
-    assert sorted(p.name for p in (study / "results" / "digits").iterdir()) == ["0-s0.h5", "1-s0.h5"]
+    assert sorted(p.name for p in (study / "results" / "digits").iterdir()) == [
+        "0-s0.h5",
+        "1-s0.h5",
+    ]
     for arch_id, arch in ((0, SMALL), (1, WIDER)):
         cell = read_cell(cell_paths(study, "digits", arch_id, 0).result)
-        assert (cell.dataset, cell.arch_id, cell.seed, cell.status, cell.attempts) == ("digits", arch_id, 0, "done", 1)
+        assert (cell.dataset, cell.arch_id, cell.seed, cell.status, cell.attempts) == (
+            "digits",
+            arch_id,
+            0,
+            "done",
+            1,
+        )
         assert cell.epochs == 2 and len(cell.curves["test_top1_err"]) == 2
         assert 0 < cell.top1_err < 90
         counts = complexity(arch, resolution=8, num_classes=10)
@@ -107,8 +132,14 @@ def test_loaders_are_built_once_for_all_cells_of_a_chunk(study, monkeypatch):
 
     calls = []
     real = loaders.pipelines.build_loaders
-    monkeypatch.setattr(loaders.pipelines, "build_loaders", lambda *a, **k: calls.append(1) or real(*a, **k))
-    run_chunk(_manifest(study, [(0, 0, SMALL), (0, 1, SMALL), (1, 0, WIDER)], Recipe(epochs=1, batch_size=64)))
+    monkeypatch.setattr(
+        loaders.pipelines, "build_loaders", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    run_chunk(
+        _manifest(
+            study, [(0, 0, SMALL), (0, 1, SMALL), (1, 0, WIDER)], Recipe(epochs=1, batch_size=64)
+        )
+    )
     assert len(calls) == 1
 
 
@@ -150,7 +181,9 @@ def test_diverged_cell_is_final_and_not_retried(study):
     assert not cell_paths(study, "digits", 0, 0).checkpoint.exists()
 
 
-def test_stopped_chunk_keeps_the_checkpoint_and_resumes_to_the_same_numbers(study, tmp_path_factory, data_dir):
+def test_stopped_chunk_keeps_the_checkpoint_and_resumes_to_the_same_numbers(
+    study, tmp_path_factory, data_dir
+):
     reference = tmp_path_factory.mktemp("reference")
     shutil.copytree(data_dir, reference / "data")
     expected = run_chunk(_manifest(reference, [(0, 0, SMALL)]))[0]
@@ -259,8 +292,16 @@ def test_missing_manifest_exits_2_naming_it(tmp_path, capsys):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_asked_for_without_cuda_exits_2_before_any_cell(study, capsys):
     path = study / "jobs" / "0.json"
-    write_manifest(path, study_dir=study, dataset=SPEC, recipe=RECIPE, cells=[(0, 0, SMALL)],
-                   max_attempts=3, device="cuda", threads=1)  # fmt: skip
+    write_manifest(
+        path,
+        study_dir=study,
+        dataset=SPEC,
+        recipe=RECIPE,
+        cells=[(0, 0, SMALL)],
+        max_attempts=3,
+        device="cuda",
+        threads=1,
+    )
     assert main([str(path)]) == worker.EXIT_BAD_INPUT
     assert "device 'cuda' was asked for but torch sees no CUDA device" in capsys.readouterr().err
     assert not cell_paths(study, "digits", 0, 0).log.exists()
@@ -281,15 +322,22 @@ def test_manifest_round_trips_through_write_and_read(study):
     assert manifest.study_dir == study.resolve()
     assert manifest.dataset_name == "digits" and manifest.recipe == RECIPE
     assert [(c.arch_id, c.seed, Architecture.from_dict(c.arch)) for c in manifest.cells] == [
-        (3, 1, SMALL), (4, 0, WIDER),
+        (3, 1, SMALL),
+        (4, 0, WIDER),
     ]
     assert (manifest.max_attempts, manifest.device, manifest.threads) == (3, "cpu", 1)
 
 
 def test_manifest_with_an_unknown_device_lists_the_valid_ones(tmp_path):
     with pytest.raises(ValueError, match="device 'gpu' is not one of auto, cpu, cuda, cuda:N"):
-        write_manifest(tmp_path / "m.json", study_dir=tmp_path, dataset=SPEC, recipe=RECIPE,
-                       cells=[(0, 0, SMALL)], device="gpu")
+        write_manifest(
+            tmp_path / "m.json",
+            study_dir=tmp_path,
+            dataset=SPEC,
+            recipe=RECIPE,
+            cells=[(0, 0, SMALL)],
+            device="gpu",
+        )
     assert not (tmp_path / "m.json").exists()
 
 
@@ -297,11 +345,18 @@ def test_manifest_with_an_unknown_key_lists_the_valid_keys(study):
     path = _manifest(study, [(0, 0, SMALL)])
     data = json.loads(path.read_text())
     path.write_text(json.dumps({**data, "gpus": 2}))
-    with pytest.raises(ValueError, match=r"unknown keys \['gpus'\].*valid keys: study_dir, dataset"):
+    with pytest.raises(
+        ValueError, match=r"unknown keys \['gpus'\].*valid keys: study_dir, dataset"
+    ):
         read_manifest(path)
 
 
 def test_manifest_with_a_cell_twice_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"appear twice: \[\(0, 1\)\]"):
-        write_manifest(tmp_path / "m.json", study_dir=tmp_path, dataset=SPEC, recipe=RECIPE,
-                       cells=[(0, 1, SMALL), (0, 1, SMALL)])
+        write_manifest(
+            tmp_path / "m.json",
+            study_dir=tmp_path,
+            dataset=SPEC,
+            recipe=RECIPE,
+            cells=[(0, 1, SMALL), (0, 1, SMALL)],
+        )

@@ -67,9 +67,23 @@ BOOTSTRAP = 200
 def _demo(study: Path, *extra: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "hpc.cli", "demo", str(study), "--jobs", "2",
-         "--bootstrap", str(BOOTSTRAP), *extra],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "hpc.cli",
+            "demo",
+            str(study),
+            "--jobs",
+            "2",
+            "--bootstrap",
+            str(BOOTSTRAP),
+            *extra,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         start_new_session=True,
     )
 
@@ -98,8 +112,13 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     before = _finished(study)
     second = _demo(study)
     second_out, _ = second.communicate(timeout=600)
-    return {"study": study, "first": (first.returncode, first_out), "before": before,
-            "second": (second.returncode, second_out), "after": _finished(study)}
+    return {
+        "study": study,
+        "first": (first.returncode, first_out),
+        "before": before,
+        "second": (second.returncode, second_out),
+        "after": _finished(study),
+    }
 
 
 def test_the_demo_preset_has_the_studys_shape() -> None:
@@ -137,8 +156,9 @@ def test_demo_run_again_completes_without_retraining_finished_cells(demo_run: di
 def test_demo_table_and_report_hold_the_numbers_analysis_computes(demo_run: dict) -> None:
     study: Path = demo_run["study"]
     _, out = demo_run["second"]
-    analysis = analyze(open_results(study / "results.h5"), bootstrap=BOOTSTRAP,
-                       permutations=BOOTSTRAP)
+    analysis = analyze(
+        open_results(study / "results.h5"), bootstrap=BOOTSTRAP, permutations=BOOTSTRAP
+    )
     corr = analysis.correlations["spearman"]
     rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("digits")}
     assert "digits" in rows, out[-2000:]

@@ -26,12 +26,20 @@ ROOT = Path(__file__).resolve().parents[2]
 SPEC = get_dataset("digits", resolution=8)
 RECIPE = Recipe(epochs=3, batch_size=64, base_lr=1.0, test_batch_size=512)
 SMALL = Architecture(
-    depths=(1, 1), widths=(8, 16), bottleneck_ratios=(1.0, 1.0), group_widths=(8, 8),
-    stem_width=8, stem="small",
+    depths=(1, 1),
+    widths=(8, 16),
+    bottleneck_ratios=(1.0, 1.0),
+    group_widths=(8, 8),
+    stem_width=8,
+    stem="small",
 )
 WIDER = Architecture(
-    depths=(1, 1), widths=(16, 16), bottleneck_ratios=(1.0, 1.0), group_widths=(8, 8),
-    stem_width=8, stem="small",
+    depths=(1, 1),
+    widths=(16, 16),
+    bottleneck_ratios=(1.0, 1.0),
+    group_widths=(8, 8),
+    stem_width=8,
+    stem="small",
 )
 CELLS = [(0, 0, SMALL), (1, 0, WIDER), (0, 1, SMALL)]
 INTERRUPTED = (1, 0)  # the cell stopped in its second epoch
@@ -47,8 +55,16 @@ def data_dir(tmp_path_factory):
 
 def _study(root: Path, data_dir: Path) -> Path:
     shutil.copytree(data_dir, root / "data")
-    write_manifest(root / "jobs" / "0.json", study_dir=root, dataset=SPEC, recipe=RECIPE,
-                   cells=CELLS, max_attempts=3, device="cpu", threads=1)
+    write_manifest(
+        root / "jobs" / "0.json",
+        study_dir=root,
+        dataset=SPEC,
+        recipe=RECIPE,
+        cells=CELLS,
+        max_attempts=3,
+        device="cpu",
+        threads=1,
+    )
     return root / "jobs" / "0.json"
 
 
@@ -65,7 +81,9 @@ def _in_second_epoch(study: Path) -> bool:
     return log.exists() and "epoch 1/3:" in log.read_text()
 
 
-def _signal_in_second_epoch(signals: dict[Path, Callable[[], None]], alive, timeout_s=120.0) -> None:
+def _signal_in_second_epoch(
+    signals: dict[Path, Callable[[], None]], alive, timeout_s=120.0
+) -> None:
     """Call each study's signal as soon as its interrupted cell is in its second epoch."""
     waiting = dict(signals)
     deadline = time.monotonic() + timeout_s
@@ -76,7 +94,9 @@ def _signal_in_second_epoch(signals: dict[Path, Callable[[], None]], alive, time
             pytest.fail("a worker ended before the cell to interrupt began")
         time.sleep(0.02)
     if waiting:
-        pytest.fail(f"no first epoch of the interrupted cell in {sorted(waiting)} after {timeout_s} s")
+        pytest.fail(
+            f"no first epoch of the interrupted cell in {sorted(waiting)} after {timeout_s} s"
+        )
 
 
 def _assert_every_cell_once_with_reference_numbers(study: Path, reference) -> None:
@@ -86,7 +106,9 @@ def _assert_every_cell_once_with_reference_numbers(study: Path, reference) -> No
         cell = read_cell(cell_paths(study, "digits", *key).result)
         assert (cell.status, cell.attempts, cell.epochs) == ("done", 1, 3)
         assert (cell.top1_err, cell.top5_err, cell.best_top1_err) == (
-            expected.top1_err, expected.top5_err, expected.best_top1_err,
+            expected.top1_err,
+            expected.top5_err,
+            expected.best_top1_err,
         )
         for curve in ("train_loss", "train_top1_err", "test_top1_err", "test_top5_err"):
             assert cell.curves[curve].tolist() == expected.curves[curve].tolist(), curve
@@ -100,11 +122,17 @@ def _worker_env() -> dict[str, str]:
 def test_worker_killed_mid_cell_resumes_from_its_last_checkpoint(tmp_path, data_dir, reference):
     manifest = _study(tmp_path, data_dir)
     with (tmp_path / "worker.err").open("w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "hpc.worker", str(manifest)], cwd=ROOT,
-                                env=_worker_env(), stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hpc.worker", str(manifest)],
+            cwd=ROOT,
+            env=_worker_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
         try:
-            _signal_in_second_epoch({tmp_path: lambda: proc.send_signal(signal.SIGKILL)},
-                                    lambda: proc.poll() is None)
+            _signal_in_second_epoch(
+                {tmp_path: lambda: proc.send_signal(signal.SIGKILL)}, lambda: proc.poll() is None
+            )
         finally:
             proc.kill()
             proc.wait()
@@ -127,17 +155,29 @@ def preempted(slurm_cluster, tmp_path_factory, data_dir):
     executor.update_parameters(timeout_min=10, slurm_partition="debug", cpus_per_task=1)
     job = executor.submit(Chunk(manifest))
     _study(sbatch_study, data_dir)
-    array_job = slurm_cluster.client(
-        "sbatch", "--parsable", "--requeue", "--array=0", "--time=10", "--signal=B:USR2@60",
-        "--cpus-per-task=1", f"--chdir={ROOT}", f"--output={root}/slurm-%A_%a.out",
-        f"--wrap=exec {sys.executable} -m hpc.worker --array {sbatch_study / 'jobs'}",
-    ).strip() + "_0"
+    array_job = (
+        slurm_cluster.client(
+            "sbatch",
+            "--parsable",
+            "--requeue",
+            "--array=0",
+            "--time=10",
+            "--signal=B:USR2@60",
+            "--cpus-per-task=1",
+            f"--chdir={ROOT}",
+            f"--output={root}/slurm-%A_%a.out",
+            f"--wrap=exec {sys.executable} -m hpc.worker --array {sbatch_study / 'jobs'}",
+        ).strip()
+        + "_0"
+    )
     _signal_in_second_epoch(
         {
             submitit_study: lambda: slurm_cluster.client("scancel", "--signal=USR2", job.job_id),
             # B: in sbatch's --signal, --batch here: the signal goes to the batch step, which
             # exec made the worker itself.
-            sbatch_study: lambda: slurm_cluster.client("scancel", "--batch", "--signal=USR2", array_job),
+            sbatch_study: lambda: slurm_cluster.client(
+                "scancel", "--batch", "--signal=USR2", array_job
+            ),
         },
         alive=lambda: not job.done(),
     )

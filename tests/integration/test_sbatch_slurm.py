@@ -70,8 +70,14 @@ def test_rendered_arrays_split_survive_preemption_and_collect_each_cell_once(
     assert f"-m hpc.worker --array {rendered.scripts[0].with_suffix('')}" in first
 
     env = {**os.environ, **slurm_cluster.env()}
-    out = subprocess.run(["bash", str(rendered.submit)], capture_output=True, text=True,
-                         env=env, check=True, timeout=60).stdout  # fmt: skip
+    out = subprocess.run(
+        ["bash", str(rendered.submit)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=60,
+    ).stdout
     job_ids = [
         line.split()[-1] for line in out.splitlines() if line.startswith("Submitted batch job")
     ]

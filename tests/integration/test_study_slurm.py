@@ -148,8 +148,11 @@ def test_prepare_and_run_from_the_command_line_on_slurm(
     assert record["cluster"] == "slurm"
     digits = read_results(tmp_path / "results.h5").datasets["digits"]
     assert sorted(zip(digits.columns["arch_id"], digits.columns["seed"], strict=True)) == [
-        (0, 0), (0, 1), (1, 0), (1, 1),
-    ]  # fmt: skip
+        (0, 0),
+        (0, 1),
+        (1, 0),
+        (1, 1),
+    ]
     array = record["arrays"][0]["job_id"]
     assert {j.partition("_")[0] for j in digits.columns["job_id"]} == {array}
     assert set(digits.columns["status"]) == {"done"}

@@ -49,8 +49,10 @@ def test_failed_job_raises_failed_job_error_with_the_remote_traceback(
 def max_array_size(slurm_cluster: localslurm.Cluster) -> int:
     """The cluster's MaxArraySize, when small enough to submit one more task than it allows."""
     if slurm_cluster.max_array_size > 16:
-        why = (f"MaxArraySize={slurm_cluster.max_array_size} is too large to exceed here; "
-               "start the cluster with --max-array-size 4 (make test does)")
+        why = (
+            f"MaxArraySize={slurm_cluster.max_array_size} is too large to exceed here; "
+            "start the cluster with --max-array-size 4 (make test does)"
+        )
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"CI=true: {why}", pytrace=False)
         pytest.skip(why)

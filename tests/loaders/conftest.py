@@ -43,8 +43,13 @@ def color(gray: np.ndarray) -> np.ndarray:
 def make_imagenet(elpv_images) -> Callable[..., Path]:
     """Builds PATH/train/<synset>/*.JPEG, PATH/val/<synset>/*.JPEG and LOC_synset_mapping.txt."""
 
-    def build(root: Path, train_per_class: int = 4, val_per_class: int = 2, flat_val: bool = False,
-              size: tuple[int, int] = (80, 60)) -> Path:
+    def build(
+        root: Path,
+        train_per_class: int = 4,
+        val_per_class: int = 2,
+        flat_val: bool = False,
+        size: tuple[int, int] = (80, 60),
+    ) -> Path:
         images = iter(elpv_images * 4)
         rows = ["ImageId,PredictionString"]
         for c, synset in enumerate(SYNSETS):
@@ -58,7 +63,8 @@ def make_imagenet(elpv_images) -> Callable[..., Path]:
                     if split == "val":
                         rows.append(f"{name},{synset} 1 2 3 4")
         (root / "LOC_synset_mapping.txt").write_text(
-            "".join(f"{s} {n}, other words\n" for s, n in zip(SYNSETS, SYNSET_NAMES, strict=True)))
+            "".join(f"{s} {n}, other words\n" for s, n in zip(SYNSETS, SYNSET_NAMES, strict=True))
+        )
         if flat_val:
             (root / "LOC_val_solution.csv").write_text("\n".join(rows) + "\n")
         return root
@@ -85,33 +91,52 @@ def make_cifar(fashion_images) -> Callable[..., tuple[Path, np.ndarray, np.ndarr
     """Builds cifar-10-batches-py or cifar-100-python under a root; returns (root, train
     images, train labels) as written (images N,32,32,3)."""
 
-    def build(root: Path, hundred: bool = False, per_batch: int = 20) -> tuple[Path, np.ndarray, np.ndarray]:
+    def build(
+        root: Path, hundred: bool = False, per_batch: int = 20
+    ) -> tuple[Path, np.ndarray, np.ndarray]:
         x, y = fashion_images
-        images = pad32(x[:6 * per_batch])
-        labels = y[:6 * per_batch].astype(int) * (7 if hundred else 1)
+        images = pad32(x[: 6 * per_batch])
+        labels = y[: 6 * per_batch].astype(int) * (7 if hundred else 1)
         if hundred:
             folder = root / "cifar-100-python"
             folder.mkdir(parents=True)
             names = [f"fine{i}".encode() for i in range(100)]
-            _pickle2(folder / "meta", {b"fine_label_names": names, b"coarse_label_names": [b"c"] * 20})
+            _pickle2(
+                folder / "meta", {b"fine_label_names": names, b"coarse_label_names": [b"c"] * 20}
+            )
             n = 5 * per_batch
             for name, sl in (("train", slice(0, n)), ("test", slice(n, None))):
-                _pickle2(folder / name, {b"data": cifar_rows(images[sl]), b"fine_labels": labels[sl].tolist(),
-                                         b"coarse_labels": [0] * len(labels[sl]), b"filenames": []})
+                _pickle2(
+                    folder / name,
+                    {
+                        b"data": cifar_rows(images[sl]),
+                        b"fine_labels": labels[sl].tolist(),
+                        b"coarse_labels": [0] * len(labels[sl]),
+                        b"filenames": [],
+                    },
+                )
         else:
             folder = root / "cifar-10-batches-py"
             folder.mkdir(parents=True)
-            _pickle2(folder / "batches.meta", {b"label_names": [f"class{i}".encode() for i in range(10)],
-                                               b"num_vis": 3072})
+            _pickle2(
+                folder / "batches.meta",
+                {b"label_names": [f"class{i}".encode() for i in range(10)], b"num_vis": 3072},
+            )
             for b in range(6):
                 sl = slice(b * per_batch, (b + 1) * per_batch)
                 name = f"data_batch_{b + 1}" if b < 5 else "test_batch"
-                _pickle2(folder / name, {b"batch_label": name.encode(), b"labels": labels[sl].tolist(),
-                                         b"data": cifar_rows(images[sl]), b"filenames": []})
-        return root, images[:5 * per_batch], labels[:5 * per_batch]
+                _pickle2(
+                    folder / name,
+                    {
+                        b"batch_label": name.encode(),
+                        b"labels": labels[sl].tolist(),
+                        b"data": cifar_rows(images[sl]),
+                        b"filenames": [],
+                    },
+                )
+        return root, images[: 5 * per_batch], labels[: 5 * per_batch]
 
     return build
-
 
 
 @pytest.fixture(scope="session")

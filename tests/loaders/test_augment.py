@@ -37,7 +37,7 @@ def test_pad_crop_takes_a_window_of_the_zero_padded_image():
     padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
     assert out.shape == images.shape and out.dtype == torch.uint8
     for n in range(16):
-        windows = [padded[n, :, i:i + 8, j:j + 8] for i in range(5) for j in range(5)]
+        windows = [padded[n, :, i : i + 8, j : j + 8] for i in range(5) for j in range(5)]
         assert any(torch.equal(out[n], w) or torch.equal(out[n], w.flip(-1)) for w in windows)
 
 

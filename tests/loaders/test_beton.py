@@ -57,7 +57,9 @@ def subset(fashion):
     return prepared, train, test
 
 
-def test_a_raw_beton_reads_back_the_source_pixels_and_labels_exactly(fashion_test_batches, fashion, fashion_source):
+def test_a_raw_beton_reads_back_the_source_pixels_and_labels_exactly(
+    fashion_test_batches, fashion, fashion_source
+):
     test, batches = fashion_test_batches
     images = torch.cat([x for x, _ in batches])
     labels = torch.cat([y for _, y in batches])
@@ -77,13 +79,17 @@ def test_a_finished_beton_has_a_sidecar_and_no_temporary_file(fashion):
 def test_prepare_again_rewrites_no_beton(fashion):
     before = {p.name: p.stat().st_mtime_ns for p in fashion.data_dir.glob("fashion_mnist.*")}
     prepare(fashion.spec, fashion.data_dir, progress=False)
-    assert {p.name: p.stat().st_mtime_ns for p in fashion.data_dir.glob("fashion_mnist.*")} == before
+    assert {
+        p.name: p.stat().st_mtime_ns for p in fashion.data_dir.glob("fashion_mnist.*")
+    } == before
 
 
 def test_a_subset_reads_only_its_classes_remapped(subset, fashion_source):
     prepared, _, test = subset
     kept = prepared.selection.classes
-    images, labels = (torch.cat(t) for t in zip(*[(x.clone(), y.clone()) for x, y in test], strict=True))
+    images, labels = (
+        torch.cat(t) for t in zip(*[(x.clone(), y.clone()) for x, y in test], strict=True)
+    )
     assert (prepared.num_test, len(test)) == (90, 2)
     assert torch.bincount(labels).tolist() == [30, 30, 30]
     rows = np.flatnonzero(np.isin(fashion_source.test.labels, kept))
@@ -95,6 +101,7 @@ def test_a_subset_reads_only_its_classes_remapped(subset, fashion_source):
 
 def test_training_epochs_are_deterministic_per_seed_and_epoch_on_one_loader(subset):
     _, train, _ = subset
+
     def run(seed, epoch):
         return [(x.clone(), y.clone()) for x, y in train.epoch(seed=seed, epoch=epoch)]
 
@@ -103,10 +110,17 @@ def test_training_epochs_are_deterministic_per_seed_and_epoch_on_one_loader(subs
     again, later = run(1, 0), run(1, 1)
     assert train.loader is loader  # reseeded, not rebuilt
     assert len(first) == len(train) == 180 // 50
-    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, again, strict=True))
+    assert all(
+        torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+        for a, b in zip(first, again, strict=True)
+    )
     assert not torch.equal(first[0][1], later[0][1])
     images, labels = first[0]
-    assert (images.shape, images.dtype, labels.dtype) == ((50, 3, 28, 28), torch.float32, torch.int64)
+    assert (images.shape, images.dtype, labels.dtype) == (
+        (50, 3, 28, 28),
+        torch.float32,
+        torch.int64,
+    )
     assert set(torch.cat([y for _, y in first]).tolist()) == {0, 1, 2}
 
 
@@ -132,7 +146,9 @@ def test_a_loader_thread_that_fails_raises_instead_of_hanging(fashion_test_batch
     code = test.loader.code
     test.loader.code = ([(broken, [])], [])
     try:
-        with pytest.raises(RuntimeError, match="ffcv loader of .*fashion_mnist.test.beton stopped: ValueError"):
+        with pytest.raises(
+            RuntimeError, match="ffcv loader of .*fashion_mnist.test.beton stopped: ValueError"
+        ):
             next(iter(test))
     finally:
         test.loader.code = code
@@ -162,7 +178,9 @@ def test_a_truncated_beton_is_refused_naming_it(fashion, tmp_path):
     beton = copy / "fashion_mnist.test.beton"
     with open(beton, "r+b") as f:
         f.truncate(beton.stat().st_size // 2)
-    with pytest.raises(DatasetError, match=r"fashion_mnist.test.beton: \d+ bytes but \d+ were written \(truncated"):
+    with pytest.raises(
+        DatasetError, match=r"fashion_mnist.test.beton: \d+ bytes but \d+ were written \(truncated"
+    ):
         open_prepared(fashion.spec, copy)
     with pytest.raises(DatasetError, match="fashion_mnist.test.beton: truncated"):
         check_beton(beton)
@@ -170,8 +188,15 @@ def test_a_truncated_beton_is_refused_naming_it(fashion, tmp_path):
 
 def test_a_jpeg_beton_decodes_close_to_the_source(tmp_path, make_imagenet):
     root = make_imagenet(tmp_path / "imagenet", train_per_class=2, val_per_class=2)
-    spec = get_dataset("imagenet", path=str(root), num_classes=3, backend="ffcv", encoding="jpg",
-                       max_side=64, resolution=48)
+    spec = get_dataset(
+        "imagenet",
+        path=str(root),
+        num_classes=3,
+        backend="ffcv",
+        encoding="jpg",
+        max_side=64,
+        resolution=48,
+    )
     prepared = prepare(spec, tmp_path / "data", progress=False)
     _, test = build_loaders(prepared, batch_size=8, augment="pad_crop", normalize=False)
     images, labels = next(iter(test))
@@ -191,7 +216,10 @@ def test_an_image_that_fails_to_decode_stops_the_write_naming_it(tmp_path, elpv_
     broken = tmp_path / "src" / "train" / "b" / "3.png"
     broken.write_bytes(broken.read_bytes()[:2000])  # the header survives, the pixels do not
     spec = get_dataset("cells", source="folder", path=str(tmp_path / "src"), backend="ffcv")
-    with pytest.raises(DatasetError, match=r"1 of 10 images could not be read:\n  .*train/b/3.png: cannot read the image .*truncated"):
+    with pytest.raises(
+        DatasetError,
+        match=r"1 of 10 images could not be read:\n  .*train/b/3.png: cannot read the image .*truncated",
+    ):
         prepare(spec, tmp_path / "data", progress=False)
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == []
 
@@ -212,6 +240,11 @@ def test_a_stalled_writer_is_stopped_with_an_error_and_leaves_nothing(tmp_path):
     from loaders.sources import Split
 
     split = Split(np.zeros(4, np.int64), 3, images=_StuckImages())
-    with pytest.raises(RuntimeError, match=r"writing .*stuck.beton stalled: no sample finished in 2 s \(\d of 4 done\)"):
-        write_beton(split, tmp_path / "stuck.beton", "fp", num_workers=1, progress=False, stall_seconds=2)
+    with pytest.raises(
+        RuntimeError,
+        match=r"writing .*stuck.beton stalled: no sample finished in 2 s \(\d of 4 done\)",
+    ):
+        write_beton(
+            split, tmp_path / "stuck.beton", "fp", num_workers=1, progress=False, stall_seconds=2
+        )
     assert list(tmp_path.iterdir()) == []

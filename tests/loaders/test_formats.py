@@ -17,7 +17,11 @@ from loaders.sources import load_source
 
 def write_idx(path, array: np.ndarray) -> None:
     """MNIST's IDX format: magic 0x0000 08 <ndim>, big-endian dims, bytes; .gz when so named."""
-    raw = bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+    raw = (
+        bytes([0, 0, 8, array.ndim])
+        + struct.pack(f">{array.ndim}I", *array.shape)
+        + array.tobytes()
+    )
     path.write_bytes(gzip.compress(raw) if path.suffix == ".gz" else raw)
 
 
@@ -53,15 +57,22 @@ def test_a_missing_cifar_batch_is_named(tmp_path, make_cifar):
 
 
 def test_a_cifar_folder_that_does_not_exist_says_what_is_expected(tmp_path):
-    with pytest.raises(DatasetError, match=r"cifar-10-batches-py/batches.meta not found; expected .*data_batch_1..5"):
+    with pytest.raises(
+        DatasetError,
+        match=r"cifar-10-batches-py/batches.meta not found; expected .*data_batch_1..5",
+    ):
         load_source(get_dataset("cifar10", path=str(tmp_path / "nowhere")))
 
 
 @pytest.mark.parametrize("suffix", ["", ".gz"])
 def test_idx_files_read_gzipped_or_not(tmp_path, fashion_images, suffix):
     x, y = fashion_images
-    for stem, arr in (("train-images-idx3-ubyte", x[:50]), ("train-labels-idx1-ubyte", y[:50].astype(np.uint8)),
-                      ("t10k-images-idx3-ubyte", x[50:60]), ("t10k-labels-idx1-ubyte", y[50:60].astype(np.uint8))):
+    for stem, arr in (
+        ("train-images-idx3-ubyte", x[:50]),
+        ("train-labels-idx1-ubyte", y[:50].astype(np.uint8)),
+        ("t10k-images-idx3-ubyte", x[50:60]),
+        ("t10k-labels-idx1-ubyte", y[50:60].astype(np.uint8)),
+    ):
         write_idx(tmp_path / (stem + suffix), arr)
     data = load_source(get_dataset("mine", source="idx", path=str(tmp_path), num_classes=10))
     assert data.train.images.shape == (50, 28, 28, 1)
@@ -74,7 +85,9 @@ def test_a_truncated_idx_file_is_named(tmp_path, fashion_images):
     path = tmp_path / "t.idx3-ubyte"
     write_idx(path, fashion_images[0][:3])
     path.write_bytes(path.read_bytes()[:-100])
-    with pytest.raises(DatasetError, match=r"t.idx3-ubyte: truncated or padded: header says \(3, 28, 28\)"):
+    with pytest.raises(
+        DatasetError, match=r"t.idx3-ubyte: truncated or padded: header says \(3, 28, 28\)"
+    ):
         read_idx(path)
 
 
@@ -85,7 +98,9 @@ def test_the_unpickler_refuses_anything_but_numpy_arrays(tmp_path):
 
     path = tmp_path / "evil.pkl.gz"
     path.write_bytes(gzip.compress(pickle.dumps(Evil())))
-    with pytest.raises(DatasetError, match="evil.pkl.gz: cannot read the pickle .*refusing to load posix.system"):
+    with pytest.raises(
+        DatasetError, match="evil.pkl.gz: cannot read the pickle .*refusing to load posix.system"
+    ):
         safe_unpickle(path)
 
 
@@ -99,8 +114,14 @@ def test_the_unpickler_rebuilds_arrays(tmp_path):
 
 def test_arrays_read_from_an_npz_with_class_names(tmp_path, fashion_images):
     x, y = fashion_images
-    np.savez(tmp_path / "a.npz", x_train=x[:30], y_train=y[:30], x_test=x[30:40], y_test=y[30:40],
-             class_names=np.array([f"c{i}" for i in range(10)]))
+    np.savez(
+        tmp_path / "a.npz",
+        x_train=x[:30],
+        y_train=y[:30],
+        x_test=x[30:40],
+        y_test=y[30:40],
+        class_names=np.array([f"c{i}" for i in range(10)]),
+    )
     data = load_source(get_dataset("mine", source="arrays", path=str(tmp_path / "a.npz")))
     assert data.class_names[:2] == ("c0", "c1")
     assert data.train.images.shape == (30, 28, 28, 1)
@@ -108,7 +129,11 @@ def test_arrays_read_from_an_npz_with_class_names(tmp_path, fashion_images):
 
 
 def test_arrays_must_be_uint8_pixels():
-    arrays = {"x_train": np.zeros((2, 4, 4), np.float32), "y_train": np.zeros(2, int),
-              "x_test": np.zeros((1, 4, 4), np.uint8), "y_test": np.zeros(1, int)}
+    arrays = {
+        "x_train": np.zeros((2, 4, 4), np.float32),
+        "y_train": np.zeros(2, int),
+        "x_test": np.zeros((1, 4, 4), np.uint8),
+        "y_test": np.zeros(1, int),
+    }
     with pytest.raises(DatasetError, match="x_train must be uint8 pixels 0..255, got float32"):
         load_source(get_dataset("mine", source="arrays"), arrays)

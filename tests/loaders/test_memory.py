@@ -20,7 +20,10 @@ def test_prepare_writes_uint8_images_at_the_training_resolution(fashion_memory):
     images = np.load(fashion_memory.train_file)
     assert (images.shape, images.dtype) == ((1200, 28, 28, 1), np.uint8)
     assert fashion_memory.backend == "memory"
-    assert np.load(fashion_memory.train_file.with_name("fashion_mnist.train.labels.npy")).dtype == np.int64
+    assert (
+        np.load(fashion_memory.train_file.with_name("fashion_mnist.train.labels.npy")).dtype
+        == np.int64
+    )
 
 
 def test_prepare_keeps_the_caps_stratified(fashion_memory):
@@ -39,13 +42,19 @@ def test_an_epoch_is_the_same_for_the_same_seed_and_epoch(fashion_memory):
     train, _ = build_loaders(fashion_memory, batch_size=100)
     first, second = batches(train.epoch(seed=3, epoch=2)), batches(train.epoch(seed=3, epoch=2))
     assert len(first) == len(train) == 12
-    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, second, strict=True))
+    assert all(
+        torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+        for a, b in zip(first, second, strict=True)
+    )
 
 
 def test_another_epoch_or_seed_draws_another_order_and_crops(fashion_memory):
     train, _ = build_loaders(fashion_memory, batch_size=100)
     base = next(iter(train.epoch(seed=3, epoch=2)))
-    for other in (next(iter(train.epoch(seed=3, epoch=3))), next(iter(train.epoch(seed=4, epoch=2)))):
+    for other in (
+        next(iter(train.epoch(seed=3, epoch=3))),
+        next(iter(train.epoch(seed=4, epoch=2))),
+    ):
         assert not torch.equal(base[1], other[1])
         assert not torch.equal(base[0], other[0])
 
@@ -102,7 +111,9 @@ def test_a_subset_remaps_labels_and_keeps_its_classes_only(fashion_memory):
     images, labels = zip(*[(x, y) for x, y in test], strict=True)
     assert torch.bincount(torch.cat(labels)).tolist() == [30, 30, 30]
     parent_rows = np.flatnonzero(np.isin(fashion_memory.test_labels, kept))
-    stored = torch.from_numpy(np.load(fashion_memory.test_file)[parent_rows]).permute(0, 3, 1, 2).float()
+    stored = (
+        torch.from_numpy(np.load(fashion_memory.test_file)[parent_rows]).permute(0, 3, 1, 2).float()
+    )
     expected = (stored - fashion_memory.mean[0]) / fashion_memory.std[0]
     assert torch.allclose(torch.cat(images)[:, :1], expected, atol=1e-6)
     train_labels = torch.cat([y for _, y in train.epoch(seed=0, epoch=0)])
@@ -131,5 +142,7 @@ def test_auto_chooses_memory_when_the_train_set_fits():
 
 
 def test_a_backend_the_data_was_not_prepared_for_is_refused(fashion_memory):
-    with pytest.raises(ValueError, match="prepared for the memory backend; prepare it with backend='ffcv'"):
+    with pytest.raises(
+        ValueError, match="prepared for the memory backend; prepare it with backend='ffcv'"
+    ):
         build_loaders(fashion_memory, backend="ffcv")

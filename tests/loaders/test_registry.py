@@ -8,8 +8,17 @@ import pytest
 
 from loaders.registry import DatasetError, DatasetSpec, dataset_info, dataset_names, get_dataset
 
-PAPER = ("imagenet", "concrete_cracks", "powerline", "mlc2008", "ham10000", "insects",
-         "natural_images", "cifar10", "cifar100")
+PAPER = (
+    "imagenet",
+    "concrete_cracks",
+    "powerline",
+    "mlc2008",
+    "ham10000",
+    "insects",
+    "natural_images",
+    "cifar10",
+    "cifar100",
+)
 OFFLINE = ("fashion_mnist", "mnist", "animal_mnist", "elpv", "digits")
 
 
@@ -64,7 +73,9 @@ def test_from_dict_rejects_unknown_keys():
 
 
 def test_a_bad_choice_names_the_valid_ones():
-    with pytest.raises(DatasetError, match=r"unknown backend 'dali'; valid backends: \['auto', 'ffcv', 'memory'\]"):
+    with pytest.raises(
+        DatasetError, match=r"unknown backend 'dali'; valid backends: \['auto', 'ffcv', 'memory'\]"
+    ):
         get_dataset("cifar10", backend="dali")
     with pytest.raises(DatasetError, match="unknown source 'hdf5'"):
         get_dataset("mine", source="hdf5", path="/x")
@@ -83,7 +94,12 @@ def test_a_subset_of_a_subset_is_refused():
 def test_a_users_dataset_needs_a_source():
     spec = get_dataset("mine", source="folder", path="/data/mine", resolution=64)
     assert (spec.name, spec.source, spec.path, spec.resolution, spec.num_classes) == (
-        "mine", "folder", "/data/mine", 64, None)
+        "mine",
+        "folder",
+        "/data/mine",
+        64,
+        None,
+    )
 
 
 def test_names_must_be_lowercase_file_names():

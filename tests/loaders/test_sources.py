@@ -42,7 +42,9 @@ def test_imagenet_without_val_says_what_is_expected(tmp_path, make_imagenet):
     for d in sorted((root / "val").iterdir(), reverse=True):
         d.rmdir()
     (root / "val").rmdir()
-    with pytest.raises(DatasetError, match=r"val does not exist; expected PATH/train/<synset>/\*.JPEG"):
+    with pytest.raises(
+        DatasetError, match=r"val does not exist; expected PATH/train/<synset>/\*.JPEG"
+    ):
         load_source(get_dataset("imagenet", path=str(root)))
 
 
@@ -105,7 +107,9 @@ def test_mnist_is_the_official_split_with_the_pickles_floats_times_256():
     (train, _), _, (test_x, _) = safe_unpickle(packaged_files(spec)[0])
     data = load_source(spec)
     assert (len(data.train), len(data.test), len(data.class_names)) == (60_000, 10_000, 10)
-    assert np.array_equal(data.train.images[0, :, :, 0], np.rint(train[0] * 256).reshape(28, 28).astype(np.uint8))
+    assert np.array_equal(
+        data.train.images[0, :, :, 0], np.rint(train[0] * 256).reshape(28, 28).astype(np.uint8)
+    )
     assert np.array_equal(data.test.images[-1].ravel(), np.rint(test_x[-1] * 256).astype(np.uint8))
 
 

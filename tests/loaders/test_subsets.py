@@ -35,7 +35,9 @@ def test_classes_can_be_listed_by_name():
 
 
 def test_an_unknown_class_name_lists_the_classes():
-    with pytest.raises(DatasetError, match="class 'fox' is not a class of the parent; its classes: cat, dog"):
+    with pytest.raises(
+        DatasetError, match="class 'fox' is not a class of the parent; its classes: cat, dog"
+    ):
         select_classes(2, ["cat", "dog"], None, 0, classes=["fox"])
 
 
@@ -55,7 +57,9 @@ def test_a_stratified_split_tests_the_same_share_of_every_class():
 def test_a_stratified_split_depends_on_its_seed_only():
     labels = np.repeat(np.arange(4), 25)
     assert np.array_equal(stratified_split(labels, 0.3, 5)[1], stratified_split(labels, 0.3, 5)[1])
-    assert not np.array_equal(stratified_split(labels, 0.3, 5)[1], stratified_split(labels, 0.3, 6)[1])
+    assert not np.array_equal(
+        stratified_split(labels, 0.3, 5)[1], stratified_split(labels, 0.3, 6)[1]
+    )
 
 
 def test_a_cap_keeps_class_proportions():
