@@ -141,6 +141,7 @@ def write_manifests(
             write_manifest(
                 path,
                 study_dir=study.root,
+                data_dir=study.data_dir,
                 dataset=entry.spec,
                 recipe=entry.recipe,
                 cells=[(a, s, dataset_arch(population.archs[a], entry)) for a, s in chunk.cells],

@@ -16,7 +16,18 @@ from anynet.arch import Architecture
 from hpc.files import write_json_atomic
 from hpc.recipe import Recipe
 
-MANIFEST_KEYS = ("study_dir", "dataset", "recipe", "cells", "max_attempts", "device", "threads")
+MANIFEST_KEYS = (
+    "study_dir",
+    "dataset",
+    "recipe",
+    "cells",
+    "max_attempts",
+    "device",
+    "threads",
+    "data_dir",
+)
+# Manifests written before data_dir was a key read their data from <study_dir>/data.
+OPTIONAL_KEYS = ("data_dir",)
 CELL_KEYS = ("arch_id", "seed", "arch")
 DEVICES = ("auto", "cpu", "cuda", "cuda:N")
 
@@ -40,6 +51,7 @@ class Manifest:
     max_attempts: int
     device: str
     threads: int
+    data_dir: Path  # prepared datasets: [study] data_dir, resolved
 
     @property
     def dataset_name(self) -> str:
@@ -83,7 +95,7 @@ def parse_manifest(data: Any, where: str = "manifest") -> Manifest:
     if not isinstance(data, Mapping):
         raise ValueError(f"{where}: expected a JSON object with keys {MANIFEST_KEYS}")
     unknown = sorted(set(data) - set(MANIFEST_KEYS))
-    missing = [k for k in MANIFEST_KEYS if k not in data]
+    missing = [k for k in MANIFEST_KEYS if k not in data and k not in OPTIONAL_KEYS]
     if unknown or missing:
         raise ValueError(
             f"{where}: unknown keys {unknown}, missing keys {missing}; valid keys: {', '.join(MANIFEST_KEYS)}"
@@ -104,6 +116,9 @@ def parse_manifest(data: Any, where: str = "manifest") -> Manifest:
         raise ValueError(f"{where}: cells (arch_id, seed) appear twice: {duplicates}")
     if not isinstance(data["study_dir"], str) or not os.path.isabs(data["study_dir"]):
         raise ValueError(f"{where}: study_dir must be an absolute path, got {data['study_dir']!r}")
+    data_dir = data.get("data_dir", os.path.join(data["study_dir"], "data"))
+    if not isinstance(data_dir, str) or not os.path.isabs(data_dir):
+        raise ValueError(f"{where}: data_dir must be an absolute path, got {data_dir!r}")
     if not isinstance(data["device"], str):
         raise ValueError(f"{where}: device must be one of {', '.join(DEVICES)}")
     return Manifest(
@@ -114,6 +129,7 @@ def parse_manifest(data: Any, where: str = "manifest") -> Manifest:
         max_attempts=_check_int(data["max_attempts"], "max_attempts", where, 1),
         device=_check_device(data["device"], where),
         threads=_check_int(data["threads"], "threads", where, 0),
+        data_dir=Path(data_dir),
     )
 
 
@@ -140,11 +156,13 @@ def write_manifest(
     max_attempts: int = 3,
     device: str = "auto",
     threads: int = 1,
+    data_dir: Path | None = None,
 ) -> Manifest:
     """Validate and write one chunk's manifest atomically; returns what a worker will read.
 
     `dataset` is a loaders DatasetSpec (or its `to_dict()`); `cells` are (arch_id, seed,
-    architecture) triples of one dataset; `threads` 0 leaves torch's default.
+    architecture) triples of one dataset; `threads` 0 leaves torch's default; `data_dir`
+    None means `<study_dir>/data`.
     """
     spec = dataset.to_dict() if hasattr(dataset, "to_dict") else dict(dataset)
     rows = []
@@ -156,6 +174,9 @@ def write_manifest(
         rows.append({"arch_id": arch_id, "seed": seed, "arch": arch.to_dict()})
     data = {
         "study_dir": str(Path(study_dir).resolve()),
+        "data_dir": str(
+            Path(data_dir if data_dir is not None else Path(study_dir) / "data").resolve()
+        ),
         "dataset": spec,
         "recipe": recipe.to_dict(),
         "cells": rows,

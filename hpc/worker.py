@@ -22,7 +22,7 @@ from typing import Any
 import submitit
 import torch
 from submitit.core.utils import UncompletedJobError
-from tqdm import tqdm
+from tqdm import tqdm  # type: ignore[import-untyped]
 
 from analysis.schema import (
     FINAL_STATUSES,
@@ -104,13 +104,13 @@ def _loaders(manifest: Manifest, device: str) -> _Loaders:
             recipe.num_workers,
             recipe.augment,
             device,
-            str(manifest.study_dir),
+            str(manifest.data_dir),
         )
     )
     if key not in _loader_cache:
         _loader_cache.clear()  # one dataset at a time: the previous one's memory goes
         spec = DatasetSpec.from_dict(manifest.dataset)
-        prepared = open_prepared(spec, manifest.study_dir / "data")
+        prepared = open_prepared(spec, manifest.data_dir)
         resolution = recipe.resolution or spec.resolution
         train, test = build_loaders(
             prepared,

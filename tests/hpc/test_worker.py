@@ -328,6 +328,32 @@ def test_manifest_round_trips_through_write_and_read(study):
     assert (manifest.max_attempts, manifest.device, manifest.threads) == (3, "cpu", 1)
 
 
+def test_manifest_without_data_dir_reads_data_from_the_study_folder(study):
+    path = _manifest(study, [(3, 1, SMALL)])
+    data = json.loads(path.read_text())
+    assert data["data_dir"] == str(study.resolve() / "data")
+    del data["data_dir"]
+    path.write_text(json.dumps(data))
+    assert read_manifest(path).data_dir == study.resolve() / "data"
+
+
+def test_a_chunk_runs_on_data_prepared_outside_the_study_folder(tmp_path, data_dir):
+    study = tmp_path / "study"
+    path = study / "jobs" / "0.json"
+    write_manifest(
+        path,
+        study_dir=study,
+        data_dir=data_dir,
+        dataset=SPEC,
+        recipe=RECIPE,
+        cells=[(0, 0, SMALL)],
+        device="cpu",
+    )
+    assert main([str(path)]) == 0
+    assert not (study / "data").exists()
+    assert read_cell(cell_paths(study, "digits", 0, 0).result).status == "done"
+
+
 def test_manifest_with_an_unknown_device_lists_the_valid_ones(tmp_path):
     with pytest.raises(ValueError, match="device 'gpu' is not one of auto, cpu, cuda, cuda:N"):
         write_manifest(
