@@ -323,7 +323,7 @@ def _datasets(
     table: dict[str, Any], recipe: Recipe, cluster: ClusterSpec, where: Where
 ) -> tuple[DatasetEntry, ...]:
     from anynet.arch import STEMS
-    from loaders.registry import dataset_names, spec_keys
+    from loaders.registry import SUBSET_KEYS, dataset_names, spec_keys
 
     if not table:
         raise where.error(
@@ -378,9 +378,6 @@ def _datasets(
     return tuple(entries)
 
 
-SUBSET_KEYS = ("parent", "k", "subset_seed", "classes")
-
-
 def _own_options(raw: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in raw.items() if k not in DATASET_STUDY_KEYS}
 
@@ -399,14 +396,14 @@ def _check_shared_files(subset: Any, parent: Any, path: tuple[str, ...], where: 
 
 def _declared_parent(name: str, raw: dict[str, Any], table: dict[str, Any]) -> str | None:
     """The declared dataset this one is a subset of, by its `parent` key or its name."""
-    from loaders.registry import REGISTRY, SUBSET_RE
+    from loaders.registry import REGISTRY, parent_of
 
     parent = raw.get("parent")
     if isinstance(parent, str):
         return parent if parent in table and parent != name else None
-    match = SUBSET_RE.fullmatch(name)
-    if match and match["parent"] in table and name not in REGISTRY and match["parent"] != name:
-        return match["parent"]
+    derived = parent_of(name)
+    if derived and derived in table and name not in REGISTRY and derived != name:
+        return derived
     return None
 
 

@@ -457,7 +457,14 @@ def dataset_info(name: str) -> DatasetInfo:
     return REGISTRY[name]
 
 
-_SUBSET_KEYS = ("parent", "k", "subset_seed", "classes")
+# The options that make a derived dataset of a parent; a study's subset does not inherit them.
+SUBSET_KEYS = ("parent", "k", "subset_seed", "classes")
+
+
+def parent_of(name: str) -> str | None:
+    """The parent a derived dataset's name reads from (`<parent>_k<k>[_s<seed>]`), else None."""
+    match = SUBSET_RE.fullmatch(name)
+    return match["parent"] if match else None
 
 
 def get_dataset(name: str, **overrides: Any) -> DatasetSpec:
@@ -469,7 +476,7 @@ def get_dataset(name: str, **overrides: Any) -> DatasetSpec:
     for key in ("classes", "label_names"):
         if isinstance(overrides.get(key), list):
             overrides[key] = tuple(overrides[key])
-    subset = {k: overrides.pop(k) for k in _SUBSET_KEYS if k in overrides}
+    subset = {k: overrides.pop(k) for k in SUBSET_KEYS if k in overrides}
     match = SUBSET_RE.fullmatch(name)
     if "parent" not in subset and match and match["parent"] in REGISTRY and name not in REGISTRY:
         subset = {

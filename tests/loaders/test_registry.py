@@ -6,7 +6,14 @@ import json
 
 import pytest
 
-from loaders.registry import DatasetError, DatasetSpec, dataset_info, dataset_names, get_dataset
+from loaders.registry import (
+    DatasetError,
+    DatasetSpec,
+    dataset_info,
+    dataset_names,
+    get_dataset,
+    parent_of,
+)
 
 PAPER = (
     "imagenet",
@@ -124,3 +131,9 @@ def test_describe_a_subset_says_which_classes():
 def test_datasets_without_a_split_say_how_they_are_split():
     for name in ("elpv", "animal_mnist", "concrete_cracks", "natural_images"):
         assert "seeded stratified split" in dataset_info(name).split
+
+
+def test_parent_of_names_the_parent_of_a_derived_dataset_only():
+    assert parent_of("fashion_mnist_k5") == "fashion_mnist"
+    assert parent_of("fashion_mnist_k5_s2") == "fashion_mnist"
+    assert parent_of("fashion_mnist") is None
