@@ -134,7 +134,7 @@ def prepare_on_slurm(study: Study, names: list[str] | None = None) -> list[str]:
     from hpc.study import prepare_one
 
     entries = [study.dataset(n) for n in names] if names else list(study.datasets)
-    specs = {}
+    specs: dict[str, Any] = {}
     for entry in entries:
         spec = entry.spec.parent_spec() if entry.spec.is_subset else entry.spec
         specs.setdefault(spec.name, (spec, entry.cluster))
@@ -426,7 +426,7 @@ def _wait(
     """Until no task of the study is queued or running, or every cell this launch submitted
     has a new result (its workers may still be exiting); the bar counts finished cells.
     `check` is called at every look (it raises to stop the waiting)."""
-    from tqdm import tqdm
+    from tqdm import tqdm  # type: ignore[import-untyped]
 
     from hpc.launch import lanes_running
     from hpc.results import is_finished, scan_results, study_cells

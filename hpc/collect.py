@@ -231,7 +231,7 @@ def _prepared_files(study: Study, unfinished: set[str]) -> list[Path]:
     owners: dict[str, list[DatasetEntry]] = {}
     for entry in study.datasets:
         owners.setdefault(_prepared_owner(entry).name, []).append(entry)
-    files = []
+    files: list[Path] = []
     for users in owners.values():
         if any(u.name in unfinished for u in users):
             continue

@@ -132,7 +132,7 @@ def read_results(
 ) -> list[CellResult | CorruptResultError]:
     """Each file's CellResult, or the error that says why it cannot be read; many files are
     read by one process per core (h5py holds a lock, so threads would not help)."""
-    from tqdm import tqdm
+    from tqdm import tqdm  # type: ignore[import-untyped]
 
     def shown(results: Iterator[CellResult | CorruptResultError]) -> list:
         bar = tqdm(
