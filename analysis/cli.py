@@ -70,8 +70,28 @@ def _records(frame: Any, columns: list[str]) -> list[dict[str, Any]]:
     ]
 
 
-def run(args: argparse.Namespace) -> int:
+def _open_study(file: Path) -> Any:
+    """The study of results.h5, or one line saying why there is nothing to analyse: a file
+    h5py cannot read, or one without a finished cell (a report of NaNs misleads)."""
     from analysis.frame import open_results
+
+    try:
+        study = open_results(file)
+    except (OSError, KeyError) as exc:
+        raise ValueError(
+            f"{file} is not a readable results.h5 ({str(exc).splitlines()[0]}); run "
+            f"'anysweep collect' in the study again to rebuild it from the cells' files"
+        ) from exc
+    done = study.query(status="done")
+    if len(done) == 0:
+        raise ValueError(
+            f"{file} holds no finished cell ({len(study.cells)} cells, none done): nothing to "
+            f"analyse; train first ('anysweep run' or 'anysweep launch'), then 'anysweep collect'"
+        )
+    return study
+
+
+def run(args: argparse.Namespace) -> int:
     from analysis.report import analyze, write_report
 
     if args.bootstrap < 0 or args.permutations < 0:
@@ -86,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             f"cannot write the report to {out}: {exc}; choose another with --out DIR"
         ) from exc
-    study = open_results(file)
+    study = _open_study(file)
     analysis = analyze(
         study,
         reference=args.reference,

@@ -85,6 +85,29 @@ def _options(spec: DatasetSpec) -> dict[str, Any]:
     return {k: d.get(k) for k in _CONTENT_KEYS}
 
 
+def _unused_options(spec: DatasetSpec) -> set[str]:
+    """Options the source ignores, left out of prepared.json: binary is elpv's alone; a
+    folder with train/ keeps its own split, so test_fraction does not apply."""
+    unused = {"binary"} if spec.source != "elpv" else set()
+    if spec.source == "folder" and spec.path and (Path(spec.path) / "train").is_dir():
+        unused.add("test_fraction")
+    return unused
+
+
+def _recorded_options(spec: DatasetSpec) -> dict[str, Any]:
+    return {k: v for k, v in _options(spec).items() if k not in _unused_options(spec)}
+
+
+def _option_diff(recorded: dict[str, Any], spec: DatasetSpec) -> dict[str, Any]:
+    """(prepared, asked) of each option that differs; an unused option a manifest leaves
+    out is no difference (the source need not be reachable to know that)."""
+    return {
+        k: (recorded.get(k), v)
+        for k, v in _options(spec).items()
+        if recorded.get(k) != v and (k in recorded or k not in ("binary", "test_fraction"))
+    }
+
+
 def _hash(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
@@ -126,7 +149,7 @@ def prepare(
     if (
         manifest
         and manifest.get("source_fingerprint") == fingerprint
-        and manifest.get("options") == _options(spec)
+        and not _option_diff(manifest.get("options") or {}, spec)
     ):
         try:
             return open_prepared(spec, data_dir)
@@ -175,7 +198,7 @@ def prepare(
         {
             "version": MANIFEST_VERSION,
             "name": spec.name,
-            "options": _options(spec),
+            "options": _recorded_options(spec),
             "source_fingerprint": fingerprint,
             "backend": backend,
             "class_names": list(source.class_names),
@@ -201,12 +224,8 @@ def open_prepared(spec: DatasetSpec, data_dir: str | Path) -> Prepared:
             f"dataset {spec.name!r} is not prepared in {data_dir} (no {path.name}); "
             f"run prepare first (anysweep prepare)"
         )
-    if manifest.get("options") != _options(spec):
-        diff = {
-            k: (manifest["options"].get(k), v)
-            for k, v in _options(spec).items()
-            if manifest["options"].get(k) != v
-        }
+    diff = _option_diff(manifest.get("options") or {}, spec)
+    if diff:
         raise DatasetError(
             f"dataset {spec.name!r} in {data_dir} was prepared with other options "
             f"(prepared, asked): {diff}; run prepare again"

@@ -121,6 +121,18 @@ def _check_known(folder: Path, train_classes: list[str]) -> None:
         )
 
 
+def _check_tested(folder: Path, train_classes: list[str], labels: np.ndarray) -> None:
+    """Every training class has test images: a class trained but never tested is refused."""
+    counts = np.bincount(labels, minlength=len(train_classes))
+    untested = [name for name, n in zip(train_classes, counts, strict=True) if n == 0]
+    if untested:
+        raise DatasetError(
+            f"{folder}: training classes {untested[:10]} have no images here (no folder, "
+            f"or an empty one); classes must match: add their test images or remove "
+            f"them from the training folder"
+        )
+
+
 def _gray(files: list[str]) -> bool:
     """Grayscale when every one of up to 16 evenly spaced images is."""
     sample = files[:: max(1, len(files) // 16)][:16]
@@ -141,6 +153,7 @@ def read_folder(spec: DatasetSpec) -> SourceData:
         train_files, train_labels = _class_tree(root / "train", classes, allow_empty=False)
         _check_known(test_dir, classes)
         test_files, test_labels = _class_tree(test_dir, classes, allow_empty=True)
+        _check_tested(test_dir, classes, test_labels)
     else:
         classes = _subdirs(root)
         if not classes:
@@ -155,6 +168,28 @@ def read_folder(spec: DatasetSpec) -> SourceData:
         Split(train_labels, channels, files=tuple(train_files), origin=str(root)),
         Split(test_labels, channels, files=tuple(test_files), origin=str(root)),
     )
+
+
+def _class_counts(folder: Path) -> list[int]:
+    return [len(list_images(folder / name)) for name in _subdirs(folder)]
+
+
+def count_folder(spec: DatasetSpec) -> tuple[int, int, int]:
+    """(train images, test images, classes) of a folder dataset from file names alone
+    (nothing is opened, caps are not applied): train/ with val/ or test/ as read_folder
+    reads them, or one tree split by test_fraction per class. A missing folder raises
+    DatasetError; a tree with nothing to count gives zeros (prepare says what is wrong)."""
+    root = _root(spec)
+    if (root / "train").is_dir():
+        test_dir = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
+        train = _class_counts(root / "train")
+        return sum(train), sum(_class_counts(test_dir)) if test_dir else 0, len(train)
+    counts = _class_counts(root)
+    labels = np.repeat(np.arange(len(counts)), counts)
+    if not len(labels):
+        return 0, 0, len(counts)
+    train_idx, test_idx = stratified_split(labels, spec.test_fraction, spec.split_seed)
+    return len(train_idx), len(test_idx), len(counts)
 
 
 def _find_up(root: Path, name: str) -> Path | None:

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -218,6 +219,32 @@ def stop(root: Path | str | None = None) -> bool:
         return _stop(root)
 
 
+def restart_slurmd(root: Path | str | None = None, timeout_s: float = 30.0) -> int:
+    """Stop the node daemon and start it again, as a node's reboot of slurmd does; munge,
+    the database and slurmctld are left alone, and running job steps live on (slurmstepd
+    outlives slurmd; only slurmd itself is signalled). Returns the new slurmd's pid."""
+    root = _root(root)
+    with _locked(root):
+        cluster = read_cluster(root) if is_up(root) else None
+        if cluster is None:
+            raise LocalSlurmError(
+                f"the cluster under {root} is not up; start it with `python -m hpc.localslurm start`"
+            )
+        old = processes.read_pid_file(root / "pids" / "slurmd.pid")
+        assert old is not None  # is_up read it
+        os.kill(old.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while processes.is_alive(old):
+            if time.monotonic() > deadline:
+                raise LocalSlurmError(
+                    f"slurmd (pid {old.pid}) still runs {timeout_s} s after SIGTERM"
+                )
+            time.sleep(0.05)
+        record = _start_slurmd(cluster, timeout_s, ready=lambda: _listening(cluster.ports.slurmd))
+        log.info("slurmd restarted: pid %d (was %d)", record.pid, old.pid)
+        return record.pid
+
+
 def _root(root: Path | str | None) -> Path:
     return Path(root).resolve() if root is not None else default_root()
 
@@ -272,25 +299,43 @@ def _prepare(root: Path, max_array_size: int) -> Cluster:
     return cluster
 
 
+def _spawn(cluster: Cluster, name: str, argv: list[str]) -> processes.PidRecord:
+    root = cluster.root
+    env = {**os.environ, **cluster.env()}
+    return processes.spawn(argv, root / "pids" / f"{name}.pid", root / "log" / f"{name}.out", env)
+
+
+def _wait_ready(
+    root: Path, what: str, record: processes.PidRecord, ready: Callable[[], bool], timeout_s: float
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if not processes.is_alive(record):
+            raise LocalSlurmError(f"{what} exited while starting:\n{_log_tail(root, what)}")
+        if time.monotonic() > deadline:
+            raise LocalSlurmError(f"{what} not ready after {timeout_s} s:\n{_log_tail(root, what)}")
+        time.sleep(0.1)
+
+
+def _start_slurmd(
+    cluster: Cluster, timeout_s: float, ready: Callable[[], bool] | None = None
+) -> processes.PidRecord:
+    """Start the node daemon; ready by default when the node is idle."""
+    argv = ["slurmd", "-D", "-N", "localhost", "-f", str(cluster.conf)]
+    record = _spawn(cluster, "slurmd", argv)
+    check = ready or (lambda: "idle" in _node_states(cluster))
+    _wait_ready(cluster.root, "slurmd", record, check, timeout_s)
+    return record
+
+
 def _launch(cluster: Cluster, timeout_s: float) -> None:
     root, ports = cluster.root, cluster.ports
-    env = {**os.environ, **cluster.env()}
 
     def spawn(name: str, argv: list[str]) -> processes.PidRecord:
-        return processes.spawn(
-            argv, root / "pids" / f"{name}.pid", root / "log" / f"{name}.out", env
-        )
+        return _spawn(cluster, name, argv)
 
     def wait(what: str, record: processes.PidRecord, ready: Callable[[], bool]) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not ready():
-            if not processes.is_alive(record):
-                raise LocalSlurmError(f"{what} exited while starting:\n{_log_tail(root, what)}")
-            if time.monotonic() > deadline:
-                raise LocalSlurmError(
-                    f"{what} not ready after {timeout_s} s:\n{_log_tail(root, what)}"
-                )
-            time.sleep(0.1)
+        _wait_ready(root, what, record, ready, timeout_s)
 
     munge_socket = root / "run" / "munge.socket"
     record = spawn(
@@ -355,8 +400,7 @@ def _launch(cluster: Cluster, timeout_s: float) -> None:
     wait("slurmdbd", record, lambda: _listening(ports.slurmdbd))
     record = spawn("slurmctld", ["slurmctld", "-D", "-i", "-f", str(cluster.conf)])
     wait("slurmctld", record, lambda: _listening(ports.slurmctld))
-    record = spawn("slurmd", ["slurmd", "-D", "-N", "localhost", "-f", str(cluster.conf)])
-    wait("slurmd", record, lambda: "idle" in _node_states(cluster))
+    _start_slurmd(cluster, timeout_s)
 
 
 def _stop(root: Path) -> bool:

@@ -1,4 +1,4 @@
-"""`python -m hpc.localslurm start|stop|status|env`: run the local SLURM cluster of tests and CI."""
+"""`python -m hpc.localslurm start|stop|status|env|restart-slurmd`: run the local SLURM cluster of tests and CI."""
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "verb",
-        choices=("start", "stop", "status", "env"),
-        help="start (no-op when up), stop, status (up/down), env (prints `export SLURM_CONF=...`)",
+        choices=tuple(_VERBS),
+        help="start (no-op when up), stop, status (up/down), env (prints `export SLURM_CONF=...`), "
+        "restart-slurmd (the node daemon alone; running jobs live on)",
     )
     parser.add_argument(
         "--root",
@@ -82,7 +83,18 @@ def _env(args: argparse.Namespace) -> int:
     return 0
 
 
-_VERBS = {"start": _start, "stop": _stop, "status": _status, "env": _env}
+def _restart_slurmd(args: argparse.Namespace) -> int:
+    localslurm.restart_slurmd(args.root)
+    return 0
+
+
+_VERBS = {
+    "start": _start,
+    "stop": _stop,
+    "status": _status,
+    "env": _env,
+    "restart-slurmd": _restart_slurmd,
+}
 
 if __name__ == "__main__":
     sys.exit(main())
