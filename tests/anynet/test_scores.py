@@ -173,7 +173,8 @@ def _reference_grad_norm(model, images, labels):
 def _reference_snip(model, images, labels):
     weights, grads = _reference_loss_grads(model, images, labels)
     return sum(
-        float((w.double() * g.double()).abs().sum()) for w, g in zip(weights, grads, strict=True)
+        float((w.double() * g.double()).abs().sum().detach())
+        for w, g in zip(weights, grads, strict=True)
     )
 
 
