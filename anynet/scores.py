@@ -43,8 +43,7 @@ def compute_scores(
     return {
         "naswot": naswot(model, images),
         "synflow": synflow(model, images),
-        "grad_norm": grad_norm(model, images, labels),
-        "snip": snip(model, images, labels),
+        **grad_norm_and_snip(model, images, labels),
         "jacob_cov": jacob_cov(model, images),
         "params": float(cx.params),
         "flops": float(cx.flops),
@@ -66,7 +65,8 @@ def naswot(model: nn.Module, images: torch.Tensor) -> float:
     codes: list[torch.Tensor] = []
 
     def record(_m: nn.Module, _inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-        codes.append((out.detach() > 0).flatten(1).to(torch.float64))
+        # float32 counts 0/1 products exactly up to 2**24 units, and is faster than float64.
+        codes.append((out.detach() > 0).flatten(1).to(torch.float32))
 
     handles = [m.register_forward_hook(record) for m in net.modules() if isinstance(m, nn.ReLU)]
     try:
@@ -76,8 +76,11 @@ def naswot(model: nn.Module, images: torch.Tensor) -> float:
         for handle in handles:
             handle.remove()
     c = torch.cat(codes, dim=1)
-    # Agreements = N_A - Hamming: units both on plus units both off.
-    kernel = c @ c.T + (1 - c) @ (1 - c).T
+    # Agreements = N_A - Hamming = both on + both off, and both off = N_A - r_i - r_j + both
+    # on (r: units on per image): one product instead of two.
+    on = (c @ c.T).to(torch.float64)
+    r = c.sum(dim=1, dtype=torch.float64)
+    kernel = 2 * on - r[:, None] - r[None, :] + c.shape[1]
     _sign, logdet = torch.linalg.slogdet(kernel)
     return float(logdet) if float(_sign) > 0 else float("-inf")
 
@@ -102,15 +105,24 @@ def synflow(model: nn.Module, images: torch.Tensor) -> float:
 def grad_norm(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
     """Abdelfattah et al. 2021: sum over conv and linear layers of the Frobenius norm of
     the cross-entropy loss's gradient with respect to the layer's weight."""
-    net = _backward_loss(model, images, labels)
-    return _sum_over_weights(net, lambda _w, g: g.norm())
+    return grad_norm_and_snip(model, images, labels)["grad_norm"]
 
 
 def snip(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
     """Lee et al. 2019, summed over the network as Abdelfattah et al. 2021 do:
     sum |W * dL/dW| over conv and linear weights, L the minibatch's cross-entropy loss."""
+    return grad_norm_and_snip(model, images, labels)["snip"]
+
+
+def grad_norm_and_snip(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor
+) -> dict[str, float]:
+    """grad_norm and snip from one backward pass of the loss."""
     net = _backward_loss(model, images, labels)
-    return _sum_over_weights(net, lambda w, g: (w * g).abs().sum())
+    return {
+        "grad_norm": _sum_over_weights(net, lambda _w, g: g.norm()),
+        "snip": _sum_over_weights(net, lambda w, g: (w * g).abs().sum()),
+    }
 
 
 def jacob_cov(model: nn.Module, images: torch.Tensor) -> float:
