@@ -186,4 +186,6 @@ def _check_minibatch(
             f"a minibatch needs at least 2 images and one label each, got {images.shape[0]} "
             f"images and labels of shape {tuple(labels.shape)}"
         )
-    return images.float(), labels.long()
+    # One memory layout, whatever the loader gives (channels_last on CUDA and from ffcv):
+    # float32 gradients differ in their last bits between layouts.
+    return images.float().contiguous(), labels.long()

@@ -243,6 +243,12 @@ def test_same_seed_and_minibatch_give_the_same_numbers(real_scores):
     assert compute_scores(ARCH, CLASSES, 3, _minibatch(), SEED) == real_scores
 
 
+def test_a_channels_last_minibatch_gives_the_same_numbers(real_scores):
+    images, labels = _minibatch()
+    images = images.contiguous(memory_format=torch.channels_last)
+    assert compute_scores(ARCH, CLASSES, 3, (images, labels), SEED) == real_scores
+
+
 def test_another_seed_changes_the_data_dependent_scores(real_scores):
     other = compute_scores(ARCH, CLASSES, 3, _minibatch(), SEED + 1)
     assert [other[n] == real_scores[n] for n in SCORES] == [False] * 5 + [True] * 2
