@@ -9,7 +9,13 @@ the HDF5 layout. Layout of results.h5 (schema_version 1), as `h5ls -r` shows it:
     /datasets/<name>        attrs: DATASET_ATTRS (classes, resolution, recipe, subset ...)
     /datasets/<name>/<col>  one row per cell (CELL_COLUMNS)
     /datasets/<name>/curves/<curve>  (cells, epochs) per-epoch values, NaN-padded
+    /datasets/<name>/scores optional: training-free scores, architecture x score
+                            (attrs: scores_version, minibatch_size, seed; arrays
+                            arch_id (n,), score (k,) names, values (n, k) float64)
 
+The scores group is a versioned addition (SCORES_VERSION, on the group): a results.h5
+without it reads as before, with no scores. A score file (`write_score_file`) holds one
+dataset's table in the same layout at its root, plus a `dataset` attribute.
 A cell's result file (`results/<dataset>/<arch_id>-s<seed>.h5`) holds one CellResult:
 its scalars as root attributes and its curves as 1-D datasets.
 Errors are percentages (0-100); flops are multiply-adds.
@@ -29,6 +35,7 @@ import h5py
 import numpy as np
 
 SCHEMA_VERSION = 1
+SCORES_VERSION = 1  # of the optional /datasets/<name>/scores groups and of score files
 STATUSES = ("done", "diverged", "failed")
 FINAL_STATUSES = ("done", "diverged")
 CURVES = (
@@ -160,11 +167,52 @@ class DatasetTable:
         return len(self.columns["arch_id"])
 
 
+@dataclass(frozen=True, eq=False)
+class ScoreTable:
+    """One dataset's training-free scores: values[i, j] is score names[j] of architecture
+    arch_ids[i], computed on one minibatch of `minibatch_size` images with `seed`."""
+
+    dataset: str
+    arch_ids: np.ndarray  # (n,) int64, distinct
+    names: tuple[str, ...]  # (k,) distinct
+    values: np.ndarray  # (n, k) float64
+    minibatch_size: int
+    seed: int
+
+    def __post_init__(self) -> None:
+        ids = np.asarray(self.arch_ids, dtype=np.int64).reshape(-1)
+        values = np.asarray(self.values, dtype=np.float64)
+        object.__setattr__(self, "arch_ids", ids)
+        object.__setattr__(self, "names", tuple(str(n) for n in self.names))
+        shape = (len(ids), len(self.names))
+        if values.size == 0:
+            values = values.reshape(shape)
+        if values.shape != shape:
+            raise ValueError(
+                f"scores of {self.dataset!r}: values must be (architectures, scores) = "
+                f"{shape}, got {values.shape}"
+            )
+        object.__setattr__(self, "values", values)
+        if len(set(ids.tolist())) != len(ids) or len(set(self.names)) != len(self.names):
+            raise ValueError(
+                f"scores of {self.dataset!r}: arch ids and score names must be distinct"
+            )
+        if self.minibatch_size < 1:
+            raise ValueError(f"minibatch_size must be positive, got {self.minibatch_size}")
+
+    def column(self, name: str) -> np.ndarray:
+        """The values of score `name`, one per architecture in arch_ids order."""
+        if name not in self.names:
+            raise KeyError(f"no score {name!r}; this table holds {list(self.names)}")
+        return self.values[:, self.names.index(name)]
+
+
 @dataclass
 class Results:
     attrs: dict[str, Any]
     architectures: dict[str, np.ndarray]
     datasets: dict[str, DatasetTable]
+    scores: dict[str, ScoreTable] = field(default_factory=dict)  # datasets that have them
 
 
 def cell_path(results_dir: Path, dataset: str, arch_id: int, seed: int) -> Path:
@@ -282,8 +330,10 @@ def write_results(
     datasets: Sequence[DatasetInfo],
     cells: Iterable[CellResult],
     attrs: Mapping[str, Any] | None = None,
+    scores: Iterable[ScoreTable] = (),
 ) -> None:
-    """Write results.h5 atomically (temporary file, then rename) from columns and cells."""
+    """Write results.h5 atomically (temporary file, then rename) from columns and cells,
+    and the score tables of any declared datasets."""
     path = Path(path)
     missing = [c for c in ARCH_COLUMNS if c not in architectures]
     if missing:
@@ -293,6 +343,13 @@ def write_results(
         if cell.dataset not in by_dataset:
             raise ValueError(f"cell {cell.key} names dataset {cell.dataset!r}, not declared")
         by_dataset[cell.dataset].append(cell)
+    score_tables = list(scores)
+    undeclared = sorted({t.dataset for t in score_tables} - set(by_dataset))
+    if undeclared or len({t.dataset for t in score_tables}) != len(score_tables):
+        raise ValueError(
+            f"score tables must name distinct declared datasets; undeclared: {undeclared}, "
+            f"declared: {sorted(by_dataset)}"
+        )
     handle, tmp = _atomic_h5(path)
     try:
         handle.attrs["schema_version"] = SCHEMA_VERSION
@@ -306,6 +363,8 @@ def write_results(
             group.create_dataset(name, data=values)
         for info in datasets:
             _write_dataset(handle, info, sorted(by_dataset[info.name], key=lambda c: c.key))
+        for table in score_tables:
+            _write_scores(handle[f"datasets/{table.dataset}"].create_group("scores"), table)
         _commit(handle, tmp, path)
     except BaseException:
         handle.close()
@@ -357,6 +416,7 @@ def read_results(path: Path) -> Results:
         attrs = {k: _plain(v) for k, v in handle.attrs.items()}
         archs = {name: _read_array(handle["architectures"][name]) for name in ARCH_COLUMNS}
         tables = {}
+        scores: dict[str, ScoreTable] = {}
         for name, group in handle.get("datasets", {}).items():
             raw = {k: _plain(v) for k, v in group.attrs.items()}
             info = DatasetInfo(
@@ -375,10 +435,67 @@ def read_results(path: Path) -> Results:
             columns = {c: _read_array(group[c]) for c in CELL_COLUMNS}
             curves = {c: group["curves"][c][()] for c in CURVES}
             tables[name] = DatasetTable(info=info, columns=columns, curves=curves)
-    return Results(attrs=attrs, architectures=archs, datasets=tables)
+            if "scores" in group:
+                scores[name] = _read_scores(group["scores"], name, f"{path}: {name}")
+    return Results(attrs=attrs, architectures=archs, datasets=tables, scores=scores)
 
 
 def _read_array(dataset: h5py.Dataset) -> np.ndarray:
     if h5py.check_string_dtype(dataset.dtype) is not None:
         return dataset.asstr()[()].astype(object)
     return dataset[()]
+
+
+def write_score_file(path: Path, table: ScoreTable) -> None:
+    """Write one dataset's score table to its own file atomically (the scores group's
+    layout at the root, plus a `dataset` attribute)."""
+    path = Path(path)
+    handle, tmp = _atomic_h5(path)
+    try:
+        handle.attrs["dataset"] = table.dataset
+        _write_scores(handle, table)
+        _commit(handle, tmp, path)
+    except BaseException:
+        handle.close()
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def read_score_file(path: Path) -> ScoreTable:
+    """Read a file `write_score_file` wrote; anything else raises CorruptResultError."""
+    try:
+        with h5py.File(path, "r") as handle:
+            dataset = str(_plain(handle.attrs.get("dataset", "")))
+            return _read_scores(handle, dataset, str(path))
+    except OSError as exc:
+        if exc.errno is not None:
+            raise
+        raise CorruptResultError(f"{path}: not a readable score file ({exc})") from exc
+
+
+def _write_scores(group: h5py.Group, table: ScoreTable) -> None:
+    group.attrs["scores_version"] = SCORES_VERSION
+    group.attrs["minibatch_size"] = table.minibatch_size
+    group.attrs["seed"] = table.seed
+    group.create_dataset("arch_id", data=table.arch_ids)
+    group.create_dataset("score", data=np.array(table.names, dtype=h5py.string_dtype()))
+    group.create_dataset("values", data=table.values)
+
+
+def _read_scores(group: h5py.Group, dataset: str, where: str) -> ScoreTable:
+    version = int(group.attrs.get("scores_version", -1))
+    if version != SCORES_VERSION:
+        raise CorruptResultError(
+            f"{where}: scores_version {version}; this anysweep reads {SCORES_VERSION}"
+        )
+    try:
+        return ScoreTable(
+            dataset=dataset,
+            arch_ids=group["arch_id"][()],
+            names=tuple(group["score"].asstr()[()]),
+            values=group["values"][()],
+            minibatch_size=int(group.attrs["minibatch_size"]),
+            seed=int(group.attrs["seed"]),
+        )
+    except (KeyError, ValueError) as exc:
+        raise CorruptResultError(f"{where}: not a readable score table ({exc})") from exc

@@ -111,7 +111,8 @@ class XBlock(nn.Module):
             f.se = SE(w_b, int(round(w_in * se_ratio)))
         f.c = nn.Conv2d(w_b, w_out, 1, stride=1, padding=0, bias=False)
         f.c_bn = nn.BatchNorm2d(w_out)
-        f.c_bn.final_bn = True
+        # A plain attribute, not a parameter or buffer: _init_weights reads it.
+        object.__setattr__(f.c_bn, "final_bn", True)
         self.f = f
         self.af = nn.ReLU(inplace=True)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -193,7 +194,7 @@ def _shortfall(space, n, got, draws, nearest: _Nearest) -> str:
     )
 
 
-def _progress_bar(n: int):
-    from tqdm import tqdm
+def _progress_bar(n: int) -> Any:
+    from tqdm import tqdm  # type: ignore[import-untyped]  # tqdm ships no type stubs
 
     return tqdm(total=n, desc="sampling architectures", unit="arch")

@@ -199,7 +199,7 @@ class RegNetSpace:
 DesignSpace = AnyNetSpace | RegNetSpace
 
 _IDENTITY = ("name", "shared_bottleneck", "shared_group", "increasing_widths", "increasing_depths")
-_ANYNET = {
+_ANYNET: dict[str, dict[str, Any]] = {
     "anynetx_a": {},
     "anynetx_b": {"shared_bottleneck": True},
     "anynetx_c": {"shared_bottleneck": True, "shared_group": True},

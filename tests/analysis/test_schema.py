@@ -16,15 +16,19 @@ from analysis.schema import (
     ARCH_COLUMNS,
     CURVES,
     SCHEMA_VERSION,
+    SCORES_VERSION,
     CellResult,
     CorruptResultError,
     DatasetInfo,
+    ScoreTable,
     cell_path,
     read_cell,
     read_results,
     read_root_attr,
+    read_score_file,
     write_cell,
     write_results,
+    write_score_file,
 )
 
 
@@ -181,3 +185,83 @@ def test_results_refuse_missing_architecture_columns(tmp_path: Path) -> None:
     del cols["flops"]
     with pytest.raises(ValueError, match=r"lack columns \['flops'\]"):
         write_results(tmp_path / "r.h5", architectures=cols, datasets=[], cells=[])
+
+
+# --- training-free scores: the versioned /datasets/<name>/scores addition -------------------
+
+
+def _scores(dataset: str = "mnist") -> ScoreTable:
+    values = [[1.5, -np.inf, 100.0], [2.5, 7.0, 200.0]]
+    names = ("naswot", "jacob_cov", "params")
+    return ScoreTable(dataset, np.array([3, 0]), names, np.array(values), 64, 5)
+
+
+def _write_with_scores(path: Path, scores: list[ScoreTable]) -> None:
+    infos = [DatasetInfo("mnist", 10, 28, 100, 20), DatasetInfo("cifar10", 10, 32, 50, 10)]
+    write_results(path, architectures=_archs(), datasets=infos, cells=[_cell()], scores=scores)
+
+
+def test_scores_round_trip_through_results(tmp_path: Path) -> None:
+    _write_with_scores(tmp_path / "r.h5", [_scores()])
+    back = read_results(tmp_path / "r.h5").scores
+    assert list(back) == ["mnist"]
+    table = back["mnist"]
+    assert table.arch_ids.tolist() == [3, 0]
+    assert table.names == ("naswot", "jacob_cov", "params")
+    assert table.values.tolist() == [[1.5, -np.inf, 100.0], [2.5, 7.0, 200.0]]
+    assert (table.minibatch_size, table.seed) == (64, 5)
+    assert table.column("params").tolist() == [100.0, 200.0]
+
+
+def test_scores_group_carries_its_version_and_attributes(tmp_path: Path) -> None:
+    _write_with_scores(tmp_path / "r.h5", [_scores()])
+    with h5py.File(tmp_path / "r.h5", "r") as handle:
+        group = handle["datasets/mnist/scores"]
+        attrs = {k: int(group.attrs[k]) for k in ("scores_version", "minibatch_size", "seed")}
+        assert attrs == {"scores_version": SCORES_VERSION, "minibatch_size": 64, "seed": 5}
+        assert group["values"].shape == (2, 3) and group["values"].dtype == np.float64
+        assert "scores" not in handle["datasets/cifar10"]
+
+
+def test_results_without_scores_read_with_no_score_tables(tmp_path: Path) -> None:
+    _write_with_scores(tmp_path / "r.h5", [])
+    res = read_results(tmp_path / "r.h5")
+    assert (res.scores, len(res.datasets["mnist"])) == ({}, 1)
+
+
+def test_scores_of_an_unknown_version_are_refused_with_both_versions(tmp_path: Path) -> None:
+    _write_with_scores(tmp_path / "r.h5", [_scores()])
+    with h5py.File(tmp_path / "r.h5", "a") as handle:
+        handle["datasets/mnist/scores"].attrs["scores_version"] = SCORES_VERSION + 1
+    with pytest.raises(CorruptResultError, match=f"scores_version {SCORES_VERSION + 1}; this"):
+        read_results(tmp_path / "r.h5")
+
+
+def test_scores_of_an_undeclared_dataset_are_refused_before_writing(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"undeclared: \['svhn'\]"):
+        _write_with_scores(tmp_path / "r.h5", [_scores("svhn")])
+    assert not list(tmp_path.iterdir())
+
+
+def test_score_table_refuses_values_of_the_wrong_shape() -> None:
+    with pytest.raises(ValueError, match=r"must be \(architectures, scores\) = \(2, 1\)"):
+        ScoreTable("mnist", np.array([0, 1]), ("naswot",), np.zeros((2, 2)), 64, 0)
+
+
+def test_score_table_refuses_repeated_architectures() -> None:
+    with pytest.raises(ValueError, match="must be distinct"):
+        ScoreTable("mnist", np.array([1, 1]), ("naswot",), np.zeros((2, 1)), 64, 0)
+
+
+def test_score_file_round_trips_one_table(tmp_path: Path) -> None:
+    write_score_file(tmp_path / "s" / "mnist.h5", _scores())
+    back = read_score_file(tmp_path / "s" / "mnist.h5")
+    assert (back.dataset, back.arch_ids.tolist(), back.seed) == ("mnist", [3, 0], 5)
+    assert back.values[1].tolist() == [2.5, 7.0, 200.0]
+    assert [p.name for p in (tmp_path / "s").iterdir()] == ["mnist.h5"]
+
+
+def test_a_cell_file_is_no_score_file(tmp_path: Path) -> None:
+    write_cell(tmp_path / "c.h5", _cell())
+    with pytest.raises(CorruptResultError, match="scores_version -1"):
+        read_score_file(tmp_path / "c.h5")
