@@ -6,7 +6,7 @@
 #   those libraries and everything they load bundled by auditwheel (patchelf), and the X11
 #   client libraries that OpenCV's libGLX needs added beside them (auditwheel's policy
 #   counts them as system libraries; a headless GPU image need not have them);
-# - ffcv's pure-Python requirements the image lacks, as wheels from PyPI (no dependencies).
+# - ffcv's pure-Python requirements the image lacks, as wheels (no dependencies).
 # benchmarks/gpu.sh installs the folder with pip --no-index --find-links before it runs.
 # Usage: benchmarks/gpu_wheels.sh [OUT_DIR]   (PYTHON312=path of a CPython 3.12 to build with)
 set -euo pipefail
@@ -43,7 +43,6 @@ done
 mkdir -p "$OUT_DIR"
 rm -f "$OUT_DIR"/*.whl
 "$V/wheel" pack -d "$OUT_DIR" "$BUILD"/unpacked/ffcv-*
-"$V/pip" download -q --no-deps --only-binary=:all: --python-version 3.12 \
-    --implementation cp -d "$OUT_DIR" "${PURE[@]}"
+"$V/pip" wheel -q --no-deps -w "$OUT_DIR" "${PURE[@]}"  # pure Python; two are sdists only
 ls -l "$OUT_DIR"
 du -sh "$OUT_DIR"
