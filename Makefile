@@ -4,9 +4,11 @@
 #   make demo           setup, then a small study on real data on this machine
 #   make analysis-only  .venv-analysis without torch/ffcv, for laptops and login nodes
 #   make lint           ruff
+#   make gpu-wheels     dist/gpu-wheels: ffcv for CPython 3.12 with its native libraries
+#                       bundled, for the GPU image (benchmarks/gpu.sh installs them)
 SHELL := /bin/bash
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 PY := $(VENV)/bin/python
 LOCALSLURM := $(PY) -m hpc.localslurm
 PYTEST_ARGS ?=
@@ -25,7 +27,7 @@ SETUP_HASH := $(shell cat pyproject.toml Makefile | sha256sum | cut -c1-12)
 STAMP := $(VENV)/.setup-$(SETUP_HASH)
 ANALYSIS_STAMP := .venv-analysis/.setup-$(SETUP_HASH)
 
-.PHONY: setup apt demo test analysis-only lint
+.PHONY: setup apt demo test analysis-only lint gpu-wheels
 
 setup: apt $(STAMP)
 
@@ -54,6 +56,10 @@ test: setup
 	status=0; $(PY) -m pytest $(PYTEST_ARGS) || status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; status=1; fi; \
 	exit $$status
+
+# PYTHON312=... names the CPython 3.12 to build with (else python3.12, else pyenv's).
+gpu-wheels: apt
+	PYTHON312=$(PYTHON312) benchmarks/gpu_wheels.sh dist/gpu-wheels
 
 analysis-only: $(ANALYSIS_STAMP)
 

@@ -12,7 +12,9 @@ loss falls): 50,000 at 32 px for an AnyNetX network of the study's population, 8
    first epoch's extra seconds (compilation, mostly) are reported apart;
 4. model FLOP utilisation: 3 x 2 x forward multiply-adds x images/s against the device's
    bf16 dense peak (spec) and against a large bf16 matmul measured in the same run;
-5. checks: bf16's final loss is finite and near fp32's, channels_last and contiguous give
+5. images/s of FFCV from a JPEG .beton (random-resized crop 224 to the device) against the
+   in-memory loader on the same images (benchmarks/gpu_ffcv.py; skipped without ffcv);
+6. checks: bf16's final loss is finite and near fp32's, channels_last and contiguous give
    the same logits, and two CPU trainings with one seed give identical numbers.
 Compiled configurations run last, each only while --budget-s leaves time for it. The tables
 go to stdout, and with a JSON of every figure to $OUT (else a temporary folder); the exit
@@ -53,6 +55,7 @@ from torch import nn  # noqa: E402
 from anynet.arch import Architecture  # noqa: E402
 from anynet.complexity import complexity  # noqa: E402
 from anynet.model import build_model  # noqa: E402
+from benchmarks import gpu_ffcv  # noqa: E402
 from hpc.recipe import Recipe  # noqa: E402
 from hpc.train import train_cell  # noqa: E402
 from loaders.memory import MemoryTrainLoader  # noqa: E402
@@ -421,6 +424,7 @@ def report(results: dict[str, Any]) -> str:
             f"{r['train_cell_flop_per_s'] / 1e12:.3f} | {_num(r['mfu_spec'], '.2%')} | "
             f"{_num(r['mfu_matmul'], '.2%')} |"
         )
+    lines += gpu_ffcv.report_lines(results)
     if results["skipped"]:
         lines += ["", "Skipped for the time budget: " + "; ".join(results["skipped"])]
     lines += ["", "## Checks", "", "| check | value | pass |", "|---|---|---|"]
@@ -514,6 +518,7 @@ def main() -> int:
         say("determinism: two CPU trainings with one seed")
         same = determinism_check(tmp)
         check(results, "CPU: two trainings, same seed, identical curves", str(same), same)
+        gpu_ffcv.ffcv_row(args, device, results, tmp, sys.modules[__name__])
         for section, eager in zip(sections, (eager_small, [("bf16", True, False)]), strict=True):
             train_rows(*section, eager, args, device, results)
         for section in sections:  # compiled rows last, while the time budget allows
