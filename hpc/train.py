@@ -12,7 +12,7 @@ import math
 import random
 import resource
 import time
-from collections.abc import Callable, Iterable, Iterator, Sized
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -470,3 +470,42 @@ def _outcome(
         resumed_epoch=resumed_epoch,
         overhead=overhead,
     )
+
+
+def train_cells(
+    archs: Sequence[Architecture],
+    train_loader: TrainLoader,
+    test_loader: Iterable[Batch],
+    recipe: Recipe,
+    *,
+    seed: int,
+    num_classes: int,
+    init_seeds: Sequence[int | None] | None = None,
+    checkpoint_paths: Sequence[Path | None] | None = None,
+    device: str = "cpu",
+    log: Callable[[str], None] | None = None,
+    stop_flag: Callable[[], bool] | None = None,
+) -> list[TrainOutcome | Exception]:
+    """Train a cohort: the cells `archs` of one (dataset, seed, recipe) from one loader.
+
+    Each cell's outcome, or the error that took it out of the cohort, in the order of `archs`;
+    on CPU every outcome is bit-identical to `train_cell` of that cell alone.
+    """
+    validate(train_loader, recipe, num_classes)
+    n = len(archs)
+    runs = [
+        CellRun(
+            arch,
+            recipe,
+            seed=seed,
+            num_classes=num_classes,
+            steps_per_epoch=len(train_loader),
+            device=device,
+            checkpoint_path=(checkpoint_paths or [None] * n)[i],
+            init_seed=(init_seeds or [None] * n)[i],
+            log=log,
+        )
+        for i, arch in enumerate(archs)
+    ]
+    train_cohort(runs, train_loader, test_loader, seed=seed, stop_flag=stop_flag)
+    return [run.error if run.error is not None else run.outcome() for run in runs]
