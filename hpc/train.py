@@ -359,7 +359,7 @@ class CellRun:
         top1, top5 = evaluate(self.step_model, test_loader, self.autocast)
         eval_seconds = time.perf_counter() - eval_start
         values = (mean_loss, train_err, top1, top5, seconds, data_seconds, eval_seconds)
-        names = ("train_loss", "train_top1_err", "test_top1_err", "test_top5_err")
+        names: tuple[str, ...] = ("train_loss", "train_top1_err", "test_top1_err", "test_top5_err")
         names += ("epoch_seconds", "data_seconds", "eval_seconds")
         for name, value in zip(names, values, strict=True):
             self.history[name].append(value)
