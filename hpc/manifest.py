@@ -17,6 +17,7 @@ from hpc.files import write_json_atomic
 from hpc.recipe import Recipe
 
 MANIFEST_KEYS = ("study_dir", "dataset", "recipe", "cells", "max_attempts", "device", "threads")
+OPTIONAL_KEYS = {"cohort": 1}  # cells of one seed trained in lockstep; older manifests lack it
 CELL_KEYS = ("arch_id", "seed", "arch")
 DEVICES = ("auto", "cpu", "cuda", "cuda:N")
 
@@ -40,6 +41,7 @@ class Manifest:
     max_attempts: int
     device: str
     threads: int
+    cohort: int = 1
 
     @property
     def dataset_name(self) -> str:
@@ -82,11 +84,11 @@ def parse_manifest(data: Any, where: str = "manifest") -> Manifest:
     """Validate a manifest's JSON content; every problem names the key and the valid choices."""
     if not isinstance(data, Mapping):
         raise ValueError(f"{where}: expected a JSON object with keys {MANIFEST_KEYS}")
-    unknown = sorted(set(data) - set(MANIFEST_KEYS))
+    unknown = sorted(set(data) - set(MANIFEST_KEYS) - set(OPTIONAL_KEYS))
     missing = [k for k in MANIFEST_KEYS if k not in data]
     if unknown or missing:
         raise ValueError(
-            f"{where}: unknown keys {unknown}, missing keys {missing}; valid keys: {', '.join(MANIFEST_KEYS)}"
+            f"{where}: unknown keys {unknown}, missing keys {missing}; valid keys: {', '.join((*MANIFEST_KEYS, *OPTIONAL_KEYS))}"
         )
     dataset = data["dataset"]
     if not isinstance(dataset, Mapping) or not isinstance(dataset.get("name"), str):
@@ -114,6 +116,7 @@ def parse_manifest(data: Any, where: str = "manifest") -> Manifest:
         max_attempts=_check_int(data["max_attempts"], "max_attempts", where, 1),
         device=_check_device(data["device"], where),
         threads=_check_int(data["threads"], "threads", where, 0),
+        cohort=_check_int(data.get("cohort", 1), "cohort", where, 1),
     )
 
 
@@ -140,6 +143,7 @@ def write_manifest(
     max_attempts: int = 3,
     device: str = "auto",
     threads: int = 1,
+    cohort: int = 1,
 ) -> Manifest:
     """Validate and write one chunk's manifest atomically; returns what a worker will read.
 
@@ -162,6 +166,7 @@ def write_manifest(
         "max_attempts": max_attempts,
         "device": device,
         "threads": threads,
+        "cohort": cohort,
     }
     manifest = parse_manifest(json.loads(json.dumps(data)), where=str(path))
     write_json_atomic(Path(path), data)
