@@ -556,10 +556,10 @@ def _run_cohort(
                 member.paths.checkpoint.unlink(missing_ok=True)
         return results
     except (CellInterrupted, SystemExit, KeyboardInterrupt, UncompletedJobError) as exc:
+        said = f"interrupted: {exc}" if isinstance(exc, CellInterrupted) else ""
+        said = said or f"stopped ({type(exc).__name__})"
         for member in members:
-            member.log(
-                f"stopped ({exc!r}); the next run resumes from the last epoch-end checkpoint"
-            )
+            member.log(f"{said}; the next run resumes from the last epoch-end checkpoint")
         raise
     finally:
         for member in members:
