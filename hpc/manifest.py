@@ -25,9 +25,11 @@ MANIFEST_KEYS = (
     "device",
     "threads",
     "data_dir",
+    "cohort",
 )
-# Manifests written before data_dir was a key read their data from <study_dir>/data.
-OPTIONAL_KEYS = ("data_dir",)
+# Manifests written before data_dir was a key read their data from <study_dir>/data;
+# those written before cohorts train every cell alone.
+OPTIONAL_KEYS = {"data_dir": None, "cohort": 1}
 CELL_KEYS = ("arch_id", "seed", "arch")
 DEVICES = ("auto", "cpu", "cuda", "cuda:N")
 
@@ -52,6 +54,7 @@ class Manifest:
     device: str
     threads: int
     data_dir: Path  # prepared datasets: [study] data_dir, resolved
+    cohort: int = 1
 
     @property
     def dataset_name(self) -> str:
@@ -130,6 +133,7 @@ def parse_manifest(data: Any, where: str = "manifest") -> Manifest:
         device=_check_device(data["device"], where),
         threads=_check_int(data["threads"], "threads", where, 0),
         data_dir=Path(data_dir),
+        cohort=_check_int(data.get("cohort", 1), "cohort", where, 1),
     )
 
 
@@ -157,6 +161,7 @@ def write_manifest(
     device: str = "auto",
     threads: int = 1,
     data_dir: Path | None = None,
+    cohort: int = 1,
 ) -> Manifest:
     """Validate and write one chunk's manifest atomically; returns what a worker will read.
 
@@ -183,6 +188,7 @@ def write_manifest(
         "max_attempts": max_attempts,
         "device": device,
         "threads": threads,
+        "cohort": cohort,
     }
     manifest = parse_manifest(json.loads(json.dumps(data)), where=str(path))
     write_json_atomic(Path(path), data)

@@ -12,7 +12,7 @@ import math
 import random
 import resource
 import time
-from collections.abc import Callable, Iterable, Iterator, Sized
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,8 @@ from hpc.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from hpc.cohort import Batch, train_cohort
+from hpc.cohort import CellInterrupted as CellInterrupted  # its callers import it from here
 from hpc.recipe import Recipe
 from loaders.pipelines import TrainLoader
 
@@ -44,10 +46,6 @@ DIVERGENCE_CHECK_STEPS = 16
 # Seconds between two progress lines inside an epoch.
 LOG_EVERY_S = 60.0
 CHECKPOINT_FORMAT = 1
-
-
-class CellInterrupted(Exception):
-    """A stop was requested mid-cell; the last epoch-end checkpoint is where it resumes."""
 
 
 @dataclass(frozen=True)
@@ -190,116 +188,221 @@ def train_cell(
 
     `seed` orders the data (`train_loader.epoch(seed, epoch)`); `init_seed` (default `seed`)
     seeds the weights, see `cell_seed`. `stop_flag` is polled after every step: when it
-    returns True the epoch is abandoned and CellInterrupted raised.
+    returns True the epoch is abandoned and CellInterrupted raised. A cohort of one.
     """
+    validate(train_loader, recipe, num_classes)
+    run = CellRun(
+        arch,
+        recipe,
+        seed=seed,
+        num_classes=num_classes,
+        steps_per_epoch=len(train_loader),
+        device=device,
+        checkpoint_path=checkpoint_path,
+        init_seed=init_seed,
+        log=log,
+    )
+    train_cohort([run], train_loader, test_loader, seed=seed, stop_flag=stop_flag)
+    return run.outcome()
+
+
+def validate(train_loader: object, recipe: object, num_classes: int) -> None:
+    """Reject bad input with a one-line error before anything is built."""
     if not isinstance(recipe, Recipe):
         raise TypeError(f"recipe must be a hpc.recipe.Recipe, got {type(recipe).__name__}")
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
     if not isinstance(train_loader, Sized) or len(train_loader) < 1:
         raise ValueError("the train loader must have a length of at least one batch")
-    dev = torch.device(device)
-    say = log or (lambda _msg: None)
-    init_seed = seed if init_seed is None else init_seed
-    started = time.perf_counter()
 
-    seed_everything(init_seed)
-    model = build_model(arch, num_classes=num_classes, in_channels=3).to(dev)
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.cuda.reset_peak_memory_stats(dev)
-    if recipe.channels_last:  # faster on CPU too (about 1.2x for these small nets)
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, recipe)
-    scheduler = make_scheduler(optimizer, recipe, len(train_loader))
-    built = time.perf_counter()
 
-    fingerprint = _fingerprint(arch, recipe, seed, init_seed, num_classes)
-    history, start_epoch, prior_seconds = _restore(
-        checkpoint_path, fingerprint, model, optimizer, scheduler, dev, say
-    )
-    restored = time.perf_counter()
+class CellRun:
+    """One cell's training state: seeded, built, restored and compiled on creation, then
+    stepped batch by batch by `hpc.cohort.train_cohort`, evaluated and checkpointed at
+    every epoch end. `outcome()` is its result; an error it raised is kept in `error`."""
 
-    step_model: nn.Module = model
-    if recipe.compile and dev.type == "cuda":
-        step_model = torch.compile(model)  # type: ignore[assignment]
-    autocast = autocast_for(recipe, dev)
-    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-    checkpoint_seconds = 0.0
-    diverged_epoch = -1
-    if start_epoch:
-        say(f"resumed after epoch {start_epoch}/{recipe.epochs} from {checkpoint_path}")
-    for epoch in range(start_epoch, recipe.epochs):
-        stats = _train_epoch(
-            step_model,
-            train_loader,
-            optimizer,
-            scheduler,
-            criterion,
-            autocast,
-            seed=seed,
-            epoch=epoch,
-            epochs=recipe.epochs,
-            device=dev,
-            say=say,
-            stop_flag=stop_flag,
+    def __init__(
+        self,
+        arch: Architecture,
+        recipe: Recipe,
+        *,
+        seed: int,
+        num_classes: int,
+        steps_per_epoch: int,
+        device: str = "cpu",
+        checkpoint_path: Path | None = None,
+        init_seed: int | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.arch, self.recipe, self.epochs = arch, recipe, recipe.epochs
+        self.device = torch.device(device)
+        self.say = log or (lambda _msg: None)
+        self.steps = steps_per_epoch
+        self.checkpoint_path = checkpoint_path
+        init_seed = seed if init_seed is None else init_seed
+        self.fingerprint = _fingerprint(arch, recipe, seed, init_seed, num_classes)
+        self.started = time.perf_counter()
+        self._build(init_seed, num_classes)
+        built = time.perf_counter()
+        self.history, self.epoch, self.prior_seconds = _restore(
+            checkpoint_path,
+            self.fingerprint,
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            self.device,
+            self.say,
         )
-        if stats is None:
-            diverged_epoch = epoch
-            say(f"epoch {epoch + 1}/{recipe.epochs}: loss is NaN/inf, the cell diverged")
-            break
-        loss, train_err, images, seconds, data_seconds = stats
-        eval_start = time.perf_counter()
-        top1, top5 = evaluate(step_model, test_loader, autocast)
-        eval_seconds = time.perf_counter() - eval_start
-        for name, value in (
-            ("train_loss", loss),
-            ("train_top1_err", train_err),
-            ("test_top1_err", top1),
-            ("test_top5_err", top5),
-            ("epoch_seconds", seconds),
-            ("data_seconds", data_seconds),
-            ("eval_seconds", eval_seconds),
-            ("images", images),
-        ):
-            history[name].append(value)
-        if checkpoint_path is not None:
-            ckpt_start = time.perf_counter()
-            save_checkpoint(
-                checkpoint_path,
-                {
-                    "format": CHECKPOINT_FORMAT,
-                    "fingerprint": fingerprint,
-                    "epoch": epoch + 1,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "rng": rng_state(),
-                    "history": history,
-                    "wall_seconds": prior_seconds + time.perf_counter() - started,
-                },
+        self.start_epoch = self.epoch
+        self.overhead = {"build": built - self.started, "restore": time.perf_counter() - built}
+        self.overhead["checkpoint"] = 0.0
+        self._compile()
+        self.rng = rng_state()  # parked here while other members of a cohort step
+        self.diverged_epoch = -1
+        self.error: Exception | None = None
+        self.active = self.epoch < self.epochs
+        if self.epoch:
+            self.say(f"resumed after epoch {self.epoch}/{self.epochs} from {checkpoint_path}")
+
+    def _build(self, init_seed: int, num_classes: int) -> None:
+        seed_everything(init_seed)
+        model = build_model(self.arch, num_classes=num_classes, in_channels=3).to(self.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+            torch.cuda.reset_peak_memory_stats(self.device)
+        if self.recipe.channels_last:  # faster on CPU too (about 1.2x for these small nets)
+            model = model.to(memory_format=torch.channels_last)
+        self.model: nn.Module = model
+        self.optimizer = make_optimizer(model, self.recipe)
+        self.scheduler = make_scheduler(self.optimizer, self.recipe, self.steps)
+
+    def _compile(self) -> None:
+        self.step_model: nn.Module = self.model
+        if self.recipe.compile and self.device.type == "cuda":
+            # One compiled graph per member; on CUDA these are what CUDA graphs
+            # (mode="reduce-overhead") could replay back to back. Not measured here.
+            self.step_model = torch.compile(self.model)  # type: ignore[assignment]
+        self.autocast = autocast_for(self.recipe, self.device)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=self.recipe.label_smoothing)
+
+    @contextlib.contextmanager
+    def swapped_in(self) -> Iterator[None]:
+        """The global random generators hold this member's state while inside."""
+        set_rng_state(self.rng)
+        try:
+            yield
+        finally:
+            self.rng = rng_state()
+
+    def begin_epoch(self) -> None:
+        self.step_model.train()
+        # Running sums stay on the device so a step never waits for the GPU.
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.wrong = torch.zeros((), dtype=torch.long, device=self.device)
+        self.images = 0
+        self.compute_seconds = 0.0
+        self.last_log = time.perf_counter()
+
+    def step(self, inputs: torch.Tensor, labels: torch.Tensor, step: int) -> bool:
+        """One optimiser step on the batch; False (and out of the cohort) once diverged."""
+        start = time.perf_counter()
+        with self.autocast():
+            logits = self.step_model(inputs)
+            loss = self.criterion(logits, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        count = labels.shape[0]
+        self.loss_sum += loss.detach() * count
+        self.wrong += (logits.detach().argmax(dim=1) != labels).sum()
+        self.images += count
+        if step % DIVERGENCE_CHECK_STEPS == 0 and not self._check(step):
+            return False
+        self.compute_seconds += time.perf_counter() - start
+        return True
+
+    def _check(self, step: int) -> bool:
+        """The periodic NaN/inf check (a CUDA sync) and progress line."""
+        if not math.isfinite(self.loss_sum.item()):
+            self._diverge()
+            return False
+        now = time.perf_counter()
+        if now - self.last_log >= LOG_EVERY_S:
+            self.last_log = now
+            loss = self.loss_sum.item() / self.images
+            self.say(
+                f"epoch {self.epoch + 1}/{self.epochs} step {step}/{self.steps}: loss {loss:.4f}"
             )
-            checkpoint_seconds += time.perf_counter() - ckpt_start
-        say(
-            f"epoch {epoch + 1}/{recipe.epochs}: loss {loss:.4f} train err {train_err:.2f}% "
+        return True
+
+    def _diverge(self) -> None:
+        self.diverged_epoch, self.active = self.epoch, False
+        self.say(f"epoch {self.epoch + 1}/{self.epochs}: loss is NaN/inf, the cell diverged")
+
+    def fail(self, exc: Exception) -> None:
+        """Leave the cohort with `exc` as this cell's result."""
+        self.error, self.active = exc, False
+
+    def end_epoch(self, test_loader: Iterable[Batch], data_seconds: float) -> None:
+        """Evaluate, record, checkpoint and log the epoch just trained."""
+        start = time.perf_counter()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds = data_seconds + self.compute_seconds + time.perf_counter() - start
+        mean_loss = self.loss_sum.item() / self.images
+        if not math.isfinite(mean_loss):
+            self._diverge()
+            return
+        train_err = 100.0 * self.wrong.item() / self.images
+        eval_start = time.perf_counter()
+        top1, top5 = evaluate(self.step_model, test_loader, self.autocast)
+        eval_seconds = time.perf_counter() - eval_start
+        values = (mean_loss, train_err, top1, top5, seconds, data_seconds, eval_seconds)
+        names: tuple[str, ...] = ("train_loss", "train_top1_err", "test_top1_err", "test_top5_err")
+        names += ("epoch_seconds", "data_seconds", "eval_seconds")
+        for name, value in zip(names, values, strict=True):
+            self.history[name].append(value)
+        self.history["images"].append(self.images)
+        self.epoch += 1
+        self.active = self.epoch < self.epochs
+        self._save()
+        self.say(
+            f"epoch {self.epoch}/{self.epochs}: loss {mean_loss:.4f} train err {train_err:.2f}% "
             f"test err {top1:.2f}% top-5 {top5:.2f}% ({seconds:.1f} s, data {data_seconds:.1f} s, "
             f"eval {eval_seconds:.1f} s)"
         )
-        if stop_flag is not None and epoch + 1 < recipe.epochs and stop_flag():
-            raise CellInterrupted(f"stopped after epoch {epoch + 1}/{recipe.epochs}")
 
-    return _outcome(
-        history,
-        diverged_epoch,
-        dev,
-        start_epoch,
-        wall_seconds=prior_seconds + time.perf_counter() - started,
-        overhead={
-            "build": built - started,
-            "restore": restored - built,
-            "checkpoint": checkpoint_seconds,
-        },
-    )
+    def _save(self) -> None:
+        if self.checkpoint_path is None:
+            return
+        start = time.perf_counter()
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "fingerprint": self.fingerprint,
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng_state(),
+            "history": self.history,
+            "wall_seconds": self.prior_seconds + time.perf_counter() - self.started,
+        }
+        save_checkpoint(self.checkpoint_path, payload)
+        self.overhead["checkpoint"] += time.perf_counter() - start
+
+    def outcome(self) -> TrainOutcome:
+        """The cell's result; re-raises the error that took it out of its cohort."""
+        if self.error is not None:
+            raise self.error
+        return _outcome(
+            self.history,
+            self.diverged_epoch,
+            self.device,
+            self.start_epoch,
+            wall_seconds=self.prior_seconds + time.perf_counter() - self.started,
+            overhead=dict(self.overhead),
+        )
 
 
 def _restore(
@@ -332,79 +435,6 @@ def _restore(
     scheduler.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"])
     return state["history"], int(state["epoch"]), float(state["wall_seconds"])
-
-
-def _batches(
-    loader: TrainLoader, seed: int, epoch: int
-) -> Iterator[tuple[float, tuple[torch.Tensor, torch.Tensor]]]:
-    """The epoch's batches, each with the seconds spent waiting for it."""
-    source = iter(loader.epoch(seed, epoch))
-    while True:
-        start = time.perf_counter()
-        batch = next(source, None)
-        waited = time.perf_counter() - start
-        if batch is None:
-            return
-        yield waited, batch
-
-
-def _train_epoch(
-    model: nn.Module,
-    loader: TrainLoader,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    criterion: nn.Module,
-    autocast: Callable[[], contextlib.AbstractContextManager],
-    *,
-    seed: int,
-    epoch: int,
-    epochs: int,
-    device: torch.device,
-    say: Callable[[str], None],
-    stop_flag: Callable[[], bool] | None,
-) -> tuple[float, float, int, float, float] | None:
-    """One epoch: (mean loss, train top-1 error %, images, seconds, data seconds); None if diverged."""
-    model.train()
-    steps = len(loader)
-    # Running sums stay on the device so a step never waits for the GPU.
-    loss_sum = torch.zeros((), device=device)
-    wrong = torch.zeros((), dtype=torch.long, device=device)
-    images = 0
-    data_seconds = 0.0
-    start = last_log = time.perf_counter()
-    for step, (waited, (inputs, labels)) in enumerate(_batches(loader, seed, epoch), start=1):
-        data_seconds += waited
-        with autocast():
-            logits = model(inputs)
-            loss = criterion(logits, labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        count = labels.shape[0]
-        loss_sum += loss.detach() * count
-        wrong += (logits.detach().argmax(dim=1) != labels).sum()
-        images += count
-        if stop_flag is not None and stop_flag():
-            raise CellInterrupted(f"stopped in epoch {epoch + 1}/{epochs} at step {step}/{steps}")
-        if step % DIVERGENCE_CHECK_STEPS == 0:
-            if not math.isfinite(loss_sum.item()):
-                return None
-            now = time.perf_counter()
-            if now - last_log >= LOG_EVERY_S:
-                last_log = now
-                say(
-                    f"epoch {epoch + 1}/{epochs} step {step}/{steps}: loss {loss_sum.item() / images:.4f}"
-                )
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - start
-    if not images:
-        raise ValueError(f"the train loader yielded no batches in epoch {epoch}")
-    mean_loss = loss_sum.item() / images
-    if not math.isfinite(mean_loss):
-        return None
-    return mean_loss, 100.0 * wrong.item() / images, images, seconds, data_seconds
 
 
 def _outcome(
@@ -440,3 +470,42 @@ def _outcome(
         resumed_epoch=resumed_epoch,
         overhead=overhead,
     )
+
+
+def train_cells(
+    archs: Sequence[Architecture],
+    train_loader: TrainLoader,
+    test_loader: Iterable[Batch],
+    recipe: Recipe,
+    *,
+    seed: int,
+    num_classes: int,
+    init_seeds: Sequence[int | None] | None = None,
+    checkpoint_paths: Sequence[Path | None] | None = None,
+    device: str = "cpu",
+    log: Callable[[str], None] | None = None,
+    stop_flag: Callable[[], bool] | None = None,
+) -> list[TrainOutcome | Exception]:
+    """Train a cohort: the cells `archs` of one (dataset, seed, recipe) from one loader.
+
+    Each cell's outcome, or the error that took it out of the cohort, in the order of `archs`;
+    on CPU every outcome is bit-identical to `train_cell` of that cell alone.
+    """
+    validate(train_loader, recipe, num_classes)
+    n = len(archs)
+    runs = [
+        CellRun(
+            arch,
+            recipe,
+            seed=seed,
+            num_classes=num_classes,
+            steps_per_epoch=len(train_loader),
+            device=device,
+            checkpoint_path=(checkpoint_paths or [None] * n)[i],
+            init_seed=(init_seeds or [None] * n)[i],
+            log=log,
+        )
+        for i, arch in enumerate(archs)
+    ]
+    train_cohort(runs, train_loader, test_loader, seed=seed, stop_flag=stop_flag)
+    return [run.error if run.error is not None else run.outcome() for run in runs]

@@ -33,8 +33,9 @@ from analysis.schema import (
     write_cell,
 )
 from hpc import provenance
+from hpc.cohort import train_cohort
 from hpc.manifest import CellSpec, Manifest, read_manifest, write_manifest
-from hpc.train import CellInterrupted, TrainOutcome, cell_seed, train_cell
+from hpc.train import CellInterrupted, CellRun, TrainOutcome, cell_seed, train_cell
 
 __all__ = [
     "CellPaths",
@@ -290,18 +291,47 @@ def _attempt(
             # A library's cleanup raised while a signal unwound it (torch.save's zip writer
             # does): the cell was stopped, not failed, and keeps its attempt.
             raise stop from None
-        error = traceback.format_exc()
-        log(f"failed (attempt {attempts}/{manifest.max_attempts}):\n{error}")
-        return _result(
-            manifest,
-            cell,
-            status="failed",
-            attempts=attempts,
-            started=started,
-            device=device,
-            complexity=counts,
-            error=error,
-        )
+        return _failed(manifest, cell, attempts, started, device, counts, log, exc)
+    return _finished(manifest, cell, attempts, started, device, counts, log, outcome, timings)
+
+
+def _failed(
+    manifest: Manifest,
+    cell: CellSpec,
+    attempts: int,
+    started: str,
+    device: str,
+    counts: Any,
+    log: _CellLog,
+    exc: BaseException,
+) -> CellResult:
+    """The failed result of an attempt that raised `exc`, its traceback logged."""
+    error = "".join(traceback.format_exception(exc))
+    log(f"failed (attempt {attempts}/{manifest.max_attempts}):\n{error}")
+    return _result(
+        manifest,
+        cell,
+        status="failed",
+        attempts=attempts,
+        started=started,
+        device=device,
+        complexity=counts,
+        error=error,
+    )
+
+
+def _finished(
+    manifest: Manifest,
+    cell: CellSpec,
+    attempts: int,
+    started: str,
+    device: str,
+    counts: Any,
+    log: _CellLog,
+    outcome: TrainOutcome,
+    timings: dict[str, float],
+) -> CellResult:
+    """The result of a trained cell (done or diverged); its seconds summed into `timings`."""
     spent = {**outcome.overhead, "train": outcome.train_seconds, "eval": outcome.eval_seconds}
     for key, seconds in spent.items():
         timings[key] = timings.get(key, 0.0) + seconds
@@ -377,6 +407,7 @@ def run_chunk(
     results: list[CellResult] = []
     name = manifest.dataset_name
     progress = tqdm(manifest.cells, desc=f"{name} chunk", unit="cell", disable=None)
+    pending: list[tuple[CellSpec, int]] = []  # cells left for cohorts (manifest.cohort > 1)
     for cell in progress:
         paths = cell_paths(manifest.study_dir, name, cell.arch_id, cell.seed)
         previous = _previous(paths.result)
@@ -388,9 +419,154 @@ def run_chunk(
         if stop_flag is not None and stop_flag():
             raise CellInterrupted(f"stopped before cell {cell.arch_id}-s{cell.seed}")
         attempts = previous.attempts + 1 if previous is not None else 1
+        if manifest.cohort > 1:
+            pending.append((cell, attempts))
+            continue
         progress.set_postfix_str(f"{cell.arch_id}-s{cell.seed}")
         results.append(_run_cell(manifest, cell, attempts, device, stop_flag, timings))
+    if pending:
+        return _run_cohorts(manifest, results, pending, device, stop_flag, timings)
     return results
+
+
+# --- Cohorts (manifest.cohort > 1): a chunk's cells of one seed trained in lockstep ---------
+
+
+@dataclass
+class _Member:
+    """One cell of a cohort in the worker: its files, log, attempt and training."""
+
+    cell: CellSpec
+    attempts: int
+    paths: CellPaths
+    log: _CellLog
+    started: str
+    counts: Any = None
+    run: CellRun | None = None
+    result: CellResult | None = None  # set early when the cell could not even be built
+
+
+def _cohort_groups(
+    pending: list[tuple[CellSpec, int]], size: int
+) -> list[list[tuple[CellSpec, int]]]:
+    """The pending cells in cohorts of one seed, at most `size` each, in manifest order."""
+    by_seed: dict[int, list[tuple[CellSpec, int]]] = {}
+    for cell, attempts in pending:
+        by_seed.setdefault(cell.seed, []).append((cell, attempts))
+    return [group[i : i + size] for group in by_seed.values() for i in range(0, len(group), size)]
+
+
+def _run_cohorts(
+    manifest: Manifest,
+    earlier: list[CellResult],
+    pending: list[tuple[CellSpec, int]],
+    device: str,
+    stop_flag: Callable[[], bool] | None,
+    timings: dict[str, float],
+) -> list[CellResult]:
+    """Train the pending cells in cohorts; every cell's result, in manifest order."""
+    done = {(r.arch_id, r.seed): r for r in earlier}
+    for group in _cohort_groups(pending, manifest.cohort):
+        for result in _run_cohort(manifest, group, device, stop_flag, timings):
+            done[(result.arch_id, result.seed)] = result
+    return [done[(c.arch_id, c.seed)] for c in manifest.cells]
+
+
+def _join(manifest: Manifest, cell: CellSpec, attempts: int, device: str, k: int) -> _Member:
+    name = manifest.dataset_name
+    paths = cell_paths(manifest.study_dir, name, cell.arch_id, cell.seed)
+    member = _Member(cell, attempts, paths, _CellLog(paths.log), provenance.now())
+    member.log(
+        f"cell {name}/{cell.arch_id}-s{cell.seed} attempt {attempts}/{manifest.max_attempts} "
+        f"on {provenance.host()} job {provenance.job_id() or '-'} device {device} (cohort of {k})"
+    )
+    return member
+
+
+def _build_member(manifest: Manifest, member: _Member, data: _Loaders, device: str) -> None:
+    """Build the member's training; an error here is its failed result, as for one cell."""
+    from anynet.arch import Architecture
+    from anynet.complexity import complexity
+
+    cell = member.cell
+    try:
+        arch = Architecture.from_dict(cell.arch)
+        member.log(f"architecture {arch.name}")
+        member.counts = complexity(arch, resolution=data.resolution, num_classes=data.num_classes)
+        member.run = CellRun(
+            arch,
+            manifest.recipe,
+            seed=cell.seed,
+            init_seed=cell_seed(manifest.dataset_name, cell.arch_id, cell.seed),
+            num_classes=data.num_classes,
+            steps_per_epoch=len(data.train),
+            device=device,
+            checkpoint_path=member.paths.checkpoint,
+            log=member.log,
+        )
+    except Exception as exc:
+        if interruption(exc) is not None:
+            raise
+        member.result = _member_failed(manifest, member, device, exc)
+
+
+def _member_failed(
+    manifest: Manifest, member: _Member, device: str, exc: BaseException
+) -> CellResult:
+    args = (manifest, member.cell, member.attempts, member.started, device, member.counts)
+    return _failed(*args, member.log, exc)
+
+
+def _member_result(
+    manifest: Manifest, member: _Member, device: str, timings: dict[str, float]
+) -> CellResult:
+    if member.result is not None:
+        return member.result
+    assert member.run is not None
+    if member.run.error is not None:
+        stop = interruption(member.run.error)
+        if stop is not None:
+            raise stop from None
+        return _member_failed(manifest, member, device, member.run.error)
+    args = (manifest, member.cell, member.attempts, member.started, device, member.counts)
+    return _finished(*args, member.log, member.run.outcome(), timings)
+
+
+def _run_cohort(
+    manifest: Manifest,
+    group: list[tuple[CellSpec, int]],
+    device: str,
+    stop_flag: Callable[[], bool] | None,
+    timings: dict[str, float],
+) -> list[CellResult]:
+    """Train one cohort from one loader; each member's result written as one cell's is."""
+    members = [_join(manifest, cell, attempts, device, len(group)) for cell, attempts in group]
+    try:
+        loaders_start = time.perf_counter()
+        data = _loaders(manifest, device)
+        timings["loaders"] = timings.get("loaders", 0.0) + time.perf_counter() - loaders_start
+        for member in members:
+            _build_member(manifest, member, data, device)
+        runs = [m.run for m in members if m.run is not None]
+        train_cohort(runs, data.train, data.test, seed=group[0][0].seed, stop_flag=stop_flag)
+        results = [_member_result(manifest, m, device, timings) for m in members]
+        for member, result in zip(members, results, strict=True):
+            write_cell(member.paths.result, result)
+            if result.status in FINAL_STATUSES:
+                member.paths.checkpoint.unlink(missing_ok=True)
+        return results
+    except (CellInterrupted, SystemExit, KeyboardInterrupt, UncompletedJobError) as exc:
+        said = f"interrupted: {exc}" if isinstance(exc, CellInterrupted) else ""
+        said = said or f"stopped ({type(exc).__name__})"
+        for member in members:
+            member.log(f"{said}; the next run resumes from the last epoch-end checkpoint")
+        raise
+    finally:
+        for member in members:
+            member.log.close()
+
+
+# --- end of cohorts ----------------------------------------------------------------------------
 
 
 class Chunk(submitit.helpers.Checkpointable):

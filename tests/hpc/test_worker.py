@@ -386,3 +386,19 @@ def test_manifest_with_a_cell_twice_is_refused(tmp_path):
             recipe=RECIPE,
             cells=[(0, 1, SMALL), (0, 1, SMALL)],
         )
+
+
+def test_manifest_without_a_cohort_key_reads_as_cohorts_of_one(study):
+    path = _manifest(study, [(0, 0, SMALL)])
+    data = json.loads(path.read_text())
+    del data["cohort"]
+    path.write_text(json.dumps(data))
+    assert read_manifest(path).cohort == 1
+
+
+def test_manifest_cohort_size_round_trips_and_must_be_positive(tmp_path):
+    kwargs = dict(study_dir=tmp_path, dataset=SPEC, recipe=RECIPE, cells=[(0, 0, SMALL)])
+    assert write_manifest(tmp_path / "m.json", cohort=4, **kwargs).cohort == 4
+    assert read_manifest(tmp_path / "m.json").cohort == 4
+    with pytest.raises(ValueError, match="cohort"):
+        write_manifest(tmp_path / "n.json", cohort=0, **kwargs)

@@ -53,7 +53,13 @@ def data_dir(tmp_path_factory):
     return path
 
 
-def _study(root: Path, data_dir: Path) -> Path:
+@pytest.fixture(scope="module", params=[1, 2], ids=["solo", "cohorts-of-2"])
+def cohort(request) -> int:
+    """Every test runs with cells alone and with the chunk's seed-0 cells in one cohort."""
+    return request.param
+
+
+def _study(root: Path, data_dir: Path, cohort: int) -> Path:
     shutil.copytree(data_dir, root / "data")
     write_manifest(
         root / "jobs" / "0.json",
@@ -64,14 +70,15 @@ def _study(root: Path, data_dir: Path) -> Path:
         max_attempts=3,
         device="cpu",
         threads=1,
+        cohort=cohort,
     )
     return root / "jobs" / "0.json"
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, data_dir):
-    """The chunk's results without interruption, keyed by (arch_id, seed)."""
-    manifest = _study(tmp_path_factory.mktemp("reference"), data_dir)
+    """The chunk's results without interruption (cells alone), keyed by (arch_id, seed)."""
+    manifest = _study(tmp_path_factory.mktemp("reference"), data_dir, 1)
     return {(r.arch_id, r.seed): r for r in run_chunk(manifest)}
 
 
@@ -119,8 +126,10 @@ def _worker_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
 
 
-def test_worker_killed_mid_cell_resumes_from_its_last_checkpoint(tmp_path, data_dir, reference):
-    manifest = _study(tmp_path, data_dir)
+def test_worker_killed_mid_cell_resumes_from_its_last_checkpoint(
+    tmp_path, data_dir, reference, cohort
+):
+    manifest = _study(tmp_path, data_dir, cohort)
     with (tmp_path / "worker.err").open("w") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "hpc.worker", str(manifest)],
@@ -144,17 +153,17 @@ def test_worker_killed_mid_cell_resumes_from_its_last_checkpoint(tmp_path, data_
 
 
 @pytest.fixture(scope="module")
-def preempted(slurm_cluster, tmp_path_factory, data_dir):
+def preempted(slurm_cluster, tmp_path_factory, data_dir, cohort):
     """Both Slurm routes at once (two CPUs, half the waiting), each sent USR2 in the second
     epoch of its second cell: a submitit Chunk and an sbatch array task of `python -m
     hpc.worker --array`. Returns {route: (study, job, final state)}."""
     root = tmp_path_factory.mktemp("preempted")
     submitit_study, sbatch_study = root / "submitit-study", root / "sbatch-study"
-    manifest = _study(submitit_study, data_dir)
+    manifest = _study(submitit_study, data_dir, cohort)
     executor = submitit.AutoExecutor(root / "submitit", cluster="slurm")
     executor.update_parameters(timeout_min=10, slurm_partition="debug", cpus_per_task=1)
     job = executor.submit(Chunk(manifest))
-    _study(sbatch_study, data_dir)
+    _study(sbatch_study, data_dir, cohort)
     array_job = (
         slurm_cluster.client(
             "sbatch",
