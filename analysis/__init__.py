@@ -11,7 +11,7 @@ _EXPORTS = {
     "open_results": "analysis.frame",
     "Study": "analysis.frame",
     "analyze": "analysis.report",
-    "Analysis": "analysis.report",
+    "Analysis": "analysis.result",
     "write_report": "analysis.report",
     "correlate": "analysis.stats",
     "Correlations": "analysis.stats",

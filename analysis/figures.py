@@ -15,7 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 if TYPE_CHECKING:
-    from analysis.report import Analysis
+    from analysis.result import Analysis
 
 DPI = 96
 _COLORS = (

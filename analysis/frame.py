@@ -15,15 +15,6 @@ from analysis import schema
 
 DEFAULT_REFERENCE = "imagenet"
 METRICS = ("top1_err", "top5_err", "best_top1_err")
-# Architecture traits derived from the per-stage columns (padded stages excluded).
-TRAIT_COLUMNS = (
-    "total_depth",
-    "cumulative_width",
-    "mean_bottleneck_ratio",
-    "mean_group_width",
-    "flops_224",
-    "params_224",
-)
 _INT_COLUMNS = tuple(f.name for f in fields(schema.CellResult) if f.type == "int")
 _STAGE_NAMES = {
     "depths": "depth",
@@ -150,12 +141,26 @@ class Study:
         return list(self.datasets)
 
     def subsets(self, parent: str) -> dict[str, int]:
-        """Datasets whose parent is `parent`, with their number of classes k."""
+        """Datasets that keep k of the classes of `parent`, with their k (size controls,
+        which keep every class, are not among them)."""
         self.check_dataset(parent)
+        controls = self.controls(parent)
         return {
             name: len(info.subset_classes) or info.classes
             for name, info in self.datasets.items()
-            if info.parent == parent
+            if info.parent == parent and name not in controls
+        }
+
+    def controls(self, parent: str) -> dict[str, int]:
+        """Size controls of `parent`: datasets that keep all its classes but fewer training
+        images (a parent, no subset classes and the parent's number of classes), with their
+        number of training images."""
+        self.check_dataset(parent)
+        classes = self.datasets[parent].classes
+        return {
+            name: info.num_train
+            for name, info in self.datasets.items()
+            if info.parent == parent and not info.subset_classes and info.classes == classes
         }
 
     def check_dataset(self, name: str, role: str = "dataset") -> str:
@@ -218,6 +223,18 @@ class Study:
         return pd.DataFrame(
             values, index=index, columns=pd.RangeIndex(values.shape[1], name="epoch")
         )
+
+    def as_trained(self, column: str) -> pd.DataFrame:
+        """architecture x dataset: a per-cell complexity column (`flops`, `params`, `acts`:
+        counted for the model as trained on that dataset, its resolution and classes)."""
+        if column not in ("flops", "params", "acts"):
+            raise ValueError(f"unknown complexity column {column!r}; valid: flops, params, acts")
+        table = self.cells.pivot_table(
+            index="arch_id", columns="dataset", values=column, aggfunc="max", observed=False
+        )
+        table = table.reindex(index=self.architectures.index, columns=self.dataset_names)
+        table.columns = pd.Index(list(table.columns), name="dataset")
+        return table.where(table > 0)
 
     def gpu_hours(self) -> pd.Series:
         """Measured GPU-hours per training (mean train_seconds/3600 of done cells) per dataset."""

@@ -8,7 +8,6 @@ import datetime as dt
 import hashlib
 import json
 import platform
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,58 +17,10 @@ from tqdm.auto import tqdm
 
 from analysis.frame import METRICS, Study
 from analysis.proxy import rank_proxies, recommend, subset_curve
-from analysis.stats import Correlations, correlate, disattenuate, seed_reliability
+from analysis.result import Analysis
+from analysis.stats import correlate, disattenuate, seed_reliability
 from analysis.traits import top_agreement, trait_effects
-
-
-@dataclass(frozen=True)
-class Analysis:
-    """Everything the report shows, as tables. `against` is the headline: each dataset
-    against the reference, with the noise ceiling and the corrected correlation."""
-
-    path: str
-    reference: str
-    metric: str
-    method: str
-    bootstrap: int
-    permutations: int
-    confidence: float
-    seed: int
-    top_fraction: float
-    targets: list[str]
-    subsets: dict[str, int]
-    errors: pd.DataFrame
-    datasets: pd.DataFrame
-    correlations: dict[str, Correlations]
-    noise: pd.DataFrame
-    against: pd.DataFrame
-    subset_curve: pd.DataFrame
-    proxies: pd.DataFrame
-    recommendations: pd.DataFrame
-    traits: pd.DataFrame
-    top_agreement: pd.DataFrame
-    provenance: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def headline(self) -> pd.DataFrame:
-        """The targets' rows of `against` (the reference's subsets are in `subset_curve`)."""
-        return self.against[self.against["dataset"].isin(self.targets)].reset_index(drop=True)
-
-
-def verdict(row: pd.Series) -> str:
-    """One plain sentence on a correlation with the reference, judged against noise."""
-    r, lo, hi = row["r"], row["lo"], row["hi"]
-    if not np.isfinite(r):
-        return "too few architectures in common"
-    if np.isfinite(lo) and lo <= 0 <= hi:
-        return "no clear relation: the interval includes 0"
-    if r < 0:
-        return "reversed: what is better on the reference tends to be worse here"
-    if not np.isfinite(row.get("r_corrected", np.nan)):
-        return "positive; the noise floor is unknown (one seed)"
-    if row["corrected_hi"] >= 0.999:
-        return "agrees as far as the seed-to-seed noise lets us tell"
-    return "partly: the rankings differ beyond seed noise"
+from analysis.verdicts import verdict
 
 
 def _order(study: Study, reference: str) -> tuple[list[str], dict[str, int]]:

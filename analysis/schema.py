@@ -64,14 +64,6 @@ ARCH_COLUMNS = (
     "params",
     "acts",
 )
-ARCH_STAGE_COLUMNS = (
-    "depths",
-    "widths",
-    "bottleneck_ratios",
-    "group_widths",
-    "sampled_widths",
-    "sampled_group_widths",
-)
 DATASET_ATTRS = (
     "classes",
     "class_names",

@@ -7,6 +7,12 @@ product for every sample, Spearman's ranks of a resample come from cumulative co
 each column's fixed sort order (no sorting per sample), and Kendall's concordance is
 c^T S c with S the pairwise sign matrix. Missing values are handled pairwise: each pair
 uses the architectures both columns have, and reports that count.
+
+Resamples can be passed in as counts over all rows (`counts=`), so that every pair, and
+every table computed with the same counts, sees the same draws of architectures: resample
+b of one pair and resample b of another then form a paired sample (differences between
+correlations, corrections for attenuation). A pair with missing values keeps, of each
+draw, the drawn rows it has.
 """
 
 from __future__ import annotations
@@ -70,17 +76,53 @@ def check_method(method: str) -> str:
     return method
 
 
+_HUGE = 1e300  # infinite replicates (an undefined ratio) are sorted as this, then restored
+
+
 def percentile_interval(samples: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile bootstrap interval along the last axis, ignoring NaN replicates."""
+    """Percentile bootstrap interval along the last axis. NaN replicates (a resample whose
+    statistic is undefined, e.g. a constant column) are left out; infinite ones are kept
+    and an end that falls among them is infinite (the interval is unbounded there)."""
     tail = 50 * (1 - confidence)
     if samples.shape[-1] == 0:
         empty = np.full(samples.shape[:-1], np.nan)
         return empty, empty.copy()
     with np.errstate(all="ignore"):
-        finite = np.isfinite(samples).any(axis=-1)
-        safe = np.where(finite[..., None], samples, 0.0)
+        present = ~np.isnan(samples)
+        finite = present.any(axis=-1)
+        safe = np.where(finite[..., None], np.clip(samples, -_HUGE, _HUGE), 0.0)
         lo, hi = np.nanpercentile(safe, [tail, 100 - tail], axis=-1)
+        lo, hi = (np.where(np.abs(v) >= _HUGE / 10, np.sign(v) * np.inf, v) for v in (lo, hi))
     return np.where(finite, lo, np.nan), np.where(finite, hi, np.nan)
+
+
+def monte_carlo_error(samples: np.ndarray, confidence: float, groups: int = 20) -> np.ndarray:
+    """Monte-Carlo standard error of the percentile interval's ends along the last axis:
+    the spread of each end over `groups` disjoint batches of the replicates, divided by
+    sqrt(groups) (batch means). Returns (..., 2): the error of lo and of hi."""
+    count = samples.shape[-1]
+    if count < 2 * groups:
+        return np.full((*samples.shape[:-1], 2), np.nan)
+    size = count // groups
+    batches = samples[..., : size * groups].reshape(*samples.shape[:-1], groups, size)
+    lo, hi = percentile_interval(batches, confidence)
+    with np.errstate(all="ignore"):
+        spread = np.stack([np.nanstd(lo, axis=-1, ddof=1), np.nanstd(hi, axis=-1, ddof=1)], -1)
+    return spread / np.sqrt(groups)
+
+
+def paired_difference(
+    correlations: Correlations, first: tuple[str, str], second: tuple[str, str]
+) -> tuple[float, float, float]:
+    """r(first) - r(second) with the percentile interval of the differences of their
+    replicates; meaningful when both were resampled with the same counts (paired)."""
+    a, b = correlations.get(*first), correlations.get(*second)
+    diff = (
+        correlations.samples[correlations.row(*first)]
+        - correlations.samples[correlations.row(*second)]
+    )
+    lo, hi = percentile_interval(diff, correlations.confidence)
+    return float(a["r"] - b["r"]), float(lo), float(hi)
 
 
 def permutation_pvalue(observed: np.ndarray, null: np.ndarray, exact: bool) -> np.ndarray:
@@ -106,6 +148,8 @@ def bootstrap_counts(rng: np.random.Generator, n: int, samples: int) -> np.ndarr
 def permutation_indices(rng: np.random.Generator, n: int, count: int) -> tuple[np.ndarray, bool]:
     """Random permutations of range(n), or all of them when there are no more than `count`
     (then the test is exact, as in scipy)."""
+    if count == 0:
+        return np.empty((0, n), dtype=np.intp), False
     if count > 0 and n <= 10 and math.factorial(n) <= count:
         return np.array(list(permutations(range(n))), dtype=np.intp), True
     base = np.broadcast_to(np.arange(n), (count, n))
@@ -139,8 +183,10 @@ def pearson_replicates(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
     step = _batch(len(counts), c * c, 1)
     for start in range(0, len(counts), step):
         w = counts[start : start + step].astype(float)
-        mean = w @ centred / n
-        second = (w @ cross).reshape(-1, c, c) / n
+        total = w.sum(axis=1)
+        with np.errstate(all="ignore"):
+            mean = w @ centred / total[:, None]
+            second = (w @ cross).reshape(-1, c, c) / total[:, None, None]
         out[start : start + step] = _normalise(second - mean[:, :, None] * mean[:, None, :])
     return out
 
@@ -184,7 +230,9 @@ def spearman_replicates(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
             ranks.reshape(len(w), -1)[:, tied] = (
                 flat_cum[:, first_of] - flat_w[:, first_of] + flat_cum[:, last_of] + 1
             ) / 2
-        centred = ranks[:, row, inverse].astype(np.float64) - (n + 1) / 2
+        # Ranks run 1..W with W the resample's size (the drawn rows this column has).
+        total = w.sum(axis=1, dtype=np.float64)[:, None, None]
+        centred = ranks[:, row, inverse].astype(np.float64) - (total + 1) / 2
         gram = np.matmul(centred * w[:, None, :], centred.transpose(0, 2, 1))
         out[first : first + step] = _normalise(gram)
     return out
@@ -229,13 +277,23 @@ def correlate(
     confidence: float = 0.95,
     seed: int = 0,
     progress: bool = False,
+    counts: np.ndarray | None = None,
 ) -> Correlations:
     """Correlate columns of `values` (rows: architectures; NaN: missing) pairwise.
 
     `pairs` defaults to every pair of columns. Each pair uses the rows both columns have
     (n in the table); bootstrap intervals are percentile intervals over resampled rows;
-    p-values are two-sided permutation p-values (exact when n! <= permutations)."""
+    p-values are two-sided permutation p-values (exact when n! <= permutations).
+    `counts` (resamples x rows of `values`) fixes the bootstrap draws, shared by every
+    pair (then `bootstrap` is its number of rows); by default they are drawn here."""
     check_method(method)
+    if counts is not None:
+        counts = np.asarray(counts)
+        if counts.ndim != 2 or counts.shape[1] != len(values):
+            raise ValueError(
+                f"counts must be (resamples, {len(values)} rows), got shape {counts.shape}"
+            )
+        bootstrap = len(counts)
     if bootstrap < 0 or permutations < 0:
         raise ValueError(
             f"bootstrap and permutations must be >= 0, got {bootstrap} and {permutations}"
@@ -247,6 +305,7 @@ def correlate(
     data = values.to_numpy(dtype=float)
     present = np.isfinite(data)
     rng = np.random.default_rng(seed)
+    shared = bootstrap_counts(rng, len(data), bootstrap) if counts is None else counts
     count = len(pair_idx)
     r, p, n_rows = np.full(count, np.nan), np.full(count, np.nan), np.zeros(count, dtype=np.int64)
     samples = np.full((count, bootstrap), np.nan)
@@ -269,13 +328,13 @@ def correlate(
         sub = data[np.ix_(rows, cols)]
         left = np.array([local[pair_idx[k][0]] for k in members])
         right = np.array([local[pair_idx[k][1]] for k in members])
-        counts = bootstrap_counts(rng, len(rows), bootstrap)
+        draws = shared[:, rows]
         perms, exact = permutation_indices(rng, len(rows), permutations)
         if method == "kendall":
             for k, a, b in zip(members, left, right, strict=True):
                 x, y = sub[:, a], sub[:, b]
                 r[k] = sps.kendalltau(x, y).statistic
-                samples[k] = kendall_replicates(x, y, counts)
+                samples[k] = kendall_replicates(x, y, draws)
                 if permutations:
                     null = kendall_null(x, y, perms, null_cache)
                     p[k] = permutation_pvalue(r[k], null, exact)
@@ -286,7 +345,7 @@ def correlate(
         r[members] = (z[:, left] * z[:, right]).mean(axis=0)
         if bootstrap:
             replicate = pearson_replicates if method == "pearson" else spearman_replicates
-            samples[members] = replicate(sub, counts)[:, left, right].T
+            samples[members] = replicate(sub, draws)[:, left, right].T
         if permutations:
             p[members] = permutation_pvalue(r[members], _null_matrix(z, perms, left, right), exact)
         bar.update(len(members))
@@ -309,11 +368,12 @@ def correlate(
 
 # ---- noise floor ---------------------------------------------------------------------
 def spearman_brown(r: np.ndarray | float, seeds: np.ndarray | float) -> np.ndarray:
-    """Reliability of a mean over `seeds` trainings from the single-training reliability r;
-    NaN where r <= 0 (no repeatable signal to correct with)."""
-    r = np.asarray(r, dtype=float)
+    """Reliability of a mean over `seeds` trainings from the single-training reliability r,
+    with r clamped at 0 (a seed-to-seed r <= 0 means no repeatable signal: reliability 0).
+    NaN only where r itself is undefined."""
+    r = np.clip(np.asarray(r, dtype=float), 0.0, 1.0)
     with np.errstate(all="ignore"):
-        return np.where(r > 0, seeds * r / (1 + (seeds - 1) * r), np.nan)
+        return seeds * r / (1 + (seeds - 1) * r)
 
 
 def seed_reliability(
@@ -324,17 +384,25 @@ def seed_reliability(
     bootstrap: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
+    counts: np.ndarray | None = None,
 ) -> tuple[dict[str, float], np.ndarray]:
     """One dataset's seed-to-seed agreement. `by_seed`: architecture x seed errors.
 
     Uses the architectures that have every seed; the single-training reliability is the
     mean correlation over pairs of seeds, and the reliability of the per-architecture mean
     follows from Spearman-Brown with `seeds_averaged` (default: the number of seeds).
-    Returns the summary and the bootstrap replicates of the mean's reliability."""
+    `counts` (resamples x rows of `by_seed`) are the bootstrap draws to use, so that the
+    replicates pair with those of correlations drawn with the same counts; every replicate
+    is kept (reliability clamped at 0). Returns the summary and the replicates of the
+    mean's reliability."""
     check_method(method)
-    complete = by_seed.dropna()
+    keep = by_seed.notna().all(axis=1).to_numpy()
+    complete = by_seed[keep]
     seeds = by_seed.shape[1]
     s = float(seeds if seeds_averaged is None else seeds_averaged)
+    if counts is not None:
+        counts = np.asarray(counts)[:, keep]
+        bootstrap = len(counts)
     summary = {
         "seeds": seeds,
         "n": len(complete),
@@ -356,6 +424,7 @@ def seed_reliability(
         permutations=0,
         confidence=confidence,
         seed=seed,
+        counts=counts,
     )
     single = float(result.table["r"].mean())
     single_samples = result.samples.mean(axis=0)
@@ -373,6 +442,15 @@ def seed_reliability(
     return summary, replicates
 
 
+def _corrected(r: np.ndarray, ceiling: np.ndarray) -> np.ndarray:
+    """r / ceiling, not capped; where the ceiling is 0 the ratio is undefined: +-inf by the
+    sign of r (so an interval that reaches such replicates is unbounded), NaN for r = 0."""
+    with np.errstate(all="ignore"):
+        ratio = r / ceiling
+        zero = ceiling == 0
+        return np.where(zero, np.where(r == 0, np.nan, np.sign(r) * np.inf), ratio)
+
+
 def disattenuate(
     correlations: Correlations,
     reliability: dict[str, float],
@@ -380,24 +458,26 @@ def disattenuate(
 ) -> pd.DataFrame:
     """Spearman's correction for attenuation of every pair: r / sqrt(rel_a * rel_b).
 
-    Adds `ceiling` (sqrt(rel_a * rel_b): the highest correlation two datasets this noisy
-    can show even if their true rankings agree perfectly, with its interval) and
-    `r_corrected` with its interval. The interval takes replicate b of the correlation
-    and of each reliability together; their bootstrap draws are independent, which widens
-    it a little. Corrected values are capped at +-1."""
+    Adds `ceiling` (sqrt(rel_a * rel_b): what r is expected to reach at most when the two
+    datasets' noise-free rankings agree perfectly, given the noise of the means correlated;
+    a single sample's r can exceed it), with its interval, and `r_corrected` with its
+    interval. Replicate b of the correlation and of each reliability must come from the
+    same draws of architectures (correlate and seed_reliability with the same counts).
+    Nothing is capped: a corrected r above 1 is sampling noise. A point estimate whose
+    ceiling is 0 is undefined (NaN); an interval reaching resamples with ceiling 0 is
+    unbounded (+-inf) on that side."""
     table = correlations.table.copy()
     count = correlations.samples.shape[1]
     nan = np.full(count, np.nan)
     ceiling, ceiling_reps = [], []
     for a, b in zip(table["a"], table["b"], strict=True):
         ceiling.append(np.sqrt(reliability.get(a, np.nan) * reliability.get(b, np.nan)))
-        with np.errstate(all="ignore"):
-            ceiling_reps.append(np.sqrt(replicates.get(a, nan) * replicates.get(b, nan)))
+        ceiling_reps.append(np.sqrt(replicates.get(a, nan) * replicates.get(b, nan)))
     ceiling_arr = np.array(ceiling, dtype=float)
     ceiling_samples = np.array(ceiling_reps, dtype=float).reshape(len(table), count)
-    with np.errstate(all="ignore"):
-        corrected = np.clip(table["r"].to_numpy() / ceiling_arr, -1, 1)
-        corrected_samples = np.clip(correlations.samples / ceiling_samples, -1, 1)
+    point = _corrected(table["r"].to_numpy(dtype=float), ceiling_arr)
+    corrected = np.where(np.isfinite(point), point, np.nan)
+    corrected_samples = _corrected(correlations.samples, ceiling_samples)
     table["ceiling"] = ceiling_arr
     table["ceiling_lo"], table["ceiling_hi"] = percentile_interval(
         ceiling_samples, correlations.confidence

@@ -258,3 +258,16 @@ def test_a_study_still_running_is_analysed_pairwise_and_reports_what_is_missing(
     assert result.datasets.set_index("dataset").loc["pending", "missing"] == 80
     html = Path(write_report(result, tmp_path / "report")["report"]).read_text(encoding="utf-8")
     assert "too few architectures in common" in html
+
+
+def test_a_verdict_follows_from_what_the_intervals_exclude():
+    from analysis.verdicts import verdict
+
+    def row(lo, hi, corrected_hi):
+        return pd.Series({"r": (lo + hi) / 2, "lo": lo, "hi": hi, "corrected_hi": corrected_hi})
+
+    assert verdict(row(0.15, 0.8, 1.3)) == "clearly positive; perfect agreement not excluded"
+    assert verdict(row(0.15, 0.6, 0.9)) == "clearly positive; below perfect agreement"
+    assert verdict(row(-0.2, 0.6, 1.3)) == "no clear relation"
+    assert verdict(row(-0.7, -0.1, np.nan)) == "clearly negative"
+    assert verdict(row(0.3, 0.7, np.nan)) == "clearly positive; noise ceiling unknown"

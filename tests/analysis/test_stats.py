@@ -12,6 +12,7 @@ from analysis.stats import (
     bootstrap_counts,
     correlate,
     disattenuate,
+    monte_carlo_error,
     pearson_replicates,
     seed_reliability,
     spearman_brown,
@@ -216,7 +217,7 @@ def test_bad_method_and_unknown_columns_are_named():
 def test_spearman_brown_gives_the_reliability_of_a_mean():
     assert spearman_brown(0.6, 2) == pytest.approx(2 * 0.6 / 1.6)
     assert spearman_brown(0.5, 1) == pytest.approx(0.5)
-    assert np.isnan(spearman_brown(-0.1, 2))
+    assert spearman_brown(-0.1, 2) == 0.0  # clamped: no repeatable signal, reliability 0
 
 
 def _noisy_seeds(true: np.ndarray, noise: float, seed: int) -> pd.DataFrame:
@@ -244,15 +245,89 @@ def test_corrected_correlation_recovers_a_planted_value_hidden_by_seed_noise():
     target = 0.9 * ref + np.sqrt(1 - 0.9**2) * rng.standard_normal(300)
     seeds = {"ref": _noisy_seeds(ref, 0.9, 3), "target": _noisy_seeds(target, 0.9, 4)}
     means = pd.DataFrame({k: v.mean(axis=1) for k, v in seeds.items()})
-    raw = correlate(means, method="pearson", bootstrap=1000, permutations=0)
+    counts = bootstrap_counts(np.random.default_rng(7), 300, 1000)
+    raw = correlate(means, method="pearson", permutations=0, counts=counts)
     reliability, replicates = {}, {}
     for name, by_seed in seeds.items():
-        summary, replicates[name] = seed_reliability(
-            by_seed, method="pearson", bootstrap=1000, seed=7
-        )
+        summary, replicates[name] = seed_reliability(by_seed, method="pearson", counts=counts)
         reliability[name] = summary["reliability"]
     row = disattenuate(raw, reliability, replicates).iloc[0]
     assert row.hi < 0.9  # the raw interval misses the truth: noise attenuates it
     assert row.corrected_lo < 0.9 <= row.corrected_hi
     assert row.ceiling == pytest.approx(np.sqrt(reliability["ref"] * reliability["target"]))
-    assert row.r_corrected == pytest.approx(min(1.0, row.r / row.ceiling))
+    assert row.r_corrected == pytest.approx(row.r / row.ceiling)
+
+
+def _two_noisy_datasets(n: int, rho: float, noise: float, seed: int) -> dict[str, pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    ref = rng.standard_normal(n)
+    target = rho * ref + np.sqrt(1 - rho**2) * rng.standard_normal(n)
+    return {
+        "ref": _noisy_seeds(ref, noise, seed + 1),
+        "target": _noisy_seeds(target, noise, seed + 2),
+    }
+
+
+def _corrected_row(seeds: dict[str, pd.DataFrame], resamples: int = 2000) -> pd.Series:
+    n = len(seeds["ref"])
+    counts = bootstrap_counts(np.random.default_rng(0), n, resamples)
+    means = pd.DataFrame({k: v.mean(axis=1) for k, v in seeds.items()})
+    raw = correlate(means, permutations=0, counts=counts)
+    reliability, replicates = {}, {}
+    for name, by_seed in seeds.items():
+        summary, replicates[name] = seed_reliability(by_seed, counts=counts)
+        reliability[name] = summary["reliability"]
+    return disattenuate(raw, reliability, replicates).iloc[0]
+
+
+def test_reliability_interval_keeps_the_resamples_whose_seed_r_is_not_positive():
+    # Seed-to-seed r near 0.15 at n = 24: many resamples have r <= 0; dropping them (as a
+    # NaN reliability did) lifted the lower end above 0, keeping them clamps it at 0.
+    by_seed = _noisy_seeds(np.random.default_rng(5).standard_normal(24), 2.4, seed=6)
+    counts = bootstrap_counts(np.random.default_rng(1), 24, 2000)
+    summary, replicates = seed_reliability(by_seed, counts=counts)
+    assert np.isfinite(replicates).all()
+    assert (replicates == 0).mean() > 0.05
+    assert summary["reliability_lo"] == 0.0
+
+
+def test_corrected_r_is_not_capped_at_one():
+    row = _corrected_row(_two_noisy_datasets(30, 0.95, 0.7, seed=3))
+    assert row.corrected_hi > 1.0  # a capped interval would end at exactly 1
+
+
+def test_corrected_interval_is_unbounded_where_the_ceiling_can_be_zero():
+    row = _corrected_row(_two_noisy_datasets(24, 0.5, 3.0, seed=8))
+    assert row.ceiling_lo == 0.0
+    assert np.isinf(row.corrected_hi) or np.isinf(row.corrected_lo)
+
+
+def test_shared_counts_give_one_draw_to_every_pair():
+    data = pd.DataFrame(np.random.default_rng(4).standard_normal((40, 3)), columns=list("abc"))
+    counts = bootstrap_counts(np.random.default_rng(9), 40, 50)
+    together = correlate(data, permutations=0, counts=counts)
+    alone = correlate(data[["a", "c"]], permutations=0, counts=counts)
+    np.testing.assert_allclose(together.samples[together.row("a", "c")], alone.samples[0])
+
+
+@pytest.mark.parametrize("method", ["pearson", "spearman", "kendall"])
+def test_a_resample_of_a_pair_with_missing_rows_equals_scipy_on_the_drawn_rows(method):
+    data = _frame(30, 0.5, seed=13, ties=True)
+    data.iloc[[2, 7, 11], 1] = np.nan
+    counts = bootstrap_counts(np.random.default_rng(3), 30, 5)
+    result = correlate(data, method=method, permutations=0, counts=counts)
+    have = data.notna().all(axis=1).to_numpy()
+    for b in range(5):
+        rows = np.repeat(np.flatnonzero(have), counts[b, have])
+        x, y = data["ref"].to_numpy()[rows], data["target"].to_numpy()[rows]
+        assert result.samples[0, b] == pytest.approx(SCIPY[method](x, y), abs=1e-9)
+
+
+def test_monte_carlo_error_of_interval_ends_shrinks_with_the_resample_count():
+    data = _frame(24, 0.5, seed=2)
+    few = correlate(data, bootstrap=1000, permutations=0)
+    many = correlate(data, bootstrap=16000, permutations=0)
+    error_few = monte_carlo_error(few.samples, 0.95)
+    error_many = monte_carlo_error(many.samples, 0.95)
+    assert error_few.shape == (1, 2)
+    assert 2.5 < float(error_few.mean() / error_many.mean()) < 6.5  # about sqrt(16) = 4
