@@ -175,24 +175,75 @@ def chunk_cells(
         return []
     budget = max(capacity - CHUNK_OVERHEAD_S, 1.0)
     cum = np.cumsum(seconds)
-    total, n = float(cum[-1]), len(cells)
-    for k in range(max(1, math.ceil(total / budget)), n + 1):
-        ends = []
-        for j in range(1, k):
-            i = int(np.searchsorted(cum, j * total / k))
-            # The cut after cell i-1 or after cell i, whichever total is nearer the share.
-            if i > 0 and (i == n or j * total / k - cum[i - 1] <= cum[i] - j * total / k):
-                i -= 1
-            ends.append(i + 1)
-        bounds = sorted({0, *ends, n})
-        parts = list(zip(bounds[:-1], bounds[1:], strict=True))
-        sums = [float(cum[e - 1] - (cum[b - 1] if b else 0.0)) for b, e in parts]
-        if all(t <= budget or e - b == 1 for (b, e), t in zip(parts, sums, strict=True)):
-            return [
-                Chunk(dataset, tuple(cells[b:e]), t + CHUNK_OVERHEAD_S)
-                for (b, e), t in zip(parts, sums, strict=True)
-            ]
-    return [Chunk(dataset, (c,), t + CHUNK_OVERHEAD_S) for c, t in zip(cells, seconds, strict=True)]
+    total = float(cum[-1])
+    bounds = _first_fit(cum, total, budget, max(1, math.ceil(total / budget)))
+    if bounds is None:
+        return [
+            Chunk(dataset, (c,), t + CHUNK_OVERHEAD_S) for c, t in zip(cells, seconds, strict=True)
+        ]
+    cumz = np.concatenate(([0.0], cum))
+    sums = cumz[bounds[1:]] - cumz[bounds[:-1]]
+    return [
+        Chunk(dataset, tuple(cells[b:e]), float(t) + CHUNK_OVERHEAD_S)
+        for b, e, t in zip(bounds[:-1].tolist(), bounds[1:].tolist(), sums, strict=True)
+    ]
+
+
+# Candidate chunk counts are tried in ascending batches of at most this many; within a
+# batch, cuts are checked in blocks that double, so a count that does not fit is dropped at
+# its first part over the budget. Both keep the arrays bounded (about _BLOCK_CELLS entries).
+_MAX_BATCH = 256
+_BLOCK_CELLS = 1 << 20
+
+
+def _first_fit(cum: np.ndarray, total: float, budget: float, first: int) -> np.ndarray | None:
+    """The bounds (0, ..., n) of the smallest chunk count k >= `first` whose cuts nearest to
+    k equal shares leave no part of two or more cells over `budget`; None if none does."""
+    n = len(cum)
+    k, width = first, 1
+    while k <= n:
+        counts = np.arange(k, min(k + width, n + 1))
+        fits = _fitting(cum, total, budget, counts)
+        if fits.any():
+            best = int(counts[int(fits.argmax())])
+            ends = _cut_ends(cum, total, np.array([best]), np.arange(1, best + 1))[0]
+            return np.unique(np.concatenate(([0], ends)))
+        k, width = k + len(counts), min(2 * width, _MAX_BATCH)
+    return None
+
+
+def _fitting(cum: np.ndarray, total: float, budget: float, counts: np.ndarray) -> np.ndarray:
+    """Per chunk count, whether every part of two or more cells fits `budget`."""
+    cumz = np.concatenate(([0.0], cum))
+    alive = np.ones(len(counts), dtype=bool)
+    last = np.zeros(len(counts), dtype=np.int64)  # the bound the checked parts end at
+    j, step = 1, 16
+    while True:
+        rows = np.flatnonzero(alive & (counts >= j))
+        if rows.size == 0:
+            return alive
+        step = min(step, max(16, _BLOCK_CELLS // rows.size))
+        ends = _cut_ends(cum, total, counts[rows], np.arange(j, j + step))
+        begins = np.concatenate((last[rows, None], ends[:, :-1]), axis=1)
+        over = ~(cumz[ends] - cumz[begins] <= budget) & (ends - begins > 1)
+        alive[rows[over.any(axis=1)]] = False
+        last[rows] = ends[:, -1]
+        j, step = j + step, 2 * step
+
+
+def _cut_ends(cum: np.ndarray, total: float, counts: np.ndarray, shares: np.ndarray) -> np.ndarray:
+    """End (exclusive) of part j for each chunk count k (rows) and j (columns): the cut
+    after the cell whose running total is nearer j * total / k; the last part (j >= k)
+    ends at the last cell."""
+    n = len(cum)
+    k, j = counts[:, None], shares[None, :]
+    share = j * total / k
+    i = np.searchsorted(cum, share)
+    below = cum[np.maximum(i - 1, 0)]
+    above = cum[np.minimum(i, n - 1)]
+    # The cut after cell i-1 or after cell i, whichever total is nearer the share.
+    down = (i > 0) & ((i == n) | (share - below <= above - share))
+    return np.where(j >= k, n, i + 1 - down)
 
 
 def max_array_size(study: Study) -> int:
@@ -254,19 +305,23 @@ def make_plan(
     chunks: list[Chunk] = []
     arrays: list[Array] = []
     gpu_hours = 0.0
+    by_dataset: dict[str, list[Cell]] = {}
+    for c in missing:
+        by_dataset.setdefault(c.dataset, []).append(c)
     for entry in study.datasets:
-        mine = [c for c in missing if c.dataset == entry.name]
+        mine = by_dataset.get(entry.name, [])
         if not mine:
             continue
         limit = entry.cluster.margin * entry.cluster.time_min * 60
+        mine_seconds = [seconds[c] for c in mine]
         own = chunk_cells(
             entry.name,
             [(c.arch_id, c.seed) for c in mine],
-            [seconds[c] for c in mine],
+            mine_seconds,
             min(limit, spread) if spread else limit,
         )
         chunks.extend(own)
-        gpu_hours += sum(seconds[c] for c in mine) * max(entry.cluster.gpus, 1) / 3600
+        gpu_hours += sum(mine_seconds) * max(entry.cluster.gpus, 1) / 3600
         for k, start in enumerate(range(0, len(own), array_size)):
             part = tuple(own[start : start + array_size])
             arrays.append(Array(f"{entry.name}-{k}", entry.name, part, entry.cluster))
