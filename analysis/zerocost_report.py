@@ -201,6 +201,12 @@ def _mantel(result: ScoreAnalysis) -> str:
     headers = ["score", "datasets", "dataset pairs", "Mantel r", "p (one-sided)"]
     headers += ["permutations", "smallest attainable p"]
     size = int(m["datasets"].max())
+    if size < 3:
+        return (
+            "<h3>Across datasets</h3><p>Whether a score's agreement between datasets tracks "
+            "the trained errors' agreement needs at least 3 datasets with scores (3 pairs); "
+            f"this study has {size}.</p>"
+        )
     pairs = size * (size - 1) // 2
     floor = float(m["smallest_p"].min())
     caveat = (
