@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
+import pandas as pd  # type: ignore[import-untyped]  # no stubs in the environment
 
 from analysis.frame import Study
 from analysis.stats import (
@@ -306,7 +306,7 @@ def analyze_scores(
     over seeds of `metric`, rows in the order of study.architectures) that hold scores;
     None when none does. `counts` (resamples x architectures) are the bootstrap draws, by
     default those `correlate` makes for `errors` with `seed`."""
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
     if not errors.index.equals(study.architectures.index):
         raise ValueError("errors must have one row per architecture, in the study's order")

@@ -7,7 +7,7 @@ import html
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+import pandas as pd  # type: ignore[import-untyped]  # no stubs in the environment
 from matplotlib.figure import Figure
 
 from analysis.figures import _COLORS, _figure, _grid, _margins, _title
@@ -119,7 +119,8 @@ def _summary_rows(result: ScoreAnalysis) -> list[list[str]]:
 
 def _rule(result: ScoreAnalysis) -> str:
     conf = f"{result.confidence:.0%}"
-    comparisons = int(result.correlations[[f"vs_{b}" for b in BASELINES]].ne("").sum().sum())
+    readings = result.correlations[[f"vs_{b}" for b in BASELINES]].to_numpy()
+    comparisons = int(np.count_nonzero(readings != ""))
     return (
         f'<div class="key">How to read the comparison with a baseline (params or FLOPs): a score '
         f"is <b>better than</b> it on a dataset when the {conf} interval of the paired difference "
