@@ -257,11 +257,14 @@ def cross_dataset(
             for d, t in study.score_tables.items()
             if name in t.names and d in errors.columns
         }
-        datasets = [d for d in errors.columns if d in frames]  # the report's dataset order
+        # The report's dataset order; a dataset with fewer than 3 trained architectures has
+        # no trained correlations to compare with.
+        trained = errors.notna().sum() >= 3
+        datasets = [d for d in errors.columns if d in frames and trained[d]]
         values = rank_safe(pd.DataFrame({d: frames[d] for d in datasets}))
         scored = correlate(values, method="spearman", bootstrap=0, permutations=0)
-        trained = correlate(errors[datasets], method="spearman", bootstrap=0, permutations=0)
-        a, b = scored.matrix("r").to_numpy(), trained.matrix("r").to_numpy()
+        errors_r = correlate(errors[datasets], method="spearman", bootstrap=0, permutations=0)
+        a, b = scored.matrix("r").to_numpy(), errors_r.matrix("r").to_numpy()
         count = math.factorial(len(datasets)) if len(datasets) <= EXACT_UP_TO else permutations
         tests.append({"score": name, **mantel(a, b, permutations=count, seed=seed)})
         upper = np.triu_indices(len(datasets), 1)
