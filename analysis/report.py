@@ -21,6 +21,7 @@ from analysis.result import Analysis
 from analysis.stats import correlate, disattenuate, seed_reliability
 from analysis.traits import top_agreement, trait_effects
 from analysis.verdicts import verdict
+from analysis.zerocost import analyze_scores
 
 
 def _order(study: Study, reference: str) -> tuple[list[str], dict[str, int]]:
@@ -217,6 +218,16 @@ def analyze(
     traits = trait_effects(study.architectures, errors, method=method, **common)
     steps.update(1)
     agreement = top_agreement(errors, top_fraction)
+    scores = analyze_scores(
+        study,
+        errors,
+        metric=metric,
+        bootstrap=bootstrap,
+        permutations=permutations,
+        confidence=confidence,
+        seed=seed,
+        progress=progress,
+    )
     params = {
         "reference": reference,
         "metric": metric,
@@ -250,6 +261,7 @@ def analyze(
         traits=traits,
         top_agreement=agreement,
         provenance=_provenance(study, params),
+        scores=scores,
     )
     steps.update(1)
     steps.close()
@@ -258,6 +270,8 @@ def analyze(
 
 def write_tables(analysis: Analysis, folder: Path) -> dict[str, Path]:
     """Every table of the analysis as CSV in `folder`; returns name -> path."""
+    from analysis.zerocost_report import score_tables
+
     folder.mkdir(parents=True, exist_ok=True)
     tables = {
         "datasets": analysis.datasets,
@@ -273,6 +287,7 @@ def write_tables(analysis: Analysis, folder: Path) -> dict[str, Path]:
     }
     for method, result in analysis.correlations.items():
         tables[f"correlations_{method}"] = result.table
+    tables.update(score_tables(analysis.scores))
     tables[f"matrix_{analysis.method}"] = (
         analysis.correlations[analysis.method].matrix("r").rename_axis("dataset").reset_index()
     )

@@ -4,11 +4,14 @@ the figures and the HTML page draw from it."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from analysis.stats import Correlations
+
+if TYPE_CHECKING:
+    from analysis.zerocost import ScoreAnalysis
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class Analysis:
     headline_mc_error: float = float("nan")  # largest MC standard error of an r interval end
     mc_error: float = float("nan")  # the same for the tables on `bootstrap` resamples
     top_k: dict[str, float] = field(default_factory=dict)  # n, k and chance of top_agreement
+    scores: ScoreAnalysis | None = None  # training-free scores, when the results hold them
 
     @property
     def headline(self) -> pd.DataFrame:
