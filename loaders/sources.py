@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 
 from loaders import formats
+from loaders.catalog import LAYOUTS
 from loaders.images import GRAY_MODES, image_header, read_image
-from loaders.registry import LAYOUTS, DatasetError, DatasetSpec
+from loaders.registry import DatasetError, DatasetSpec
 from loaders.subsets import stratified_split
 
 IMAGE_EXTENSIONS = frozenset(
