@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -210,6 +211,11 @@ def _validate(spec: DatasetSpec) -> None:
         raise bad(f"test_fraction must be between 0 and 1, not {spec.test_fraction!r}")
     if not 1 <= spec.jpeg_quality <= 100:
         raise bad(f"jpeg_quality must be in 1..100, not {spec.jpeg_quality!r}")
+    _validate_derived(spec, bad)
+
+
+def _validate_derived(spec: DatasetSpec, bad: Callable[[str], DatasetError]) -> None:
+    """A derived dataset's own options: a parent and either k (or classes) or n."""
     seed = spec.subset_seed
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise bad(f"subset_seed must be a non-negative integer, not {seed!r}")
