@@ -118,6 +118,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
     p.add_argument(
+        "--only",
+        default="",
+        help="comma-separated beginnings of the sections to run (paper-cohorts, ffcv, ffcv-fed, "
+        "paper-variants, demo-cohorts, demo-variants, ffcv-more, one-model, compiled), e.g. "
+        "'paper,ffcv'; default: all, in this order",
+    )
+    p.add_argument(
         "--budget-s", type=float, default=300.0, help="a row starts only if its estimate fits"
     )
     args = p.parse_args()
@@ -263,21 +270,13 @@ def one_model(run: Run) -> None:
     if run.device.type == "cuda":  # CPU bf16 convolutions in NCHW are 10-30x slower
         configs.insert(2, ("bf16", False))
     a, r = run.args, run.results
-    gpu_trainer.train_rows(
-        "AnyNetX", gpu_trainer.STUDY_ARCH, small.loader, 10, configs, a.warm_steps, run.device, r
-    )
-    run.save()
-    gpu_trainer.train_rows(
-        "RegNetX-200MF",
-        gpu_trainer.REGNETX_200MF,
-        big.loader,
-        big.classes,
-        [("bf16", True)],
-        a.warm_steps,
-        run.device,
-        r,
-    )
-    run.save()
+    for label, arch, s, arch_configs in (
+        ("AnyNetX", gpu_trainer.STUDY_ARCH, small, configs),
+        ("RegNetX-200MF", gpu_trainer.REGNETX_200MF, big, [("bf16", True)]),
+    ):
+        gpu_trainer.train_rows(
+            label, arch, s.loader, s.classes, arch_configs, a.warm_steps, run.device, r, run.save
+        )
     checks(run, small)
 
 
@@ -337,15 +336,15 @@ def compiled(run: Run) -> None:
 
 
 SECTIONS: list[tuple[str, Callable[[Run], None]]] = [
-    ("paper-224 cohorts", cohorts("paper-224")),
+    ("paper-cohorts", cohorts("paper-224")),
     ("ffcv", ffcv_rows([("anysweep", False)])),
-    ("ffcv-fed cohorts", ffcv_fed),
-    ("paper-224 variants", variants("paper-224")),
-    ("demo-32 cohorts", cohorts("demo-32")),
-    ("demo-32 variants", variants("demo-32")),
-    ("ffcv, more", ffcv_rows([("anysweep", True), ("bare ffcv", False)])),
-    ("one model and checks", one_model),
-    ("compiled cohorts", compiled),
+    ("ffcv-fed", ffcv_fed),  # needs the "ffcv" section's loader
+    ("paper-variants", variants("paper-224")),
+    ("demo-cohorts", cohorts("demo-32")),
+    ("demo-variants", variants("demo-32")),
+    ("ffcv-more", ffcv_rows([("anysweep", True), ("bare ffcv", False)])),
+    ("one-model", one_model),
+    ("compiled", compiled),
 ]
 
 
@@ -377,7 +376,10 @@ def report(results: dict[str, Any]) -> str:
 
 
 def run_sections(run: Run) -> None:
+    wanted = [w.strip() for w in run.args.only.split(",") if w.strip()]
     for name, section in SECTIONS:
+        if wanted and not any(name.startswith(w) for w in wanted):
+            continue
         say(f"== {name} ({run.budget.left():.0f} s of the budget left)")
         try:
             section(run)
@@ -405,6 +407,10 @@ def _interrupt(signum: int, _frame: Any) -> None:
 
 def main() -> int:
     args = parse_args()
+    names = [name for name, _ in SECTIONS]
+    for w in (w.strip() for w in args.only.split(",") if w.strip()):
+        if not any(name.startswith(w) for name in names):
+            sys.exit(f"--only: no section begins with {w!r}; sections: {', '.join(names)}")
     device = setup_device(args)
     signal.signal(signal.SIGTERM, _interrupt)
     with tempfile.TemporaryDirectory(prefix="anysweep-gpu-") as tmp:

@@ -8,6 +8,7 @@ import copy
 import statistics
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -146,10 +147,11 @@ def train_rows(
     warm_steps: int,
     device: torch.device,
     results: dict[str, Any],
+    save: Callable[[], None],
 ) -> None:
     """One row per (precision, channels_last): the hand loop, then train_cell on the same
     batches (and, for bf16 channels_last, on the memory loader itself); a configuration that
-    raises is recorded in results["errors"] and the next one runs."""
+    raises is recorded in results["errors"] and the next one runs; saved after each."""
     base = list(loader.epoch(0, 0))
     for precision, cl in configs:
         name = f"{label} {precision} {'channels_last' if cl else 'contiguous'}"
@@ -193,6 +195,7 @@ def train_rows(
         except Exception as exc:  # one failed configuration must not end the run
             traceback.print_exc()
             results["errors"].append(f"{name}: {type(exc).__name__}: {exc}"[:300])
+        save()
 
 
 def layout_check(arch: Architecture, images: torch.Tensor, device: torch.device) -> float:
