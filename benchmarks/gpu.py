@@ -155,6 +155,7 @@ class Run:
             "loader": [],
             "train": [],
             "checks": [],
+            "sections": [],
             "skipped": [],
             "errors": [],
         }
@@ -277,54 +278,8 @@ def one_model(run: Run) -> None:
         gpu_trainer.train_rows(
             label, arch, s.loader, s.classes, arch_configs, a.warm_steps, run.device, r, run.save
         )
-    checks(run, small)
-
-
-def checks(run: Run, small: gpu_cohort.ArchSet) -> None:
-    err = gpu_trainer.layout_check(gpu_trainer.STUDY_ARCH, small.test[0][0], run.device)
-    tol = 1e-2 if run.device.type == "cuda" else 1e-4  # cuDNN convolutions use TF32 in fp32
-    name = "channels_last vs contiguous logits, fp32 (rel. max err)"
-    run.check(name, f"{err:.2e} (tol {tol:.0e})", err <= tol)
-    say("determinism: two CPU trainings with one seed")
-    same = gpu_trainer.determinism_check(run.tmp)
-    run.check("CPU: two trainings, same seed, identical curves", str(same), same)
-    loss = {
-        (r["precision"], r["channels_last"]): r["final_train_loss"]
-        for r in run.results["train"]
-        if r["label"] == "AnyNetX" and r["loader"] == "batch list"
-    }
-    fp32, bf16 = loss.get(("fp32", True), math.nan), loss.get(("bf16", True), math.nan)
-    run.check(
-        "bf16 final train loss finite, within 0.1 + 10% of fp32's",
-        f"bf16 {bf16:.4f}, fp32 {fp32:.4f}",
-        math.isfinite(bf16) and abs(bf16 - fp32) <= 0.1 + 0.1 * abs(fp32),
-    )
-
-
-def variant_check(run: Run) -> None:
-    """Each variant's members learn as the eager cohort's do (same seeds, same batches)."""
-    rows = run.results["cohort"]
-    for v in ("streams", "graphs", "graphs+streams"):
-        for r in [r for r in rows if r["variant"] == v and r["final_loss"]]:
-            eager = [
-                e
-                for e in rows
-                if e["variant"] == "eager"
-                and not e["compile"]
-                and e["kind"] == r["kind"]
-                and e["k"] == r["k"]
-                and e["first"] == 0
-                and e["loader"] == r["loader"]
-                and e["final_loss"]
-            ]
-            if not eager:
-                continue
-            a, b = sum(r["final_loss"]) / r["k"], sum(eager[0]["final_loss"]) / r["k"]
-            run.check(
-                f"{r['kind']} K={r['k']} {v}: mean final loss near eager's",
-                f"{a:.4f} vs {b:.4f}",
-                math.isfinite(a) and abs(a - b) <= 0.1 + 0.1 * abs(b),
-            )
+    for name, value, ok in gpu_trainer.checks(run.results, small.test[0][0], run.tmp, run.device):
+        run.check(name, value, ok)
 
 
 def compiled(run: Run) -> None:
@@ -381,13 +336,16 @@ def run_sections(run: Run) -> None:
         if wanted and not any(name.startswith(w) for w in wanted):
             continue
         say(f"== {name} ({run.budget.left():.0f} s of the budget left)")
+        start = time.perf_counter()
         try:
             section(run)
         except Exception as exc:  # one failed section must not end the run
             traceback.print_exc()
             run.results["errors"].append(f"{name}: {type(exc).__name__}: {exc}"[:300])
+        run.results["sections"].append({"section": name, "s": time.perf_counter() - start})
         run.save()
-    variant_check(run)
+    for name, value, ok in gpu_cohort.variant_checks(run.results["cohort"]):
+        run.check(name, value, ok)
 
 
 def setup_device(args: argparse.Namespace) -> torch.device:

@@ -14,6 +14,7 @@ autotuning, allocations and compilation are reported apart, and evaluation is le
 from __future__ import annotations
 
 import gc
+import math
 import statistics
 import time
 import tomllib
@@ -161,7 +162,8 @@ def run_cohort(
         base = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
-    outcomes = _train(archs, clock, s, recipe_for(compiled), variant, device)
+    recipe = recipe_for(compiled, batch_size=clock.loader.batch_size)  # the lr scales with it
+    outcomes = _train(archs, clock, s, recipe, variant, device)
     wall = time.perf_counter() - start
     mem = torch.cuda.max_memory_allocated(device) - base if device.type == "cuda" else None
     done = [o for o in outcomes if not isinstance(o, Exception)]
@@ -249,7 +251,8 @@ def attempt(
             "loader": type(loader).__name__,
         }
     )
-    if not budget.allows(name, estimate or s.estimate(k)):
+    estimate = estimate or s.estimate(k)
+    if not budget.allows(name, estimate):
         return None
     say(f"{name}: training {k} member(s), 2 epochs of {len(loader)} steps")
     try:
@@ -259,6 +262,7 @@ def attempt(
         say(f"{name}: {type(exc).__name__}: {exc}")
         row = None
     else:
+        row["estimate_s"] = estimate  # beside wall_s: how good the estimates were
         _finish_row(s, row, results)
     save()
     return row
@@ -308,6 +312,25 @@ def compiled_rows(
             torch._dynamo.reset()
             estimate = s.estimate(k, compiled=True)
             attempt(s, k, device, results, budget, save, estimate, compiled=True)
+
+
+def variant_checks(rows: list[dict[str, Any]]) -> list[tuple[str, str, bool]]:
+    """(check, value, pass): each variant's members learn as the eager cohort's of the same
+    architectures do (same seeds, same batches; the loss is the members' mean)."""
+    out = []
+    for r in [r for r in rows if (r["variant"] != "eager" or r["compile"]) and r["final_loss"]]:
+        same = [
+            e
+            for e in rows
+            if (e["variant"], e["compile"], e["kind"], e["k"], e["first"], e["loader"])
+            == ("eager", False, r["kind"], r["k"], r["first"], r["loader"])
+            and e["final_loss"]
+        ]
+        if same:
+            a, b = statistics.mean(r["final_loss"]), statistics.mean(same[0]["final_loss"])
+            ok = math.isfinite(a) and abs(a - b) <= 0.1 + 0.1 * abs(b)
+            out.append((f"{describe(r)}: mean final loss near eager's", f"{a:.4f} vs {b:.4f}", ok))
+    return out
 
 
 def report_lines(results: dict[str, Any]) -> list[str]:

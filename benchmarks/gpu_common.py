@@ -160,6 +160,7 @@ class ListLoader:
     def __init__(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         self.batches = batches
         self.num_images = sum(len(y) for _, y in batches)
+        self.batch_size = len(batches[0][1])
 
     def __len__(self) -> int:
         return len(self.batches)

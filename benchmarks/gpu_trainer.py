@@ -5,6 +5,7 @@ the checks (channels_last against contiguous logits, CPU determinism)."""
 from __future__ import annotations
 
 import copy
+import math
 import statistics
 import time
 import traceback
@@ -217,6 +218,34 @@ def determinism_check(tmp: Path) -> bool:
     outs = [train_cell(STUDY_ARCH, loader, test, recipe, seed=3, num_classes=10) for _ in range(2)]
     keys = ("train_loss", "train_top1_err", "test_top1_err", "test_top5_err")
     return all(np.array_equal(outs[0].curves[k], outs[1].curves[k]) for k in keys)
+
+
+def checks(
+    results: dict[str, Any], images: torch.Tensor, tmp: Path, device: torch.device
+) -> list[tuple[str, str, bool]]:
+    """(check, value, pass): layouts agree, CPU training is deterministic, bf16 trains as fp32
+    does (the AnyNetX rows' final losses)."""
+    err = layout_check(STUDY_ARCH, images, device)
+    tol = 1e-2 if device.type == "cuda" else 1e-4  # cuDNN convolutions use TF32 in fp32
+    out = [
+        (
+            "channels_last vs contiguous logits, fp32 (rel. max err)",
+            f"{err:.2e} (tol {tol:.0e})",
+            err <= tol,
+        )
+    ]
+    say("determinism: two CPU trainings with one seed")
+    same = determinism_check(tmp)
+    out.append(("CPU: two trainings, same seed, identical curves", str(same), same))
+    loss = {
+        (r["precision"], r["channels_last"]): r["final_train_loss"]
+        for r in results["train"]
+        if r["label"] == "AnyNetX" and r["loader"] == "batch list"
+    }
+    fp32, bf16 = loss.get(("fp32", True), math.nan), loss.get(("bf16", True), math.nan)
+    ok = math.isfinite(bf16) and abs(bf16 - fp32) <= 0.1 + 0.1 * abs(fp32)
+    name = "bf16 final train loss finite, within 0.1 + 10% of fp32's"
+    return [*out, (name, f"bf16 {bf16:.4f}, fp32 {fp32:.4f}", ok)]
 
 
 def report_lines(results: dict[str, Any]) -> list[str]:
