@@ -360,7 +360,7 @@ def setup_device(args: argparse.Namespace) -> torch.device:
 
 
 def _interrupt(signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def main() -> int:
@@ -370,7 +370,8 @@ def main() -> int:
         if not any(name.startswith(w) for name in names):
             sys.exit(f"--only: no section begins with {w!r}; sections: {', '.join(names)}")
     device = setup_device(args)
-    signal.signal(signal.SIGTERM, _interrupt)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # benchmarks/gpu.sh's time limit
+        signal.signal(sig, _interrupt)
     with tempfile.TemporaryDirectory(prefix="anysweep-gpu-") as tmp:
         run = Run(args, device, Path(tmp))
         r = run.results
@@ -383,7 +384,7 @@ def main() -> int:
         try:
             run_sections(run)
         except KeyboardInterrupt as exc:
-            r["errors"].append(f"interrupted ({exc}): the rows above are complete")
+            r["errors"].append(f"interrupted by {exc}: the rows before it are complete")
             say(f"interrupted ({exc}); writing what was measured")
         ran = "; ".join(r["errors"]) or "yes"
         run.check("every row ran", ran, not r["errors"])

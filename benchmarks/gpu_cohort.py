@@ -80,13 +80,14 @@ class ArchSet:
     def learn(self, row: dict[str, Any]) -> None:
         """Refine the estimates from a finished row."""
         k, steady = row["k"], row["steady_s"]
-        if row["loader"] != "MemoryTrainLoader":
+        clean = not row["failed"] and not row["diverged"] and math.isfinite(steady)
+        if row["loader"] != "MemoryTrainLoader" or not clean:
             return
         if row["variant"] == "eager" and not row["compile"]:
             self.member_epoch_s = steady / k
             self.build_s = max(0.1, (row["wall_s"] - sum(row["epoch_s"])) / k)
         elif row["compile"]:
-            self.compile_s = max(5.0, row["first_extra_s"] + row["eval_s"]) / k
+            self.compile_s = max(5.0, (row["first_extra_s"] + row["eval_s"]) / k)
 
 
 def recipe_for(compiled: bool = False, epochs: int = 2, batch_size: int = 128) -> Recipe:
@@ -226,6 +227,7 @@ def describe(row: dict[str, Any]) -> str:
     extra = "" if row["variant"] == "eager" else f" {row['variant']}"
     extra += " compiled" if row["compile"] else ""
     extra += f" on {row['loader']}" if row["loader"] != "MemoryTrainLoader" else ""
+    extra += f" (architecture {row['first']})" if row.get("first") else ""
     return f"{row['kind']} K={row['k']}{extra}"
 
 
@@ -249,6 +251,7 @@ def attempt(
             "variant": options.get("variant", "eager"),
             "compile": options.get("compiled", False),
             "loader": type(loader).__name__,
+            "first": options.get("first", 0),
         }
     )
     estimate = estimate or s.estimate(k)
