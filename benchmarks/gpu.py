@@ -19,22 +19,26 @@ as soon as it ends, and a row starts only while --budget-s leaves room for its e
 `python -m benchmarks.gpu_throughput $OUT/gpu_results.json` prints hpc/throughput.toml rows.
 
 Estimates on an H200 from first principles (790 TFLOP/s bf16 matmul; 10-15 % model FLOP
-utilisation is the planner's assumption, and in eager mode a step of a ~16-block AnyNet issues
-~600 kernels at ~8 us of Python each, ~5 ms, so ~5 % is as likely):
+utilisation is the planner's assumption). A training step of one of the paper's AnyNets (7-44
+blocks, 20 on average) dispatches ~300 forward ops from Python (~10 us each) and ~700 backward
+kernels from autograd's C++ (~4 us each), ~6 ms at batch 128, about what its 128 x 2.2 GFLOP
+take at 5-10 % utilisation: eager steps are as likely bound by the CPU as by the GPU.
 - paper-224: 2 x 370 M x 3 = 2.2 GFLOP per image-step: 10,000-25,000 images/s per member, an
   epoch of 4,096 images 0.16-0.4 s; an architecture's first use ~1-2 s (cuDNN autotuning of
   ~30 conv shapes x 3 passes). 16 solos x (1.5 + 2 x 0.3 s) ~35 s; K = 4, 8, 16: 28 members x
   (0.3 + 2 x 0.3 s) ~25 s. Section ~65 s.
-- FFCV, 16 workers: 8,192 JPEGs of 500x375 (~80 KB) written in ~5 s (~5 ms each per core),
-  the pipeline compiled in ~8 s, 3 epochs at 6,000-13,000 images/s (400-800 per core) ~3 s:
-  ~20 s. Fed cohorts, 8,192 images per epoch: 2 x max(0.8 s, K x 0.4 s) + builds: ~15 s.
+- FFCV, 16 workers: 8,192 JPEGs of 500x375 (~85 KB; ~1 ms to encode, measured on CPU-2)
+  written in ~5 s with the writer's start, the pipeline compiled in ~8 s, 3 epochs at
+  6,000-13,000 images/s (400-800 per core; CPU-2 spent 2.4 ms of CPU per image, normalising
+  on the CPU) ~3 s: ~20 s. Fed cohorts, 8,192 images per epoch: 2 x max(0.8 s, K x 0.4 s) +
+  builds: ~15 s.
 - paper-224 variants at K = 8: 8 x (0.3 + 2 x 0.3 s) + capture ~1 s: ~8 s each, ~25 s.
-- demo-32: 6 x 1 M = 6 MFLOP per image-step, nothing for the GPU: launch-bound at ~2 ms per
-  step of 128 (~250 kernels), ~60,000 images/s per member, an epoch of 20,000 images ~0.3 s;
-  16 solos ~15 s, K rows ~20 s, 3 variants ~18 s. Section ~55 s.
+- demo-32: 6 x 1 M = 6 MFLOP per image-step, nothing for the GPU: ~100 forward ops and ~250
+  backward kernels, launch-bound at ~2 ms per step of 128, ~60,000 images/s per member, an
+  epoch of 20,000 images ~0.3 s; 16 solos ~15 s, K rows ~20 s, 3 variants ~18 s. Section ~55 s.
 - FFCV with 8 workers and bare FFCV: ~10 s each. One-model rows and checks: ~25 s.
-- Compiled: a paper-224 member ~60-90 s (inductor: forward and backward of ~16 blocks, then
-  the evaluation graph), a demo-32 member ~30 s: K = 1 of both may fit, K = 4 not.
+- Compiled (guesses: inductor compiles forward and backward, then the evaluation graph, per
+  member): a paper-224 member ~90 s, a demo-32 member ~40 s; K = 1 of both may fit, K = 4 not.
 Sum before the compiled rows ~230 s, after ~20 s of start-up: --budget-s 300 by default, and
 benchmarks/gpu.sh stops the run (SIGINT, the report is still written) 45 s past it.
 
@@ -188,7 +192,7 @@ def arch_set(run: Run, kind: str) -> gpu_cohort.ArchSet:
     )
     test = [(x.clone(), y.clone()) for x, y in list(loader.epoch(1, 0))[:1]]
     # First-principles guesses (module docstring), replaced by measurements row by row.
-    guess = (0.4, 1.5, 75.0) if paper else (0.3, 0.5, 30.0)
+    guess = (0.4, 1.5, 90.0) if paper else (0.3, 0.5, 40.0)
     run.sets[kind] = gpu_cohort.ArchSet(kind, archs, res, classes, loader, test, *guess)
     return run.sets[kind]
 
