@@ -178,6 +178,7 @@ def run_cohort(
         "variant": variant,
         "compile": compiled,
         "loader": type(clock.loader).__name__,
+        "resolution": s.resolution,
         "archs": [a.name for a in archs],
         "images_per_epoch": images,
         "epoch_s": clock.seconds,

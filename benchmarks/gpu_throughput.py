@@ -63,7 +63,8 @@ def model_rows(results: dict[str, Any], device: str) -> list[str]:
     best = max(cohorts, key=lambda r: r["sum_images_per_s"])
     by = (
         f"benchmarks/gpu.py on {env['device']}: eager cohort of K = {best['k']} (paper preset "
-        f"architectures 0-{best['k'] - 1}), {best['images_per_epoch']:,} images at 224 px per "
+        f"architectures 0-{best['k'] - 1}), {best['images_per_epoch']:,} images at "
+        f"{best.get('resolution', 224)} px per "
         f"epoch, bf16, channels_last, batch {results['args']['batch_size']}, "
         f"MFU {best['mfu_matmul']:.1%} of the measured matmul"
     )
