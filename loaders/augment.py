@@ -106,7 +106,7 @@ def random_resized_crop_flip(images: torch.Tensor, size: int, gen: torch.Generat
     """Float N,C,H,W -> N,C,size,size: torchvision-style random-resized crop and flip."""
     n, _, height, width = images.shape
     boxes = rrc_boxes(n, height, width, gen)
-    flip = (torch.rand(n, generator=gen) < 0.5).to(images.device)
+    flip = torch.rand(n, generator=gen) < 0.5  # on the generator's device, like the boxes
     return crop_resize(images, boxes, size, flip)
 
 

@@ -58,3 +58,13 @@ def test_the_same_seed_and_epoch_give_the_same_generator():
 def test_auto_augment_is_rrc_above_64_px_else_pad_crop():
     assert aug.resolve_augment("auto", 224) == "rrc"
     assert aug.resolve_augment("auto", 32) == "pad_crop"
+
+
+def test_rrc_runs_on_images_on_another_device_than_its_generator():
+    # The generator (and so the boxes and flips) lives on the CPU while a study's images
+    # live on the GPU; the meta device stands in for it here and fails the same way when
+    # one of the tensors combined is moved and the other is not.
+    gen = torch.Generator().manual_seed(0)
+    images = torch.empty(4, 3, 40, 40, device="meta")
+    out = aug.random_resized_crop_flip(images, 32, gen)
+    assert out.shape == (4, 3, 32, 32) and out.device.type == "meta"
