@@ -151,8 +151,8 @@ def write_size(study: Path, architectures: int) -> None:
 
 def study_tasks(study: Path) -> dict[str, tuple[str, set[tuple[str, int, int]]]]:
     """Every task of every launch record: task id -> (job name, its cells)."""
-    from hpc.spec import load_study
-    from hpc.status import read_records
+    from hpc.scheduling.status import read_records
+    from hpc.study.spec import load_study
 
     out = {}
     for record in read_records(load_study(study)):
@@ -167,8 +167,8 @@ def study_tasks(study: Path) -> dict[str, tuple[str, set[tuple[str, int, int]]]]
 
 def active(study: Path) -> dict[str, str]:
     """This study's tasks in the queue: id -> state (others' jobs are left alone)."""
-    from hpc.spec import load_study
-    from hpc.status import job_prefix
+    from hpc.scheduling.status import job_prefix
+    from hpc.study.spec import load_study
 
     prefix = job_prefix(load_study(study))
     rows = slurm("squeue", "-h", "-r", "-o", "%i|%T|%j").stdout.split()

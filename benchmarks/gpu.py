@@ -6,7 +6,7 @@ loss falls): 50,000 at 32 px for an AnyNetX network of the study's population, 8
 1. the environment: torch, CUDA, device, compute capability, bf16 support;
 2. images/s of the in-memory training loader (crop/flip and normalisation on the device)
    against plain indexing of the same uint8 tensor (random order, to float, normalised);
-3. images/s of `hpc.train.train_cell` against a hand-written loop (same model, batches,
+3. images/s of `hpc.worker.train.train_cell` against a hand-written loop (same model, batches,
    SGD with momentum, bf16 autocast where the recipe asks for it), for fp32/bf16,
    channels_last on/off and torch.compile off/on: steady state is the last epoch, and the
    first epoch's extra seconds (compilation, mostly) are reported apart;
@@ -56,8 +56,8 @@ from anynet.arch import Architecture  # noqa: E402
 from anynet.complexity import complexity  # noqa: E402
 from anynet.model import build_model  # noqa: E402
 from benchmarks import gpu_ffcv  # noqa: E402
-from hpc.recipe import Recipe  # noqa: E402
-from hpc.train import train_cell  # noqa: E402
+from hpc.study.recipe import Recipe  # noqa: E402
+from hpc.worker.train import train_cell  # noqa: E402
 from loaders.memory import MemoryTrainLoader  # noqa: E402
 
 # An AnyNetX_A network of the study's population (379 MF at 224 px, 1,000 classes).

@@ -17,7 +17,7 @@ DEFAULT_DIR = "anysweep-demo"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from hpc.cli_study import add_poll
+    from hpc.cli.study import add_poll
 
     parser.add_argument(
         "study_dir",
@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hpc.cli_study import init_study, run_study
+    from hpc.cli.study import init_study, run_study
 
     if args.jobs is not None and args.jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {args.jobs}")

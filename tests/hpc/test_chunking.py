@@ -10,7 +10,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hpc.plan import CHUNK_OVERHEAD_S, Chunk, chunk_cells
+from hpc.scheduling.plan import CHUNK_OVERHEAD_S, Chunk, chunk_cells
 
 
 def reference_chunk_cells(

@@ -12,9 +12,9 @@ import pytest
 
 from analysis.schema import CellResult, cell_path, read_results, write_cell
 from anynet.complexity import complexity
-from hpc.collect import clean, collect
-from hpc.spec import load_study
-from hpc.study import prepare_datasets, sample_architectures
+from hpc.study.collect import clean, collect
+from hpc.study.population import prepare_datasets, sample_architectures
+from hpc.study.spec import load_study
 
 STUDY = """\
 [study]

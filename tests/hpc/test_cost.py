@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hpc.cost import Cell, best_cohort, cohort_cost, cohorts_of, load_table, parse_table
+from hpc.scheduling.cost import Cell, best_cohort, cohort_cost, cohorts_of, load_table, parse_table
 
 TABLE = parse_table(
     {

@@ -13,11 +13,17 @@ import numpy as np
 import pytest
 
 from analysis.schema import CellResult, cell_path, write_cell
-from hpc.cli_study import PRESETS_DIR
-from hpc.plan import CHUNK_OVERHEAD_S, chunk_cells, dataset_costs, dataset_sizes, make_plan
-from hpc.results import Cell, scan_results
-from hpc.spec import load_study, parse_study
-from hpc.study import sample_architectures
+from hpc.cli.study import PRESETS_DIR
+from hpc.scheduling.plan import (
+    CHUNK_OVERHEAD_S,
+    chunk_cells,
+    dataset_costs,
+    dataset_sizes,
+    make_plan,
+)
+from hpc.study.population import sample_architectures
+from hpc.study.results import Cell, scan_results
+from hpc.study.spec import load_study, parse_study
 
 STUDY = """\
 [study]

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from hpc.recipe import AUGMENTS, Recipe
+from hpc.study.recipe import AUGMENTS, Recipe
 
 
 def test_defaults_are_the_regnet_population_protocol() -> None:

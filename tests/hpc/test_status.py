@@ -12,11 +12,9 @@ import numpy as np
 import pytest
 
 from analysis.schema import CellResult, cell_path, write_cell
-from hpc import status as status_module
-from hpc.launch import write_record
-from hpc.results import Cell
-from hpc.spec import load_study
-from hpc.status import (
+from hpc.scheduling import status as status_module
+from hpc.scheduling.launch import write_record
+from hpc.scheduling.status import (
     active_cells,
     cell_logs,
     cell_states,
@@ -26,7 +24,9 @@ from hpc.status import (
     study_status,
     tasks,
 )
-from hpc.study import sample_architectures
+from hpc.study.population import sample_architectures
+from hpc.study.results import Cell
+from hpc.study.spec import load_study
 
 STUDY = """\
 [study]

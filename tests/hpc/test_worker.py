@@ -11,13 +11,13 @@ import socket
 import pytest
 import torch
 
-import hpc.worker as worker
+import hpc.worker.chunk as worker
 from analysis.schema import read_cell
 from anynet.arch import Architecture
 from anynet.complexity import complexity
-from hpc.recipe import Recipe
-from hpc.train import CellInterrupted
+from hpc.study.recipe import Recipe
 from hpc.worker import cell_paths, main, read_manifest, run_chunk, write_manifest
+from hpc.worker.train import CellInterrupted
 from loaders.prepare import prepare
 from loaders.registry import get_dataset
 
@@ -202,7 +202,7 @@ def test_stopped_chunk_keeps_the_checkpoint_and_resumes_to_the_same_numbers(
 def test_a_signal_inside_torch_save_stops_the_cell_and_keeps_its_attempt(study, monkeypatch):
     # Ctrl-C (or a scheduler's SIGINT) landing inside torch.save makes torch's zip writer
     # raise RuntimeError on top of the KeyboardInterrupt: still a stop, not a failure.
-    import hpc.train
+    import hpc.worker.train
 
     class Interrupting(io.BytesIO):
         def write(self, data):
@@ -214,7 +214,7 @@ def test_a_signal_inside_torch_save_stops_the_cell_and_keeps_its_attempt(study, 
         torch.save(payload, Interrupting())
 
     manifest = _manifest(study, [(0, 0, SMALL)])
-    monkeypatch.setattr(hpc.train, "save_checkpoint", interrupted_save)
+    monkeypatch.setattr(hpc.worker.train, "save_checkpoint", interrupted_save)
     with pytest.raises(KeyboardInterrupt):
         run_chunk(manifest)
     paths = cell_paths(study, "digits", 0, 0)
@@ -230,13 +230,13 @@ def test_a_requeue_submitit_gives_up_on_leaves_the_cell_unfinished_not_failed(st
     # running step: the job ends, and the cell is for the next launch, with its attempts.
     from submitit.core.utils import UncompletedJobError
 
-    import hpc.train
+    import hpc.worker.train
 
     def gives_up(path, payload):
         raise UncompletedJobError("Job not requeued because: timed-out too many times.")
 
     manifest = _manifest(study, [(0, 0, SMALL), (1, 0, WIDER)])
-    monkeypatch.setattr(hpc.train, "save_checkpoint", gives_up)
+    monkeypatch.setattr(hpc.worker.train, "save_checkpoint", gives_up)
     with pytest.raises(UncompletedJobError):
         run_chunk(manifest)
     paths = cell_paths(study, "digits", 0, 0)

@@ -17,7 +17,7 @@ import submitit
 
 from analysis.schema import read_cell
 from anynet.arch import Architecture
-from hpc.recipe import Recipe
+from hpc.study.recipe import Recipe
 from hpc.worker import Chunk, cell_paths, run_chunk, write_manifest
 from loaders.prepare import prepare
 from loaders.registry import get_dataset

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from analysis.schema import read_results
-from hpc.collect import collect
-from hpc.sbatch import render
-from hpc.spec import load_study
-from hpc.status import study_status
-from hpc.study import prepare_datasets
+from hpc.scheduling.schedulers.sbatch import render
+from hpc.scheduling.status import study_status
+from hpc.study.collect import collect
+from hpc.study.population import prepare_datasets
+from hpc.study.spec import load_study
 
 pytestmark = pytest.mark.slurm
 

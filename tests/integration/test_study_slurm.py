@@ -11,12 +11,12 @@ import pytest
 
 from analysis.schema import read_results
 from hpc.cli import main
-from hpc.collect import collect
-from hpc.launch import launch
-from hpc.plan import max_array_size
-from hpc.spec import load_study
-from hpc.status import read_records, study_status, tasks
-from hpc.study import prepare_datasets
+from hpc.scheduling.launch import launch
+from hpc.scheduling.plan import max_array_size
+from hpc.scheduling.status import read_records, study_status, tasks
+from hpc.study.collect import collect
+from hpc.study.population import prepare_datasets
+from hpc.study.spec import load_study
 from loaders.prepare import open_prepared
 
 pytestmark = pytest.mark.slurm

@@ -15,16 +15,16 @@ from typing import Any
 import numpy as np
 
 from analysis.schema import CellResult, DatasetInfo, read_root_attr, write_results
-from hpc.plan import dataset_sizes
-from hpc.results import (
+from hpc.scheduling.plan import dataset_sizes
+from hpc.study.population import Population, load_population, study_lock
+from hpc.study.results import (
     ResultFile,
     UnreadableNowError,
     read_results,
     result_files,
     scan_results,
 )
-from hpc.spec import DatasetEntry, Study
-from hpc.study import Population, load_population, study_lock
+from hpc.study.spec import DatasetEntry, Study
 
 RESULTS_FILE = "results.h5"
 REFERENCE_RESOLUTION = 224  # the /architectures complexity columns are counted here
@@ -136,7 +136,7 @@ def _current_fingerprint(path: Path) -> str:
 
 def collect(study: Study, *, progress: bool = False) -> Collected:
     """Merge every readable result file of the study's cells into STUDY/results.h5."""
-    from hpc.provenance import now
+    from hpc.worker.provenance import now
 
     population = load_population(study)
     target = study.root / RESULTS_FILE
@@ -201,7 +201,7 @@ def _software() -> str:
 def clean(study: Study, *, betons: bool = False) -> tuple[list[Path], int]:
     """Delete checkpoints of finished cells and, with `betons`, the prepared files of
     datasets whose cells (and whose subsets' cells) all finished. Returns (files, bytes)."""
-    from hpc.results import is_finished, study_cells
+    from hpc.study.results import is_finished, study_cells
 
     results = scan_results(study)
     attempts = study.settings.max_attempts

@@ -13,7 +13,7 @@ from typing import Any
 
 from anynet.arch import Architecture
 from hpc.files import write_json_atomic
-from hpc.spec import DatasetEntry, Study
+from hpc.study.spec import DatasetEntry, Study
 
 ARCHITECTURES_FILE = "architectures.json"
 ARCHITECTURES_FORMAT = 1

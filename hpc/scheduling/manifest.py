@@ -14,7 +14,7 @@ from typing import Any
 
 from anynet.arch import Architecture
 from hpc.files import write_json_atomic
-from hpc.recipe import Recipe
+from hpc.study.recipe import Recipe
 
 MANIFEST_KEYS = (
     "study_dir",

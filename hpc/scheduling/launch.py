@@ -18,10 +18,8 @@ from typing import Any
 import submitit
 
 from hpc.files import write_json_atomic
-from hpc.plan import Array, Plan, make_plan, max_array_size
-from hpc.results import Cell, is_finished, scan_results
-from hpc.spec import ClusterSpec, Study
-from hpc.status import (
+from hpc.scheduling.plan import Array, Plan, make_plan, max_array_size
+from hpc.scheduling.status import (
     SchedulerError,
     active_cells,
     job_name,
@@ -30,13 +28,15 @@ from hpc.status import (
     read_records,
     squeue_states,
 )
-from hpc.study import (
+from hpc.study.population import (
     Population,
     dataset_arch,
     sample_architectures,
     study_lock,
     unprepared,
 )
+from hpc.study.results import Cell, is_finished, scan_results
+from hpc.study.spec import ClusterSpec, Study
 
 CLUSTERS = ("slurm", "local")
 # A local lane has no scheduler to stop it: give it a week.
@@ -130,7 +130,7 @@ def write_manifests(
 ) -> list[list[Path]]:
     """One manifest per chunk, at `path_of(array, chunk index)`; `threads` None gives each
     worker its task's CPUs. Returns the paths per array."""
-    from hpc.manifest import write_manifest
+    from hpc.scheduling.manifest import write_manifest
 
     paths = []
     for array in plan_arrays:
@@ -179,7 +179,7 @@ def record_arrays(study: Study, record_id: str, plan_arrays: Sequence[Array]) ->
 def write_record(
     study: Study, record_id: str, cluster: str, arrays: list[dict], **extra: Any
 ) -> None:
-    from hpc.provenance import now
+    from hpc.worker.provenance import now
 
     data = {
         "id": record_id,

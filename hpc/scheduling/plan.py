@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hpc.results import Cell, ResultSummary, is_finished, scan_results, study_cells
-from hpc.spec import ClusterSpec, DatasetEntry, Study
-from hpc.study import Population, dataset_arch
+from hpc.study.population import Population, dataset_arch
+from hpc.study.results import Cell, ResultSummary, is_finished, scan_results, study_cells
+from hpc.study.spec import ClusterSpec, DatasetEntry, Study
 
 CELL_OVERHEAD_S = 30.0  # building the model, the last evaluation, writing the result
 CHUNK_OVERHEAD_S = 120.0  # starting Python, building the loaders (FFCV compiles them)

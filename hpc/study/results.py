@@ -16,7 +16,7 @@ from pathlib import Path
 
 from analysis.schema import CellResult, CorruptResultError, read_cell
 from hpc.files import write_json_atomic
-from hpc.spec import Study
+from hpc.study.spec import Study
 
 RESULTS_INDEX = "jobs/results-index.json"
 PARALLEL_READS = 256  # from this many files on, read them in worker processes

@@ -1,7 +1,7 @@
 """Epoch-end checkpoints: written atomically, read back with only tensors and plain values.
 
 A checkpoint is a dict (model, optimizer, scheduler, RNG states, epoch, the curves so far);
-`hpc.train` decides its content, this module makes writing it crash-safe.
+`hpc.worker.train` decides its content, this module makes writing it crash-safe.
 """
 
 from __future__ import annotations

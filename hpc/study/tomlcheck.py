@@ -1,6 +1,6 @@
 """Typed tables from TOML: unknown keys, wrong types and bad values become one error that
 names the file, the line (found by a light scan; tomllib keeps none), the key and the valid
-choices. Used by hpc.spec for study.toml."""
+choices. Used by hpc.study.spec for study.toml."""
 
 from __future__ import annotations
 

@@ -19,12 +19,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpc.spec import STUDY_FILE, Study, load_study
+from hpc.study.spec import STUDY_FILE, Study, load_study
 
 if TYPE_CHECKING:
-    from hpc.launch import Launch
+    from hpc.scheduling.launch import Launch
 
-PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "study" / "presets"
 # How often `run` waits for cells that another launch had queued or running, then looks again.
 WAIT_ROUNDS = 3
 
@@ -40,7 +40,7 @@ def _scheduler_errors(
 
     @functools.wraps(handler)
     def wrapped(args: argparse.Namespace) -> int:
-        from hpc.status import SchedulerError
+        from hpc.scheduling.status import SchedulerError
 
         try:
             return handler(args)
@@ -103,7 +103,7 @@ def add_sample(parser: argparse.ArgumentParser) -> None:
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    from hpc.study import architectures_path, sample_architectures
+    from hpc.study.population import architectures_path, sample_architectures
 
     study = load_study(args.study_dir)
     population = sample_architectures(study, progress=True)
@@ -131,7 +131,7 @@ def prepare_on_slurm(study: Study, names: list[str] | None = None) -> list[str]:
     """Submit one Slurm job per dataset to prepare (subsets through their parents); job ids."""
     import submitit
 
-    from hpc.study import prepare_one
+    from hpc.study.population import prepare_one
 
     entries = [study.dataset(n) for n in names] if names else list(study.datasets)
     specs: dict[str, Any] = {}
@@ -158,7 +158,7 @@ def prepare_on_slurm(study: Study, names: list[str] | None = None) -> list[str]:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    from hpc.study import prepare_datasets
+    from hpc.study.population import prepare_datasets
 
     study = load_study(args.study_dir)
     if args.cluster == "slurm":
@@ -204,8 +204,8 @@ def add_launch(parser: argparse.ArgumentParser) -> None:
 
 @_scheduler_errors
 def run_launch(args: argparse.Namespace) -> int:
-    from hpc.launch import launch
-    from hpc.plan import format_plan
+    from hpc.scheduling.launch import launch
+    from hpc.scheduling.plan import format_plan
 
     study = load_study(args.study_dir)
     launched = launch(
@@ -239,8 +239,8 @@ def add_sbatch(parser: argparse.ArgumentParser) -> None:
 
 @_scheduler_errors
 def run_sbatch(args: argparse.Namespace) -> int:
-    from hpc.plan import format_plan
-    from hpc.sbatch import render
+    from hpc.scheduling.plan import format_plan
+    from hpc.scheduling.schedulers.sbatch import render
 
     study = load_study(args.study_dir)
     rendered = render(study)
@@ -264,7 +264,7 @@ def add_status(parser: argparse.ArgumentParser) -> None:
 
 @_scheduler_errors
 def run_status(args: argparse.Namespace) -> int:
-    from hpc.status import format_status, study_status
+    from hpc.scheduling.status import format_status, study_status
 
     status = study_status(load_study(args.study_dir))
     _print(json.dumps(status.to_dict(), indent=1) if args.json else format_status(status))
@@ -276,7 +276,7 @@ def add_collect(parser: argparse.ArgumentParser) -> None:
 
 
 def run_collect(args: argparse.Namespace) -> int:
-    from hpc.collect import collect
+    from hpc.study.collect import collect
 
     collected = collect(load_study(args.study_dir), progress=True)
     for line in collected.skipped:
@@ -353,9 +353,9 @@ def run_study(
     launched again while they have attempts left. Returns 0 when every cell finished as
     done or diverged, 1 when some failed.
     """
-    from hpc.collect import collect
-    from hpc.launch import cancel_lanes, launch
-    from hpc.study import prepare_datasets, sample_architectures
+    from hpc.scheduling.launch import cancel_lanes, launch
+    from hpc.study.collect import collect
+    from hpc.study.population import prepare_datasets, sample_architectures
 
     study = load_study(study_dir)
     poll_s = poll_s if poll_s is not None else (1.0 if cluster == "local" else 15.0)
@@ -428,9 +428,9 @@ def _wait(
     `check` is called at every look (it raises to stop the waiting)."""
     from tqdm import tqdm  # type: ignore[import-untyped]
 
-    from hpc.launch import lanes_running
-    from hpc.results import is_finished, scan_results, study_cells
-    from hpc.status import tasks
+    from hpc.scheduling.launch import lanes_running
+    from hpc.scheduling.status import tasks
+    from hpc.study.results import is_finished, scan_results, study_cells
 
     cells = study_cells(study)
     attempts = study.settings.max_attempts
@@ -474,7 +474,7 @@ def _analyze(root: Path) -> None:
 
 
 def _outcome(study: Study) -> int:
-    from hpc.results import scan_results, study_cells
+    from hpc.study.results import scan_results, study_cells
 
     results = scan_results(study)
     bad = [
@@ -502,7 +502,7 @@ def add_cancel(parser: argparse.ArgumentParser) -> None:
 
 @_scheduler_errors
 def run_cancel(args: argparse.Namespace) -> int:
-    from hpc.launch import cancel
+    from hpc.scheduling.launch import cancel
 
     cancelled = cancel(load_study(args.study_dir))
     _print(f"cancelled {', '.join(cancelled)}" if cancelled else "nothing queued or running")
@@ -519,7 +519,7 @@ def add_clean(parser: argparse.ArgumentParser) -> None:
 
 
 def run_clean(args: argparse.Namespace) -> int:
-    from hpc.collect import clean
+    from hpc.study.collect import clean
 
     removed, freed = clean(load_study(args.study_dir), betons=args.betons)
     _print(f"removed {len(removed)} file(s), {freed / 2**20:,.1f} MiB")
@@ -536,7 +536,7 @@ def add_logs(parser: argparse.ArgumentParser) -> None:
 
 @_scheduler_errors
 def run_logs(args: argparse.Namespace) -> int:
-    from hpc.status import cell_logs
+    from hpc.scheduling.status import cell_logs
 
     cell_log, task_log = cell_logs(load_study(args.study_dir), args.cell)
     if cell_log is not None:

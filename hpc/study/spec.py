@@ -12,8 +12,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from hpc.recipe import Recipe
-from hpc.tomlcheck import StudyError, Where, check_keys, fill, first_key, frozen, table_at
+from hpc.study.recipe import Recipe
+from hpc.study.tomlcheck import StudyError, Where, check_keys, fill, first_key, frozen, table_at
 
 STUDY_FILE = "study.toml"
 SECTIONS = ("study", "design", "recipe", "cluster", "datasets")

@@ -25,16 +25,16 @@ from torch import nn
 from analysis.schema import CURVES
 from anynet.arch import Architecture
 from anynet.model import build_model
-from hpc.checkpoint import (
+from hpc.study.recipe import Recipe
+from hpc.worker.checkpoint import (
     CorruptCheckpointError,
     load_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
-from hpc.cohort import Batch, train_cohort
-from hpc.cohort import CellInterrupted as CellInterrupted  # its callers import it from here
-from hpc.recipe import Recipe
+from hpc.worker.cohort import Batch, train_cohort
+from hpc.worker.cohort import CellInterrupted as CellInterrupted  # its callers import it from here
 from loaders.pipelines import TrainLoader
 
 # torch._dynamo above: torch.optim imports it when a process makes its first optimizer (2-8 s
@@ -209,7 +209,7 @@ def train_cell(
 def validate(train_loader: object, recipe: object, num_classes: int) -> None:
     """Reject bad input with a one-line error before anything is built."""
     if not isinstance(recipe, Recipe):
-        raise TypeError(f"recipe must be a hpc.recipe.Recipe, got {type(recipe).__name__}")
+        raise TypeError(f"recipe must be a hpc.study.recipe.Recipe, got {type(recipe).__name__}")
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
     if not isinstance(train_loader, Sized) or len(train_loader) < 1:
@@ -218,7 +218,7 @@ def validate(train_loader: object, recipe: object, num_classes: int) -> None:
 
 class CellRun:
     """One cell's training state: seeded, built, restored and compiled on creation, then
-    stepped batch by batch by `hpc.cohort.train_cohort`, evaluated and checkpointed at
+    stepped batch by batch by `hpc.worker.cohort.train_cohort`, evaluated and checkpointed at
     every epoch end. `outcome()` is its result; an error it raised is kept in `error`."""
 
     def __init__(

@@ -9,21 +9,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from hpc.launch import (
+from hpc.scheduling.launch import (
     array_layout,
     next_record_id,
     record_arrays,
     write_manifests,
     write_record,
 )
-from hpc.plan import Array, Plan, make_plan, max_array_size
-from hpc.spec import Study
-from hpc.status import active_cells, job_name
-from hpc.study import sample_architectures, study_lock, unprepared
+from hpc.scheduling.plan import Array, Plan, make_plan, max_array_size
+from hpc.scheduling.status import active_cells, job_name
+from hpc.study.population import sample_architectures, study_lock, unprepared
+from hpc.study.spec import Study
 
 # In a checkout (and an editable install) the templates sit beside the packages; a regular
 # install puts them under <prefix>/share/anysweep (pyproject's data-files).
-_CHECKOUT = Path(__file__).resolve().parent.parent / "sbatch_templates"
+_CHECKOUT = Path(__file__).resolve().parents[3] / "sbatch_templates"
 TEMPLATES = (
     _CHECKOUT
     if _CHECKOUT.is_dir()

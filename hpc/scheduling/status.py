@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hpc.results import Cell, ResultSummary, is_finished, scan_results, study_cells
-from hpc.spec import Study
+from hpc.study.results import Cell, ResultSummary, is_finished, scan_results, study_cells
+from hpc.study.spec import Study
 
 STATES = ("done", "running", "queued", "failed", "diverged", "missing")
 RECORD_FILE = "record.json"
@@ -248,8 +248,8 @@ class StudyStatus:
 
 def study_status(study: Study) -> StudyStatus:
     """The matrix of cells by dataset and state, GPU-hours, and what failed."""
-    from hpc.plan import remaining_gpu_hours
-    from hpc.study import read_population, sample_architectures
+    from hpc.scheduling.plan import remaining_gpu_hours
+    from hpc.study.population import read_population, sample_architectures
 
     results = scan_results(study)
     task_list = tasks(study)

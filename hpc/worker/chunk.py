@@ -32,10 +32,10 @@ from analysis.schema import (
     read_cell,
     write_cell,
 )
-from hpc import provenance
-from hpc.cohort import train_cohort
-from hpc.manifest import CellSpec, Manifest, read_manifest, write_manifest
-from hpc.train import CellInterrupted, CellRun, TrainOutcome, cell_seed, train_cell
+from hpc.scheduling.manifest import CellSpec, Manifest, read_manifest, write_manifest
+from hpc.worker import provenance
+from hpc.worker.cohort import train_cohort
+from hpc.worker.train import CellInterrupted, CellRun, TrainOutcome, cell_seed, train_cell
 
 __all__ = [
     "CellPaths",
@@ -656,7 +656,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         file=sys.stderr,
     )
     return EXIT_SOME_FAILED if counts["failed"] else EXIT_DONE
-
-
-if __name__ == "__main__":
-    sys.exit(main())
