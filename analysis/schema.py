@@ -207,11 +207,6 @@ class Results:
     scores: dict[str, ScoreTable] = field(default_factory=dict)  # datasets that have them
 
 
-def cell_path(results_dir: Path, dataset: str, arch_id: int, seed: int) -> Path:
-    """Where a cell's result file lives in a study folder's results/ directory."""
-    return Path(results_dir) / dataset / f"{arch_id}-s{seed}.h5"
-
-
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

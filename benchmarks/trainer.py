@@ -33,8 +33,9 @@ from torch import nn  # noqa: E402
 
 from anynet.arch import Architecture  # noqa: E402
 from anynet.model import build_model  # noqa: E402
+from hpc.scheduling.manifest import write_manifest  # noqa: E402
 from hpc.study.recipe import Recipe  # noqa: E402
-from hpc.worker import run_chunk, write_manifest  # noqa: E402
+from hpc.worker import run_chunk  # noqa: E402
 from hpc.worker.train import train_cell  # noqa: E402
 from loaders.pipelines import build_loaders  # noqa: E402
 from loaders.prepare import prepare  # noqa: E402

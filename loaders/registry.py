@@ -22,6 +22,9 @@ SOURCES = (
 )
 BACKENDS = ("auto", "ffcv", "memory")
 ENCODINGS = ("raw", "jpg")
+# Training augmentations (loaders.augment applies them); named here, without torch, so that a
+# recipe is checked before any data is touched.
+AUGMENTS = ("auto", "rrc", "pad_crop", "flip", "none")
 
 # What each source reads, in the words used by errors and by `describe()`.
 LAYOUTS: dict[str, str] = {
@@ -57,9 +60,6 @@ LAYOUTS: dict[str, str] = {
     "elpv": "the PyPI package elpv-dataset (elpv_dataset/data/images/*.png and labels.csv)",
     "digits": "scikit-learn's bundled digits (sklearn.datasets.load_digits)",
 }
-# Sources that need `path` (checked when the files are read, so a study can be planned
-# before the data is on disk); the others find their files in installed packages.
-PATH_SOURCES = ("imagenet", "folder", "cifar10", "cifar100", "idx")
 # Decisions taken where a dataset has no split of its own.
 SPLIT_TEXT = "a seeded stratified split: test_fraction of each class to test (split_seed)"
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.\-]*")
@@ -461,10 +461,19 @@ def dataset_info(name: str) -> DatasetInfo:
 SUBSET_KEYS = ("parent", "k", "subset_seed", "classes")
 
 
+def subset_options(name: str) -> dict[str, Any] | None:
+    """The subset a derived dataset's name spells (`<parent>_k<k>[_s<seed>]`) as its parent, k
+    and subset_seed options, else None."""
+    match = SUBSET_RE.fullmatch(name)
+    if match is None:
+        return None
+    return {"parent": match["parent"], "k": int(match["k"]), "subset_seed": int(match["seed"] or 0)}
+
+
 def parent_of(name: str) -> str | None:
     """The parent a derived dataset's name reads from (`<parent>_k<k>[_s<seed>]`), else None."""
-    match = SUBSET_RE.fullmatch(name)
-    return match["parent"] if match else None
+    options = subset_options(name)
+    return options["parent"] if options else None
 
 
 def get_dataset(name: str, **overrides: Any) -> DatasetSpec:
@@ -477,14 +486,14 @@ def get_dataset(name: str, **overrides: Any) -> DatasetSpec:
         if isinstance(overrides.get(key), list):
             overrides[key] = tuple(overrides[key])
     subset = {k: overrides.pop(k) for k in SUBSET_KEYS if k in overrides}
-    match = SUBSET_RE.fullmatch(name)
-    if "parent" not in subset and match and match["parent"] in REGISTRY and name not in REGISTRY:
-        subset = {
-            "parent": match["parent"],
-            "k": int(match["k"]),
-            "subset_seed": int(match["seed"] or 0),
-            **subset,
-        }
+    derived = subset_options(name)
+    if (
+        "parent" not in subset
+        and derived
+        and derived["parent"] in REGISTRY
+        and name not in REGISTRY
+    ):
+        subset = {**derived, **subset}
     if subset.get("parent") is not None:
         parent = get_dataset(subset["parent"], **overrides)
         if parent.is_subset:

@@ -41,7 +41,7 @@ VERBS: dict[str, tuple[str, str, str, str]] = {
         "sample, prepare, launch, wait, collect, analyze",
     ),
     "demo": (
-        "hpc.demo",
+        "hpc.cli.demo",
         "add_arguments",
         "run",
         "the study in miniature on real data, on this machine",

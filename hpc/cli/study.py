@@ -10,27 +10,13 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import shutil
-import signal
 import sys
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from hpc.study.spec import STUDY_FILE, Study, load_study
-
-if TYPE_CHECKING:
-    from hpc.scheduling.launch import Launch
-
-PRESETS_DIR = Path(__file__).resolve().parent.parent / "study" / "presets"
-# How often `run` waits for cells that another launch had queued or running, then looks again.
-WAIT_ROUNDS = 3
-
-
-def preset_names() -> list[str]:
-    return sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
+from hpc.cli.options import add_poll, add_study_dir
+from hpc.study.presets import init_study, preset_names
+from hpc.study.spec import load_study
 
 
 def _scheduler_errors(
@@ -40,7 +26,7 @@ def _scheduler_errors(
 
     @functools.wraps(handler)
     def wrapped(args: argparse.Namespace) -> int:
-        from hpc.scheduling.status import SchedulerError
+        from hpc.scheduling.schedulers import SchedulerError
 
         try:
             return handler(args)
@@ -50,12 +36,6 @@ def _scheduler_errors(
             return 1
 
     return wrapped
-
-
-def _study_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "study_dir", type=Path, metavar="DIR", help="the study folder (holds study.toml)"
-    )
 
 
 def _print(message: str = "") -> None:
@@ -73,19 +53,6 @@ def add_init(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="overwrite an existing study.toml")
 
 
-def init_study(study_dir: Path, preset: str = "demo", force: bool = False) -> Path:
-    """Write DIR/study.toml from a preset; returns its path."""
-    source = PRESETS_DIR / f"{preset}.toml"
-    if not source.is_file():
-        raise ValueError(f"unknown preset {preset!r}; presets: {', '.join(preset_names())}")
-    target = Path(study_dir) / STUDY_FILE
-    if target.exists() and not force:
-        raise FileExistsError(f"{target} exists; pass --force to overwrite it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target)
-    return target
-
-
 def run_init(args: argparse.Namespace) -> int:
     target = init_study(args.study_dir, args.preset, args.force)
     load_study(args.study_dir)  # a preset that does not validate is a bug; say so now
@@ -99,23 +66,23 @@ def run_init(args: argparse.Namespace) -> int:
 
 
 def add_sample(parser: argparse.ArgumentParser) -> None:
-    _study_dir(parser)
+    add_study_dir(parser)
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    from hpc.study.population import architectures_path, sample_architectures
+    from hpc.study.population import sample_architectures
 
     study = load_study(args.study_dir)
     population = sample_architectures(study, progress=True)
     _print(
-        f"{len(population)} architectures in {architectures_path(study)} "
+        f"{len(population)} architectures in {study.layout.architectures} "
         f"(the study uses ids 0..{study.settings.architectures - 1})"
     )
     return 0
 
 
 def add_prepare(parser: argparse.ArgumentParser) -> None:
-    _study_dir(parser)
+    add_study_dir(parser)
     parser.add_argument(
         "--dataset", action="append", metavar="NAME", help="only this dataset (repeatable)"
     )
@@ -127,45 +94,17 @@ def add_prepare(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def prepare_on_slurm(study: Study, names: list[str] | None = None) -> list[str]:
-    """Submit one Slurm job per dataset to prepare (subsets through their parents); job ids."""
-    import submitit
-
-    from hpc.study.population import prepare_one
-
-    entries = [study.dataset(n) for n in names] if names else list(study.datasets)
-    specs: dict[str, Any] = {}
-    for entry in entries:
-        spec = entry.spec.parent_spec() if entry.spec.is_subset else entry.spec
-        specs.setdefault(spec.name, (spec, entry.cluster))
-    ids = []
-    for spec, cluster in specs.values():
-        executor = submitit.AutoExecutor(folder=study.root / "jobs" / "prepare", cluster="slurm")
-        params = {
-            "name": f"anysweep-prepare-{spec.name}",
-            "timeout_min": cluster.time_min,
-            "cpus_per_task": cluster.cpus,
-            "mem_gb": cluster.mem_gb,
-        }
-        for key in ("partition", "account", "qos", "constraint"):
-            if getattr(cluster, key):
-                params[f"slurm_{key}"] = getattr(cluster, key)
-        if cluster.setup:
-            params["slurm_setup"] = list(cluster.setup)
-        executor.update_parameters(**params)
-        ids.append(executor.submit(prepare_one, spec.to_dict(), str(study.data_dir)).job_id)
-    return ids
-
-
 def run_prepare(args: argparse.Namespace) -> int:
-    from hpc.study.population import prepare_datasets
+    from hpc.study.datasets import prepare_datasets
 
     study = load_study(args.study_dir)
     if args.cluster == "slurm":
-        ids = prepare_on_slurm(study, args.dataset)
+        from hpc.scheduling.schedulers.slurm import submit_prepare
+
+        ids = submit_prepare(study, args.dataset)
         _print(
             f"submitted {len(ids)} prepare job(s): {', '.join(ids)}; "
-            f"logs in {study.root / 'jobs' / 'prepare'}"
+            f"logs in {study.layout.prepare_jobs}"
         )
         return 0
     prepared = prepare_datasets(study, args.dataset, progress=True)
@@ -181,7 +120,7 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 
 def add_launch(parser: argparse.ArgumentParser) -> None:
-    _study_dir(parser)
+    add_study_dir(parser)
     parser.add_argument(
         "--cluster",
         choices=("slurm", "local"),
@@ -204,6 +143,7 @@ def add_launch(parser: argparse.ArgumentParser) -> None:
 
 @_scheduler_errors
 def run_launch(args: argparse.Namespace) -> int:
+    from hpc.scheduling import schedulers
     from hpc.scheduling.launch import launch
     from hpc.scheduling.plan import format_plan
 
@@ -221,20 +161,17 @@ def run_launch(args: argparse.Namespace) -> int:
     elif not launched.record:
         _print("nothing to submit: every cell is finished, queued or running")
     else:
-        what = (
-            f"started {len(launched.job_ids)} local workers (pids"
-            if args.cluster == "local"
-            else f"submitted {len(launched.job_ids)} array jobs (ids"
-        )
+        ids = launched.job_ids
+        what = schedulers.get(args.cluster).summary.format(n=len(ids), ids=", ".join(ids))
         _print(
-            f"{what} {', '.join(launched.job_ids)}); recorded in "
-            f"{study.root / 'jobs' / launched.record}; follow with `anysweep status {study.root}`"
+            f"{what}; recorded in {study.layout.record_dir(launched.record)}; "
+            f"follow with `anysweep status {study.root}`"
         )
     return 0
 
 
 def add_sbatch(parser: argparse.ArgumentParser) -> None:
-    _study_dir(parser)
+    add_study_dir(parser)
 
 
 @_scheduler_errors
@@ -258,7 +195,7 @@ def run_sbatch(args: argparse.Namespace) -> int:
 
 
 def add_status(parser: argparse.ArgumentParser) -> None:
-    _study_dir(parser)
+    add_study_dir(parser)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -272,7 +209,7 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def add_collect(parser: argparse.ArgumentParser) -> None:
-    _study_dir(parser)
+    add_study_dir(parser)
 
 
 def run_collect(args: argparse.Namespace) -> int:
@@ -293,7 +230,7 @@ def run_collect(args: argparse.Namespace) -> int:
 
 
 def add_run(parser: argparse.ArgumentParser) -> None:
-    _study_dir(parser)
+    add_study_dir(parser)
     parser.add_argument(
         "--cluster",
         choices=("local", "slurm"),
@@ -307,29 +244,10 @@ def add_run(parser: argparse.ArgumentParser) -> None:
     add_poll(parser)
 
 
-def add_poll(parser: argparse.ArgumentParser) -> None:
-    """--poll, for the verbs that wait on their jobs (run, demo)."""
-    parser.add_argument(
-        "--poll",
-        type=_seconds,
-        default=None,
-        metavar="SECONDS",
-        help="seconds between two looks at the jobs (default: 1 local, 15 slurm)",
-    )
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
-    return value
-
-
 @_scheduler_errors
 def run_run(args: argparse.Namespace) -> int:
+    from hpc.scheduling.run import run_study
+
     return run_study(
         args.study_dir,
         cluster=args.cluster,
@@ -339,165 +257,11 @@ def run_run(args: argparse.Namespace) -> int:
     )
 
 
-def run_study(
-    study_dir: Path | str,
-    cluster: str = "local",
-    jobs: int | None = None,
-    progress: bool = True,
-    analyze: bool = True,
-    poll_s: float | None = None,
-) -> int:
-    """sample, prepare, launch, wait (with a progress bar), collect, analyze: the whole study.
-
-    Interrupted (Ctrl-C) and run again, it continues where it stopped. Failed cells are
-    launched again while they have attempts left. Returns 0 when every cell finished as
-    done or diverged, 1 when some failed.
-    """
-    from hpc.scheduling.launch import cancel_lanes, launch
-    from hpc.study.collect import collect
-    from hpc.study.population import prepare_datasets, sample_architectures
-
-    study = load_study(study_dir)
-    poll_s = poll_s if poll_s is not None else (1.0 if cluster == "local" else 15.0)
-    sample_architectures(study, progress=progress)
-    prepare_datasets(study, progress=progress)
-    rounds = waits = 0  # launches that submitted cells; looks at cells run elsewhere
-    with _CtrlC() as ctrl_c:
-        while rounds <= study.settings.max_attempts and waits <= WAIT_ROUNDS:
-            since = time.time()
-            launched = launch(study, cluster=cluster, jobs=jobs)
-            try:
-                _wait(study, launched, since, poll_s, progress, ctrl_c.check)
-            except BaseException:
-                # Ctrl-C or an error: the local workers end with the command that started
-                # them (their cells resume next time); Slurm jobs run on.
-                cancel_lanes(launched)
-                raise
-            if launched.record:
-                rounds += 1
-            elif launched.plan.active:
-                waits += 1  # cells queued or running elsewhere ended: launch what they left
-            else:
-                break
-    collected = collect(study, progress=progress)
-    for line in collected.skipped:
-        print(f"skipped {line}", file=sys.stderr)
-    _print(f"results: {collected.path} ({collected.cells} cells)")
-    if analyze:
-        _analyze(study.root)
-    return _outcome(study)
-
-
-class _CtrlC:
-    """Remembers Ctrl-C, so that one swallowed by library code (h5py's weak-reference
-    callbacks print "Exception ignored" and go on) is raised at the next `check`."""
-
-    def __init__(self) -> None:
-        self.hit = False
-        self._previous: Any = None
-
-    def __enter__(self) -> _CtrlC:
-        in_main = threading.current_thread() is threading.main_thread()
-        if in_main and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.hit = True
-        raise KeyboardInterrupt
-
-    def check(self) -> None:
-        if self.hit:
-            raise KeyboardInterrupt
-
-
-def _wait(
-    study: Study,
-    launched: Launch,
-    since: float,
-    poll_s: float,
-    progress: bool,
-    check: Callable[[], None] = lambda: None,
-) -> None:
-    """Until no task of the study is queued or running, or every cell this launch submitted
-    has a new result (its workers may still be exiting); the bar counts finished cells.
-    `check` is called at every look (it raises to stop the waiting)."""
-    from tqdm import tqdm  # type: ignore[import-untyped]
-
-    from hpc.scheduling.launch import lanes_running
-    from hpc.scheduling.status import tasks
-    from hpc.study.results import is_finished, scan_results, study_cells
-
-    cells = study_cells(study)
-    attempts = study.settings.max_attempts
-    submitted = list(launched.plan.missing) if launched.record else []
-    results = scan_results(study)
-    with tqdm(
-        total=len(cells),
-        initial=sum(is_finished(results.get(c), attempts) for c in cells),
-        desc=study.name,
-        unit="cell",
-        disable=not progress,
-        smoothing=0.1,
-    ) as bar:
-        while True:
-            results = scan_results(study)
-            check()
-            bar.update(sum(is_finished(results.get(c), attempts) for c in cells) - bar.n)
-            if submitted and all(c in results and results[c].mtime >= since for c in submitted):
-                break
-            lanes_running(launched)  # reaps this process's lanes that ended
-            if not any(t.state != "ended" for t in tasks(study)):
-                break
-            check()
-            time.sleep(poll_s)
-
-
-def _analyze(root: Path) -> None:
-    import importlib
-
-    try:
-        module = importlib.import_module("analysis.cli")
-    except ModuleNotFoundError:
-        print(
-            "anysweep run: analysis is not installed here; skipped `anysweep analyze`",
-            file=sys.stderr,
-        )
-        return
-    parser = argparse.ArgumentParser(prog="anysweep analyze")
-    module.add_arguments(parser)
-    module.run(parser.parse_args([str(root)]))
-
-
-def _outcome(study: Study) -> int:
-    from hpc.study.results import scan_results, study_cells
-
-    results = scan_results(study)
-    bad = [
-        c.key
-        for c in study_cells(study)
-        if results.get(c) is None or results[c].status not in ("done", "diverged")
-    ]
-    if bad:
-        print(
-            f"anysweep run: {len(bad)} cell(s) did not finish: {', '.join(bad[:10])}"
-            + (" ..." if len(bad) > 10 else "")
-            + f"; see `anysweep status {study.root}`",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
-
-
 # --- cancel, clean, logs ------------------------------------------------------------------
 
 
 def add_cancel(parser: argparse.ArgumentParser) -> None:
-    _study_dir(parser)
+    add_study_dir(parser)
 
 
 @_scheduler_errors
@@ -510,7 +274,7 @@ def run_cancel(args: argparse.Namespace) -> int:
 
 
 def add_clean(parser: argparse.ArgumentParser) -> None:
-    _study_dir(parser)
+    add_study_dir(parser)
     parser.add_argument(
         "--betons",
         action="store_true",
@@ -519,7 +283,7 @@ def add_clean(parser: argparse.ArgumentParser) -> None:
 
 
 def run_clean(args: argparse.Namespace) -> int:
-    from hpc.study.collect import clean
+    from hpc.study.clean import clean
 
     removed, freed = clean(load_study(args.study_dir), betons=args.betons)
     _print(f"removed {len(removed)} file(s), {freed / 2**20:,.1f} MiB")
@@ -527,7 +291,7 @@ def run_clean(args: argparse.Namespace) -> int:
 
 
 def add_logs(parser: argparse.ArgumentParser) -> None:
-    _study_dir(parser)
+    add_study_dir(parser)
     parser.add_argument("cell", metavar="CELL", help="DATASET/ARCH-sSEED, e.g. fashion_mnist/3-s0")
     parser.add_argument(
         "--lines", type=int, default=40, help="lines of the task's scheduler log (default 40)"

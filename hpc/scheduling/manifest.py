@@ -14,7 +14,9 @@ from typing import Any
 
 from anynet.arch import Architecture
 from hpc.files import write_json_atomic
+from hpc.study.layout import StudyLayout
 from hpc.study.recipe import Recipe
+from hpc.study.spec import DEVICES
 
 MANIFEST_KEYS = (
     "study_dir",
@@ -31,7 +33,8 @@ MANIFEST_KEYS = (
 # those written before cohorts train every cell alone.
 OPTIONAL_KEYS = {"data_dir": None, "cohort": 1}
 CELL_KEYS = ("arch_id", "seed", "arch")
-DEVICES = ("auto", "cpu", "cuda", "cuda:N")
+# A manifest may name one GPU of several, beside study.toml's devices.
+MANIFEST_DEVICES = (*DEVICES, "cuda:N")
 
 
 @dataclass(frozen=True)
@@ -62,9 +65,9 @@ class Manifest:
 
 
 def _check_device(device: str, where: str) -> str:
-    if device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit()):
+    if device in DEVICES or (device.startswith("cuda:") and device[5:].isdigit()):
         return device
-    raise ValueError(f"{where}: device {device!r} is not one of {', '.join(DEVICES)}")
+    raise ValueError(f"{where}: device {device!r} is not one of {', '.join(MANIFEST_DEVICES)}")
 
 
 def _check_int(value: Any, name: str, where: str, minimum: int) -> int:
@@ -119,11 +122,11 @@ def parse_manifest(data: Any, where: str = "manifest") -> Manifest:
         raise ValueError(f"{where}: cells (arch_id, seed) appear twice: {duplicates}")
     if not isinstance(data["study_dir"], str) or not os.path.isabs(data["study_dir"]):
         raise ValueError(f"{where}: study_dir must be an absolute path, got {data['study_dir']!r}")
-    data_dir = data.get("data_dir", os.path.join(data["study_dir"], "data"))
+    data_dir = data.get("data_dir", str(StudyLayout.at(data["study_dir"]).data_dir))
     if not isinstance(data_dir, str) or not os.path.isabs(data_dir):
         raise ValueError(f"{where}: data_dir must be an absolute path, got {data_dir!r}")
     if not isinstance(data["device"], str):
-        raise ValueError(f"{where}: device must be one of {', '.join(DEVICES)}")
+        raise ValueError(f"{where}: device must be one of {', '.join(MANIFEST_DEVICES)}")
     return Manifest(
         study_dir=Path(data["study_dir"]),
         dataset=dict(dataset),
@@ -180,7 +183,7 @@ def write_manifest(
     data = {
         "study_dir": str(Path(study_dir).resolve()),
         "data_dir": str(
-            Path(data_dir if data_dir is not None else Path(study_dir) / "data").resolve()
+            Path(data_dir if data_dir is not None else StudyLayout.at(study_dir).data_dir).resolve()
         ),
         "dataset": spec,
         "recipe": recipe.to_dict(),

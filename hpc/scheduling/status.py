@@ -1,185 +1,71 @@
 """What each cell of a study is doing: done, running, queued, failed, diverged or missing.
 
-Reads the launch records under jobs/, the result files, and the scheduler once (one `squeue`
-for all of a study's jobs, however many); never imports torch or ffcv.
+Reads the launch records under jobs/, the result files, and each scheduler once (one `squeue`
+for all of a study's Slurm jobs, however many); never imports torch or ffcv.
 """
 
 from __future__ import annotations
 
-import getpass
-import hashlib
-import json
-import os
-import re
-import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hpc.study.results import Cell, ResultSummary, is_finished, scan_results, study_cells
+from hpc.scheduling import schedulers
+from hpc.scheduling.records import ArrayRecord, LaunchRecord, read_records
+from hpc.study.results import (
+    ArchSeed,
+    Cell,
+    ResultSummary,
+    is_final,
+    is_finished,
+    scan_results,
+    study_cells,
+)
 from hpc.study.spec import Study
 
 STATES = ("done", "running", "queued", "failed", "diverged", "missing")
-RECORD_FILE = "record.json"
-# squeue states of a task that will still run (or runs) its cells.
-RUNNING_STATES = ("RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING")
-QUEUED_STATES = (
-    "PENDING",
-    "REQUEUED",
-    "REQUEUE_FED",
-    "REQUEUE_HOLD",
-    "RESIZING",
-    "SUSPENDED",
-    "RESV_DEL_HOLD",
-    "SPECIAL_EXIT",
-    "STOPPED",
-)
-
-
-class SchedulerError(RuntimeError):
-    """The scheduler could not be asked; planning on a guess would submit cells twice."""
 
 
 @dataclass(frozen=True)
 class Task:
-    """One array task (or local chunk) of a record and what the scheduler says of it."""
+    """One array task (or local chunk) of a record and what its scheduler says of it now."""
 
-    record: str  # the record's id, e.g. L0003
-    label: str  # the array's label, e.g. fashion_mnist-0
+    record: LaunchRecord
+    array: ArrayRecord
     index: int  # the task's index in its array
-    dataset: str
-    cells: tuple[tuple[int, int], ...]
     state: str  # queued, running or ended
-    since: float  # when the record was written (results older than this predate the task)
-    job_id: str  # scheduler id ("123_4"), the local lane's pid, or "" when not known
+    job_id: str  # scheduler id ("123_4"), the local lane, or "" when not known
+
+    @property
+    def label(self) -> str:
+        return self.array.label
+
+    @property
+    def dataset(self) -> str:
+        return self.array.dataset
+
+    @property
+    def cells(self) -> tuple[ArchSeed, ...]:
+        return self.array.tasks[self.index].cells
+
+    @property
+    def since(self) -> float:
+        """When the record was written: results older than this predate the task."""
+        return self.record.created_ts
 
 
-def job_prefix(study: Study) -> str:
-    """The prefix of every job name of this study: readable, and unique per study folder."""
-    digest = hashlib.sha1(str(study.root).encode()).hexdigest()[:6]
-    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", study.name)[:24]
-    return f"anysweep-{slug}-{digest}"
-
-
-def job_name(study: Study, record: str, label: str) -> str:
-    return f"{job_prefix(study)}.{record}.{label}"
-
-
-def read_records(study: Study) -> list[dict[str, Any]]:
-    """Every launch and sbatch record of the study, oldest first."""
-    jobs = study.root / "jobs"
-    records = []
-    for path in sorted(jobs.glob(f"*/{RECORD_FILE}")):
-        try:
-            records.append(json.loads(path.read_text()))
-        except (OSError, ValueError):
-            continue  # a record being written; the lock keeps launches from racing on it
-    return sorted(records, key=lambda r: (r["created_ts"], r["id"]))
-
-
-def squeue_states(study: Study) -> dict[tuple[str, int], tuple[str, str]]:
-    """{(job name, array task index): (squeue state, job id)} for the study's jobs: one call."""
-    argv = ["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%j|%T"]
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise SchedulerError(f"could not run squeue: {exc}") from None
-    if done.returncode != 0:
-        raise SchedulerError(f"squeue failed ({done.returncode}): {done.stderr.strip()}")
-    prefix = job_prefix(study) + "."
-    states: dict[tuple[str, int], tuple[str, str]] = {}
-    for line in done.stdout.splitlines():
-        job_id, _, rest = line.strip().partition("|")
-        name, _, state = rest.rpartition("|")
-        if not name.startswith(prefix):
-            continue
-        _, _, task = job_id.partition("_")
-        states[(name, int(task) if task.isdigit() else 0)] = (state.strip(), job_id)
-    return states
-
-
-def process_alive(pid: int, start: int) -> bool:
-    """Whether a process we started still runs: same pid and start time, not a zombie."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        if not Path("/proc/self/stat").exists():  # no procfs: fall back to a signal probe
-            try:
-                os.kill(pid, 0)
-                return True
-            except OSError:
-                return False
-        return False
-    fields = text[text.rindex(")") + 2 :].split()
-    return fields[0] not in ("Z", "X") and int(fields[19]) == start
-
-
-def process_start(pid: int) -> int:
-    """A process's start time (clock ticks after boot), which tells a reused pid apart."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0
-    return int(text[text.rindex(")") + 2 :].split()[19])
-
-
-def tasks(study: Study, records: list[dict[str, Any]] | None = None) -> list[Task]:
-    """Every task of every record with its state now; `squeue` runs once when any record is
-    a Slurm one."""
+def tasks(study: Study, records: list[LaunchRecord] | None = None) -> list[Task]:
+    """Every task of every record with its state now; each scheduler is asked once."""
     records = read_records(study) if records is None else records
-    slurm = None
-    if any(r["cluster"] in ("slurm", "sbatch") for r in records):
-        slurm = squeue_states(study)
+    states = schedulers.task_states(study, records)
     out = []
     for record in records:
-        lanes_alive = any(process_alive(p["pid"], p["start"]) for p in record.get("lanes", []))
-        folder = study.root / "jobs" / record["id"]
-        for array in record["arrays"]:
-            for index, task in enumerate(array["tasks"]):
-                if record["cluster"] == "local":
-                    state, job_id = _local_state(folder, task["chunk"], lanes_alive)
-                else:
-                    found = (slurm or {}).get((array["job_name"], index))
-                    state = "ended" if found is None else _slurm_state(found[0])
-                    job_id = (
-                        found[1]
-                        if found
-                        else (f"{array['job_id']}_{index}" if array.get("job_id") else "")
-                    )
-                out.append(
-                    Task(
-                        record=record["id"],
-                        label=array["label"],
-                        index=index,
-                        dataset=array["dataset"],
-                        cells=tuple(tuple(c) for c in task["cells"]),
-                        state=state,
-                        since=record["created_ts"],
-                        job_id=job_id,
-                    )
-                )
+        for array in record.arrays:
+            for index in range(len(array.tasks)):
+                now = states[(record.id, array.label, index)]
+                out.append(Task(record, array, index, now.state, now.job_id))
     return out
-
-
-def _slurm_state(state: str) -> str:
-    if state in RUNNING_STATES:
-        return "running"
-    if state in QUEUED_STATES:
-        return "queued"
-    return "ended"
-
-
-def _local_state(folder: Path, chunk: str, lanes_alive: bool) -> tuple[str, str]:
-    """A local chunk is queued while its manifest waits in queue/, running once a lane has
-    moved it to claimed/ (named after the lane), ended in done/ or when no lane lives."""
-    if not lanes_alive:
-        return "ended", ""
-    if (folder / "queue" / f"{chunk}.json").exists():
-        return "queued", ""
-    for path in (folder / "claimed").glob(f"{chunk}.lane*.json"):
-        return "running", path.name.rsplit(".", 2)[1]
-    return "ended", ""
 
 
 def cell_states(
@@ -194,7 +80,7 @@ def cell_states(
     states: dict[Cell, str] = {}
     for cell in study_cells(study):
         summary = results.get(cell)
-        if summary is not None and summary.status in ("done", "diverged"):
+        if summary is not None and is_final(summary.status):
             states[cell] = summary.status
         elif summary is not None and summary.status == "failed":
             states[cell] = "failed"
@@ -327,47 +213,21 @@ def cell_logs(study: Study, cell_text: str) -> tuple[Path | None, Path | None]:
         raise ValueError(
             f"{cell.key} is not a cell of the study: architectures 0..{n - 1}, seeds 0..{seeds - 1}"
         )
-    own = study.root / "logs" / cell.dataset / f"{cell.arch_id}-s{cell.seed}.log"
+    own = study.layout.cell(cell.dataset, cell.arch_id, cell.seed).log
     task_log = None
     for record in reversed(read_records(study)):
-        task_log = _task_log(study, record, cell)
+        found = _task_of(record, cell)
+        if found is not None:
+            task_log = schedulers.of(record).task_log(study, record, *found)
         if task_log is not None:
             break
     return (own if own.exists() else None), task_log
 
 
-def _task_log(study: Study, record: dict[str, Any], cell: Cell) -> Path | None:
-    folder = study.root / "jobs" / record["id"]
-    for array in record["arrays"]:
-        for index, task in enumerate(array["tasks"]):
-            if array["dataset"] != cell.dataset or [cell.arch_id, cell.seed] not in task["cells"]:
-                continue
-            if record["cluster"] == "slurm":
-                # submitit submits a single chunk as a plain job, not an array.
-                job = array["job_id"] if len(array["tasks"]) == 1 else f"{array['job_id']}_{index}"
-                path = folder / "slurm" / f"{job}_0_log.out"
-                return path if path.exists() else None
-            if record["cluster"] == "local":
-                for done in (
-                    *folder.glob(f"claimed/{task['chunk']}.lane*.json"),
-                    *folder.glob(f"done/{task['chunk']}.lane*.json"),
-                ):
-                    lane = int(done.name.rsplit(".", 2)[1].removeprefix("lane"))
-                    pid = record["lanes"][lane]["pid"]
-                    path = folder / "local" / f"{pid}_0_log.out"
-                    return path if path.exists() else None
-                return None
-            # sbatch: Slurm names the log by job id, unknown here; the script's first line
-            # names the manifest folder.
-            marker = str(folder / array["label"])
-            logs = sorted(
-                (study.root / "logs" / "slurm").glob(f"*_{index}.out"),
-                key=lambda p: p.stat().st_mtime,
-                reverse=True,
-            )
-            for path in logs:
-                with open(path, errors="replace") as handle:
-                    if marker in handle.readline():
-                        return path
-            return None
+def _task_of(record: LaunchRecord, cell: Cell) -> tuple[ArrayRecord, int] | None:
+    """The array and task index of a record that ran `cell`, if one did."""
+    for array in record.arrays:
+        for index, task in enumerate(array.tasks):
+            if array.dataset == cell.dataset and (cell.arch_id, cell.seed) in task.cells:
+                return array, index
     return None

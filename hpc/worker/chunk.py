@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -24,29 +23,14 @@ import torch
 from submitit.core.utils import UncompletedJobError
 from tqdm import tqdm  # type: ignore[import-untyped]
 
-from analysis.schema import (
-    FINAL_STATUSES,
-    CellResult,
-    CorruptResultError,
-    cell_path,
-    read_cell,
-    write_cell,
-)
-from hpc.scheduling.manifest import CellSpec, Manifest, read_manifest, write_manifest
+from analysis.schema import STATUSES, CellResult, CorruptResultError, read_cell, write_cell
+from hpc.scheduling.manifest import CellSpec, Manifest, read_manifest
+from hpc.scheduling.schedulers.slurm import requeue_this_job
+from hpc.study.layout import CellPaths, StudyLayout, cell_stem
+from hpc.study.results import is_final, is_finished
 from hpc.worker import provenance
 from hpc.worker.cohort import train_cohort
 from hpc.worker.train import CellInterrupted, CellRun, TrainOutcome, cell_seed, train_cell
-
-__all__ = [
-    "CellPaths",
-    "Chunk",
-    "cell_paths",
-    "interruption",
-    "main",
-    "read_manifest",
-    "run_chunk",
-    "write_manifest",
-]
 
 # Exit codes of `python -m hpc.worker`.
 EXIT_DONE, EXIT_SOME_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 3
@@ -56,24 +40,6 @@ PREVIOUS_TRIES, PREVIOUS_RETRY_S = 5, 1.0
 
 # Set by the SIGUSR2 handler of `main`; polled by the trainer after every step.
 _stop = threading.Event()
-
-
-@dataclass(frozen=True)
-class CellPaths:
-    result: Path  # results/<dataset>/<arch_id>-s<seed>.h5
-    checkpoint: Path  # checkpoints/<dataset>/<arch_id>-s<seed>.pt
-    log: Path  # logs/<dataset>/<arch_id>-s<seed>.log
-
-
-def cell_paths(study_dir: Path, dataset: str, arch_id: int, seed: int) -> CellPaths:
-    """Where a cell's result, checkpoint and log live in a study folder."""
-    study_dir = Path(study_dir)
-    stem = f"{arch_id}-s{seed}"
-    return CellPaths(
-        result=cell_path(study_dir / "results", dataset, arch_id, seed),
-        checkpoint=study_dir / "checkpoints" / dataset / f"{stem}.pt",
-        log=study_dir / "logs" / dataset / f"{stem}.log",
-    )
 
 
 @dataclass
@@ -124,6 +90,10 @@ def _loaders(manifest: Manifest, device: str) -> _Loaders:
         )
         _loader_cache[key] = _Loaders(key, train, test, prepared.num_classes, resolution)
     return _loader_cache[key]
+
+
+def _layout(manifest: Manifest) -> StudyLayout:
+    return StudyLayout(manifest.study_dir, manifest.data_dir)
 
 
 def _resolve_device(device: str) -> str:
@@ -358,18 +328,18 @@ def _run_cell(
 ) -> CellResult:
     """One attempt at a cell, its result written; its log says what happened."""
     name = manifest.dataset_name
-    paths = cell_paths(manifest.study_dir, name, cell.arch_id, cell.seed)
+    paths = _layout(manifest).cell(name, cell.arch_id, cell.seed)
     log = _CellLog(paths.log)
     try:
         log(
-            f"cell {name}/{cell.arch_id}-s{cell.seed} attempt {attempts}/{manifest.max_attempts} "
+            f"cell {name}/{cell_stem(cell.arch_id, cell.seed)} attempt {attempts}/{manifest.max_attempts} "
             f"on {provenance.host()} job {provenance.job_id() or '-'} device {device}"
         )
         result = _attempt(manifest, cell, attempts, device, paths, log, stop_flag, timings)
         write_start = time.perf_counter()
         write_cell(paths.result, result)
         timings["write"] = timings.get("write", 0.0) + time.perf_counter() - write_start
-        if result.status in FINAL_STATUSES:
+        if is_final(result.status):
             # A failed cell keeps its checkpoint: the retry resumes from it.
             paths.checkpoint.unlink(missing_ok=True)
         return result
@@ -409,20 +379,18 @@ def run_chunk(
     progress = tqdm(manifest.cells, desc=f"{name} chunk", unit="cell", disable=None)
     pending: list[tuple[CellSpec, int]] = []  # cells left for cohorts (manifest.cohort > 1)
     for cell in progress:
-        paths = cell_paths(manifest.study_dir, name, cell.arch_id, cell.seed)
-        previous = _previous(paths.result)
-        if previous is not None and (
-            previous.status in FINAL_STATUSES or previous.attempts >= manifest.max_attempts
-        ):
+        stem = cell_stem(cell.arch_id, cell.seed)
+        previous = _previous(_layout(manifest).cell(name, cell.arch_id, cell.seed).result)
+        if is_finished(previous, manifest.max_attempts):
             results.append(previous)
             continue
         if stop_flag is not None and stop_flag():
-            raise CellInterrupted(f"stopped before cell {cell.arch_id}-s{cell.seed}")
+            raise CellInterrupted(f"stopped before cell {stem}")
         attempts = previous.attempts + 1 if previous is not None else 1
         if manifest.cohort > 1:
             pending.append((cell, attempts))
             continue
-        progress.set_postfix_str(f"{cell.arch_id}-s{cell.seed}")
+        progress.set_postfix_str(stem)
         results.append(_run_cell(manifest, cell, attempts, device, stop_flag, timings))
     if pending:
         return _run_cohorts(manifest, results, pending, device, stop_flag, timings)
@@ -474,10 +442,10 @@ def _run_cohorts(
 
 def _join(manifest: Manifest, cell: CellSpec, attempts: int, device: str, k: int) -> _Member:
     name = manifest.dataset_name
-    paths = cell_paths(manifest.study_dir, name, cell.arch_id, cell.seed)
+    paths = _layout(manifest).cell(name, cell.arch_id, cell.seed)
     member = _Member(cell, attempts, paths, _CellLog(paths.log), provenance.now())
     member.log(
-        f"cell {name}/{cell.arch_id}-s{cell.seed} attempt {attempts}/{manifest.max_attempts} "
+        f"cell {name}/{cell_stem(cell.arch_id, cell.seed)} attempt {attempts}/{manifest.max_attempts} "
         f"on {provenance.host()} job {provenance.job_id() or '-'} device {device} (cohort of {k})"
     )
     return member
@@ -552,7 +520,7 @@ def _run_cohort(
         results = [_member_result(manifest, m, device, timings) for m in members]
         for member, result in zip(members, results, strict=True):
             write_cell(member.paths.result, result)
-            if result.status in FINAL_STATUSES:
+            if is_final(result.status):
                 member.paths.checkpoint.unlink(missing_ok=True)
         return results
     except (CellInterrupted, SystemExit, KeyboardInterrupt, UncompletedJobError) as exc:
@@ -585,19 +553,6 @@ class Chunk(submitit.helpers.Checkpointable):
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         # Epoch-end checkpoints are on disk already; the interrupted epoch restarts.
         return submitit.helpers.DelayedSubmission(Chunk(self.manifest_path))
-
-
-def _requeue() -> str:
-    """Requeue this Slurm job (or array task); returns what happened, for the log."""
-    # Inside a Slurm job (SLURM_JOB_ID set by slurmd) scontrol talks to the cluster that
-    # runs us, whatever SLURM_CONF says; outside one there is nothing to requeue.
-    job = provenance.job_id()
-    if not job or not os.environ.get("SLURM_JOB_ID"):
-        return "not in a Slurm job: not requeued; run the chunk again to resume"
-    done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
-    if done.returncode:
-        return f"scontrol requeue {job} failed ({done.returncode}): {done.stderr.strip()}"
-    return f"requeued job {job}"
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -646,11 +601,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         results = run_chunk(args.manifest, stop_flag=_stop.is_set)
     except CellInterrupted as exc:
-        print(f"hpc.worker: {exc}; {_requeue()}", file=sys.stderr)
+        print(f"hpc.worker: {exc}; {requeue_this_job()}", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         signal.signal(signal.SIGUSR2, previous)
-    counts = {s: sum(r.status == s for r in results) for s in ("done", "diverged", "failed")}
+    counts = {s: sum(r.status == s for r in results) for s in STATUSES}
     print(
         f"hpc.worker: {args.manifest}: " + ", ".join(f"{n} {s}" for s, n in counts.items()),
         file=sys.stderr,

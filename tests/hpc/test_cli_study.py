@@ -16,11 +16,21 @@ import pytest
 
 from analysis.schema import read_cell, read_results
 from hpc.cli import main
-from hpc.cli.study import PRESETS_DIR, run_study
+from hpc.procfs import process_alive
 from hpc.scheduling.launch import cancel, launch
-from hpc.scheduling.status import process_alive, read_records, study_status
-from hpc.study.population import prepare_datasets, sample_architectures
+from hpc.scheduling.records import read_records as read_launch_records
+from hpc.scheduling.run import run_study
+from hpc.scheduling.status import study_status
+from hpc.study.datasets import prepare_datasets
+from hpc.study.population import sample_architectures
+from hpc.study.presets import PRESETS_DIR
 from hpc.study.spec import Study, load_study
+
+
+def read_records(study) -> list[dict]:
+    """The study's launch records as their record.json files hold them."""
+    return [record.to_dict() for record in read_launch_records(study)]
+
 
 STUDY = """\
 [study]

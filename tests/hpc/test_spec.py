@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hpc.cli.study import PRESETS_DIR
+from hpc.study.presets import PRESETS_DIR
 from hpc.study.spec import StudyError, load_study, parse_study
 
 BASE = """\

@@ -15,8 +15,10 @@ import hpc.worker.chunk as worker
 from analysis.schema import read_cell
 from anynet.arch import Architecture
 from anynet.complexity import complexity
+from hpc.scheduling.manifest import read_manifest, write_manifest
+from hpc.study.layout import cell_paths
 from hpc.study.recipe import Recipe
-from hpc.worker import cell_paths, main, read_manifest, run_chunk, write_manifest
+from hpc.worker import main, run_chunk
 from hpc.worker.train import CellInterrupted
 from loaders.prepare import prepare
 from loaders.registry import get_dataset

@@ -15,7 +15,7 @@ from analysis.schema import read_results
 from hpc.scheduling.schedulers.sbatch import render
 from hpc.scheduling.status import study_status
 from hpc.study.collect import collect
-from hpc.study.population import prepare_datasets
+from hpc.study.datasets import prepare_datasets
 from hpc.study.spec import load_study
 
 pytestmark = pytest.mark.slurm

@@ -1,5 +1,7 @@
-"""`anysweep sbatch`: the launch plan as ready sbatch array scripts, for those who submit by
-hand. The scripts run the same worker on the same manifests as `anysweep launch`."""
+"""The sbatch scheduler: the launch plan as ready array scripts (sbatch_templates/) for those
+who submit by hand. The scripts run the same worker on the same manifests as a Slurm launch;
+once submitted they are Slurm jobs, so Slurm tells their states and cancels them, known by
+their job names."""
 
 from __future__ import annotations
 
@@ -9,16 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from hpc.scheduling.launch import (
-    array_layout,
-    next_record_id,
-    record_arrays,
-    write_manifests,
-    write_record,
-)
-from hpc.scheduling.plan import Array, Plan, make_plan, max_array_size
-from hpc.scheduling.status import active_cells, job_name
-from hpc.study.population import sample_architectures, study_lock, unprepared
+from hpc.scheduling.plan import Array, Plan
+from hpc.scheduling.records import ArrayRecord, LaunchRecord, write_record
+from hpc.scheduling.schedulers import Submission, Submitted
+from hpc.scheduling.schedulers.slurm import SIGNAL_DELAY_S, SlurmScheduler, sbatch_options
 from hpc.study.spec import Study
 
 # In a checkout (and an editable install) the templates sit beside the packages; a regular
@@ -46,70 +42,50 @@ def _template(name: str) -> Template:
     return Template(path.read_text())
 
 
-def render_array(study: Study, array: Array, name: str, manifests: Path, log_dir: Path) -> str:
+def render_array(study: Study, array: Array, name: str, script: Path, manifests: Path) -> str:
     """One array's script from sbatch_templates/array.sbatch."""
     cluster = array.cluster
-    options = [
-        f"#SBATCH --{key}={getattr(cluster, key)}"
-        for key in ("partition", "account", "qos", "constraint")
-        if getattr(cluster, key)
-    ]
-    if cluster.gpus:
-        options.append(f"#SBATCH --gpus-per-node={cluster.gpus}")
+    options = sbatch_options(cluster)
     return _template("array.sbatch").substitute(
         count=len(array.chunks),
         dataset=array.dataset,
         study=study.name,
-        script=f"{array.label}.sbatch",
+        script=script.name,
         manifests=shlex.quote(str(manifests)),
         job_name=name,
         last=len(array.chunks) - 1,
         parallelism=cluster.array_parallelism,
-        time_min=cluster.time_min,
-        cpus=cluster.cpus,
-        mem_gb=cluster.mem_gb,
-        log_dir=log_dir,
-        options="\n".join(options),
+        log_dir=study.layout.sbatch_logs(),
+        signal_delay=SIGNAL_DELAY_S,
+        options="\n".join(f"#SBATCH --{k.replace('_', '-')}={v}" for k, v in options.items()),
         setup="\n".join(cluster.setup),
         python=shlex.quote(sys.executable),
     )
 
 
-def render(study: Study, *, array_size: int | None = None) -> Rendered:
-    """Write manifests and one script per array of the current plan into jobs/S<n>/.
+class SbatchScheduler(SlurmScheduler):
+    """Renders instead of submitting; states, cancel and the Slurm options are Slurm's."""
 
-    Cells queued or running (launched, or rendered and submitted) are left out, as `launch`
-    would; rendering twice without submitting renders the same cells twice.
-    """
-    population = sample_architectures(study)
-    with study_lock(study, "launch"):
-        plan = make_plan(
-            study,
-            population,
-            active=active_cells(study),
-            array_size=max_array_size(study) if array_size is None else array_size,
+    name = "sbatch"
+    record_kind = "S"
+    summary = "rendered {n} array scripts ({ids})"
+
+    def submit(self, submission: Submission) -> Submitted:
+        study, record_id = submission.study, submission.record_id
+        layout = study.layout
+        submission.write_manifests(
+            lambda array, i: layout.array_manifest(record_id, array.label, i)
         )
-        if not plan.chunks:
-            return Rendered(plan, "", (), None)
-        missing = unprepared(study, sorted({a.dataset for a in plan.arrays}))
-        if missing:
-            raise FileNotFoundError(
-                f"datasets not prepared yet: {', '.join(missing)}; run `anysweep prepare "
-                f"{study.root}` before the arrays run"
-            )
-        record_id = next_record_id(study, "S")
-        folder = study.root / "jobs" / record_id
-        write_manifests(study, plan.arrays, population, array_layout(folder))
-        log_dir = study.root / "logs" / "slurm"
-        log_dir.mkdir(parents=True, exist_ok=True)
+        layout.sbatch_logs().mkdir(parents=True, exist_ok=True)
+        arrays = submission.arrays()
         scripts = []
-        for array in plan.arrays:
-            script = folder / f"{array.label}.sbatch"
-            name = job_name(study, record_id, array.label)
-            script.write_text(render_array(study, array, name, folder / array.label, log_dir))
+        for array, record in zip(submission.plan.arrays, arrays, strict=True):
+            script = layout.sbatch_script(record_id, array.label)
+            manifests = layout.array_manifests(record_id, array.label)
+            script.write_text(render_array(study, array, record.job_name, script, manifests))
             script.chmod(0o755)
             scripts.append(script)
-        submit = folder / "submit.sh"
+        submit = layout.submit_script(record_id)
         submit.write_text(
             _template("submit.sh").substitute(
                 count=len(scripts),
@@ -119,5 +95,39 @@ def render(study: Study, *, array_size: int | None = None) -> Rendered:
             )
         )
         submit.chmod(0o755)
-        write_record(study, record_id, "sbatch", record_arrays(study, record_id, plan.arrays))
-    return Rendered(plan, record_id, tuple(scripts), submit)
+        write_record(study, record_id, self.name, arrays)
+        return Submitted(files=(*scripts, submit))
+
+    def task_log(
+        self, study: Study, record: LaunchRecord, array: ArrayRecord, index: int
+    ) -> Path | None:
+        # Slurm names the log by job id, unknown here; the script's first line names the
+        # manifest folder.
+        marker = str(study.layout.array_manifests(record.id, array.label))
+        logs = sorted(
+            study.layout.sbatch_logs().glob(f"*_{index}.out"),
+            key=lambda p: p.stat().st_mtime,
+            reverse=True,
+        )
+        for path in logs:
+            with open(path, errors="replace") as handle:
+                if marker in handle.readline():
+                    return path
+        return None
+
+
+def render(study: Study) -> Rendered:
+    """Write manifests and one script per array of the current plan into jobs/S<n>/.
+
+    Cells queued or running (launched, or rendered and submitted) are left out, as `launch`
+    would; rendering twice without submitting renders the same cells twice.
+    """
+    from hpc.scheduling.launch import launch
+
+    launched = launch(study, cluster=SCHEDULER.name)
+    if not launched.files:
+        return Rendered(launched.plan, launched.record, (), None)
+    return Rendered(launched.plan, launched.record, launched.files[:-1], launched.files[-1])
+
+
+SCHEDULER = SbatchScheduler()
