@@ -23,16 +23,17 @@ Errors are percentages (0-100); flops are multiply-adds.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
-import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
+
+from analysis.files import atomic_file
 
 SCHEMA_VERSION = 1
 SCORES_VERSION = 1  # of the optional /datasets/<name>/scores groups and of score files
@@ -207,50 +208,21 @@ class Results:
     scores: dict[str, ScoreTable] = field(default_factory=dict)  # datasets that have them
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# The mode a plain open() gives under this process's umask; every atomic writer of a study
-# folder (here and hpc/files.py) applies it, since mkstemp makes 0600 files.
-FILE_MODE = 0o666 & ~_umask()
-
-
-def _atomic_h5(path: Path) -> tuple[h5py.File, Path]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    # mkstemp makes 0600 files; results in a shared study folder must be readable by the
-    # group as a plain open() would leave them.
-    os.fchmod(fd, FILE_MODE)
-    os.close(fd)
-    return h5py.File(tmp, "w"), Path(tmp)
-
-
-def _commit(handle: h5py.File, tmp: Path, path: Path) -> None:
-    handle.flush()
-    fd = handle.id.get_vfd_handle()
-    os.fsync(fd)
-    handle.close()
-    os.replace(tmp, path)
+@contextlib.contextmanager
+def _atomic_h5(path: Path) -> Iterator[h5py.File]:
+    """An HDF5 file to write that replaces `path` only once whole (analysis.files)."""
+    with atomic_file(path) as tmp, h5py.File(tmp, "w") as handle:
+        yield handle
 
 
 def write_cell(path: Path, cell: CellResult) -> None:
     """Write one cell's result atomically: a reader sees the whole file or none."""
-    path = Path(path)
-    handle, tmp = _atomic_h5(path)
-    try:
+    with _atomic_h5(Path(path)) as handle:
         handle.attrs["schema_version"] = SCHEMA_VERSION
         for name in SCALAR_FIELDS:
             handle.attrs[name] = getattr(cell, name)
         for name, values in cell.curves.items():
             handle.create_dataset(name, data=np.asarray(values, dtype=np.float64))
-        _commit(handle, tmp, path)
-    except BaseException:
-        handle.close()
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def read_cell(path: Path) -> CellResult:
@@ -337,8 +309,7 @@ def write_results(
             f"score tables must name distinct declared datasets; undeclared: {undeclared}, "
             f"declared: {sorted(by_dataset)}"
         )
-    handle, tmp = _atomic_h5(path)
-    try:
+    with _atomic_h5(Path(path)) as handle:
         handle.attrs["schema_version"] = SCHEMA_VERSION
         for key, value in (attrs or {}).items():
             handle.attrs[key] = value
@@ -352,11 +323,6 @@ def write_results(
             _write_dataset(handle, info, sorted(by_dataset[info.name], key=lambda c: c.key))
         for table in score_tables:
             _write_scores(handle[f"datasets/{table.dataset}"].create_group("scores"), table)
-        _commit(handle, tmp, path)
-    except BaseException:
-        handle.close()
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _write_dataset(handle: h5py.File, info: DatasetInfo, cells: list[CellResult]) -> None:
@@ -436,16 +402,9 @@ def _read_array(dataset: h5py.Dataset) -> np.ndarray:
 def write_score_file(path: Path, table: ScoreTable) -> None:
     """Write one dataset's score table to its own file atomically (the scores group's
     layout at the root, plus a `dataset` attribute)."""
-    path = Path(path)
-    handle, tmp = _atomic_h5(path)
-    try:
+    with _atomic_h5(Path(path)) as handle:
         handle.attrs["dataset"] = table.dataset
         _write_scores(handle, table)
-        _commit(handle, tmp, path)
-    except BaseException:
-        handle.close()
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def read_score_file(path: Path) -> ScoreTable:

@@ -175,7 +175,7 @@ class DatasetSpec:
 
 
 @dataclass(frozen=True)
-class DatasetInfo:
+class RegisteredDataset:
     """A registered dataset: its default spec and the facts a study is planned with."""
 
     spec: DatasetSpec
@@ -245,13 +245,13 @@ def _info(
     notes: str = "",
     offline: bool = False,
     **options: Any,
-) -> DatasetInfo:
+) -> RegisteredDataset:
     spec = DatasetSpec(name=name, source=source, num_classes=num_classes, **options)
-    return DatasetInfo(spec, num_train, num_test, split, obtain, notes, offline)
+    return RegisteredDataset(spec, num_train, num_test, split, obtain, notes, offline)
 
 
 _PAPER_NOTE = "facts recorded from memory of the paper's table; check them against your copy"
-REGISTRY: dict[str, DatasetInfo] = {
+REGISTRY: dict[str, RegisteredDataset] = {
     info.spec.name: info
     for info in (
         # Offline: real data that comes with installed packages, for demos and tests.
@@ -451,7 +451,7 @@ def dataset_names(offline: bool | None = None) -> list[str]:
     return sorted(n for n, i in REGISTRY.items() if offline is None or i.offline == offline)
 
 
-def dataset_info(name: str) -> DatasetInfo:
+def dataset_info(name: str) -> RegisteredDataset:
     if name not in REGISTRY:
         raise ValueError(f"unknown dataset {name!r}; registered datasets: {dataset_names()}")
     return REGISTRY[name]

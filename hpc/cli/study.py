@@ -177,10 +177,10 @@ def add_sbatch(parser: argparse.ArgumentParser) -> None:
 @_scheduler_errors
 def run_sbatch(args: argparse.Namespace) -> int:
     from hpc.scheduling.plan import format_plan
-    from hpc.scheduling.schedulers.sbatch import render
+    from hpc.scheduling.schedulers.sbatch import render_scripts
 
     study = load_study(args.study_dir)
-    rendered = render(study)
+    rendered = render_scripts(study)
     _print(format_plan(rendered.plan, study))
     if rendered.submit is None:
         _print("nothing to render: every cell is finished, queued or running")

@@ -44,7 +44,7 @@ class Table:
 
 
 @dataclass(frozen=True)
-class Cell:
+class CellWork:
     """One cell's training work: `images` image-steps (train images x epochs) of one model."""
 
     dataset: str
@@ -83,17 +83,17 @@ def load_table(path: Path = TABLE) -> Table:
     return parse_table(tomllib.loads(Path(path).read_text()))
 
 
-def cohorts_of(cells: Iterable[Cell], k: int) -> list[list[Cell]]:
+def cohorts_of(cells: Iterable[CellWork], k: int) -> list[list[CellWork]]:
     """Cells in cohorts of one (dataset, seed, loader), at most `k` each, in the given order."""
     if k < 1:
         raise ValueError(f"cohort size must be >= 1, got {k}")
-    groups: dict[tuple[str, int, str], list[Cell]] = {}
+    groups: dict[tuple[str, int, str], list[CellWork]] = {}
     for cell in cells:
         groups.setdefault((cell.dataset, cell.seed, cell.loader), []).append(cell)
     return [g[i : i + k] for g in groups.values() for i in range(0, len(g), k)]
 
 
-def cohort_cost(cells: Iterable[Cell], k: int, device: str, table: Table) -> CohortCost:
+def cohort_cost(cells: Iterable[CellWork], k: int, device: str, table: Table) -> CohortCost:
     """Seconds to train `cells` in cohorts of up to `k` on one `device`: per cohort, loading its
     images once and stepping each member; beside each other when the device overlaps them."""
     data = compute = seconds = 0.0
@@ -111,7 +111,7 @@ def cohort_cost(cells: Iterable[Cell], k: int, device: str, table: Table) -> Coh
     return CohortCost(seconds, data, compute, len(groups), measured and not math.isnan(seconds))
 
 
-def best_cohort(cells: list[Cell], device: str, table: Table, k_max: int = 16) -> int:
+def best_cohort(cells: list[CellWork], device: str, table: Table, k_max: int = 16) -> int:
     """The smallest K in 1..k_max whose cost is within 1 % of the cheapest (`cohort = "auto"`)."""
     costs = {k: cohort_cost(cells, k, device, table).seconds for k in range(1, k_max + 1)}
     cheapest = min(costs.values())

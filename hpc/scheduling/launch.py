@@ -112,4 +112,4 @@ def reset_failed(study: Study) -> list[Cell]:
 
 def cancel(study: Study) -> list[str]:
     """Cancel the study's queued and running jobs; returns what was cancelled."""
-    return schedulers.cancel(study, read_records(study))
+    return schedulers.cancel_all(study, read_records(study))

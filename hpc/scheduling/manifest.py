@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from analysis.files import write_json
 from anynet.arch import Architecture
-from hpc.files import write_json_atomic
 from hpc.study.layout import StudyLayout
 from hpc.study.recipe import Recipe
 from hpc.study.spec import DEVICES
@@ -38,9 +38,10 @@ MANIFEST_DEVICES = (*DEVICES, "cuda:N")
 
 
 @dataclass(frozen=True)
-class CellSpec:
-    """One cell of a chunk. `arch` stays a plain dict until the cell runs, so one unreadable
-    architecture fails its own cell and not the whole chunk."""
+class ManifestCell:
+    """One cell as a manifest lists it: with the architecture it trains. `arch` stays a plain
+    dict until the cell runs, so one unreadable architecture fails its own cell and not the
+    whole chunk."""
 
     arch_id: int
     seed: int
@@ -52,7 +53,7 @@ class Manifest:
     study_dir: Path
     dataset: dict[str, Any]  # loaders' DatasetSpec.to_dict()
     recipe: Recipe
-    cells: tuple[CellSpec, ...]
+    cells: tuple[ManifestCell, ...]
     max_attempts: int
     device: str
     threads: int
@@ -76,7 +77,7 @@ def _check_int(value: Any, name: str, where: str, minimum: int) -> int:
     return value
 
 
-def _cell(raw: Any, where: str) -> CellSpec:
+def _cell(raw: Any, where: str) -> ManifestCell:
     if not isinstance(raw, Mapping):
         raise ValueError(f"{where}: a cell must be a mapping with keys {CELL_KEYS}, got {raw!r}")
     unknown = sorted(set(raw) - set(CELL_KEYS))
@@ -89,7 +90,7 @@ def _cell(raw: Any, where: str) -> CellSpec:
         raise ValueError(
             f"{where}: arch must be a mapping (Architecture.to_dict()), got {raw['arch']!r}"
         )
-    return CellSpec(
+    return ManifestCell(
         arch_id=_check_int(raw["arch_id"], "arch_id", where, 0),
         seed=_check_int(raw["seed"], "seed", where, 0),
         arch=dict(raw["arch"]),
@@ -194,5 +195,5 @@ def write_manifest(
         "cohort": cohort,
     }
     manifest = parse_manifest(json.loads(json.dumps(data)), where=str(path))
-    write_json_atomic(Path(path), data)
+    write_json(Path(path), data)
     return manifest

@@ -92,10 +92,10 @@ def dataset_costs(
         for (stem, stem_width, se_ratio, _), ids in groups.items():
             rows = [archs[i] for i in ids]
             values = complexity_batch(
-                [a.depths for a in rows],
-                [a.widths for a in rows],
-                [a.bottleneck_ratios for a in rows],
-                [a.group_widths for a in rows],
+                np.asarray([a.depths for a in rows]),
+                np.asarray([a.widths for a in rows]),
+                np.asarray([a.bottleneck_ratios for a in rows]),
+                np.asarray([a.group_widths for a in rows]),
                 stem=stem,
                 stem_width=stem_width,
                 se_ratio=se_ratio,

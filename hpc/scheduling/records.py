@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hpc.files import write_json_atomic
+from analysis.files import write_json
 from hpc.scheduling.plan import Array
 from hpc.study.results import ArchSeed
 from hpc.study.spec import Study
@@ -140,7 +140,7 @@ def write_record(
 ) -> LaunchRecord:
     """Write jobs/<record_id>/record.json, stamped now; returns the record."""
     record = LaunchRecord(record_id, scheduler, now(), time.time(), tuple(arrays), own or {})
-    write_json_atomic(study.layout.record_file(record_id), record.to_dict())
+    write_json(study.layout.record_file(record_id), record.to_dict())
     return record
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from analysis.schema import CellResult, read_root_attr, write_results
-from hpc.study.datasets import dataset_info, prepared_manifest
+from hpc.study.datasets import prepared_manifest, results_info
 from hpc.study.layout import study_lock
 from hpc.study.population import Population, load_population
 from hpc.study.results import (
@@ -143,7 +143,7 @@ def collect(study: Study, *, progress: bool = False) -> Collected:
         write_results(
             target,
             architectures=architecture_columns(population),
-            datasets=[dataset_info(study, entry) for entry in study.datasets],
+            datasets=[results_info(study, entry) for entry in study.datasets],
             cells=cells,
             attrs=attrs,
         )

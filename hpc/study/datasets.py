@@ -96,7 +96,7 @@ def dataset_sizes(entry: DatasetEntry) -> tuple[int, int, int, bool]:
     return train, test, classes, assumed
 
 
-def dataset_info(study: Study, entry: DatasetEntry) -> DatasetInfo:
+def results_info(study: Study, entry: DatasetEntry) -> DatasetInfo:
     """What results.h5 records of a dataset: from its prepared files when they are there,
     else from the registry."""
     from loaders.prepare import open_prepared

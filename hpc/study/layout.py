@@ -128,7 +128,7 @@ class StudyLayout:
 
     def array_manifest(self, record_id: str, label: str, index: int) -> Path:
         """A task's manifest: what `python -m hpc.worker --array DIR --task-id N` reads."""
-        return self.array_manifests(record_id, label) / f"{index}.json"
+        return task_manifest(self.array_manifests(record_id, label), index)
 
     def array_manifests(self, record_id: str, label: str) -> Path:
         return self.record_dir(record_id) / label
@@ -159,6 +159,11 @@ class StudyLayout:
     def reset_dir(self, stamp: str, dataset: str) -> Path:
         """Where `launch --reset-retries` keeps the result files it moves away."""
         return self.jobs / "reset" / stamp / dataset
+
+
+def task_manifest(folder: Path, index: int) -> Path:
+    """The manifest of an array's task `index` in the array's manifest folder."""
+    return folder / f"{index}.json"
 
 
 def cell_paths(study_dir: Path | str, dataset: str, arch_id: int, seed: int) -> CellPaths:

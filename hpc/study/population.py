@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from analysis.files import write_json
 from anynet.arch import Architecture
-from hpc.files import write_json_atomic
 from hpc.study.spec import DatasetEntry, Study
 
 ARCHITECTURES_FORMAT = 1
@@ -115,7 +115,7 @@ def _write_population(study: Study, population: Population) -> None:
                 "acts": cx.acts,
             }
         )
-    write_json_atomic(
+    write_json(
         study.layout.architectures,
         {"format": ARCHITECTURES_FORMAT, "design": population.design, "architectures": rows},
     )

@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
+from analysis.files import write_json
 from analysis.schema import FINAL_STATUSES, CellResult, CorruptResultError, read_cell
-from hpc.files import write_json_atomic
 from hpc.study.layout import cell_stem, parse_stem
 from hpc.study.spec import Study
 
@@ -164,7 +164,7 @@ def read_cell_files(
         return shown(pool.map(_read, paths, chunksize=64))
 
 
-def summarize(found: ResultFile, result: CellResult | CorruptResultError) -> ResultSummary:
+def _summary(found: ResultFile, result: CellResult | CorruptResultError) -> ResultSummary:
     if isinstance(result, CorruptResultError):
         return ResultSummary(
             "corrupt", 0, float("nan"), str(result), found.mtime, found.size, found.inode
@@ -185,7 +185,7 @@ def write_index(study: Study, summaries: dict[Cell, ResultSummary]) -> None:
     """Remember what each file says, keyed by its size, mtime and inode."""
     data = {f"{c.key}.h5": asdict(s) for c, s in sorted(summaries.items())}
     with contextlib.suppress(OSError):  # a read-only study folder still gets its status
-        write_json_atomic(study.layout.results_index, data)
+        write_json(study.layout.results_index, data)
 
 
 def scan_results(study: Study) -> dict[Cell, ResultSummary]:
@@ -209,7 +209,7 @@ def scan_results(study: Study) -> dict[Cell, ResultSummary]:
             changed.append(found)
     transient = set()
     for found, result in zip(changed, read_cell_files([f.path for f in changed]), strict=True):
-        out[found.cell] = summarize(found, result)
+        out[found.cell] = _summary(found, result)
         if isinstance(result, UnreadableNowError):
             transient.add(found.cell)
     if changed or len(out) != len(index):

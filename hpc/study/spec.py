@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from hpc.study.layout import DATA_DIR, STUDY_FILE, StudyLayout
 from hpc.study.recipe import Recipe
 from hpc.study.tomlcheck import StudyError, Where, check_keys, fill, first_key, frozen, table_at
@@ -295,10 +297,10 @@ def _check_reachable(design: Design, space: Any, where: Where) -> None:
     for depth, width, ratio, group in corners:
         group = min(group, max(1, round(width / ratio)))
         cx = complexity_batch(
-            [[depth] * s],
-            [[width] * s],
-            [[ratio] * s],
-            [[group] * s],
+            np.full((1, s), depth),
+            np.full((1, s), width),
+            np.full((1, s), ratio),
+            np.full((1, s), group),
             stem=space.stem,
             stem_width=space.stem_width,
             se_ratio=space.se_ratio,

@@ -7,17 +7,19 @@ code may import the worker's light modules (`hpc.worker.provenance`) without it.
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from hpc.worker.chunk import Chunk, interruption, main, run_chunk
+    from hpc.worker.cell import interruption
+    from hpc.worker.chunk import Chunk, main, run_chunk
 
+# name -> the module of this package that defines it
+_PUBLIC = {"Chunk": "chunk", "main": "chunk", "run_chunk": "chunk", "interruption": "cell"}
 __all__ = ["Chunk", "interruption", "main", "run_chunk"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from hpc.worker import chunk
-
-        return getattr(chunk, name)
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(f"hpc.worker.{_PUBLIC[name]}"), name)
     raise AttributeError(f"module 'hpc.worker' has no attribute {name!r}")

@@ -127,20 +127,19 @@ def evaluate(
 ) -> tuple[float, float]:
     """(top-1, top-5) test error in percent; counts stay on the device until the end."""
     model.eval()
-    wrong1 = wrong5 = total = None
+    wrong: tuple[torch.Tensor, torch.Tensor] | None = None
+    total = 0
     for images, labels in test_loader:
         with autocast():
             logits = model(images)
         k = min(5, logits.shape[1])
         hits = logits.topk(k, dim=1).indices == labels[:, None]
         w1, w5 = (~hits[:, 0]).sum(), (~hits.any(dim=1)).sum()
-        if wrong1 is None:
-            wrong1, wrong5, total = w1, w5, labels.shape[0]
-        else:
-            wrong1, wrong5, total = wrong1 + w1, wrong5 + w5, total + labels.shape[0]
-    if not total:
+        wrong = (w1, w5) if wrong is None else (wrong[0] + w1, wrong[1] + w5)
+        total += labels.shape[0]
+    if wrong is None or not total:
         raise ValueError("the test loader yielded no batches")
-    return 100.0 * wrong1.item() / total, 100.0 * wrong5.item() / total
+    return 100.0 * wrong[0].item() / total, 100.0 * wrong[1].item() / total
 
 
 def _fingerprint(
@@ -166,7 +165,7 @@ def _peak_mem(device: torch.device) -> int:
 
 
 def _empty_history() -> dict[str, list[float]]:
-    return {name: [] for name in CURVES} | {"eval_seconds": [], "images": []}
+    return {name: [] for name in (*CURVES, "eval_seconds", "images")}
 
 
 def train_cell(

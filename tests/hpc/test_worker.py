@@ -11,6 +11,7 @@ import socket
 import pytest
 import torch
 
+import hpc.worker.cell as cell_module
 import hpc.worker.chunk as worker
 from analysis.schema import read_cell
 from anynet.arch import Architecture
@@ -253,7 +254,7 @@ def test_a_finished_cell_whose_file_is_locked_is_never_retrained(study, monkeypa
     manifest = _manifest(study, [(0, 0, SMALL)], Recipe(epochs=1, batch_size=64))
     first = run_chunk(manifest)[0]
     path = cell_paths(study, "digits", 0, 0).result
-    monkeypatch.setattr(worker, "PREVIOUS_RETRY_S", 0.2)
+    monkeypatch.setattr(cell_module, "PREVIOUS_RETRY_S", 0.2)
     fd = os.open(path, os.O_RDWR)
     fcntl.flock(fd, fcntl.LOCK_EX)
     # Released after a few tries: the worker reads the result and skips the cell.
@@ -313,7 +314,7 @@ def test_an_error_while_writing_results_is_no_bad_input(study, monkeypatch):
     def broken(path, cell):
         raise ValueError("h5py refused an attribute")
 
-    monkeypatch.setattr(worker, "write_cell", broken)
+    monkeypatch.setattr(cell_module, "write_cell", broken)
     with pytest.raises(ValueError, match="h5py refused"):
         main([str(_manifest(study, [(0, 0, SMALL)], Recipe(epochs=1, batch_size=64)))])
 

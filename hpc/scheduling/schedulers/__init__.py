@@ -164,7 +164,7 @@ def task_states(study: Study, records: Sequence[LaunchRecord]) -> dict[TaskKey, 
     return states
 
 
-def cancel(study: Study, records: Sequence[LaunchRecord]) -> list[str]:
+def cancel_all(study: Study, records: Sequence[LaunchRecord]) -> list[str]:
     """Cancel the queued and running tasks of every record, each queue once."""
     cancelled: list[str] = []
     for scheduler, group in _by_queue(records).values():

@@ -116,7 +116,7 @@ class SbatchScheduler(SlurmScheduler):
         return None
 
 
-def render(study: Study) -> Rendered:
+def render_scripts(study: Study) -> Rendered:
     """Write manifests and one script per array of the current plan into jobs/S<n>/.
 
     Cells queued or running (launched, or rendered and submitted) are left out, as `launch`
