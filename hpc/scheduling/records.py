@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from analysis.files import write_json
+from hpc.provenance import now
 from hpc.scheduling.plan import Array
 from hpc.study.results import ArchSeed
 from hpc.study.spec import Study
-from hpc.worker.provenance import now
 
 RECORD_KEYS = ("id", "cluster", "created", "created_ts", "arrays")
 

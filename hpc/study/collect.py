@@ -101,7 +101,7 @@ def _current_fingerprint(path: Path) -> str:
 
 def collect(study: Study, *, progress: bool = False) -> Collected:
     """Merge every readable result file of the study's cells into STUDY/results.h5."""
-    from hpc.worker.provenance import now
+    from hpc.provenance import now
 
     population = load_population(study)
     target = study.layout.results_file

@@ -18,10 +18,10 @@ from submitit.core.utils import UncompletedJobError
 from analysis.schema import CellResult, CorruptResultError, read_cell, write_cell
 from anynet.arch import Architecture
 from anynet.complexity import Complexity, complexity
+from hpc import provenance
 from hpc.scheduling.manifest import Manifest, ManifestCell
 from hpc.study.layout import CellPaths, StudyLayout, cell_stem
 from hpc.study.results import is_final
-from hpc.worker import provenance
 from hpc.worker.cohort import train_cohort
 from hpc.worker.data import Loaders, loaders_for
 from hpc.worker.train import CellInterrupted, CellRun, TrainOutcome, cell_seed, validate

@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm  # type: ignore[import-untyped]
 
 from analysis.schema import STATUSES, CellResult
+from hpc.scheduling.cost import cohorts
 from hpc.scheduling.manifest import ManifestCell, read_manifest
 from hpc.scheduling.schedulers.slurm import requeue_this_job
 from hpc.study.layout import StudyLayout, cell_stem, task_manifest
@@ -99,18 +100,11 @@ def run_chunk(
     return results
 
 
-def _cohort_groups(pending: Pending, size: int) -> list[Pending]:
-    """The pending cells in cohorts of one seed, at most `size` each, in manifest order."""
-    by_seed: dict[int, Pending] = {}
-    for cell, number in pending:
-        by_seed.setdefault(cell.seed, []).append((cell, number))
-    return [group[i : i + size] for group in by_seed.values() for i in range(0, len(group), size)]
-
-
 def _run_cohorts(chunk: ChunkRun, earlier: list[CellResult], pending: Pending) -> list[CellResult]:
     """Train the pending cells in cohorts; every cell's result, in manifest order."""
     done = {(r.arch_id, r.seed): r for r in earlier}
-    for group in _cohort_groups(pending, chunk.manifest.cohort):
+    # Cohorts of one seed (data order belongs to the dataset and the seed), in manifest order.
+    for group in cohorts(pending, lambda item: item[0].seed, chunk.manifest.cohort):
         for result in _run_cohort(chunk, group):
             done[(result.arch_id, result.seed)] = result
     return [done[(c.arch_id, c.seed)] for c in chunk.manifest.cells]

@@ -59,16 +59,14 @@ class Submission:
         each worker its task's CPUs. Returns the paths per array."""
         from hpc.scheduling.manifest import write_manifest
 
-        study = self.study
+        study, archs = self.study, self.population.archs
         paths = []
         for array in self.plan.arrays:
             entry = study.dataset(array.dataset)
-            own = []
-            for i, chunk in enumerate(array.chunks):
-                archs = self.population.archs
-                own.append(path_of(array, i))
+            paths.append([path_of(array, i) for i in range(len(array.chunks))])
+            for path, chunk in zip(paths[-1], array.chunks, strict=True):
                 write_manifest(
-                    own[-1],
+                    path,
                     study_dir=study.root,
                     data_dir=study.data_dir,
                     dataset=entry.spec,
@@ -78,7 +76,6 @@ class Submission:
                     device=study.settings.device,
                     threads=array.cluster.cpus if threads is None else threads,
                 )
-            paths.append(own)
         return paths
 
 

@@ -225,7 +225,7 @@ def submit_prepare(study: Study, names: Sequence[str] | None = None) -> list[str
 
 def requeue_this_job() -> str:
     """Requeue the Slurm job (or array task) this process runs in; what happened, for the log."""
-    from hpc.worker.provenance import job_id
+    from hpc.provenance import job_id
 
     # Inside a Slurm job (SLURM_JOB_ID set by slurmd) scontrol talks to the cluster that runs
     # us, whatever SLURM_CONF says; outside one there is nothing to requeue.
