@@ -9,7 +9,7 @@ from typing import Any
 
 _EXPORTS = {
     "open_results": "analysis.frame",
-    "Study": "analysis.frame",
+    "StudyResults": "analysis.frame",
     "analyze": "analysis.report",
     "analyze_scores": "analysis.zerocost",
     "Analysis": "analysis.result",

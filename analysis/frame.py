@@ -90,7 +90,7 @@ def _choices(name: str, wanted: Any, valid: Iterable[Any]) -> list[Any]:
     return values
 
 
-class Study:
+class StudyResults:
     """A study's results as tables. `cells` is the tidy frame; the rest are views of it."""
 
     def __init__(self, results: schema.Results, path: Path | None = None) -> None:
@@ -257,12 +257,12 @@ class Study:
 
     def __repr__(self) -> str:
         return (
-            f"Study({str(self.path)!r}, {len(self.architectures)} architectures, "
+            f"StudyResults({str(self.path)!r}, {len(self.architectures)} architectures, "
             f"{len(self.datasets)} datasets, {len(self.cells)} cells)"
         )
 
 
-def open_results(path: str | Path) -> Study:
-    """Open a study folder's results.h5 (or the file itself) as a Study."""
+def open_results(path: str | Path) -> StudyResults:
+    """Open a study folder's results.h5 (or the file itself) as a StudyResults."""
     file = results_path(path)
-    return Study(schema.read_results(file), path=file)
+    return StudyResults(schema.read_results(file), path=file)

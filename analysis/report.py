@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from analysis.frame import METRICS, Study
+from analysis.frame import METRICS, StudyResults
 from analysis.proxy import rank_proxies, recommend, subset_curve
 from analysis.result import Analysis
 from analysis.stats import correlate, disattenuate, seed_reliability
@@ -24,7 +24,7 @@ from analysis.verdicts import verdict
 from analysis.zerocost import analyze_scores
 
 
-def _order(study: Study, reference: str) -> tuple[list[str], dict[str, int]]:
+def _order(study: StudyResults, reference: str) -> tuple[list[str], dict[str, int]]:
     subsets = dict(sorted(study.subsets(reference).items(), key=lambda item: (item[1], item[0])))
     rest = [d for d in study.dataset_names if d != reference and d not in subsets]
     return [reference, *subsets, *rest], subsets
@@ -37,7 +37,7 @@ def _against(table: pd.DataFrame, reference: str) -> pd.DataFrame:
 
 
 def _dataset_table(
-    study: Study,
+    study: StudyResults,
     names: list[str],
     reference: str,
     subsets: dict[str, int],
@@ -88,7 +88,7 @@ def _dataset_table(
     return pd.DataFrame(rows)
 
 
-def _provenance(study: Study, params: dict[str, Any]) -> dict[str, Any]:
+def _provenance(study: StudyResults, params: dict[str, Any]) -> dict[str, Any]:
     path = Path(study.path) if study.path else None
     digest = ""
     if path is not None:
@@ -132,7 +132,7 @@ def _provenance(study: Study, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def analyze(
-    study: Study,
+    study: StudyResults,
     *,
     reference: str | None = None,
     metric: str = "top1_err",

@@ -26,17 +26,18 @@ Errors are percentages (0-100); flops are multiply-adds.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import shutil
-import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
+
+from analysis.files import atomic_file
 
 SCHEMA_VERSION = 1
 SCORES_VERSION = 2  # of the optional /datasets/<name>/scores groups and of score files
@@ -231,64 +232,25 @@ class Results:
     scores: dict[str, ScoreTable] = field(default_factory=dict)  # datasets that have them
 
 
-def cell_path(results_dir: Path, dataset: str, arch_id: int, seed: int) -> Path:
-    """Where a cell's result file lives in a study folder's results/ directory."""
-    return Path(results_dir) / dataset / f"{arch_id}-s{seed}.h5"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# The mode a plain open() gives under this process's umask; every atomic writer of a study
-# folder (here and hpc/files.py) applies it, since mkstemp makes 0600 files.
-FILE_MODE = 0o666 & ~_umask()
-
-
-def _atomic_h5(path: Path, *, copy: bool = False) -> tuple[h5py.File, Path]:
-    """A temporary file beside `path` to write and then `_commit`: empty, or with
-    `copy` a copy of `path` opened for changes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    # mkstemp makes 0600 files; results in a shared study folder must be readable by the
-    # group as a plain open() would leave them.
-    os.fchmod(fd, FILE_MODE)
-    os.close(fd)
-    if not copy:
-        return h5py.File(tmp, "w"), Path(tmp)
-    try:
-        shutil.copyfile(path, tmp)
-        return h5py.File(tmp, "r+"), Path(tmp)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _commit(handle: h5py.File, tmp: Path, path: Path) -> None:
-    handle.flush()
-    fd = handle.id.get_vfd_handle()
-    os.fsync(fd)
-    handle.close()
-    os.replace(tmp, path)
+@contextlib.contextmanager
+def _atomic_h5(path: Path, *, copy: bool = False) -> Iterator[h5py.File]:
+    """An HDF5 file to write that replaces `path` only once whole (analysis.files): empty,
+    or with `copy` a copy of `path` opened for changes."""
+    with atomic_file(path) as tmp:
+        if copy:
+            shutil.copyfile(path, tmp)
+        with h5py.File(tmp, "r+" if copy else "w") as handle:
+            yield handle
 
 
 def write_cell(path: Path, cell: CellResult) -> None:
     """Write one cell's result atomically: a reader sees the whole file or none."""
-    path = Path(path)
-    handle, tmp = _atomic_h5(path)
-    try:
+    with _atomic_h5(Path(path)) as handle:
         handle.attrs["schema_version"] = SCHEMA_VERSION
         for name in SCALAR_FIELDS:
             handle.attrs[name] = getattr(cell, name)
         for name, values in cell.curves.items():
             handle.create_dataset(name, data=np.asarray(values, dtype=np.float64))
-        _commit(handle, tmp, path)
-    except BaseException:
-        handle.close()
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def read_cell(path: Path) -> CellResult:
@@ -369,8 +331,7 @@ def write_results(
             raise ValueError(f"cell {cell.key} names dataset {cell.dataset!r}, not declared")
         by_dataset[cell.dataset].append(cell)
     score_tables = _check_score_tables(scores, by_dataset)
-    handle, tmp = _atomic_h5(path)
-    try:
+    with _atomic_h5(Path(path)) as handle:
         handle.attrs["schema_version"] = SCHEMA_VERSION
         for key, value in (attrs or {}).items():
             handle.attrs[key] = value
@@ -384,11 +345,6 @@ def write_results(
             _write_dataset(handle, info, sorted(by_dataset[info.name], key=lambda c: c.key))
         for table in score_tables:
             _write_scores(handle[f"datasets/{table.dataset}"].create_group("scores"), table)
-        _commit(handle, tmp, path)
-    except BaseException:
-        handle.close()
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _check_score_tables(tables: Iterable[ScoreTable], declared: Iterable[str]) -> list[ScoreTable]:
@@ -480,16 +436,9 @@ def _read_array(dataset: h5py.Dataset) -> np.ndarray:
 def write_score_file(path: Path, table: ScoreTable) -> None:
     """Write one dataset's score table to its own file atomically (the scores group's
     layout at the root, plus a `dataset` attribute)."""
-    path = Path(path)
-    handle, tmp = _atomic_h5(path)
-    try:
+    with _atomic_h5(Path(path)) as handle:
         handle.attrs["dataset"] = table.dataset
         _write_scores(handle, table)
-        _commit(handle, tmp, path)
-    except BaseException:
-        handle.close()
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def add_scores(path: Path, tables: Iterable[ScoreTable]) -> None:
@@ -504,18 +453,12 @@ def add_scores(path: Path, tables: Iterable[ScoreTable]) -> None:
             f"{path}: schema_version {version}; this anysweep writes {SCHEMA_VERSION}"
         )
     score_tables = _check_score_tables(tables, declared)
-    handle, tmp = _atomic_h5(path, copy=True)
-    try:
+    with _atomic_h5(path, copy=True) as handle:
         for table in score_tables:
             group = handle[f"datasets/{table.dataset}"]
             if "scores" in group:
                 del group["scores"]
             _write_scores(group.create_group("scores"), table)
-        _commit(handle, tmp, path)
-    except BaseException:
-        handle.close()
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def read_score_file(path: Path) -> ScoreTable:

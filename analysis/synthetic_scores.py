@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis import schema
-from analysis.frame import Study, open_results, results_path
+from analysis.frame import StudyResults, open_results, results_path
 from analysis.synthetic import SyntheticTruth
 
 # Planted Pearson correlation of each score's latent value with minus the true error.
@@ -83,7 +83,7 @@ def synthetic_scores(
 
 def _table(
     rng: np.random.Generator,
-    study: Study,
+    study: StudyResults,
     dataset: str,
     latent: Mapping[str, np.ndarray],
     seeds: int,

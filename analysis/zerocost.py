@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd  # type: ignore[import-untyped]  # no stubs in the environment
 
-from analysis.frame import Study
+from analysis.frame import StudyResults
 from analysis.stats import (
     Correlations,
     bootstrap_counts,
@@ -97,7 +97,7 @@ def rank_safe(values: pd.Series | pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def score_frame(study: Study, dataset: str, seed: int | None = None) -> pd.DataFrame:
+def score_frame(study: StudyResults, dataset: str, seed: int | None = None) -> pd.DataFrame:
     """architecture x score of one dataset at one seed (default the table's lowest), in the
     order of study.architectures (NaN where not scored). params and FLOPs absent from the
     table come from the cells' counts as trained."""
@@ -176,7 +176,7 @@ def _versus(
 
 
 def seed_agreement(
-    study: Study, dataset: str, counts: np.ndarray, confidence: float
+    study: StudyResults, dataset: str, counts: np.ndarray, confidence: float
 ) -> list[dict[str, object]]:
     """Per score of one dataset (not params or FLOPs, which no seed changes), the mean
     Spearman correlation between its seeds over architectures, with interval."""
@@ -243,7 +243,7 @@ def _pearson(rows: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def cross_dataset(
-    study: Study, errors: pd.DataFrame, *, permutations: int, seed: int
+    study: StudyResults, errors: pd.DataFrame, *, permutations: int, seed: int
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """For every data-dependent score, its Spearman matrix across datasets (architectures as
     observations) against the trained errors' matrix: the Mantel test (exact up to
@@ -294,7 +294,7 @@ def summarise(correlations: pd.DataFrame) -> pd.DataFrame:
 
 
 def analyze_scores(
-    study: Study,
+    study: StudyResults,
     errors: pd.DataFrame,
     *,
     metric: str = "top1_err",

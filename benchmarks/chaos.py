@@ -151,24 +151,24 @@ def write_size(study: Path, architectures: int) -> None:
 
 def study_tasks(study: Path) -> dict[str, tuple[str, set[tuple[str, int, int]]]]:
     """Every task of every launch record: task id -> (job name, its cells)."""
-    from hpc.spec import load_study
-    from hpc.status import read_records
+    from hpc.scheduling.records import read_records
+    from hpc.study.spec import load_study
 
     out = {}
     for record in read_records(load_study(study)):
-        for array in record.get("arrays", []):
-            many = len(array["tasks"]) > 1
-            for i, task in enumerate(array["tasks"]):
-                tid = f"{array['job_id']}_{i}" if many else str(array["job_id"])
-                cells = {(array["dataset"], int(a), int(s)) for a, s in task["cells"]}
-                out[tid] = (array.get("job_name", ""), cells)
+        for array in record.arrays:
+            many = len(array.tasks) > 1
+            for i, task in enumerate(array.tasks):
+                tid = f"{array.job_id}_{i}" if many else str(array.job_id)
+                cells = {(array.dataset, a, s) for a, s in task.cells}
+                out[tid] = (array.job_name, cells)
     return out
 
 
 def active(study: Path) -> dict[str, str]:
     """This study's tasks in the queue: id -> state (others' jobs are left alone)."""
-    from hpc.spec import load_study
-    from hpc.status import job_prefix
+    from hpc.scheduling.records import job_prefix
+    from hpc.study.spec import load_study
 
     prefix = job_prefix(load_study(study))
     rows = slurm("squeue", "-h", "-r", "-o", "%i|%T|%j").stdout.split()

@@ -28,9 +28,9 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 from anynet.arch import Architecture  # noqa: E402
-from hpc.cohort import train_cohort  # noqa: E402
-from hpc.recipe import Recipe  # noqa: E402
-from hpc.train import CellRun  # noqa: E402
+from hpc.study.recipe import Recipe  # noqa: E402
+from hpc.worker.cohort import train_cohort  # noqa: E402
+from hpc.worker.train import CellRun  # noqa: E402
 from loaders.pipelines import build_loaders  # noqa: E402
 from loaders.prepare import prepare  # noqa: E402
 from loaders.registry import get_dataset  # noqa: E402

@@ -3,7 +3,7 @@
 One run, in this order (the most valuable first; each row is saved to $OUT as JSON and markdown
 as soon as it ends, and a row starts only while --budget-s leaves room for its estimate):
 1. paper-224 cohorts: K = 1, 4, 8, 16 of the paper preset's first 16 architectures (340-400 MF
-   at 224 px, 1,000 classes) through `hpc.train.train_cells` on the in-memory loader, eager,
+   at 224 px, 1,000 classes) through `hpc.worker.train.train_cells` on the in-memory loader, eager,
    with every architecture also trained alone (benchmarks/gpu_cohort.py);
 2. FFCV: anysweep's JPEG loader, random-resized crop 224, every CPU core a worker
    (benchmarks/gpu_ffcv.py): the planner's h200 "ffcv-jpeg-224" row;
@@ -16,7 +16,7 @@ as soon as it ends, and a row starts only while --budget-s leaves room for its e
 7. one model: the in-memory loader against plain indexing, train_cell against a hand-written
    loop (fp32/bf16 x layouts), and the checks (benchmarks/gpu_trainer.py);
 8. compiled cohorts (torch.compile per member): K = 1, then K = 4, while the budget lasts.
-`python -m benchmarks.gpu_throughput $OUT/gpu_results.json` prints hpc/throughput.toml rows.
+`python -m benchmarks.gpu_throughput $OUT/gpu_results.json` prints hpc/scheduling/throughput.toml rows.
 
 Estimates on an H200 from first principles (790 TFLOP/s bf16 matmul; 10-15 % model FLOP
 utilisation is the planner's assumption). A training step of one of the paper's AnyNets (7-44
@@ -321,7 +321,7 @@ def report(results: dict[str, Any]) -> str:
     lines += gpu_ffcv.report_lines(results)
     lines += gpu_trainer.report_lines(results)
     if results.get("cohort") or results.get("ffcv"):
-        lines += ["", "## Rows for hpc/throughput.toml", "", "```toml"]
+        lines += ["", "## Rows for hpc/scheduling/throughput.toml", "", "```toml"]
         lines += [gpu_throughput.toml_rows(results), "```"]
     for key, title in (("skipped", "Skipped"), ("errors", "Errors")):
         if results[key]:

@@ -2,7 +2,7 @@
 # Runs benchmarks/gpu.py on the CUDA device with the system python3 (no virtual environment),
 # after installing the wheels of dist/gpu-wheels (make gpu-wheels; carried to the device);
 # arguments are passed on. The log, the tables, a JSON of all figures and the rows for
-# hpc/throughput.toml go to $OUT (else /tmp/anysweep-gpu),
+# hpc/scheduling/throughput.toml go to $OUT (else /tmp/anysweep-gpu),
 # rewritten after every row. gpu.py keeps to --budget-s (300 s by default, about 5.5 minutes
 # with the start-up); past it by GPU_GRACE_S (45 s) it is interrupted, writes what it has and
 # exits, and 15 s later it is killed: the whole script ends within about 6.5 minutes.

@@ -1,9 +1,9 @@
 """Cohort rows of benchmarks/gpu.py: K = 1, 4, 8, 16 distinct architectures trained in lockstep
-from one loader through hpc's cohort path (`hpc.train.train_cells`), bf16 and channels_last.
+from one loader through hpc's cohort path (`hpc.worker.train.train_cells`), bf16 and channels_last.
 
 Two architecture sets, each the first 16 of a preset's population (its [design], seed 0):
-"paper-224" (hpc/presets/paper.toml: AnyNetX_A, 340-400 MF at 224 px, 1,000 classes) trained
-at 224 px, and "demo-32" (hpc/presets/demo.toml: three stages, 0.3-1.5 MF at 28 px) trained at
+"paper-224" (hpc/study/presets/paper.toml: AnyNetX_A, 340-400 MF at 224 px, 1,000 classes) trained
+at 224 px, and "demo-32" (hpc/study/presets/demo.toml: three stages, 0.3-1.5 MF at 28 px) trained at
 32 px. Every architecture of a set is also trained alone (K = 1) in the same run: a cohort
 row's "vs solos" is the seconds those members took one after another over its seconds.
 Timing: each cohort trains 2 epochs; the second (steady state) is timed from its first batch
@@ -31,12 +31,12 @@ from anynet.sampler import sample
 from anynet.spaces import get_space
 from benchmarks.gpu_common import Budget, EpochClock, num, say, sync
 from benchmarks.gpu_variants import VARIANTS, member_class
-from hpc.cohort import train_cohort
-from hpc.recipe import Recipe
-from hpc.train import train_cells
+from hpc.study.recipe import Recipe
+from hpc.worker.cohort import train_cohort
+from hpc.worker.train import train_cells
 
 KS = (1, 4, 8, 16)
-PRESETS = Path(__file__).resolve().parent.parent / "hpc" / "presets"
+PRESETS = Path(__file__).resolve().parent.parent / "hpc" / "study" / "presets"
 _CONSTRAINTS = ("seed", "resolution", "num_classes", "flops", "params", "acts")
 
 

@@ -1,8 +1,8 @@
-"""Turn a run of benchmarks/gpu.py (gpu_results.json) into measured rows for hpc/throughput.toml.
+"""Turn a run of benchmarks/gpu.py (gpu_results.json) into measured rows for hpc/scheduling/throughput.toml.
 
-Rows printed (TOML, to paste into hpc/throughput.toml):
+Rows printed (TOML, to paste into hpc/scheduling/throughput.toml):
 - model "paper-224": the member image-steps per second of the fastest eager paper-224 cohort
-  trained through `hpc.train.train_cells` (what a study runs today); hpc.cost charges each
+  trained through `hpc.worker.train.train_cells` (what a study runs today); hpc.scheduling.cost charges each
   member `images / images_per_s`, so a cohort of K costs K x images / this rate, its measured
   epoch. The rates of every K, of the variants and of compiled cohorts follow as comments.
 - loader "ffcv-jpeg-224": anysweep's FFCV training loader with every CPU core as a worker.

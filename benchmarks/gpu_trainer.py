@@ -1,5 +1,5 @@
 """The single-model rows of benchmarks/gpu.py: the in-memory loader against plain indexing,
-`hpc.train.train_cell` against a hand-written loop (fp32/bf16 x contiguous/channels_last), and
+`hpc.worker.train.train_cell` against a hand-written loop (fp32/bf16 x contiguous/channels_last), and
 the checks (channels_last against contiguous logits, CPU determinism)."""
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from anynet.arch import Architecture
 from anynet.complexity import complexity
 from anynet.model import build_model
 from benchmarks.gpu_common import CL, CONTIG, ListLoader, memory_loader, num, say, sync
-from hpc.recipe import Recipe
-from hpc.train import train_cell
+from hpc.study.recipe import Recipe
+from hpc.worker.train import train_cell
 from loaders.memory import MemoryTrainLoader
 
 # An AnyNetX_A network of the study's population (379 MF at 224 px, 1,000 classes).

@@ -1,6 +1,6 @@
 """Ways to make a cohort's members overlap on CUDA, measured by benchmarks/gpu_cohort.py
-without changing hpc: cohort members (subclasses of `hpc.train.CellRun`, stepped by hpc's
-own driver `hpc.cohort.train_cohort`) that step differently.
+without changing hpc: cohort members (subclasses of `hpc.worker.train.CellRun`, stepped by hpc's
+own driver `hpc.worker.cohort.train_cohort`) that step differently.
 
 - "streams": each member steps on its own CUDA stream, from the one driver thread. The batch
   is made on the default stream, which each member's stream waits for; the loader's blocking
@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from hpc.train import DIVERGENCE_CHECK_STEPS, CellRun
+from hpc.worker.train import DIVERGENCE_CHECK_STEPS, CellRun
 
 WARMUP_PASSES = 3
 

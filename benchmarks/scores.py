@@ -1,5 +1,5 @@
 """Training-free scores: seconds per score per (architecture, dataset) on one thread, for the
-demo's architectures (hpc/presets/demo.toml) on 28 px images and on 64 px images, with the
+demo's architectures (hpc/study/presets/demo.toml) on 28 px images and on 64 px images, with the
 demo's batch size; and what every score of every (architecture, dataset) would add to the demo.
 
 Run: .venv/bin/python benchmarks/scores.py [--architectures 24] [--repeats 3]
@@ -25,7 +25,7 @@ from anynet.complexity import complexity  # noqa: E402
 from anynet.sampler import sample  # noqa: E402
 from anynet.spaces import get_space  # noqa: E402
 
-PRESET = Path(__file__).resolve().parent.parent / "hpc" / "presets" / "demo.toml"
+PRESET = Path(__file__).resolve().parent.parent / "hpc" / "study" / "presets" / "demo.toml"
 SPACE_KEYS = ("stages", "max_depth", "max_width", "stem", "stem_width")
 
 

@@ -1,6 +1,6 @@
 """Trainer speed and per-cell overhead on CPU, one thread, 10k 28x28 Fashion-MNIST images.
 
-1. images/s of `hpc.train.train_cell` against a minimal hand-written PyTorch loop, same
+1. images/s of `hpc.worker.train.train_cell` against a minimal hand-written PyTorch loop, same
    model, same in-memory batches (training only; evaluation excluded from both).
 2. The share of a 1-epoch cell's wall time spent on model build, loader reuse, checkpoint
    restore/write and result writing, measured through `hpc.worker.run_chunk`.
@@ -33,9 +33,10 @@ from torch import nn  # noqa: E402
 
 from anynet.arch import Architecture  # noqa: E402
 from anynet.model import build_model  # noqa: E402
-from hpc.recipe import Recipe  # noqa: E402
-from hpc.train import train_cell  # noqa: E402
-from hpc.worker import run_chunk, write_manifest  # noqa: E402
+from hpc.scheduling.manifest import write_manifest  # noqa: E402
+from hpc.study.recipe import Recipe  # noqa: E402
+from hpc.worker import run_chunk  # noqa: E402
+from hpc.worker.train import train_cell  # noqa: E402
 from loaders.pipelines import build_loaders  # noqa: E402
 from loaders.prepare import prepare  # noqa: E402
 from loaders.registry import get_dataset  # noqa: E402

@@ -10,7 +10,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-AUGMENTS = ("auto", "rrc", "pad_crop", "flip", "none")
+# The names live with the registry, which needs no torch; loaders.augment.AUGMENTS stays valid.
+from loaders.registry import AUGMENTS as AUGMENTS
+
 # The ImageNet recipe evaluates a centre crop of 224/256 of the shorter side.
 EVAL_CROP_RATIO = 224 / 256
 RRC_SCALE = (0.08, 1.0)

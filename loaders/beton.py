@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from loaders.files import is_complete, mark_complete, temp_path
+from loaders.files import atomic_path, is_complete, mark_complete
 from loaders.images import check_headers, fit_max_side
 from loaders.registry import DatasetError
 from loaders.sources import Split
@@ -160,37 +160,35 @@ def write_beton(
     failed = ctx.Array("b", n, lock=False)
     done = ctx.Value("q", 0)
     receive, send = ctx.Pipe(duplex=False)
-    tmp = temp_path(path)
     samples = _Samples(split, max_side, failed, done)
-    child = ctx.Process(
-        target=_write_in_child,
-        args=(
-            str(tmp),
-            samples,
-            encoding,
-            jpeg_quality,
-            _page_size(width, height, max_side),
-            max(1, num_workers),
-            send,
-        ),
-    )
-    try:
-        child.start()
-        _watch(child, done, n, path, progress, stall_seconds)
-        status, detail = (
-            receive.recv() if receive.poll(1.0) else ("error", f"exit code {child.exitcode}")
+    with atomic_path(path) as tmp:
+        child = ctx.Process(
+            target=_write_in_child,
+            args=(
+                str(tmp),
+                samples,
+                encoding,
+                jpeg_quality,
+                _page_size(width, height, max_side),
+                max(1, num_workers),
+                send,
+            ),
         )
-        if status != "ok":
-            raise RuntimeError(f"writing {path} failed in the ffcv writer:\n{detail}")
-        bad = np.flatnonzero(np.frombuffer(failed, dtype=np.int8))
-        if len(bad):
-            _raise_errors([_failure(split, int(i)) for i in bad], n)
-        check_beton(tmp, n)
-        os.replace(tmp, path)
-    finally:
-        if child.is_alive():
-            _kill(child)
-        tmp.unlink(missing_ok=True)
+        try:
+            child.start()
+            _watch(child, done, n, path, progress, stall_seconds)
+            status, detail = (
+                receive.recv() if receive.poll(1.0) else ("error", f"exit code {child.exitcode}")
+            )
+            if status != "ok":
+                raise RuntimeError(f"writing {path} failed in the ffcv writer:\n{detail}")
+            bad = np.flatnonzero(np.frombuffer(failed, dtype=np.int8))
+            if len(bad):
+                _raise_errors([_failure(split, int(i)) for i in bad], n)
+            check_beton(tmp, n)
+        finally:
+            if child.is_alive():
+                _kill(child)
     mark_complete(path, fingerprint, num_samples=n, encoding=encoding, max_side=max_side)
 
 

@@ -1,6 +1,6 @@
 """The registered datasets' facts: what each source reads, and for each named dataset its
 source, classes, images, split, where to get it and its default preparation options.
-Plain data; loaders.registry turns it into DatasetSpec and DatasetInfo records."""
+Plain data; loaders.registry turns it into DatasetSpec and RegisteredDataset records."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ LAYOUTS: dict[str, str] = {
 # Decisions taken where a dataset has no split of its own.
 SPLIT_TEXT = "a seeded stratified split: test_fraction of each class to test (split_seed)"
 _PAPER_NOTE = "facts recorded from memory of the paper's table; check them against your copy"
-# One entry per registered dataset: DatasetInfo's facts (num_train, num_test, split, obtain,
+# One entry per registered dataset: RegisteredDataset's facts (num_train, num_test, split, obtain,
 # notes, offline) and DatasetSpec's options (the rest).
 CATALOG: tuple[dict[str, Any], ...] = (
     # Offline: real data that comes with installed packages, for demos and tests.

@@ -24,14 +24,26 @@ def temp_path(path: Path) -> Path:
 
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yields a temporary path to write; renamed onto `path` on success, removed on error."""
+    """Yields a temporary path to write and close; on success it replaces `path`, synced to
+    disk with its folder, on error it is removed. (analysis.files.atomic_file is the same
+    function for the rest of the project; loaders may import nothing of it.)"""
     tmp = temp_path(path)
     try:
         yield tmp
+        _fsync(tmp, os.O_RDONLY)
         os.replace(tmp, path)
+        _fsync(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def _fsync(path: Path, flags: int) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

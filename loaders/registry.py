@@ -27,10 +27,10 @@ SOURCES = (
 )
 BACKENDS = ("auto", "ffcv", "memory")
 ENCODINGS = ("raw", "jpg")
+# Training augmentations (loaders.augment applies them); named here, without torch, so that a
+# recipe is checked before any data is touched.
+AUGMENTS = ("auto", "rrc", "pad_crop", "flip", "none")
 
-# Sources that need `path` (checked when the files are read, so a study can be planned
-# before the data is on disk); the others find their files in installed packages.
-PATH_SOURCES = ("imagenet", "folder", "cifar10", "cifar100", "idx")
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.\-]*")
 SUBSET_RE = re.compile(r"(?P<parent>[a-z0-9][a-z0-9_.\-]*?)_k(?P<k>\d+)(?:_s(?P<seed>\d+))?")
 CONTROL_RE = re.compile(r"(?P<parent>[a-z0-9][a-z0-9_.\-]*?)_n(?P<n>\d+)(?:_s(?P<seed>\d+))?")
@@ -168,7 +168,7 @@ class DatasetSpec:
 
 
 @dataclass(frozen=True)
-class DatasetInfo:
+class RegisteredDataset:
     """A registered dataset: its default spec and the facts a study is planned with."""
 
     spec: DatasetSpec
@@ -287,12 +287,12 @@ def _info(
     notes: str = "",
     offline: bool = False,
     **options: Any,
-) -> DatasetInfo:
+) -> RegisteredDataset:
     spec = DatasetSpec(name=name, source=source, num_classes=num_classes, **options)
-    return DatasetInfo(spec, num_train, num_test, split, obtain, notes, offline)
+    return RegisteredDataset(spec, num_train, num_test, split, obtain, notes, offline)
 
 
-REGISTRY: dict[str, DatasetInfo] = {entry["name"]: _info(**entry) for entry in CATALOG}
+REGISTRY: dict[str, RegisteredDataset] = {entry["name"]: _info(**entry) for entry in CATALOG}
 
 
 def dataset_names(offline: bool | None = None) -> list[str]:
@@ -300,7 +300,7 @@ def dataset_names(offline: bool | None = None) -> list[str]:
     return sorted(n for n, i in REGISTRY.items() if offline is None or i.offline == offline)
 
 
-def dataset_info(name: str) -> DatasetInfo:
+def dataset_info(name: str) -> RegisteredDataset:
     if name not in REGISTRY:
         raise ValueError(f"unknown dataset {name!r}; registered datasets: {dataset_names()}")
     return REGISTRY[name]

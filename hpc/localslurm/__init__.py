@@ -329,16 +329,22 @@ def _start_slurmd(
 
 
 def _launch(cluster: Cluster, timeout_s: float) -> None:
-    root, ports = cluster.root, cluster.ports
+    """Start every daemon in order, each once the one before answers."""
+    _start_munge(cluster, timeout_s)
+    _start_database(cluster, timeout_s)
+    ports = cluster.ports
+    record = _spawn(cluster, "slurmdbd", ["slurmdbd", "-D"])
+    _wait_ready(cluster.root, "slurmdbd", record, lambda: _listening(ports.slurmdbd), timeout_s)
+    record = _spawn(cluster, "slurmctld", ["slurmctld", "-D", "-i", "-f", str(cluster.conf)])
+    _wait_ready(cluster.root, "slurmctld", record, lambda: _listening(ports.slurmctld), timeout_s)
+    _start_slurmd(cluster, timeout_s)
 
-    def spawn(name: str, argv: list[str]) -> processes.PidRecord:
-        return _spawn(cluster, name, argv)
 
-    def wait(what: str, record: processes.PidRecord, ready: Callable[[], bool]) -> None:
-        _wait_ready(root, what, record, ready, timeout_s)
-
+def _start_munge(cluster: Cluster, timeout_s: float) -> None:
+    root = cluster.root
     munge_socket = root / "run" / "munge.socket"
-    record = spawn(
+    record = _spawn(
+        cluster,
         "munged",
         [
             "munged",
@@ -350,28 +356,24 @@ def _launch(cluster: Cluster, timeout_s: float) -> None:
             f"--seed-file={root}/munge/munged.seed",
         ],
     )
-    wait("munged", record, munge_socket.exists)
+    _wait_ready(root, "munged", record, munge_socket.exists, timeout_s)
 
-    _run_logged(
-        root,
-        "mariadbd",
-        [
-            "mariadb-install-db",
-            "--no-defaults",
-            f"--datadir={root}/mysql",
-            "--user=root",
-            "--auth-root-authentication-method=socket",
-            "--skip-test-db",
-        ],
-    )
-    record = spawn(
+
+def _start_database(cluster: Cluster, timeout_s: float) -> None:
+    """MariaDB with the accounting database slurmdbd writes to (so that sacct works)."""
+    root = cluster.root
+    install = ["mariadb-install-db", "--no-defaults", f"--datadir={root}/mysql", "--user=root"]
+    install += ["--auth-root-authentication-method=socket", "--skip-test-db"]
+    _run_logged(root, "mariadbd", install)
+    record = _spawn(
+        cluster,
         "mariadbd",
         [
             "mariadbd",
             "--no-defaults",
             f"--datadir={root}/mysql",
             f"--socket={root}/run/mysqld.sock",
-            f"--port={ports.mysql}",
+            f"--port={cluster.ports.mysql}",
             "--bind-address=127.0.0.1",
             "--skip-name-resolve",
             "--skip-log-bin",
@@ -381,7 +383,7 @@ def _launch(cluster: Cluster, timeout_s: float) -> None:
             f"--log-error={root}/log/mariadbd.log",
         ],
     )
-    wait("mariadbd", record, lambda: _sql(root, "SELECT 1"))
+    _wait_ready(root, "mariadbd", record, lambda: _sql(root, "SELECT 1"), timeout_s)
     password = config.db_password(root)
     created = _sql(
         root,
@@ -395,12 +397,6 @@ def _launch(cluster: Cluster, timeout_s: float) -> None:
         raise LocalSlurmError(
             f"could not create the accounting database:\n{_log_tail(root, 'mariadbd')}"
         )
-
-    record = spawn("slurmdbd", ["slurmdbd", "-D"])
-    wait("slurmdbd", record, lambda: _listening(ports.slurmdbd))
-    record = spawn("slurmctld", ["slurmctld", "-D", "-i", "-f", str(cluster.conf)])
-    wait("slurmctld", record, lambda: _listening(ports.slurmctld))
-    _start_slurmd(cluster, timeout_s)
 
 
 def _stop(root: Path) -> bool:

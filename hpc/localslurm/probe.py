@@ -3,8 +3,6 @@ module, so they must live in an importable module)."""
 
 from __future__ import annotations
 
-import os
-
 
 def square(x: int) -> int:
     """x squared, computed on a node."""
@@ -14,8 +12,3 @@ def square(x: int) -> int:
 def fail(message: str) -> None:
     """Raise ValueError(message) on a node, so the caller sees a failed job."""
     raise ValueError(message)
-
-
-def visible_gpus() -> str:
-    """The CUDA_VISIBLE_DEVICES Slurm gave the job ('' when none)."""
-    return os.environ.get("CUDA_VISIBLE_DEVICES", "")

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from hpc.procfs import pids, process_alive, stat_fields
+
 # Popen objects of daemons started by this Python process, kept so they can be reaped.
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -22,16 +24,6 @@ class PidRecord:
 
     pid: int
     start_time: int  # clock ticks after boot, field 22 of /proc/PID/stat
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    """Fields of /proc/PID/stat from the state on (index 0 = state, 3 = session, 19 = start)."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name may hold spaces or parentheses; what follows the last ')' is fixed.
-    return text[text.rindex(")") + 2 :].split()
 
 
 def read_pid_file(pid_file: Path) -> PidRecord | None:
@@ -46,10 +38,7 @@ def read_pid_file(pid_file: Path) -> PidRecord | None:
 def is_alive(record: PidRecord) -> bool:
     """Whether the recorded process still runs; a zombie counts as dead (PID 1 reaps slowly)."""
     _reap(record.pid)
-    fields = _stat_fields(record.pid)
-    return (
-        fields is not None and fields[0] not in ("Z", "X") and int(fields[19]) == record.start_time
-    )
+    return process_alive(record.pid, record.start_time)
 
 
 def spawn(
@@ -66,7 +55,7 @@ def spawn(
             env=dict(env) if env is not None else None,
         )
     _children[proc.pid] = proc
-    fields = _stat_fields(proc.pid)
+    fields = stat_fields(proc.pid)
     if fields is None:
         raise RuntimeError(f"{argv[0]} exited at once; see {log_file}")
     record = PidRecord(proc.pid, int(fields[19]))
@@ -79,12 +68,12 @@ def session_members(leader: PidRecord) -> list[PidRecord]:
     if not is_alive(leader):
         return []
     members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == leader.pid:
+    for pid in pids():
+        if pid == leader.pid:
             continue
-        fields = _stat_fields(int(entry.name))
+        fields = stat_fields(pid)
         if fields is not None and fields[0] not in ("Z", "X") and int(fields[3]) == leader.pid:
-            members.append(PidRecord(int(entry.name), int(fields[19])))
+            members.append(PidRecord(pid, int(fields[19])))
     return members
 
 

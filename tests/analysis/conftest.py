@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis.frame import Study, open_results
+from analysis.frame import StudyResults, open_results
 from analysis.report import Analysis, analyze, write_report
 from analysis.synthetic import SyntheticTruth, synthetic_results
 
@@ -31,12 +31,12 @@ def study_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Synthetic
 
 
 @pytest.fixture(scope="session")
-def study(study_dir: tuple[Path, SyntheticTruth]) -> Study:
+def study(study_dir: tuple[Path, SyntheticTruth]) -> StudyResults:
     return open_results(study_dir[0])
 
 
 @pytest.fixture(scope="session")
-def analysis(study: Study) -> Analysis:
+def analysis(study: StudyResults) -> Analysis:
     return analyze(study, bootstrap=RESAMPLES, permutations=RESAMPLES, seed=0)
 
 

@@ -22,7 +22,6 @@ from analysis.schema import (
     DatasetInfo,
     ScoreTable,
     add_scores,
-    cell_path,
     read_cell,
     read_results,
     read_root_attr,
@@ -67,10 +66,6 @@ def _archs(n: int = 4, stages: int = 3) -> dict[str, np.ndarray]:
     return cols
 
 
-def test_cell_path_follows_the_study_layout(tmp_path: Path) -> None:
-    assert cell_path(tmp_path, "mnist", 7, 1) == tmp_path / "mnist" / "7-s1.h5"
-
-
 def test_cell_round_trips_every_field(tmp_path: Path) -> None:
     cell = _cell()
     write_cell(tmp_path / "c.h5", cell)
@@ -83,7 +78,7 @@ def test_cell_round_trips_every_field(tmp_path: Path) -> None:
 
 
 def test_write_leaves_no_temporary_file_and_a_group_readable_file(tmp_path: Path) -> None:
-    path = cell_path(tmp_path, "mnist", 0, 0)
+    path = tmp_path / "mnist" / "0-s0.h5"
     write_cell(path, _cell())
     assert sorted(p.name for p in path.parent.iterdir()) == ["0-s0.h5"]
     mask = os.umask(0)

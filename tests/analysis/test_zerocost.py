@@ -15,7 +15,7 @@ import pytest
 from matplotlib import image as mpimg
 from scipy import stats as sps
 
-from analysis.frame import Study, open_results
+from analysis.frame import StudyResults, open_results
 from analysis.report import Analysis, analyze, write_report
 from analysis.schema import ScoreTable, add_scores
 from analysis.stats import bootstrap_counts, correlate
@@ -35,7 +35,7 @@ KEEP = ("imagenet", "cifar10", "concrete", "ham10000")
 
 
 @pytest.fixture(scope="module")
-def scored(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Study]:
+def scored(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, StudyResults]:
     """80 architectures, 4 datasets, 2 seeds of training and of scores."""
     folder = tmp_path_factory.mktemp("scored")
     specs = [s for s in default_datasets() if s.name in KEEP]
@@ -172,7 +172,7 @@ def test_mantel_needs_three_datasets() -> None:
 
 
 # ---- the whole analysis on a study ------------------------------------------------------
-def test_the_section_values_equal_scipy_on_the_study(scored: tuple[Path, Study]) -> None:
+def test_the_section_values_equal_scipy_on_the_study(scored: tuple[Path, StudyResults]) -> None:
     _, study = scored
     errors = study.errors()
     result = analyze_scores(study, errors, bootstrap=100, permutations=50)
@@ -190,7 +190,7 @@ def test_the_section_values_equal_scipy_on_the_study(scored: tuple[Path, Study])
 
 
 def test_scores_of_the_lowest_seed_are_correlated_and_seeds_agree_as_scipy_says(
-    scored: tuple[Path, Study],
+    scored: tuple[Path, StudyResults],
 ) -> None:
     _, study = scored
     result = analyze_scores(study, study.errors(), bootstrap=100, permutations=0)
@@ -204,7 +204,7 @@ def test_scores_of_the_lowest_seed_are_correlated_and_seeds_agree_as_scipy_says(
 
 
 def test_mantel_runs_on_the_data_dependent_scores_exactly_with_four_datasets(
-    scored: tuple[Path, Study],
+    scored: tuple[Path, StudyResults],
 ) -> None:
     _, study = scored
     result = analyze_scores(study, study.errors(), bootstrap=50, permutations=10)
@@ -219,7 +219,7 @@ def test_mantel_runs_on_the_data_dependent_scores_exactly_with_four_datasets(
     assert row["trained_r"] == pytest.approx(expected)
 
 
-def test_default_draws_are_those_of_the_report_tables(scored: tuple[Path, Study]) -> None:
+def test_default_draws_are_those_of_the_report_tables(scored: tuple[Path, StudyResults]) -> None:
     _, study = scored
     errors = study.errors()[["imagenet", "cifar10"]]
     ours = correlate(errors, counts=default_counts(len(errors), 60, 9), permutations=0)
@@ -227,11 +227,11 @@ def test_default_draws_are_those_of_the_report_tables(scored: tuple[Path, Study]
     np.testing.assert_array_equal(ours.samples, theirs.samples)
 
 
-def test_a_study_without_scores_has_no_section_tables(study: Study) -> None:
+def test_a_study_without_scores_has_no_section_tables(study: StudyResults) -> None:
     assert analyze_scores(study, study.errors()) is None
 
 
-def test_errors_in_another_order_are_refused(scored: tuple[Path, Study]) -> None:
+def test_errors_in_another_order_are_refused(scored: tuple[Path, StudyResults]) -> None:
     _, study = scored
     with pytest.raises(ValueError, match="one row per architecture, in the study's order"):
         analyze_scores(study, study.errors().iloc[::-1])
@@ -313,7 +313,7 @@ class _Cells(HTMLParser):
 
 
 def test_the_report_shows_the_section_with_the_computed_numbers(
-    scored: tuple[Path, Study], tmp_path: Path
+    scored: tuple[Path, StudyResults], tmp_path: Path
 ) -> None:
     _, study = scored
     result = analyze(study, bootstrap=60, permutations=60)

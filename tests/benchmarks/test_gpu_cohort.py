@@ -11,9 +11,9 @@ from anynet.arch import Architecture
 from benchmarks.gpu_cohort import ArchSet, preset_archs, run_cohort
 from benchmarks.gpu_common import EpochClock, ListLoader
 from benchmarks.gpu_variants import VARIANTS, member_class
-from hpc.cohort import train_cohort
-from hpc.recipe import Recipe
-from hpc.train import CellRun
+from hpc.study.recipe import Recipe
+from hpc.worker.cohort import train_cohort
+from hpc.worker.train import CellRun
 
 ARCHS = [
     Architecture(depths=(1, 1), widths=(8, 16), bottleneck_ratios=(1.0, 1.0),

@@ -1,4 +1,4 @@
-"""benchmarks/gpu_throughput.py: a GPU run's JSON becomes rows hpc.cost reads."""
+"""benchmarks/gpu_throughput.py: a GPU run's JSON becomes rows hpc.scheduling.cost reads."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import tomllib
 import pytest
 
 from benchmarks.gpu_throughput import device_key, main, toml_rows
-from hpc.cost import parse_table
+from hpc.scheduling.cost import parse_table
 
 
 def cohort(k: int, rate: float, **extra: object) -> dict:

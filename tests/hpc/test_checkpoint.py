@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from hpc.checkpoint import (
+from hpc.worker.checkpoint import (
     CorruptCheckpointError,
     load_checkpoint,
     rng_state,

@@ -10,12 +10,12 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hpc.plan import CHUNK_OVERHEAD_S, Chunk, chunk_cells
+from hpc.scheduling.plan import CHUNK_OVERHEAD_S, PlannedChunk, chunk_cells
 
 
 def reference_chunk_cells(
     dataset: str, cells: list[tuple[int, int]], seconds: list[float], capacity: float
-) -> list[Chunk]:
+) -> list[PlannedChunk]:
     """The plain search: every chunk count from the fewest upwards, one share at a time."""
     if not cells:
         return []
@@ -34,10 +34,13 @@ def reference_chunk_cells(
         sums = [float(cum[e - 1] - (cum[b - 1] if b else 0.0)) for b, e in parts]
         if all(t <= budget or e - b == 1 for (b, e), t in zip(parts, sums, strict=True)):
             return [
-                Chunk(dataset, tuple(cells[b:e]), t + CHUNK_OVERHEAD_S)
+                PlannedChunk(dataset, tuple(cells[b:e]), t + CHUNK_OVERHEAD_S)
                 for (b, e), t in zip(parts, sums, strict=True)
             ]
-    return [Chunk(dataset, (c,), t + CHUNK_OVERHEAD_S) for c, t in zip(cells, seconds, strict=True)]
+    return [
+        PlannedChunk(dataset, (c,), t + CHUNK_OVERHEAD_S)
+        for c, t in zip(cells, seconds, strict=True)
+    ]
 
 
 def _seconds(kind: str, n: int, rng: np.random.Generator) -> list[float]:

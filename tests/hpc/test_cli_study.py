@@ -16,11 +16,21 @@ import pytest
 
 from analysis.schema import read_cell, read_results
 from hpc.cli import main
-from hpc.cli_study import PRESETS_DIR, run_study
-from hpc.launch import cancel, launch
-from hpc.spec import Study, load_study
-from hpc.status import process_alive, read_records, study_status
-from hpc.study import prepare_datasets, sample_architectures
+from hpc.procfs import process_alive
+from hpc.scheduling.launch import cancel, launch
+from hpc.scheduling.records import read_records as read_launch_records
+from hpc.scheduling.run import run_study
+from hpc.scheduling.status import study_status
+from hpc.study.datasets import prepare_datasets
+from hpc.study.population import sample_architectures
+from hpc.study.presets import PRESETS_DIR
+from hpc.study.spec import Study, load_study
+
+
+def read_records(study) -> list[dict]:
+    """The study's launch records as their record.json files hold them."""
+    return [record.to_dict() for record in read_launch_records(study)]
+
 
 STUDY = """\
 [study]
@@ -238,7 +248,7 @@ def test_launch_reset_retries_runs_failed_cells_that_used_up_their_attempts(
 
 
 def test_run_that_fails_while_waiting_stops_its_local_workers(tmp_path: Path, monkeypatch) -> None:
-    import hpc.status
+    import hpc.scheduling.status
 
     (tmp_path / "study.toml").write_text(STUDY.replace("epochs = 1", "epochs = 50"))
     looks = []
@@ -249,8 +259,8 @@ def test_run_that_fails_while_waiting_stops_its_local_workers(tmp_path: Path, mo
             raise OSError("the study folder went away")
         return real(study)
 
-    real = hpc.status.tasks
-    monkeypatch.setattr(hpc.status, "tasks", failing_tasks)
+    real = hpc.scheduling.status.tasks
+    monkeypatch.setattr(hpc.scheduling.status, "tasks", failing_tasks)
     with pytest.raises(OSError, match="went away"):
         run_study(tmp_path, jobs=1, progress=False, analyze=False, poll_s=0.2)
     assert _lane_ends(load_study(tmp_path))
@@ -273,10 +283,10 @@ def test_run_right_after_cancel_runs_the_cells_the_cancelled_workers_left(tmp_pa
 def test_a_ctrl_c_that_library_code_swallows_still_stops_the_run(
     tmp_path: Path, monkeypatch
 ) -> None:
-    import hpc.results
+    import hpc.study.results
 
     (tmp_path / "study.toml").write_text(STUDY.replace("epochs = 1", "epochs = 50"))
-    real = hpc.results.scan_results
+    real = hpc.study.results.scan_results
     looks = []
 
     def swallowing_scan(study):
@@ -289,7 +299,7 @@ def test_a_ctrl_c_that_library_code_swallows_still_stops_the_run(
                 pass
         return real(study)
 
-    monkeypatch.setattr(hpc.results, "scan_results", swallowing_scan)
+    monkeypatch.setattr(hpc.study.results, "scan_results", swallowing_scan)
     before = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
         run_study(tmp_path, jobs=1, progress=False, analyze=False, poll_s=0.2)

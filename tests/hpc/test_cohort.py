@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from anynet.arch import Architecture
-from hpc.cohort import train_cohort
-from hpc.recipe import Recipe
-from hpc.train import CellInterrupted, CellRun, cell_seed, train_cell, train_cells
+from hpc.study.recipe import Recipe
+from hpc.worker.cohort import train_cohort
+from hpc.worker.train import CellInterrupted, CellRun, cell_seed, train_cell, train_cells
 from loaders.pipelines import build_loaders
 from loaders.prepare import prepare
 from loaders.registry import get_dataset

@@ -10,11 +10,14 @@ import h5py
 import numpy as np
 import pytest
 
-from analysis.schema import CellResult, cell_path, read_results, write_cell
+from analysis.schema import CellResult, read_results, write_cell
 from anynet.complexity import complexity
-from hpc.collect import clean, collect
-from hpc.spec import load_study
-from hpc.study import prepare_datasets, sample_architectures
+from hpc.study.clean import clean
+from hpc.study.collect import collect
+from hpc.study.datasets import prepare_datasets
+from hpc.study.layout import cell_paths
+from hpc.study.population import sample_architectures
+from hpc.study.spec import load_study
 
 STUDY = """\
 [study]
@@ -58,7 +61,7 @@ def _cell(study, dataset: str, arch_id: int, seed: int, **fields) -> CellResult:
         curves={"test_top1_err": np.array([20.0, 10.0 + arch_id + seed / 10])},
         **fields,
     )
-    write_cell(cell_path(study.root / "results", dataset, arch_id, seed), cell)
+    write_cell(cell_paths(study.root, dataset, arch_id, seed).result, cell)
     return cell
 
 
@@ -130,7 +133,7 @@ def test_collect_after_prepare_rewrites_the_dataset_records(tmp_path: Path) -> N
 
 def test_corrupt_result_file_is_reported_and_never_merged(study) -> None:
     _cell(study, "digits", 0, 0)
-    broken = cell_path(study.root / "results", "digits", 1, 0)
+    broken = cell_paths(study.root, "digits", 1, 0).result
     broken.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)  # a write cut short
     collected = collect(study)
     assert collected.cells == 1
@@ -158,7 +161,7 @@ def test_a_file_the_system_will_not_read_now_is_merged_by_the_next_collect(study
 
     _cell(study, "digits", 0, 0)
     _cell(study, "digits", 1, 0)
-    path = cell_path(study.root / "results", "digits", 1, 0)
+    path = cell_paths(study.root, "digits", 1, 0).result
     fd = os.open(path, os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from hpc.cost import Cell, best_cohort, cohort_cost, cohorts_of, load_table, parse_table
+from hpc.scheduling.cost import (
+    CellWork,
+    best_cohort,
+    cohort_cost,
+    cohorts_of,
+    load_table,
+    parse_table,
+)
 
 TABLE = parse_table(
     {
@@ -29,7 +36,7 @@ TABLE = parse_table(
 
 
 def _cells(n, seed=0, images=1000):
-    return [Cell("ds", seed, "net", "jpeg", images) for _ in range(n)]
+    return [CellWork("ds", seed, "net", "jpeg", images) for _ in range(n)]
 
 
 def test_cohorts_hold_one_dataset_and_seed_and_at_most_k_cells():

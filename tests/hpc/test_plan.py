@@ -12,12 +12,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.schema import CellResult, cell_path, write_cell
-from hpc.cli_study import PRESETS_DIR
-from hpc.plan import CHUNK_OVERHEAD_S, chunk_cells, dataset_costs, dataset_sizes, make_plan
-from hpc.results import Cell, scan_results
-from hpc.spec import load_study, parse_study
-from hpc.study import sample_architectures
+from analysis.schema import CellResult, write_cell
+from hpc.scheduling.plan import (
+    CHUNK_OVERHEAD_S,
+    chunk_cells,
+    dataset_costs,
+    make_plan,
+)
+from hpc.study.datasets import dataset_sizes
+from hpc.study.layout import cell_paths
+from hpc.study.population import sample_architectures
+from hpc.study.presets import PRESETS_DIR
+from hpc.study.results import Cell, scan_results
+from hpc.study.spec import load_study, parse_study
 
 STUDY = """\
 [study]
@@ -55,7 +62,7 @@ def study(tmp_path: Path):
 
 
 def _result(study, dataset: str, arch_id: int, seed: int, status: str = "done", **fields) -> None:
-    path = cell_path(study.root / "results", dataset, arch_id, seed)
+    path = cell_paths(study.root, dataset, arch_id, seed).result
     write_cell(
         path, CellResult(dataset=dataset, arch_id=arch_id, seed=seed, status=status, **fields)
     )
@@ -142,7 +149,7 @@ def test_finished_and_active_cells_are_not_planned(study) -> None:
 
 def test_a_corrupt_result_file_counts_as_missing(study) -> None:
     population = sample_architectures(study)
-    path = cell_path(study.root / "results", "digits", 3, 0)
+    path = cell_paths(study.root, "digits", 3, 0).result
     path.parent.mkdir(parents=True)
     path.write_bytes(b"\x89HDF\r\n half-written")
     assert scan_results(study)[Cell("digits", 3, 0)].status == "corrupt"
@@ -153,7 +160,7 @@ def test_a_corrupt_result_file_counts_as_missing(study) -> None:
 def test_scan_reads_a_changed_file_again(study) -> None:
     _result(study, "digits", 0, 0, "failed", attempts=1, error="Traceback\nValueError: boom\n")
     assert scan_results(study)[Cell("digits", 0, 0)].error == "ValueError: boom"
-    path = cell_path(study.root / "results", "digits", 0, 0)
+    path = cell_paths(study.root, "digits", 0, 0).result
     first = path.stat()
     _result(study, "digits", 0, 0, "done", attempts=2)
     # A coarse clock can give both writes one mtime, and these two files have one size:
@@ -167,7 +174,7 @@ def test_a_file_the_system_will_not_read_now_is_reported_but_never_cached(study)
     import fcntl
 
     _result(study, "digits", 0, 0, "done", attempts=1)
-    path = cell_path(study.root / "results", "digits", 0, 0)
+    path = cell_paths(study.root, "digits", 0, 0).result
     fd = os.open(path, os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # as another process's writer would hold it

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from hpc.recipe import AUGMENTS, Recipe
+from hpc.study.recipe import AUGMENTS, Recipe
 
 
 def test_defaults_are_the_regnet_population_protocol() -> None:
@@ -46,7 +46,7 @@ def test_unknown_key_lists_valid_keys() -> None:
 
 
 def test_wrong_type_names_the_key() -> None:
-    with pytest.raises(ValueError, match=r"recipe\.epochs: expected int, got str"):
+    with pytest.raises(ValueError, match=r"recipe: epochs must be an integer, got str '3'"):
         Recipe.from_dict({"epochs": "3"})
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from hpc.cli_study import PRESETS_DIR
-from hpc.spec import StudyError, load_study, parse_study
+from hpc.study.presets import PRESETS_DIR
+from hpc.study.spec import StudyError, load_study, parse_study
 
 BASE = """\
 [study]

@@ -11,22 +11,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.schema import CellResult, cell_path, write_cell
-from hpc import status as status_module
-from hpc.launch import write_record
-from hpc.results import Cell
-from hpc.spec import load_study
-from hpc.status import (
+from analysis.schema import CellResult, write_cell
+from hpc.procfs import process_start
+from hpc.scheduling.records import ArrayRecord, job_name, write_record
+from hpc.scheduling.schedulers import SchedulerError
+from hpc.scheduling.status import (
     active_cells,
     cell_logs,
     cell_states,
     format_status,
-    job_name,
-    process_start,
     study_status,
     tasks,
 )
-from hpc.study import sample_architectures
+from hpc.study.layout import cell_paths
+from hpc.study.population import sample_architectures
+from hpc.study.results import Cell
+from hpc.study.spec import load_study
 
 STUDY = """\
 [study]
@@ -64,7 +64,7 @@ def study(tmp_path: Path):
 
 def _result(study, dataset: str, arch_id: int, seed: int, status: str, **fields) -> None:
     write_cell(
-        cell_path(study.root / "results", dataset, arch_id, seed),
+        cell_paths(study.root, dataset, arch_id, seed).result,
         CellResult(dataset=dataset, arch_id=arch_id, seed=seed, status=status, **fields),
     )
 
@@ -97,7 +97,8 @@ def _local_record(study, lane_info: dict, queued: list, running: list) -> None:
             ],
         }
     ]
-    write_record(study, "L0001", "local", arrays, lanes=[lane_info])
+    records = [ArrayRecord.from_dict(a) for a in arrays]
+    write_record(study, "L0001", "local", records, {"lanes": [lane_info]})
 
 
 def test_cells_are_done_running_queued_failed_diverged_or_missing(study, lane) -> None:
@@ -173,16 +174,18 @@ def _slurm_record(study, record: str, arrays: int, tasks_per_array: int) -> None
         record,
         "slurm",
         [
-            {
-                "label": f"digits-{k}",
-                "dataset": "digits",
-                "job_name": job_name(study, record, f"digits-{k}"),
-                "job_id": str(100 + k),
-                "tasks": [
-                    {"chunk": f"digits-{k}.{i}", "cells": [[i % 3, k % 2]]}
-                    for i in range(tasks_per_array)
-                ],
-            }
+            ArrayRecord.from_dict(
+                {
+                    "label": f"digits-{k}",
+                    "dataset": "digits",
+                    "job_name": job_name(study, record, f"digits-{k}"),
+                    "job_id": str(100 + k),
+                    "tasks": [
+                        {"chunk": f"digits-{k}.{i}", "cells": [[i % 3, k % 2]]}
+                        for i in range(tasks_per_array)
+                    ],
+                }
+            )
             for k in range(arrays)
         ],
     )
@@ -199,7 +202,7 @@ def test_one_squeue_call_answers_for_every_task(study, monkeypatch) -> None:
         out = f"100_0|{name0}|RUNNING\n100_1|{name0}|PENDING\n101_2|{name1}|REQUEUED\n7|other-job|RUNNING\n"
         return subprocess.CompletedProcess(argv, 0, out, "")
 
-    monkeypatch.setattr(status_module.subprocess, "run", fake_run)
+    monkeypatch.setattr(subprocess, "run", fake_run)
     found = tasks(study)
     assert len(calls) == 1 and calls[0][0] == "squeue"
     assert len(found) == 2000
@@ -214,13 +217,13 @@ def test_one_squeue_call_answers_for_every_task(study, monkeypatch) -> None:
 def test_failing_squeue_is_an_error_not_a_guess(study, monkeypatch) -> None:
     _slurm_record(study, "L0001", arrays=1, tasks_per_array=2)
     monkeypatch.setattr(
-        status_module.subprocess,
+        subprocess,
         "run",
         lambda argv, **kw: subprocess.CompletedProcess(
             argv, 1, "", "slurm_load_jobs error: Unable to contact slurm controller"
         ),
     )
-    with pytest.raises(status_module.SchedulerError, match="Unable to contact slurm controller"):
+    with pytest.raises(SchedulerError, match="Unable to contact slurm controller"):
         tasks(study)
 
 

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from anynet.arch import Architecture
-from hpc.recipe import Recipe
-from hpc.train import (
+from hpc.study.recipe import Recipe
+from hpc.worker.train import (
     CellInterrupted,
     cell_seed,
     evaluate,
@@ -177,7 +177,7 @@ def test_progress_of_every_epoch_goes_to_the_log(whole):
 
 
 def test_progress_inside_an_epoch_is_logged_when_the_interval_passes(digits, monkeypatch):
-    monkeypatch.setattr("hpc.train.LOG_EVERY_S", 0.0)
+    monkeypatch.setattr("hpc.worker.train.LOG_EVERY_S", 0.0)
     lines: list[str] = []
     _train(
         digits, Recipe(epochs=1, batch_size=64, base_lr=1.0, test_batch_size=512), log=lines.append
@@ -233,5 +233,5 @@ def test_bad_input_is_rejected_before_any_training(digits):
     train, test, _ = digits
     with pytest.raises(ValueError, match="num_classes must be >= 2"):
         train_cell(ARCH, train, test, RECIPE, seed=0, num_classes=1)
-    with pytest.raises(TypeError, match="hpc.recipe.Recipe"):
+    with pytest.raises(TypeError, match="hpc.study.recipe.Recipe"):
         train_cell(ARCH, train, test, RECIPE.to_dict(), seed=0, num_classes=10)

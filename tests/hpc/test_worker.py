@@ -11,13 +11,16 @@ import socket
 import pytest
 import torch
 
-import hpc.worker as worker
+import hpc.worker.cell as cell_module
+import hpc.worker.chunk as worker
 from analysis.schema import read_cell
 from anynet.arch import Architecture
 from anynet.complexity import complexity
-from hpc.recipe import Recipe
-from hpc.train import CellInterrupted
-from hpc.worker import cell_paths, main, read_manifest, run_chunk, write_manifest
+from hpc.scheduling.manifest import read_manifest, write_manifest
+from hpc.study.layout import cell_paths
+from hpc.study.recipe import Recipe
+from hpc.worker import main, run_chunk
+from hpc.worker.train import CellInterrupted
 from loaders.prepare import prepare
 from loaders.registry import get_dataset
 
@@ -202,7 +205,7 @@ def test_stopped_chunk_keeps_the_checkpoint_and_resumes_to_the_same_numbers(
 def test_a_signal_inside_torch_save_stops_the_cell_and_keeps_its_attempt(study, monkeypatch):
     # Ctrl-C (or a scheduler's SIGINT) landing inside torch.save makes torch's zip writer
     # raise RuntimeError on top of the KeyboardInterrupt: still a stop, not a failure.
-    import hpc.train
+    import hpc.worker.train
 
     class Interrupting(io.BytesIO):
         def write(self, data):
@@ -214,7 +217,7 @@ def test_a_signal_inside_torch_save_stops_the_cell_and_keeps_its_attempt(study, 
         torch.save(payload, Interrupting())
 
     manifest = _manifest(study, [(0, 0, SMALL)])
-    monkeypatch.setattr(hpc.train, "save_checkpoint", interrupted_save)
+    monkeypatch.setattr(hpc.worker.train, "save_checkpoint", interrupted_save)
     with pytest.raises(KeyboardInterrupt):
         run_chunk(manifest)
     paths = cell_paths(study, "digits", 0, 0)
@@ -230,13 +233,13 @@ def test_a_requeue_submitit_gives_up_on_leaves_the_cell_unfinished_not_failed(st
     # running step: the job ends, and the cell is for the next launch, with its attempts.
     from submitit.core.utils import UncompletedJobError
 
-    import hpc.train
+    import hpc.worker.train
 
     def gives_up(path, payload):
         raise UncompletedJobError("Job not requeued because: timed-out too many times.")
 
     manifest = _manifest(study, [(0, 0, SMALL), (1, 0, WIDER)])
-    monkeypatch.setattr(hpc.train, "save_checkpoint", gives_up)
+    monkeypatch.setattr(hpc.worker.train, "save_checkpoint", gives_up)
     with pytest.raises(UncompletedJobError):
         run_chunk(manifest)
     paths = cell_paths(study, "digits", 0, 0)
@@ -251,7 +254,7 @@ def test_a_finished_cell_whose_file_is_locked_is_never_retrained(study, monkeypa
     manifest = _manifest(study, [(0, 0, SMALL)], Recipe(epochs=1, batch_size=64))
     first = run_chunk(manifest)[0]
     path = cell_paths(study, "digits", 0, 0).result
-    monkeypatch.setattr(worker, "PREVIOUS_RETRY_S", 0.2)
+    monkeypatch.setattr(cell_module, "PREVIOUS_RETRY_S", 0.2)
     fd = os.open(path, os.O_RDWR)
     fcntl.flock(fd, fcntl.LOCK_EX)
     # Released after a few tries: the worker reads the result and skips the cell.
@@ -311,7 +314,7 @@ def test_an_error_while_writing_results_is_no_bad_input(study, monkeypatch):
     def broken(path, cell):
         raise ValueError("h5py refused an attribute")
 
-    monkeypatch.setattr(worker, "write_cell", broken)
+    monkeypatch.setattr(cell_module, "write_cell", broken)
     with pytest.raises(ValueError, match="h5py refused"):
         main([str(_manifest(study, [(0, 0, SMALL)], Recipe(epochs=1, batch_size=64)))])
 

@@ -9,9 +9,11 @@ import pytest
 
 from analysis.schema import read_cell
 from anynet.arch import Architecture
-from hpc.recipe import Recipe
-from hpc.train import CellInterrupted
-from hpc.worker import cell_paths, run_chunk, write_manifest
+from hpc.scheduling.manifest import write_manifest
+from hpc.study.layout import cell_paths
+from hpc.study.recipe import Recipe
+from hpc.worker import run_chunk
+from hpc.worker.train import CellInterrupted
 from loaders.prepare import prepare
 from loaders.registry import get_dataset
 

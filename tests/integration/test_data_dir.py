@@ -9,7 +9,7 @@ import pytest
 
 from analysis.schema import read_results
 from hpc.cli import main
-from hpc.spec import load_study
+from hpc.study.spec import load_study
 
 STUDY = """\
 [study]

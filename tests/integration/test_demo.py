@@ -22,7 +22,7 @@ from analysis.report import analyze
 from analysis.schema import read_cell, read_results
 
 ROOT = Path(__file__).resolve().parents[2]
-PRESET = ROOT / "hpc" / "presets" / "demo.toml"
+PRESET = ROOT / "hpc" / "study" / "presets" / "demo.toml"
 
 # The demo preset's shape (reference, nested subsets, targets from other domains, two
 # seeds) at a size that trains in about a minute on 2 cores.

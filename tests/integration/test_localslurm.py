@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hpc import localslurm
+from hpc import localslurm, procfs
 from hpc.localslurm import processes
 
 
@@ -26,17 +26,17 @@ def _sbatch(cluster: localslurm.Cluster, folder: Path, *options: str) -> str:
 
 def test_a_zombie_counts_as_dead() -> None:
     child = subprocess.Popen(["true"])
-    record = processes.PidRecord(child.pid, int(processes._stat_fields(child.pid)[19]))
+    record = processes.PidRecord(child.pid, int(procfs.stat_fields(child.pid)[19]))
     deadline = time.monotonic() + 5
-    while processes._stat_fields(child.pid)[0] != "Z" and time.monotonic() < deadline:
+    while procfs.stat_fields(child.pid)[0] != "Z" and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert processes._stat_fields(child.pid)[0] == "Z"  # not reaped yet: still in /proc
+    assert procfs.stat_fields(child.pid)[0] == "Z"  # not reaped yet: still in /proc
     assert not processes.is_alive(record)
     child.wait()
 
 
 def test_a_reused_pid_is_not_the_recorded_process() -> None:
-    start_time = int(processes._stat_fields(os.getpid())[19])
+    start_time = int(procfs.stat_fields(os.getpid())[19])
     assert processes.is_alive(processes.PidRecord(os.getpid(), start_time))
     assert not processes.is_alive(processes.PidRecord(os.getpid(), start_time + 1))
 

@@ -17,8 +17,10 @@ import submitit
 
 from analysis.schema import read_cell
 from anynet.arch import Architecture
-from hpc.recipe import Recipe
-from hpc.worker import Chunk, cell_paths, run_chunk, write_manifest
+from hpc.scheduling.manifest import write_manifest
+from hpc.study.layout import cell_paths
+from hpc.study.recipe import Recipe
+from hpc.worker import Chunk, run_chunk
 from loaders.prepare import prepare
 from loaders.registry import get_dataset
 

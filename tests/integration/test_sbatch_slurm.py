@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from analysis.schema import read_results
-from hpc.collect import collect
-from hpc.sbatch import render
-from hpc.spec import load_study
-from hpc.status import study_status
-from hpc.study import prepare_datasets
+from hpc.scheduling.schedulers.sbatch import render_scripts
+from hpc.scheduling.status import study_status
+from hpc.study.collect import collect
+from hpc.study.datasets import prepare_datasets
+from hpc.study.spec import load_study
 
 pytestmark = pytest.mark.slurm
 
@@ -61,7 +61,7 @@ def test_rendered_arrays_split_survive_preemption_and_collect_each_cell_once(
     (tmp_path / "study.toml").write_text(STUDY)
     study = load_study(tmp_path)
     prepare_datasets(study, progress=False)
-    rendered = render(study)
+    rendered = render_scripts(study)
     size = slurm_cluster.max_array_size
     assert [len(a.chunks) for a in rendered.plan.arrays] == [size, 5 - size]
     first = rendered.scripts[0].read_text()

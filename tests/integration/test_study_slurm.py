@@ -11,18 +11,26 @@ import pytest
 
 from analysis.schema import read_results
 from hpc.cli import main
-from hpc.collect import collect
-from hpc.launch import launch
-from hpc.plan import max_array_size
-from hpc.spec import load_study
-from hpc.status import read_records, study_status, tasks
-from hpc.study import prepare_datasets
+from hpc.scheduling.launch import launch
+from hpc.scheduling.records import read_records as read_launch_records
+from hpc.scheduling.schedulers.slurm import max_array_size
+from hpc.scheduling.status import study_status, tasks
+from hpc.study.collect import collect
+from hpc.study.datasets import prepare_datasets
+from hpc.study.spec import load_study
 from loaders.prepare import open_prepared
 
 pytestmark = pytest.mark.slurm
 
 # 2 architectures x 2 seeds x 2 datasets. A cell's estimate is its 30 s overhead (the
 # throughput makes the work itself free): 4 cells per dataset in chunks of 90 s make 2 tasks.
+
+
+def read_records(study) -> list[dict]:
+    """The study's launch records as their record.json files hold them."""
+    return [record.to_dict() for record in read_launch_records(study)]
+
+
 STUDY = """\
 [study]
 architectures = 2

@@ -11,49 +11,49 @@ from collections.abc import Sequence
 
 # verb -> (module, function that adds its arguments, function that runs it, one-line help)
 VERBS: dict[str, tuple[str, str, str, str]] = {
-    "init": ("hpc.cli_study", "add_init", "run_init", "write a commented study.toml from a preset"),
-    "sample": ("hpc.cli_study", "add_sample", "run_sample", "sample the study's architectures"),
-    "prepare": ("hpc.cli_study", "add_prepare", "run_prepare", "build every dataset of the study"),
+    "init": ("hpc.cli.study", "add_init", "run_init", "write a commented study.toml from a preset"),
+    "sample": ("hpc.cli.study", "add_sample", "run_sample", "sample the study's architectures"),
+    "prepare": ("hpc.cli.study", "add_prepare", "run_prepare", "build every dataset of the study"),
     "launch": (
-        "hpc.cli_study",
+        "hpc.cli.study",
         "add_launch",
         "run_launch",
         "submit the missing cells as array jobs",
     ),
     "sbatch": (
-        "hpc.cli_study",
+        "hpc.cli.study",
         "add_sbatch",
         "run_sbatch",
         "render the plan as sbatch array scripts",
     ),
-    "status": ("hpc.cli_study", "add_status", "run_status", "show the study's matrix of cells"),
+    "status": ("hpc.cli.study", "add_status", "run_status", "show the study's matrix of cells"),
     "collect": (
-        "hpc.cli_study",
+        "hpc.cli.study",
         "add_collect",
         "run_collect",
         "merge the cells' results into results.h5",
     ),
     "analyze": ("analysis.cli", "add_arguments", "run", "correlations, figures and the report"),
     "run": (
-        "hpc.cli_study",
+        "hpc.cli.study",
         "add_run",
         "run_run",
         "sample, prepare, launch, wait, collect, analyze",
     ),
     "demo": (
-        "hpc.demo",
+        "hpc.cli.demo",
         "add_arguments",
         "run",
         "the study in miniature on real data, on this machine",
     ),
     "cancel": (
-        "hpc.cli_study",
+        "hpc.cli.study",
         "add_cancel",
         "run_cancel",
         "cancel the study's queued and running jobs",
     ),
-    "clean": ("hpc.cli_study", "add_clean", "run_clean", "delete checkpoints of finished cells"),
-    "logs": ("hpc.cli_study", "add_logs", "run_logs", "show the log of one cell"),
+    "clean": ("hpc.cli.study", "add_clean", "run_clean", "delete checkpoints of finished cells"),
+    "logs": ("hpc.cli.study", "add_logs", "run_logs", "show the log of one cell"),
     "arch": ("anynet.cli", "add_arguments", "run", "describe or sample architectures"),
 }
 
@@ -96,7 +96,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nanysweep: interrupted; run the same command again to continue.", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -12,12 +12,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from hpc.recipe import Recipe
-from hpc.tomlcheck import StudyError, Where, check_keys, fill, first_key, frozen, table_at
+import numpy as np
 
-STUDY_FILE = "study.toml"
+from hpc.study.layout import DATA_DIR, STUDY_FILE, StudyLayout
+from hpc.study.recipe import Recipe
+from hpc.study.tomlcheck import StudyError, Where, check_keys, fill, first_key, frozen, table_at
+
 SECTIONS = ("study", "design", "recipe", "cluster", "datasets")
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = ("auto", "cpu", "cuda")  # [study] device; a manifest may name cuda:N too
 # Keys of a [datasets.NAME] table that belong to the study, not to the dataset's files.
 DATASET_STUDY_KEYS = ("recipe", "cluster", "stem")
 
@@ -32,7 +34,7 @@ class StudySettings:
     seeds: int = 1  # training seeds 0..seeds-1 per architecture and dataset
     max_attempts: int = 3  # a failed cell is retried until it has failed this many times
     device: str = "auto"  # auto: CUDA when a GPU is visible, else CPU
-    data_dir: str = "data"  # prepared datasets, relative to the study folder or absolute
+    data_dir: str = DATA_DIR  # prepared datasets, relative to the study folder or absolute
 
     def __post_init__(self) -> None:
         for key in ("architectures", "seeds", "max_attempts"):
@@ -130,6 +132,16 @@ class DatasetEntry:
     def resolution(self) -> int:
         return self.recipe.resolution or self.spec.resolution
 
+    @property
+    def prepared_spec(self) -> Any:
+        """The dataset whose prepared files this one reads: its parent's for a subset."""
+        return prepared_spec(self.spec)
+
+
+def prepared_spec(spec: Any) -> Any:
+    """The DatasetSpec whose prepared files `spec` reads: a subset reads its parent's."""
+    return spec.parent_spec() if spec.is_subset else spec
+
 
 @dataclass(frozen=True)
 class Study:
@@ -152,8 +164,13 @@ class Study:
         return self.settings.reference or self.datasets[0].name
 
     @property
+    def layout(self) -> StudyLayout:
+        """Where the study's files are."""
+        return StudyLayout.at(self.root, self.settings.data_dir)
+
+    @property
     def data_dir(self) -> Path:
-        return self.root / self.settings.data_dir
+        return self.layout.data_dir
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -164,7 +181,7 @@ class Study:
             if entry.name == name:
                 return entry
         raise ValueError(
-            f"dataset {name!r} is not in {self.root / STUDY_FILE}; "
+            f"dataset {name!r} is not in {self.layout.study_file}; "
             f"its datasets: {', '.join(d.name for d in self.datasets)}"
         )
 
@@ -175,7 +192,7 @@ def load_study(root: Path | str) -> Study:
     if path.suffix == ".toml":
         path, root = path, path.parent
     else:
-        path = path / STUDY_FILE
+        path = StudyLayout.at(path).study_file
     root = Path(root).resolve()
     if not path.is_file():
         raise FileNotFoundError(
@@ -280,10 +297,10 @@ def _check_reachable(design: Design, space: Any, where: Where) -> None:
     for depth, width, ratio, group in corners:
         group = min(group, max(1, round(width / ratio)))
         cx = complexity_batch(
-            [[depth] * s],
-            [[width] * s],
-            [[ratio] * s],
-            [[group] * s],
+            np.full((1, s), depth),
+            np.full((1, s), width),
+            np.full((1, s), ratio),
+            np.full((1, s), group),
             stem=space.stem,
             stem_width=space.stem_width,
             se_ratio=space.se_ratio,
@@ -384,7 +401,7 @@ def _own_options(raw: dict[str, Any]) -> dict[str, Any]:
 
 def _check_shared_files(subset: Any, parent: Any, path: tuple[str, ...], where: Where) -> None:
     """A subset reads its parent's prepared files, so it cannot prepare them otherwise."""
-    mine, theirs = subset.parent_spec().to_dict(), parent.to_dict()
+    mine, theirs = prepared_spec(subset).to_dict(), parent.to_dict()
     differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
     if differ:
         raise where.error(
@@ -408,12 +425,12 @@ def _declared_parent(name: str, raw: dict[str, Any], table: dict[str, Any]) -> s
 
 
 def _subset_from_name(name: str, parent: str) -> dict[str, Any]:
-    from loaders.registry import SUBSET_RE
+    from loaders.registry import derived_options
 
-    match = SUBSET_RE.fullmatch(name)
-    if match is None or match["parent"] != parent:
+    options = derived_options(name)
+    if options is None or options["parent"] != parent:
         return {"parent": parent}
-    return {"parent": parent, "k": int(match["k"]), "subset_seed": int(match["seed"] or 0)}
+    return options
 
 
 def _dataset_spec(name: str, options: dict[str, Any], path: tuple[str, ...], where: Where) -> Any:

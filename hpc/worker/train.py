@@ -25,16 +25,16 @@ from torch import nn
 from analysis.schema import CURVES
 from anynet.arch import Architecture
 from anynet.model import build_model
-from hpc.checkpoint import (
+from hpc.study.recipe import Recipe
+from hpc.worker.checkpoint import (
     CorruptCheckpointError,
     load_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
-from hpc.cohort import Batch, train_cohort
-from hpc.cohort import CellInterrupted as CellInterrupted  # its callers import it from here
-from hpc.recipe import Recipe
+from hpc.worker.cohort import Batch, train_cohort
+from hpc.worker.cohort import CellInterrupted as CellInterrupted  # its callers import it from here
 from loaders.pipelines import TrainLoader
 
 # torch._dynamo above: torch.optim imports it when a process makes its first optimizer (2-8 s
@@ -127,20 +127,19 @@ def evaluate(
 ) -> tuple[float, float]:
     """(top-1, top-5) test error in percent; counts stay on the device until the end."""
     model.eval()
-    wrong1 = wrong5 = total = None
+    wrong: tuple[torch.Tensor, torch.Tensor] | None = None
+    total = 0
     for images, labels in test_loader:
         with autocast():
             logits = model(images)
         k = min(5, logits.shape[1])
         hits = logits.topk(k, dim=1).indices == labels[:, None]
         w1, w5 = (~hits[:, 0]).sum(), (~hits.any(dim=1)).sum()
-        if wrong1 is None:
-            wrong1, wrong5, total = w1, w5, labels.shape[0]
-        else:
-            wrong1, wrong5, total = wrong1 + w1, wrong5 + w5, total + labels.shape[0]
-    if not total:
+        wrong = (w1, w5) if wrong is None else (wrong[0] + w1, wrong[1] + w5)
+        total += labels.shape[0]
+    if wrong is None or not total:
         raise ValueError("the test loader yielded no batches")
-    return 100.0 * wrong1.item() / total, 100.0 * wrong5.item() / total
+    return 100.0 * wrong[0].item() / total, 100.0 * wrong[1].item() / total
 
 
 def _fingerprint(
@@ -166,7 +165,7 @@ def _peak_mem(device: torch.device) -> int:
 
 
 def _empty_history() -> dict[str, list[float]]:
-    return {name: [] for name in CURVES} | {"eval_seconds": [], "images": []}
+    return {name: [] for name in (*CURVES, "eval_seconds", "images")}
 
 
 def train_cell(
@@ -209,7 +208,7 @@ def train_cell(
 def validate(train_loader: object, recipe: object, num_classes: int) -> None:
     """Reject bad input with a one-line error before anything is built."""
     if not isinstance(recipe, Recipe):
-        raise TypeError(f"recipe must be a hpc.recipe.Recipe, got {type(recipe).__name__}")
+        raise TypeError(f"recipe must be a hpc.study.recipe.Recipe, got {type(recipe).__name__}")
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
     if not isinstance(train_loader, Sized) or len(train_loader) < 1:
@@ -218,7 +217,7 @@ def validate(train_loader: object, recipe: object, num_classes: int) -> None:
 
 class CellRun:
     """One cell's training state: seeded, built, restored and compiled on creation, then
-    stepped batch by batch by `hpc.cohort.train_cohort`, evaluated and checkpointed at
+    stepped batch by batch by `hpc.worker.cohort.train_cohort`, evaluated and checkpointed at
     every epoch end. `outcome()` is its result; an error it raised is kept in `error`."""
 
     def __init__(

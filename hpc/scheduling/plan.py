@@ -1,36 +1,33 @@
 """The planner: which cells still need a run, what each costs, and how they group into
 chunks (one dataset each, sized to fit a task's time limit) and arrays (split at MaxArraySize).
 
-Pure bookkeeping over files: no scheduler is asked here and no data is read.
+Pure bookkeeping over files: no scheduler is asked here (the caller gives its array size)
+and no data is read.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import subprocess
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from hpc.results import Cell, ResultSummary, is_finished, scan_results, study_cells
-from hpc.spec import ClusterSpec, DatasetEntry, Study
-from hpc.study import Population, dataset_arch
+from hpc.study.datasets import dataset_sizes
+from hpc.study.population import Population, dataset_arch
+from hpc.study.results import ArchSeed, Cell, ResultSummary, is_finished, scan_results, study_cells
+from hpc.study.spec import ClusterSpec, Study
 
 CELL_OVERHEAD_S = 30.0  # building the model, the last evaluation, writing the result
 CHUNK_OVERHEAD_S = 120.0  # starting Python, building the loaders (FFCV compiles them)
-ASSUMED_TRAIN_IMAGES = 10_000  # a dataset whose size the registry does not know
-ASSUMED_TEST_IMAGES = 2_000
-ASSUMED_CLASSES = 10
 
 
 @dataclass(frozen=True)
-class Chunk:
-    """Cells of one dataset that one array task runs in a row."""
+class PlannedChunk:
+    """Cells of one dataset that one array task runs in a row, as the planner sized them."""
 
     dataset: str
-    cells: tuple[tuple[int, int], ...]  # (arch_id, seed)
+    cells: tuple[ArchSeed, ...]
     seconds: float  # estimated, chunk overhead included
 
 
@@ -40,7 +37,7 @@ class Array:
 
     label: str
     dataset: str
-    chunks: tuple[Chunk, ...]
+    chunks: tuple[PlannedChunk, ...]
     cluster: ClusterSpec
 
 
@@ -69,36 +66,12 @@ class Plan:
     finished: int  # done, diverged, or failed past the retry limit
     active: int  # queued or running now
     missing: tuple[Cell, ...]
-    chunks: tuple[Chunk, ...]
+    chunks: tuple[PlannedChunk, ...]
     arrays: tuple[Array, ...]
     gpu_hours: float  # estimated for the missing cells
     max_array_size: int
     notes: tuple[str, ...] = field(default=())
     lanes: int | None = None  # local runs: workers at once (arrays do not apply)
-
-
-def dataset_sizes(entry: DatasetEntry) -> tuple[int, int, int, bool]:
-    """(train images, test images, classes, assumed?) from the registry, without data."""
-    from loaders.registry import REGISTRY
-
-    spec = entry.spec
-    info = REGISTRY.get(spec.parent or spec.name)
-    parent_classes = info.spec.num_classes if info is not None else None
-    train = info.num_train if info is not None else None
-    test = info.num_test if info is not None else None
-    assumed = train is None or test is None
-    train = ASSUMED_TRAIN_IMAGES if train is None else train
-    test = ASSUMED_TEST_IMAGES if test is None else test
-    classes = spec.num_classes or parent_classes or ASSUMED_CLASSES
-    # Caps apply to the files a subset selects from: its parent's.
-    if spec.max_train:
-        train = min(train, spec.max_train)
-    if spec.max_test:
-        test = min(test, spec.max_test)
-    if spec.parent is not None and parent_classes:
-        train = math.ceil(train * classes / parent_classes)
-        test = math.ceil(test * classes / parent_classes)
-    return train, test, classes, assumed
 
 
 def dataset_costs(
@@ -119,10 +92,10 @@ def dataset_costs(
         for (stem, stem_width, se_ratio, _), ids in groups.items():
             rows = [archs[i] for i in ids]
             values = complexity_batch(
-                [a.depths for a in rows],
-                [a.widths for a in rows],
-                [a.bottleneck_ratios for a in rows],
-                [a.group_widths for a in rows],
+                np.asarray([a.depths for a in rows]),
+                np.asarray([a.widths for a in rows]),
+                np.asarray([a.bottleneck_ratios for a in rows]),
+                np.asarray([a.group_widths for a in rows]),
                 stem=stem,
                 stem_width=stem_width,
                 se_ratio=se_ratio,
@@ -165,8 +138,8 @@ def _calibrate(
 
 
 def chunk_cells(
-    dataset: str, cells: list[tuple[int, int]], seconds: list[float], capacity: float
-) -> list[Chunk]:
+    dataset: str, cells: list[ArchSeed], seconds: list[float], capacity: float
+) -> list[PlannedChunk]:
     """Consecutive cells grouped into as few chunks as fit `capacity` seconds each (chunk
     overhead included), cut where the running total is nearest to equal shares. A cell
     longer than the capacity gets a chunk of its own: it resumes from checkpoints across
@@ -179,12 +152,13 @@ def chunk_cells(
     bounds = _first_fit(cum, total, budget, max(1, math.ceil(total / budget)))
     if bounds is None:
         return [
-            Chunk(dataset, (c,), t + CHUNK_OVERHEAD_S) for c, t in zip(cells, seconds, strict=True)
+            PlannedChunk(dataset, (c,), t + CHUNK_OVERHEAD_S)
+            for c, t in zip(cells, seconds, strict=True)
         ]
     cumz = np.concatenate(([0.0], cum))
     sums = cumz[bounds[1:]] - cumz[bounds[:-1]]
     return [
-        Chunk(dataset, tuple(cells[b:e]), float(t) + CHUNK_OVERHEAD_S)
+        PlannedChunk(dataset, tuple(cells[b:e]), float(t) + CHUNK_OVERHEAD_S)
         for b, e, t in zip(bounds[:-1].tolist(), bounds[1:].tolist(), sums, strict=True)
     ]
 
@@ -246,41 +220,17 @@ def _cut_ends(cum: np.ndarray, total: float, counts: np.ndarray, shares: np.ndar
     return np.where(j >= k, n, i + 1 - down)
 
 
-def max_array_size(study: Study) -> int:
-    """The cluster's MaxArraySize: asked of `scontrol show config` when SLURM_CONF names a
-    cluster config, else the study's [cluster] max_array_size."""
-    fallback = study.cluster.max_array_size
-    if not os.environ.get("SLURM_CONF"):
-        return fallback
-    try:
-        out = subprocess.run(
-            ["scontrol", "show", "config"], capture_output=True, text=True, timeout=30, check=True
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return fallback
-    for line in out.splitlines():
-        key, _, value = line.partition("=")
-        if key.strip() == "MaxArraySize" and value.strip().isdigit():
-            size = int(value.strip())
-            if size < 1:
-                raise ValueError(
-                    "this cluster's MaxArraySize is 0: it accepts no array jobs; "
-                    "ask its admins, or run with --cluster local"
-                )
-            return size
-    return fallback
-
-
 def make_plan(
     study: Study,
     population: Population,
     *,
+    array_size: int,
     results: Mapping[Cell, ResultSummary] | None = None,
     active: Iterable[Cell] = (),
-    array_size: int | None = None,
     lanes: int | None = None,
 ) -> Plan:
-    """Plan the cells that are neither finished nor queued or running.
+    """Plan the cells that are neither finished nor queued or running, in arrays of at most
+    `array_size` chunks (the scheduler's limit).
 
     `lanes` (local runs) splits the work into enough chunks to keep that many workers busy.
     """
@@ -290,9 +240,7 @@ def make_plan(
     costs = dataset_costs(study, population, results)
     cells = study_cells(study)
     attempts = study.settings.max_attempts
-    finished = sum(is_finished(results.get(c), attempts) for c in cells)
     missing = [c for c in cells if c not in active and not is_finished(results.get(c), attempts)]
-    array_size = max_array_size(study) if array_size is None else array_size
     seconds = {
         c: costs[c.dataset].seconds(c.arch_id, study.dataset(c.dataset).cluster.throughput)
         for c in missing
@@ -302,7 +250,36 @@ def make_plan(
         # About four chunks per worker: they take the next chunk as they finish, so the
         # last ones end close together.
         spread = sum(seconds.values()) / (4 * lanes) + CHUNK_OVERHEAD_S
-    chunks: list[Chunk] = []
+    chunks, arrays, gpu_hours = _group(study, missing, seconds, spread, array_size)
+    notes = tuple(
+        f"{name}: image counts unknown to the registry; assumed {c.train_images:,} train / "
+        f"{c.test_images:,} test"
+        for name, c in costs.items()
+        if c.assumed
+    )
+    return Plan(
+        total=len(cells),
+        finished=sum(is_finished(results.get(c), attempts) for c in cells),
+        active=len(active & set(cells)),
+        missing=tuple(missing),
+        chunks=tuple(chunks),
+        arrays=tuple(arrays),
+        gpu_hours=gpu_hours,
+        max_array_size=array_size,
+        notes=notes,
+        lanes=lanes,
+    )
+
+
+def _group(
+    study: Study,
+    missing: list[Cell],
+    seconds: Mapping[Cell, float],
+    spread: float | None,
+    array_size: int,
+) -> tuple[list[PlannedChunk], list[Array], float]:
+    """The missing cells in chunks per dataset, the chunks in arrays, and their GPU-hours."""
+    chunks: list[PlannedChunk] = []
     arrays: list[Array] = []
     gpu_hours = 0.0
     by_dataset: dict[str, list[Cell]] = {}
@@ -325,24 +302,7 @@ def make_plan(
         for k, start in enumerate(range(0, len(own), array_size)):
             part = tuple(own[start : start + array_size])
             arrays.append(Array(f"{entry.name}-{k}", entry.name, part, entry.cluster))
-    notes = tuple(
-        f"{name}: image counts unknown to the registry; assumed {c.train_images:,} train / "
-        f"{c.test_images:,} test"
-        for name, c in costs.items()
-        if c.assumed
-    )
-    return Plan(
-        total=len(cells),
-        finished=finished,
-        active=len(active & set(cells)),
-        missing=tuple(missing),
-        chunks=tuple(chunks),
-        arrays=tuple(arrays),
-        gpu_hours=gpu_hours,
-        max_array_size=array_size,
-        notes=notes,
-        lanes=lanes,
-    )
+    return chunks, arrays, gpu_hours
 
 
 def remaining_gpu_hours(

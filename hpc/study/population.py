@@ -1,21 +1,17 @@
-"""A study folder's own files: the sampled architectures (architectures.json, where an
-architecture's id is its index) and the prepared datasets."""
+"""The study's population: the sampled architectures (architectures.json, where an
+architecture's id is its index) and how each trains on a dataset."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import json
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from analysis.files import write_json
 from anynet.arch import Architecture
-from hpc.files import write_json_atomic
-from hpc.spec import DatasetEntry, Study
+from hpc.study.spec import DatasetEntry, Study
 
-ARCHITECTURES_FILE = "architectures.json"
 ARCHITECTURES_FORMAT = 1
 
 
@@ -31,27 +27,10 @@ class Population:
         return len(self.archs)
 
 
-@contextlib.contextmanager
-def study_lock(study: Study, name: str) -> Iterator[None]:
-    """An exclusive fcntl lock on jobs/<name>.lock, held while the block runs."""
-    path = study.root / "jobs" / f"{name}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def architectures_path(study: Study) -> Path:
-    return study.root / ARCHITECTURES_FILE
-
-
 def read_population(study: Study) -> Population | None:
     """architectures.json as written by `sample_architectures`, or None when there is none;
     an error when it was sampled from another [design] than study.toml's."""
-    path = architectures_path(study)
+    path = study.layout.architectures
     if not path.exists():
         return None
     try:
@@ -76,7 +55,7 @@ def _check_design(study: Study, design: dict[str, Any], path: Path) -> None:
     changed = sorted(k for k in set(design) | set(current) if design.get(k) != current.get(k))
     detail = ", ".join(f"{k}: {design.get(k)!r} then, {current.get(k)!r} now" for k in changed)
     raise ValueError(
-        f"[design] of {study.root / 'study.toml'} differs from the one {path.name} was sampled "
+        f"[design] of {study.layout.study_file} differs from the one {path.name} was sampled "
         f"with ({detail}); results would mix two populations. Restore [design], or start a "
         "new study folder for the new design"
     )
@@ -110,7 +89,7 @@ def sample_architectures(study: Study, *, progress: bool = False, write: bool = 
     if existing is not None and population.archs[: len(existing)] != existing.archs:
         raise ValueError(
             f"sampling {wanted} architectures did not reproduce the {len(existing)} in "
-            f"{architectures_path(study)}; the sampler changed since. Keep the file and "
+            f"{study.layout.architectures}; the sampler changed since. Keep the file and "
             f"architectures = {len(existing)}, or start a new study folder"
         )
     if write:
@@ -136,8 +115,8 @@ def _write_population(study: Study, population: Population) -> None:
                 "acts": cx.acts,
             }
         )
-    write_json_atomic(
-        architectures_path(study),
+    write_json(
+        study.layout.architectures,
         {"format": ARCHITECTURES_FORMAT, "design": population.design, "architectures": rows},
     )
 
@@ -148,7 +127,7 @@ def load_population(study: Study) -> Population:
     if population is None or len(population) < study.settings.architectures:
         have = 0 if population is None else len(population)
         raise FileNotFoundError(
-            f"{architectures_path(study)} holds {have} of the study's "
+            f"{study.layout.architectures} holds {have} of the study's "
             f"{study.settings.architectures} architectures; run `anysweep sample {study.root}`"
         )
     return population
@@ -159,37 +138,3 @@ def dataset_arch(arch: Architecture, entry: DatasetEntry) -> Architecture:
     if entry.stem and entry.stem != arch.stem:
         return dataclasses.replace(arch, stem=entry.stem)
     return arch
-
-
-def prepare_datasets(
-    study: Study, names: Sequence[str] | None = None, *, progress: bool = True
-) -> list[Any]:
-    """Build every dataset of the study (or those named); idempotent. A subset is prepared
-    through its parent's files."""
-    from loaders.prepare import prepare
-
-    entries = [study.dataset(n) for n in names] if names else list(study.datasets)
-    return [prepare(entry.spec, study.data_dir, progress=progress) for entry in entries]
-
-
-def prepare_one(spec_dict: dict[str, Any], data_dir: str) -> str:
-    """The cluster job of `anysweep prepare --cluster slurm`: prepare one dataset."""
-    from loaders.prepare import prepare
-    from loaders.registry import DatasetSpec
-
-    spec = DatasetSpec.from_dict(spec_dict)
-    prepare(spec, Path(data_dir), progress=True)
-    return spec.name
-
-
-def unprepared(study: Study, names: Sequence[str]) -> list[str]:
-    """Which of the named datasets have no prepared files yet."""
-    from loaders.prepare import open_prepared
-
-    missing = []
-    for name in names:
-        try:
-            open_prepared(study.dataset(name).spec, study.data_dir)
-        except (FileNotFoundError, ValueError):
-            missing.append(name)
-    return missing

@@ -5,7 +5,7 @@ optimiser, schedule, checkpoint and result), so decoding and augmenting is paid 
 cohort instead of once per cell. Data order belongs to (dataset, seed): every member would
 see these very batches alone (`loader.epoch(seed, epoch)`), and each member's random
 generators are parked between its steps, so on CPU a member's numbers are bit-identical to
-training its cell alone. Solo training is a cohort of one (`hpc.train.train_cell`).
+training its cell alone. Solo training is a cohort of one (`hpc.worker.train.train_cell`).
 
 Members that stand at different epochs (a cohort resumed from checkpoints written at
 different times) are brought level first: an epoch trains only the members whose next epoch
@@ -40,7 +40,7 @@ class EpochSource(Protocol):
 
 
 class Member(Protocol):
-    """What the driver needs of one cell's training (`hpc.train.CellRun` is the one)."""
+    """What the driver needs of one cell's training (`hpc.worker.train.CellRun` is the one)."""
 
     epoch: int  # the next epoch to train
     epochs: int

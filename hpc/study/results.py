@@ -1,5 +1,6 @@
 """The cells of a study and their result files: which exist, what they say, read in parallel
-and summarised in jobs/results-index.json so that status stays cheap with thousands of cells.
+and summarised in jobs/results-index.json so that status stays cheap with thousands of cells;
+and the one rule of when a cell is finished.
 
 Files are read through analysis.schema.read_cell, the one reader of the format.
 """
@@ -13,13 +14,16 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
-from analysis.schema import CellResult, CorruptResultError, read_cell
-from hpc.files import write_json_atomic
-from hpc.spec import Study
+from analysis.files import write_json
+from analysis.schema import FINAL_STATUSES, CellResult, CorruptResultError, read_cell
+from hpc.study.layout import cell_stem, parse_stem
+from hpc.study.spec import Study
 
-RESULTS_INDEX = "jobs/results-index.json"
 PARALLEL_READS = 256  # from this many files on, read them in worker processes
+# A cell within one dataset: (arch_id, seed), as chunks, manifests and launch records list them.
+ArchSeed = tuple[int, int]
 
 
 @dataclass(frozen=True, order=True)
@@ -32,16 +36,16 @@ class Cell:
 
     @property
     def key(self) -> str:
-        return f"{self.dataset}/{self.arch_id}-s{self.seed}"
+        return f"{self.dataset}/{cell_stem(self.arch_id, self.seed)}"
 
     @classmethod
     def parse(cls, text: str) -> Cell:
         """`fashion_mnist/3-s0` -> Cell('fashion_mnist', 3, 0)."""
         dataset, _, rest = text.partition("/")
-        arch, _, seed = rest.partition("-s")
-        if not dataset or not arch.isdigit() or not seed.isdigit():
+        parsed = parse_stem(rest)
+        if not dataset or parsed is None:
             raise ValueError(f"cell {text!r} is not DATASET/ARCH-sSEED, e.g. fashion_mnist/3-s0")
-        return cls(dataset, int(arch), int(seed))
+        return cls(dataset, *parsed)
 
 
 @dataclass(frozen=True)
@@ -73,18 +77,33 @@ def study_cells(study: Study) -> list[Cell]:
     return [Cell(d.name, a, s) for d in study.datasets for a in range(n) for s in study.seeds]
 
 
-def is_finished(summary: ResultSummary | None, max_attempts: int) -> bool:
-    """A cell that no launch runs again: final, or failed as often as allowed."""
-    if summary is None or summary.status == "corrupt":
+class Outcome(Protocol):
+    """What the finished rule reads of a result (a ResultSummary or a CellResult)."""
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def attempts(self) -> int: ...
+
+
+def is_final(status: str) -> bool:
+    """done or diverged: the cell never runs again, whatever its attempts."""
+    return status in FINAL_STATUSES
+
+
+def is_finished(outcome: Outcome | None, max_attempts: int) -> bool:
+    """A cell that no launch runs again: final, or failed as often as allowed. An unreadable
+    (corrupt) result file, or none, leaves the cell to run."""
+    if outcome is None or outcome.status == "corrupt":
         return False
-    return summary.status in ("done", "diverged") or summary.attempts >= max_attempts
+    return is_final(outcome.status) or outcome.attempts >= max_attempts
 
 
 def result_files(study: Study) -> list[ResultFile]:
     """The result files of the study's datasets (temporary files of writes in flight excluded)."""
     found = []
     for entry in study.datasets:
-        folder = study.root / "results" / entry.name
+        folder = study.layout.results_dir(entry.name)
         if not folder.is_dir():
             continue
         with os.scandir(folder) as items:
@@ -105,10 +124,8 @@ def result_files(study: Study) -> list[ResultFile]:
 def _cell_of(dataset: str, filename: str) -> Cell | None:
     if not filename.endswith(".h5") or filename.startswith("."):
         return None
-    try:
-        return Cell.parse(f"{dataset}/{filename[:-3]}")
-    except ValueError:
-        return None
+    parsed = parse_stem(filename[:-3])
+    return None if parsed is None else Cell(dataset, *parsed)
 
 
 class UnreadableNowError(CorruptResultError):
@@ -127,7 +144,7 @@ def _read(path: Path) -> CellResult | CorruptResultError:
         return UnreadableNowError(f"{path}: cannot be read now ({exc})")
 
 
-def read_results(
+def read_cell_files(
     paths: Sequence[Path], progress: bool = False
 ) -> list[CellResult | CorruptResultError]:
     """Each file's CellResult, or the error that says why it cannot be read; many files are
@@ -147,7 +164,7 @@ def read_results(
         return shown(pool.map(_read, paths, chunksize=64))
 
 
-def summarize(found: ResultFile, result: CellResult | CorruptResultError) -> ResultSummary:
+def _summary(found: ResultFile, result: CellResult | CorruptResultError) -> ResultSummary:
     if isinstance(result, CorruptResultError):
         return ResultSummary(
             "corrupt", 0, float("nan"), str(result), found.mtime, found.size, found.inode
@@ -168,14 +185,14 @@ def write_index(study: Study, summaries: dict[Cell, ResultSummary]) -> None:
     """Remember what each file says, keyed by its size, mtime and inode."""
     data = {f"{c.key}.h5": asdict(s) for c, s in sorted(summaries.items())}
     with contextlib.suppress(OSError):  # a read-only study folder still gets its status
-        write_json_atomic(study.root / RESULTS_INDEX, data)
+        write_json(study.layout.results_index, data)
 
 
 def scan_results(study: Study) -> dict[Cell, ResultSummary]:
     """Every result file of the study's datasets, summarised. Files unchanged since the last
     scan come from jobs/results-index.json, so a scan of thousands of cells costs a stat each."""
     try:
-        index = json.loads((study.root / RESULTS_INDEX).read_text())
+        index = json.loads(study.layout.results_index.read_text())
     except (OSError, ValueError):
         index = {}
     out: dict[Cell, ResultSummary] = {}
@@ -191,8 +208,8 @@ def scan_results(study: Study) -> dict[Cell, ResultSummary]:
         else:
             changed.append(found)
     transient = set()
-    for found, result in zip(changed, read_results([f.path for f in changed]), strict=True):
-        out[found.cell] = summarize(found, result)
+    for found, result in zip(changed, read_cell_files([f.path for f in changed]), strict=True):
+        out[found.cell] = _summary(found, result)
         if isinstance(result, UnreadableNowError):
             transient.add(found.cell)
     if changed or len(out) != len(index):

@@ -11,10 +11,11 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from hpc.study.tomlcheck import check_value
+from loaders.registry import AUGMENTS
+
 SCHEDULES = ("cos", "step", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
-# The same names as loaders.augment.AUGMENTS (hpc validates before any data is touched).
-AUGMENTS = ("auto", "rrc", "pad_crop", "flip", "none")
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class Recipe:
     channels_last: bool = True  # the model's memory format, on CPU and CUDA
     compile: bool = False  # torch.compile the model (CUDA; costs a compile per cell)
     num_workers: int = 2  # FFCV decoding threads
-    # Training augmentation (loaders.augment.AUGMENTS): "auto" is random-resized crop + flip
+    # Training augmentation (loaders' AUGMENTS): "auto" is random-resized crop + flip
     # above 64 px, pad-and-crop + flip at 64 px and below; "flip" and "none" suit short
     # trainings on small images, where augmentation mostly slows learning down.
     augment: str = "auto"
@@ -100,22 +101,11 @@ class Recipe:
                 f"{where}: unknown key(s) {unknown}; valid keys: {', '.join(sorted(valid))}"
             )
         clean: dict[str, Any] = {}
-        defaults = cls()
         for key, value in values.items():
-            expected = type(getattr(defaults, key))
-            if expected is tuple:
-                if not isinstance(value, (list, tuple)) or not all(
-                    isinstance(v, int) for v in value
-                ):
-                    raise ValueError(f"{where}.{key}: expected a list of integers, got {value!r}")
-                value = tuple(value)
-            elif expected is float and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-                raise ValueError(
-                    f"{where}.{key}: expected {expected.__name__}, got {type(value).__name__} {value!r}"
-                )
-            clean[key] = value
+            try:
+                clean[key] = check_value(cls, key, value)
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}") from None
         try:
             return cls(**clean)
         except ValueError as exc:

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from analysis.files import write_json
 from anynet.arch import Architecture
-from hpc.files import write_json_atomic
-from hpc.recipe import Recipe
+from hpc.study.layout import StudyLayout
+from hpc.study.recipe import Recipe
+from hpc.study.spec import DEVICES
 
 MANIFEST_KEYS = (
     "study_dir",
@@ -31,13 +33,15 @@ MANIFEST_KEYS = (
 # those written before cohorts train every cell alone.
 OPTIONAL_KEYS = {"data_dir": None, "cohort": 1}
 CELL_KEYS = ("arch_id", "seed", "arch")
-DEVICES = ("auto", "cpu", "cuda", "cuda:N")
+# A manifest may name one GPU of several, beside study.toml's devices.
+MANIFEST_DEVICES = (*DEVICES, "cuda:N")
 
 
 @dataclass(frozen=True)
-class CellSpec:
-    """One cell of a chunk. `arch` stays a plain dict until the cell runs, so one unreadable
-    architecture fails its own cell and not the whole chunk."""
+class ManifestCell:
+    """One cell as a manifest lists it: with the architecture it trains. `arch` stays a plain
+    dict until the cell runs, so one unreadable architecture fails its own cell and not the
+    whole chunk."""
 
     arch_id: int
     seed: int
@@ -49,7 +53,7 @@ class Manifest:
     study_dir: Path
     dataset: dict[str, Any]  # loaders' DatasetSpec.to_dict()
     recipe: Recipe
-    cells: tuple[CellSpec, ...]
+    cells: tuple[ManifestCell, ...]
     max_attempts: int
     device: str
     threads: int
@@ -62,9 +66,9 @@ class Manifest:
 
 
 def _check_device(device: str, where: str) -> str:
-    if device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit()):
+    if device in DEVICES or (device.startswith("cuda:") and device[5:].isdigit()):
         return device
-    raise ValueError(f"{where}: device {device!r} is not one of {', '.join(DEVICES)}")
+    raise ValueError(f"{where}: device {device!r} is not one of {', '.join(MANIFEST_DEVICES)}")
 
 
 def _check_int(value: Any, name: str, where: str, minimum: int) -> int:
@@ -73,7 +77,7 @@ def _check_int(value: Any, name: str, where: str, minimum: int) -> int:
     return value
 
 
-def _cell(raw: Any, where: str) -> CellSpec:
+def _cell(raw: Any, where: str) -> ManifestCell:
     if not isinstance(raw, Mapping):
         raise ValueError(f"{where}: a cell must be a mapping with keys {CELL_KEYS}, got {raw!r}")
     unknown = sorted(set(raw) - set(CELL_KEYS))
@@ -86,7 +90,7 @@ def _cell(raw: Any, where: str) -> CellSpec:
         raise ValueError(
             f"{where}: arch must be a mapping (Architecture.to_dict()), got {raw['arch']!r}"
         )
-    return CellSpec(
+    return ManifestCell(
         arch_id=_check_int(raw["arch_id"], "arch_id", where, 0),
         seed=_check_int(raw["seed"], "seed", where, 0),
         arch=dict(raw["arch"]),
@@ -119,11 +123,11 @@ def parse_manifest(data: Any, where: str = "manifest") -> Manifest:
         raise ValueError(f"{where}: cells (arch_id, seed) appear twice: {duplicates}")
     if not isinstance(data["study_dir"], str) or not os.path.isabs(data["study_dir"]):
         raise ValueError(f"{where}: study_dir must be an absolute path, got {data['study_dir']!r}")
-    data_dir = data.get("data_dir", os.path.join(data["study_dir"], "data"))
+    data_dir = data.get("data_dir", str(StudyLayout.at(data["study_dir"]).data_dir))
     if not isinstance(data_dir, str) or not os.path.isabs(data_dir):
         raise ValueError(f"{where}: data_dir must be an absolute path, got {data_dir!r}")
     if not isinstance(data["device"], str):
-        raise ValueError(f"{where}: device must be one of {', '.join(DEVICES)}")
+        raise ValueError(f"{where}: device must be one of {', '.join(MANIFEST_DEVICES)}")
     return Manifest(
         study_dir=Path(data["study_dir"]),
         dataset=dict(dataset),
@@ -180,7 +184,7 @@ def write_manifest(
     data = {
         "study_dir": str(Path(study_dir).resolve()),
         "data_dir": str(
-            Path(data_dir if data_dir is not None else Path(study_dir) / "data").resolve()
+            Path(data_dir if data_dir is not None else StudyLayout.at(study_dir).data_dir).resolve()
         ),
         "dataset": spec,
         "recipe": recipe.to_dict(),
@@ -191,5 +195,5 @@ def write_manifest(
         "cohort": cohort,
     }
     manifest = parse_manifest(json.loads(json.dumps(data)), where=str(path))
-    write_json_atomic(Path(path), data)
+    write_json(Path(path), data)
     return manifest

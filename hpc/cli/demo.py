@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 import time
 from pathlib import Path
+
+from hpc.cli.options import add_poll
+from hpc.study.layout import StudyLayout
 
 DEFAULT_DIR = "anysweep-demo"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from hpc.cli_study import add_poll
-
     parser.add_argument(
         "study_dir",
         metavar="DIR",
@@ -47,17 +47,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hpc.cli_study import init_study, run_study
+    from hpc.scheduling import schedulers
+    from hpc.scheduling.run import run_study
+    from hpc.study.presets import init_study
 
     if args.jobs is not None and args.jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
-    if args.cluster == "slurm" and not os.environ.get("SLURM_CONF"):
-        raise ValueError(
-            "--cluster slurm needs SLURM_CONF set to the cluster's slurm.conf "
-            '(for the local test cluster: eval "$(python -m hpc.localslurm env)")'
-        )
+    schedulers.get(args.cluster).check_ready()
     root = Path(args.study_dir)
-    if (root / "study.toml").exists():
+    layout = StudyLayout.at(root)
+    if layout.study_file.exists():
         print(f"continuing the study in {root} (delete the folder to start afresh)")
     else:
         init_study(root, preset="demo")
@@ -70,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     print(report)
     print(
         f"\nstudy: {root}   wall time: {trained / 60:.1f} min   "
-        f"report: {root / 'report' / 'report.html'}"
+        f"report: {layout.report / 'report.html'}"
     )
     return status
 

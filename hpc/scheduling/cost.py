@@ -1,6 +1,6 @@
 """What a study costs on a device kind, in cohorts: data once per cohort, compute per member.
 
-Pure: the throughput table (hpc/throughput.toml, rows marked measured or assumed) and the
+Pure: the throughput table (hpc/scheduling/throughput.toml, rows marked measured or assumed) and the
 cells go in, seconds and whether they rest on measured rows only come out. To be wired into
 the planner later: `[cluster] gpu = KIND` names the device row set, `[cluster] cohort =
 "auto" | N` gives `k` (auto: the K that `best_cohort` returns), and `launch --dry-run` prints
@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import math
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 TABLE = Path(__file__).with_name("throughput.toml")
+T = TypeVar("T")
 SOURCES = ("measured", "assumed")
 
 
@@ -44,7 +45,7 @@ class Table:
 
 
 @dataclass(frozen=True)
-class Cell:
+class CellWork:
     """One cell's training work: `images` image-steps (train images x epochs) of one model."""
 
     dataset: str
@@ -83,17 +84,23 @@ def load_table(path: Path = TABLE) -> Table:
     return parse_table(tomllib.loads(Path(path).read_text()))
 
 
-def cohorts_of(cells: Iterable[Cell], k: int) -> list[list[Cell]]:
-    """Cells in cohorts of one (dataset, seed, loader), at most `k` each, in the given order."""
+def cohorts(items: Iterable[T], key: Callable[[T], Hashable], k: int) -> list[list[T]]:
+    """Items in cohorts of one key, at most `k` each, in the given order: how the worker
+    groups a chunk's cells (key: the seed) and how cells are priced (below)."""
     if k < 1:
         raise ValueError(f"cohort size must be >= 1, got {k}")
-    groups: dict[tuple[str, int, str], list[Cell]] = {}
-    for cell in cells:
-        groups.setdefault((cell.dataset, cell.seed, cell.loader), []).append(cell)
+    groups: dict[Hashable, list[T]] = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(item)
     return [g[i : i + k] for g in groups.values() for i in range(0, len(g), k)]
 
 
-def cohort_cost(cells: Iterable[Cell], k: int, device: str, table: Table) -> CohortCost:
+def cohorts_of(cells: Iterable[CellWork], k: int) -> list[list[CellWork]]:
+    """Cells in cohorts of one (dataset, seed, loader), at most `k` each, in the given order."""
+    return cohorts(cells, lambda c: (c.dataset, c.seed, c.loader), k)
+
+
+def cohort_cost(cells: Iterable[CellWork], k: int, device: str, table: Table) -> CohortCost:
     """Seconds to train `cells` in cohorts of up to `k` on one `device`: per cohort, loading its
     images once and stepping each member; beside each other when the device overlaps them."""
     data = compute = seconds = 0.0
@@ -111,7 +118,7 @@ def cohort_cost(cells: Iterable[Cell], k: int, device: str, table: Table) -> Coh
     return CohortCost(seconds, data, compute, len(groups), measured and not math.isnan(seconds))
 
 
-def best_cohort(cells: list[Cell], device: str, table: Table, k_max: int = 16) -> int:
+def best_cohort(cells: list[CellWork], device: str, table: Table, k_max: int = 16) -> int:
     """The smallest K in 1..k_max whose cost is within 1 % of the cheapest (`cohort = "auto"`)."""
     costs = {k: cohort_cost(cells, k, device, table).seconds for k in range(1, k_max + 1)}
     cheapest = min(costs.values())

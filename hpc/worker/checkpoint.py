@@ -1,12 +1,11 @@
 """Epoch-end checkpoints: written atomically, read back with only tensors and plain values.
 
 A checkpoint is a dict (model, optimizer, scheduler, RNG states, epoch, the curves so far);
-`hpc.train` decides its content, this module makes writing it crash-safe.
+`hpc.worker.train` decides its content, this module makes writing it crash-safe.
 """
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hpc.files import temp_beside
+from analysis.files import atomic_file
 
 
 class CorruptCheckpointError(ValueError):
@@ -27,17 +26,8 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     A crash or a signal in the middle leaves at most a hidden temporary file, removed here
     when Python still runs.
     """
-    path = Path(path)
-    fd, tmp = temp_beside(path)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(payload, handle)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
@@ -57,7 +47,9 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
 
 def rng_state() -> dict[str, Any]:
     """Every random generator a training step may draw from, in a form torch.load accepts."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    numpy_state = np.random.get_state(legacy=True)
+    assert isinstance(numpy_state, tuple)  # legacy=True: (kind, keys, pos, has_gauss, gauss)
+    kind, keys, pos, has_gauss, gauss = numpy_state
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "python": random.getstate(),

@@ -1,6 +1,6 @@
 """Typed tables from TOML: unknown keys, wrong types and bad values become one error that
 names the file, the line (found by a light scan; tomllib keeps none), the key and the valid
-choices. Used by hpc.spec for study.toml."""
+choices. Used by hpc.study.spec for study.toml."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import fields
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 
 class StudyError(ValueError):
@@ -47,42 +47,55 @@ def fill(
     """cls(**values) with the types of cls's defaults enforced (a field whose default is None
     is the caller's to check); errors name the key and its line."""
     check_keys(values, tuple(f.name for f in fields(cls)), path, where, f"[{'.'.join(path)}]")
-    defaults = cls()
     clean = {}
     for key, value in values.items():
-        clean[key] = _typed(key, value, getattr(defaults, key), path, where)
+        try:
+            clean[key] = check_value(cls, key, value)
+        except ValueError as exc:
+            raise where.error(path + (key,), str(exc)) from None
     try:
         return cls(**clean)
     except ValueError as exc:
         raise where.error(path + first_key(str(exc), check_only or values), str(exc)) from None
 
 
-def _typed(key: str, value: Any, default: Any, path: tuple[str, ...], where: Where) -> Any:
+def check_value(cls: type, key: str, value: Any) -> Any:
+    """`value` for the field `key` of the dataclass `cls`, in the type of the field's default
+    (a whole float for an integer, an int for a float, a list for a tuple); a wrong type is a
+    ValueError naming the key. A field whose default is None is the caller's to check."""
+    default = getattr(cls(), key)
     if default is None:
         return value
     expected = type(default)
     if isinstance(default, tuple):
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise where.error(path + (key,), f"{key} must be a list of strings, got {value!r}")
+        item = get_args(get_type_hints(cls)[key])[0]
+        if not isinstance(value, (list, tuple)) or not all(_is(v, item) for v in value):
+            raise ValueError(f"{key} must be a list of {_KINDS[item][1]}, got {value!r}")
         return tuple(value)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if expected is int and isinstance(value, float) and value.is_integer() and math.isfinite(value):
         return int(value)  # 1e3 in TOML is a float; a whole number is meant
-    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-        raise where.error(
-            path + (key,),
-            f"{key} must be {_kind(expected)}, got {type(value).__name__} {value!r}",
+    if not _is(value, expected):
+        raise ValueError(
+            f"{key} must be {_KINDS[expected][0]}, got {type(value).__name__} {value!r}"
         )
     if expected is int and value < 0:
-        raise where.error(path + (key,), f"{key} must be >= 0, got {value}")
+        raise ValueError(f"{key} must be >= 0, got {value}")
     return value
 
 
-def _kind(expected: type) -> str:
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
-        expected, expected.__name__
-    )
+def _is(value: Any, expected: type) -> bool:
+    return isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+
+
+# How errors name a type: alone, and in a list.
+_KINDS: dict[Any, tuple[str, str]] = {
+    int: ("an integer", "integers"),
+    float: ("a number", "numbers"),
+    str: ("a string", "strings"),
+    bool: ("true or false", "true or false values"),
+}
 
 
 def first_key(message: str, table: Mapping[str, Any]) -> tuple[str, ...]:

@@ -14,19 +14,19 @@ from typing import Any
 
 import numpy as np
 
-from analysis.schema import CellResult, DatasetInfo, read_root_attr, write_results
-from hpc.plan import dataset_sizes
-from hpc.results import (
+from analysis.schema import CellResult, read_root_attr, write_results
+from hpc.study.datasets import prepared_manifest, results_info
+from hpc.study.layout import study_lock
+from hpc.study.population import Population, load_population
+from hpc.study.results import (
     ResultFile,
     UnreadableNowError,
-    read_results,
+    read_cell_files,
     result_files,
     scan_results,
 )
-from hpc.spec import DatasetEntry, Study
-from hpc.study import Population, load_population, study_lock
+from hpc.study.spec import Study
 
-RESULTS_FILE = "results.h5"
 REFERENCE_RESOLUTION = 224  # the /architectures complexity columns are counted here
 REFERENCE_CLASSES = 1000
 
@@ -76,50 +76,15 @@ def architecture_columns(population: Population) -> dict[str, np.ndarray]:
     }
 
 
-def dataset_info(study: Study, entry: DatasetEntry) -> DatasetInfo:
-    """What results.h5 records of a dataset: from its prepared files when they are there,
-    else from the registry."""
-    from loaders.prepare import open_prepared
-
-    spec = entry.spec
-    try:
-        prepared = open_prepared(spec, study.data_dir)
-        classes, names = prepared.num_classes, tuple(prepared.class_names)
-        num_train, num_test = prepared.num_train, prepared.num_test
-        subset = tuple(prepared.selection.classes) if prepared.selection is not None else ()
-    except (FileNotFoundError, ValueError):
-        num_train, num_test, classes, _ = dataset_sizes(entry)
-        names, subset = tuple(spec.label_names or ()), ()
-    return DatasetInfo(
-        name=entry.name,
-        classes=classes,
-        resolution=entry.resolution,
-        num_train=num_train,
-        num_test=num_test,
-        source=spec.source,
-        class_names=names,
-        recipe=entry.recipe.to_json(),
-        parent=spec.parent or "",
-        subset_classes=subset,
-        spec=json.dumps(spec.to_dict(), sort_keys=True),
-    )
-
-
-def _prepared_owner(entry: DatasetEntry) -> Any:
-    """The spec whose prepared files a dataset reads: a subset reads its parent's."""
-    return entry.spec.parent_spec() if entry.spec.is_subset else entry.spec
-
-
 def _fingerprint(study: Study, files: list[ResultFile]) -> str:
     """Changes when any input of results.h5 changes: result files, architectures, study.toml
     and the prepared datasets' manifests (where /datasets takes its sizes and classes)."""
-    from loaders.prepare import manifest_path
-
     digest = hashlib.sha256(study.source.encode())
-    stat = (study.root / "architectures.json").stat()
-    digest.update(f"architectures.json:{stat.st_mtime_ns}:{stat.st_size}".encode())
+    architectures = study.layout.architectures
+    stat = architectures.stat()
+    digest.update(f"{architectures.name}:{stat.st_mtime_ns}:{stat.st_size}".encode())
     for entry in study.datasets:
-        manifest = manifest_path(_prepared_owner(entry), study.data_dir)
+        manifest = prepared_manifest(study, entry)
         try:
             stat = manifest.stat()
             digest.update(f"{manifest.name}:{stat.st_mtime_ns}:{stat.st_size}".encode())
@@ -139,9 +104,9 @@ def collect(study: Study, *, progress: bool = False) -> Collected:
     from hpc.provenance import now
 
     population = load_population(study)
-    target = study.root / RESULTS_FILE
+    target = study.layout.results_file
     n_archs, seeds = study.settings.architectures, study.settings.seeds
-    with study_lock(study, "collect"):
+    with study_lock(study.layout, "collect"):
         files = [f for f in result_files(study) if f.cell.arch_id < n_archs and f.cell.seed < seeds]
         fingerprint = _fingerprint(study, files)
         if target.exists() and _current_fingerprint(target) == fingerprint:
@@ -156,7 +121,7 @@ def collect(study: Study, *, progress: bool = False) -> Collected:
         skipped_cells: list[str] = []
         unread = False
         for found, result in zip(
-            files, read_results([f.path for f in files], progress), strict=True
+            files, read_cell_files([f.path for f in files], progress), strict=True
         ):
             cell = found.cell
             unread = unread or isinstance(result, UnreadableNowError)
@@ -178,7 +143,7 @@ def collect(study: Study, *, progress: bool = False) -> Collected:
         write_results(
             target,
             architectures=architecture_columns(population),
-            datasets=[dataset_info(study, entry) for entry in study.datasets],
+            datasets=[results_info(study, entry) for entry in study.datasets],
             cells=cells,
             attrs=attrs,
         )
@@ -196,52 +161,3 @@ def _software() -> str:
         except importlib.metadata.PackageNotFoundError:
             out[name] = ""
     return json.dumps(out, sort_keys=True)
-
-
-def clean(study: Study, *, betons: bool = False) -> tuple[list[Path], int]:
-    """Delete checkpoints of finished cells and, with `betons`, the prepared files of
-    datasets whose cells (and whose subsets' cells) all finished. Returns (files, bytes)."""
-    from hpc.results import is_finished, study_cells
-
-    results = scan_results(study)
-    attempts = study.settings.max_attempts
-    removed: list[Path] = []
-    for cell, summary in results.items():
-        if is_finished(summary, attempts) and summary.status != "failed":
-            path = study.root / "checkpoints" / cell.dataset / f"{cell.arch_id}-s{cell.seed}.pt"
-            if path.exists():
-                removed.append(path)
-    if betons:
-        unfinished = {
-            c.dataset for c in study_cells(study) if not is_finished(results.get(c), attempts)
-        }
-        removed.extend(_prepared_files(study, unfinished))
-    freed = 0
-    for path in removed:
-        freed += path.stat().st_size
-        path.unlink()
-    return removed, freed
-
-
-def _prepared_files(study: Study, unfinished: set[str]) -> list[Path]:
-    """Prepared files no unfinished cell reads: a parent's serve its subsets too."""
-    from loaders.files import sidecar
-    from loaders.prepare import manifest_path
-
-    owners: dict[str, list[DatasetEntry]] = {}
-    for entry in study.datasets:
-        owners.setdefault(_prepared_owner(entry).name, []).append(entry)
-    files: list[Path] = []
-    for users in owners.values():
-        if any(u.name in unfinished for u in users):
-            continue
-        manifest = manifest_path(_prepared_owner(users[0]), study.data_dir)
-        try:
-            listed = json.loads(manifest.read_text()).get("files", {})
-        except (OSError, ValueError):
-            continue
-        for name in listed.values():
-            data = study.data_dir / name
-            files.extend(p for p in (data, sidecar(data)) if p.exists())
-        files.append(manifest)
-    return files

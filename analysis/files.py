@@ -1,0 +1,66 @@
+"""Atomic files: a reader sees the old file or the whole new one, also after a crash (the new
+file is on disk before the rename, and the rename before we return), and the new file has the
+permissions a plain open() would give, so a group sharing a study folder reads what another
+member's jobs wrote.
+
+The one atomic writer of the project's study folders: analysis writes results through it, and
+hpc everything else (records, manifests, architectures, checkpoints). loaders keeps the same
+small function in loaders/files.py, since it may import nothing of the project.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# The mode a plain open() gives under this process's umask (mkstemp makes 0600 files).
+FILE_MODE = 0o666 & ~_umask()
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path | str) -> Iterator[Path]:
+    """Yields a hidden temporary path beside `path` (same filesystem) to write and close; it
+    then replaces `path`, synced to disk with its folder. On an error it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, FILE_MODE)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        _fsync(tmp, os.O_RDONLY)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+
+
+def _fsync(path: Path, flags: int) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_text(path: Path | str, text: str) -> None:
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: Path | str, data: Any) -> None:
+    write_text(path, json.dumps(data, indent=1) + "\n")

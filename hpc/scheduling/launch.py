@@ -1,0 +1,115 @@
+"""The launcher: plan a study's missing cells and hand them to a scheduler, which submits
+them (or, for sbatch, writes them for a person to submit) and records what it did; it
+returns at once. One launch at a time per study (a lock), so two launches never submit the
+same cell.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hpc.scheduling import schedulers
+from hpc.scheduling.plan import Plan, make_plan
+from hpc.scheduling.records import next_record_id, read_records
+from hpc.scheduling.schedulers import Scheduler, Submission
+from hpc.scheduling.status import active_cells
+from hpc.study.datasets import unprepared
+from hpc.study.layout import study_lock
+from hpc.study.population import Population, sample_architectures
+from hpc.study.results import Cell, is_finished, scan_results
+from hpc.study.spec import Study
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What one launch did."""
+
+    plan: Plan
+    record: str = ""  # the record's id (jobs/<id>/), "" when nothing was submitted
+    job_ids: tuple[str, ...] = ()  # array job ids (Slurm) or lane pids (local)
+    jobs: tuple[Any, ...] = field(default=(), repr=False)  # submitit Jobs that end with us
+    files: tuple[Path, ...] = ()  # what a person submits (sbatch scripts, then submit.sh)
+
+    def running(self) -> bool:
+        """Whether processes this launch started here still run (looking reaps those that
+        ended)."""
+        return not all(job.done() for job in self.jobs)
+
+    def stop(self) -> None:
+        """Stop the processes this launch started here (submitit's way: SIGINT, then
+        SIGKILL); jobs on a cluster run on."""
+        for job in self.jobs:
+            if not job.done():
+                job.cancel()
+
+
+def launch(
+    study: Study,
+    *,
+    cluster: str = "slurm",
+    jobs: int | None = None,
+    dry_run: bool = False,
+    reset_retries: bool = False,
+) -> Launch:
+    """Submit every cell that is neither finished nor queued or running, through the
+    scheduler `cluster` names (slurm, local or sbatch).
+
+    `cluster="local"` runs at most `jobs` workers at once on this machine (default: one per
+    core, each with one thread). `dry_run` plans without writing or submitting anything.
+    """
+    scheduler = schedulers.get(cluster)
+    if jobs is not None and jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    # A grown study samples its new architectures here (prefix-stable: old ids keep theirs).
+    population = sample_architectures(study, write=not dry_run)
+    if dry_run:
+        return Launch(_plan(study, scheduler, jobs, population))
+    with study_lock(study.layout, "launch"):
+        if reset_retries:
+            reset_failed(study)
+        plan = _plan(study, scheduler, jobs, population)
+        if not plan.chunks:
+            return Launch(plan)
+        missing = unprepared(study, sorted({c.dataset for c in plan.chunks}))
+        if missing:
+            raise FileNotFoundError(
+                f"datasets not prepared yet: {', '.join(missing)}; run `anysweep prepare "
+                f"{study.root}` first"
+            )
+        record_id = next_record_id(study, scheduler.record_kind)
+        submitted = scheduler.submit(Submission(study, plan, population, record_id, jobs))
+    return Launch(plan, record_id, submitted.job_ids, submitted.jobs, submitted.files)
+
+
+def _plan(study: Study, scheduler: Scheduler, jobs: int | None, population: Population) -> Plan:
+    return make_plan(
+        study,
+        population,
+        active=active_cells(study),  # one scheduler query
+        array_size=scheduler.array_size(study),
+        lanes=scheduler.lanes(jobs),
+    )
+
+
+def reset_failed(study: Study) -> list[Cell]:
+    """Give failed cells that used up their attempts a fresh count: their result files move
+    to jobs/reset/ (kept for their tracebacks), so the next launch runs them again."""
+    results = scan_results(study)
+    attempts = study.settings.max_attempts
+    reset = [c for c, r in results.items() if r.status == "failed" and is_finished(r, attempts)]
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for cell in reset:
+        source = study.layout.cell(cell.dataset, cell.arch_id, cell.seed).result
+        target = study.layout.reset_dir(stamp, cell.dataset) / source.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(source, target)
+    return reset
+
+
+def cancel(study: Study) -> list[str]:
+    """Cancel the study's queued and running jobs; returns what was cancelled."""
+    return schedulers.cancel_all(study, read_records(study))

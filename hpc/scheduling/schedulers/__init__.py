@@ -1,0 +1,169 @@
+"""The schedulers behind one interface, in the shape of submitit's executors: submit a
+launch's chunks, tell the states of its tasks, find a task's log, cancel. One module each:
+
+- `local`: lanes on this machine that take chunks from a queue folder;
+- `slurm`: arrays submitted through submitit;
+- `sbatch`: array scripts a person submits (they run as Slurm jobs, so Slurm answers for
+  their states and cancels them).
+
+A launch record names its scheduler; only the modules here read that name or the part of a
+record a scheduler keeps for itself. Modules import their scheduler client lazily, so that
+status runs where only the analysis dependencies are installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from hpc.scheduling.plan import Array, Plan
+from hpc.scheduling.records import ArrayRecord, LaunchRecord, planned_arrays
+from hpc.study.population import Population, dataset_arch
+from hpc.study.spec import Study
+
+NAMES = ("local", "slurm", "sbatch")
+TaskKey = tuple[str, str, int]  # (record id, array label, task index)
+
+
+class SchedulerError(RuntimeError):
+    """The scheduler could not be asked; planning on a guess would submit cells twice."""
+
+
+@dataclass(frozen=True)
+class TaskState:
+    state: str  # queued, running or ended
+    job_id: str  # the scheduler's id ("123_4"), a local lane's pid, or "" when not known
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A planned launch handed to a scheduler: what to submit and under which record."""
+
+    study: Study
+    plan: Plan
+    population: Population
+    record_id: str
+    jobs: int | None = None  # local: workers at once (None: one per core)
+
+    def arrays(self) -> list[ArrayRecord]:
+        return planned_arrays(self.study, self.record_id, self.plan.arrays)
+
+    def write_manifests(
+        self, path_of: Callable[[Array, int], Path], threads: int | None = None
+    ) -> list[list[Path]]:
+        """One manifest per chunk, at `path_of(array, chunk index)`; `threads` None gives
+        each worker its task's CPUs. Returns the paths per array."""
+        from hpc.scheduling.manifest import write_manifest
+
+        study, archs = self.study, self.population.archs
+        paths = []
+        for array in self.plan.arrays:
+            entry = study.dataset(array.dataset)
+            paths.append([path_of(array, i) for i in range(len(array.chunks))])
+            for path, chunk in zip(paths[-1], array.chunks, strict=True):
+                write_manifest(
+                    path,
+                    study_dir=study.root,
+                    data_dir=study.data_dir,
+                    dataset=entry.spec,
+                    recipe=entry.recipe,
+                    cells=[(a, s, dataset_arch(archs[a], entry)) for a, s in chunk.cells],
+                    max_attempts=study.settings.max_attempts,
+                    device=study.settings.device,
+                    threads=array.cluster.cpus if threads is None else threads,
+                )
+        return paths
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What a scheduler did with a submission."""
+
+    job_ids: tuple[str, ...] = ()  # array job ids (Slurm) or lane pids (local)
+    jobs: tuple[Any, ...] = ()  # submitit Jobs of processes that end with this command
+    files: tuple[Path, ...] = ()  # what a person submits (sbatch scripts, then submit.sh)
+
+
+class Scheduler(ABC):
+    """One way to run a study's chunks."""
+
+    name: ClassVar[str]  # the record's scheduler: local, slurm or sbatch
+    queue: ClassVar[str]  # schedulers of one queue are asked together (one squeue)
+    record_kind: ClassVar[str] = "L"  # record ids: L0001 for launches, S0001 for sbatch
+    poll_s: ClassVar[float] = 15.0  # seconds between two looks at the jobs while waiting
+    # What `anysweep launch` says it did, with {n} jobs and their {ids}.
+    summary: ClassVar[str] = "submitted {n} jobs (ids {ids})"
+
+    def array_size(self, study: Study) -> int:
+        """The most chunks one array may hold."""
+        return study.cluster.max_array_size
+
+    def lanes(self, jobs: int | None) -> int | None:
+        """Workers at once, where the planner should keep that many busy; None: arrays."""
+        return None
+
+    def check_ready(self) -> None:
+        """Raise ValueError, before any work, when this scheduler cannot be reached."""
+        return None
+
+    @abstractmethod
+    def submit(self, submission: Submission) -> Submitted:
+        """Submit (or write, for a person to submit) the plan's chunks and its record."""
+
+    @abstractmethod
+    def task_states(
+        self, study: Study, records: Sequence[LaunchRecord]
+    ) -> dict[TaskKey, TaskState]:
+        """What the scheduler says of every task of these records (of this queue), asked once."""
+
+    @abstractmethod
+    def task_log(
+        self, study: Study, record: LaunchRecord, array: ArrayRecord, index: int
+    ) -> Path | None:
+        """The scheduler's log of one task, when there is one."""
+
+    @abstractmethod
+    def cancel(self, study: Study, records: Sequence[LaunchRecord]) -> list[str]:
+        """Cancel the queued and running tasks of these records; what was cancelled."""
+
+
+def get(name: str) -> Scheduler:
+    """The scheduler of that name; an unknown one is an error naming the valid ones."""
+    if name not in NAMES:
+        raise ValueError(f"cluster {name!r} is not one of {NAMES}")
+    module = importlib.import_module(f"hpc.scheduling.schedulers.{name}")
+    scheduler: Scheduler = module.SCHEDULER
+    return scheduler
+
+
+def of(record: LaunchRecord) -> Scheduler:
+    """The scheduler that submitted a record."""
+    return get(record.scheduler)
+
+
+def _by_queue(records: Sequence[LaunchRecord]) -> dict[str, tuple[Scheduler, list[LaunchRecord]]]:
+    groups: dict[str, tuple[Scheduler, list[LaunchRecord]]] = {}
+    for record in records:
+        scheduler = of(record)
+        groups.setdefault(scheduler.queue, (scheduler, []))[1].append(record)
+    return groups
+
+
+def task_states(study: Study, records: Sequence[LaunchRecord]) -> dict[TaskKey, TaskState]:
+    """Every task's state, each queue asked once (Slurm and sbatch records by one squeue)."""
+    states: dict[TaskKey, TaskState] = {}
+    for scheduler, group in _by_queue(records).values():
+        states.update(scheduler.task_states(study, group))
+    return states
+
+
+def cancel_all(study: Study, records: Sequence[LaunchRecord]) -> list[str]:
+    """Cancel the queued and running tasks of every record, each queue once."""
+    cancelled: list[str] = []
+    for scheduler, group in _by_queue(records).values():
+        cancelled.extend(scheduler.cancel(study, group))
+    return cancelled

@@ -1,0 +1,242 @@
+"""The Slurm scheduler: arrays submitted through submitit, and every call to a Slurm client
+outside the local test cluster (squeue, scancel, scontrol, submitit's Slurm executor).
+
+Each array task gets USR2 `SIGNAL_DELAY_S` before its time limit: the worker stops at the
+next step, keeps its last epoch-end checkpoint and requeues the task, which resumes there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import os
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hpc.scheduling.records import ArrayRecord, LaunchRecord, job_prefix, write_record
+from hpc.scheduling.schedulers import (
+    Scheduler,
+    SchedulerError,
+    Submission,
+    Submitted,
+    TaskKey,
+    TaskState,
+)
+from hpc.study.spec import ClusterSpec, Study
+
+SIGNAL_DELAY_S = 120  # USR2 this long before the time limit: the epoch in flight is lost
+# Requeues after a time-out a chunk may take (submitit's default is 3): each resumes from the
+# last epoch-end checkpoint, so a chunk whose estimate was too low still finishes.
+MAX_TIMEOUT_REQUEUES = 20
+# squeue states of a task that will still run (or runs) its cells.
+RUNNING_STATES = ("RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING")
+QUEUED_STATES = (
+    "PENDING",
+    "REQUEUED",
+    "REQUEUE_FED",
+    "REQUEUE_HOLD",
+    "RESIZING",
+    "SUSPENDED",
+    "RESV_DEL_HOLD",
+    "SPECIAL_EXIT",
+    "STOPPED",
+)
+
+
+def sbatch_options(cluster: ClusterSpec, *, gpus: bool = True) -> dict[str, Any]:
+    """What one task of a dataset asks of Slurm, as sbatch options ('_' for '-', the names
+    submitit's Slurm executor takes): the one place they are built, for launched arrays,
+    prepare jobs (`gpus=False`) and rendered scripts."""
+    options: dict[str, Any] = {
+        "time": cluster.time_min,
+        "cpus_per_task": cluster.cpus,
+        "mem": f"{cluster.mem_gb}G",
+    }
+    if gpus and cluster.gpus:
+        options["gpus_per_node"] = cluster.gpus
+    for key in ("partition", "account", "qos", "constraint"):
+        if getattr(cluster, key):
+            options[key] = getattr(cluster, key)
+    return options
+
+
+def executor_parameters(cluster: ClusterSpec, name: str, *, chunks: bool = True) -> dict[str, Any]:
+    """submitit AutoExecutor parameters for a dataset's chunk tasks (requeued on USR2) or,
+    with `chunks=False`, for its prepare job."""
+    params: dict[str, Any] = {"name": name}
+    params.update({f"slurm_{k}": v for k, v in sbatch_options(cluster, gpus=chunks).items()})
+    if cluster.setup:
+        params["slurm_setup"] = list(cluster.setup)
+    if chunks:
+        params["slurm_array_parallelism"] = cluster.array_parallelism
+        params["slurm_signal_delay_s"] = SIGNAL_DELAY_S
+        params["stderr_to_stdout"] = True
+        # Requeue on preemption needs requeueable jobs where JobRequeue=0 is the default.
+        params["slurm_additional_parameters"] = {"requeue": True}
+    return params
+
+
+def _client(argv: list[str], timeout_s: float = 60) -> str:
+    """A Slurm client's output; one that cannot run or fails is a SchedulerError."""
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise SchedulerError(f"could not run {argv[0]}: {exc}") from None
+    if done.returncode != 0:
+        raise SchedulerError(f"{argv[0]} failed ({done.returncode}): {done.stderr.strip()}")
+    return done.stdout
+
+
+def squeue_states(study: Study) -> dict[tuple[str, int], tuple[str, str]]:
+    """{(job name, array task index): (squeue state, job id)} for the study's jobs: one call."""
+    out = _client(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%j|%T"])
+    prefix = job_prefix(study) + "."
+    states: dict[tuple[str, int], tuple[str, str]] = {}
+    for line in out.splitlines():
+        job_id, _, rest = line.strip().partition("|")
+        name, _, state = rest.rpartition("|")
+        if not name.startswith(prefix):
+            continue
+        _, _, task = job_id.partition("_")
+        states[(name, int(task) if task.isdigit() else 0)] = (state.strip(), job_id)
+    return states
+
+
+def _state(found: tuple[str, str] | None, array: ArrayRecord, index: int) -> TaskState:
+    if found is None:
+        return TaskState("ended", f"{array.job_id}_{index}" if array.job_id else "")
+    state, job_id = found
+    if state in RUNNING_STATES:
+        return TaskState("running", job_id)
+    return TaskState("queued" if state in QUEUED_STATES else "ended", job_id)
+
+
+def max_array_size(study: Study) -> int:
+    """The cluster's MaxArraySize: asked of `scontrol show config` when SLURM_CONF names a
+    cluster config, else the study's [cluster] max_array_size."""
+    fallback = study.cluster.max_array_size
+    if not os.environ.get("SLURM_CONF"):
+        return fallback
+    try:
+        out = _client(["scontrol", "show", "config"], timeout_s=30)
+    except SchedulerError:
+        return fallback
+    for line in out.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "MaxArraySize" and value.strip().isdigit():
+            size = int(value.strip())
+            if size < 1:
+                raise ValueError(
+                    "this cluster's MaxArraySize is 0: it accepts no array jobs; "
+                    "ask its admins, or run with --cluster local"
+                )
+            return size
+    return fallback
+
+
+class SlurmScheduler(Scheduler):
+    name = "slurm"
+    queue = "slurm"
+    summary = "submitted {n} array jobs (ids {ids})"
+
+    def check_ready(self) -> None:
+        if not os.environ.get("SLURM_CONF"):
+            raise ValueError(
+                "--cluster slurm needs SLURM_CONF set to the cluster's slurm.conf "
+                '(for the local test cluster: eval "$(python -m hpc.localslurm env)")'
+            )
+
+    def array_size(self, study: Study) -> int:
+        return max_array_size(study)
+
+    def submit(self, submission: Submission) -> Submitted:
+        import submitit
+
+        from hpc.worker import Chunk
+
+        study, record_id = submission.study, submission.record_id
+        manifests = submission.write_manifests(
+            lambda array, i: study.layout.array_manifest(record_id, array.label, i)
+        )
+        arrays = submission.arrays()
+        folder = study.layout.submitit_dir(record_id, self.name)
+        try:
+            for k, (array, paths) in enumerate(zip(submission.plan.arrays, manifests, strict=True)):
+                executor = submitit.AutoExecutor(
+                    folder=folder, cluster="slurm", slurm_max_num_timeout=MAX_TIMEOUT_REQUEUES
+                )
+                executor.update_parameters(**executor_parameters(array.cluster, arrays[k].job_name))
+                with executor.batch():
+                    jobs = [executor.submit(Chunk(path)) for path in paths]
+                job_id = jobs[0].job_id.partition("_")[0]
+                arrays[k] = dataclasses.replace(arrays[k], job_id=job_id)
+        finally:
+            # Whatever was submitted is recorded, even when a later array failed to submit.
+            done = [a for a in arrays if a.job_id is not None]
+            if done:
+                write_record(study, record_id, self.name, done)
+        return Submitted(tuple(str(a.job_id) for a in arrays))
+
+    def task_states(
+        self, study: Study, records: Sequence[LaunchRecord]
+    ) -> dict[TaskKey, TaskState]:
+        queue = squeue_states(study)
+        return {
+            (record.id, array.label, index): _state(
+                queue.get((array.job_name, index)), array, index
+            )
+            for record in records
+            for array in record.arrays
+            for index in range(len(array.tasks))
+        }
+
+    def task_log(
+        self, study: Study, record: LaunchRecord, array: ArrayRecord, index: int
+    ) -> Path | None:
+        # submitit submits a single chunk as a plain job, not an array.
+        job = array.job_id if len(array.tasks) == 1 else f"{array.job_id}_{index}"
+        path = study.layout.submitit_dir(record.id, self.name) / f"{job}_0_log.out"
+        return path if path.exists() else None
+
+    def cancel(self, study: Study, records: Sequence[LaunchRecord]) -> list[str]:
+        ids = sorted({job_id.partition("_")[0] for _, job_id in squeue_states(study).values()})
+        if ids:
+            _client(["scancel", *ids])
+        return ids
+
+
+def submit_prepare(study: Study, names: Sequence[str] | None = None) -> list[str]:
+    """One Slurm job per dataset whose files the named ones (default: all) read; job ids."""
+    import submitit
+
+    from hpc.study.datasets import files_owners, prepare_one
+
+    ids = []
+    for entry in files_owners(study, names):
+        spec = entry.prepared_spec
+        executor = submitit.AutoExecutor(folder=study.layout.prepare_jobs, cluster="slurm")
+        name = f"anysweep-prepare-{spec.name}"
+        executor.update_parameters(**executor_parameters(entry.cluster, name, chunks=False))
+        ids.append(executor.submit(prepare_one, spec.to_dict(), str(study.data_dir)).job_id)
+    return ids
+
+
+def requeue_this_job() -> str:
+    """Requeue the Slurm job (or array task) this process runs in; what happened, for the log."""
+    from hpc.provenance import job_id
+
+    # Inside a Slurm job (SLURM_JOB_ID set by slurmd) scontrol talks to the cluster that runs
+    # us, whatever SLURM_CONF says; outside one there is nothing to requeue.
+    job = job_id()
+    if not job or not os.environ.get("SLURM_JOB_ID"):
+        return "not in a Slurm job: not requeued; run the chunk again to resume"
+    try:
+        _client(["scontrol", "requeue", job])
+    except SchedulerError as exc:
+        return f"scontrol requeue {job}: {exc}"
+    return f"requeued job {job}"
+
+
+SCHEDULER = SlurmScheduler()

@@ -1,0 +1,148 @@
+"""The study's datasets: preparing them (here, or one Slurm job each), what is prepared, their
+facts from the registry when nothing is prepared yet, and what results.h5 records of each.
+
+A subset reads its parent's prepared files (`DatasetEntry.prepared_spec`); the prepared
+folder is `[study] data_dir`, and what is inside it belongs to `loaders.prepare`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from analysis.schema import DatasetInfo
+from hpc.study.spec import DatasetEntry, Study
+
+ASSUMED_TRAIN_IMAGES = 10_000  # a dataset whose size the registry does not know
+ASSUMED_TEST_IMAGES = 2_000
+ASSUMED_CLASSES = 10
+
+
+def prepare_datasets(
+    study: Study, names: Sequence[str] | None = None, *, progress: bool = True
+) -> list[Any]:
+    """Build every dataset of the study (or those named); idempotent. A subset is prepared
+    through its parent's files."""
+    from loaders.prepare import prepare
+
+    entries = [study.dataset(n) for n in names] if names else list(study.datasets)
+    return [prepare(entry.spec, study.data_dir, progress=progress) for entry in entries]
+
+
+def files_owners(study: Study, names: Sequence[str] | None = None) -> list[DatasetEntry]:
+    """The datasets whose prepared files the named ones (default: all) read, each once: a
+    subset's parent stands for it."""
+    entries = [study.dataset(n) for n in names] if names else list(study.datasets)
+    owners: dict[str, DatasetEntry] = {}
+    for entry in entries:
+        owners.setdefault(entry.prepared_spec.name, entry)
+    return list(owners.values())
+
+
+def prepare_one(spec_dict: dict[str, Any], data_dir: str) -> str:
+    """The cluster job of `anysweep prepare --cluster slurm`: prepare one dataset."""
+    from loaders.prepare import prepare
+    from loaders.registry import DatasetSpec
+
+    spec = DatasetSpec.from_dict(spec_dict)
+    prepare(spec, Path(data_dir), progress=True)
+    return spec.name
+
+
+def unprepared(study: Study, names: Sequence[str]) -> list[str]:
+    """Which of the named datasets have no prepared files yet."""
+    from loaders.prepare import open_prepared
+
+    missing = []
+    for name in names:
+        try:
+            open_prepared(study.dataset(name).spec, study.data_dir)
+        except (FileNotFoundError, ValueError):
+            missing.append(name)
+    return missing
+
+
+def prepared_manifest(study: Study, entry: DatasetEntry) -> Path:
+    """The manifest `loaders.prepare` writes for the files a dataset reads."""
+    from loaders.prepare import manifest_path
+
+    return manifest_path(entry.prepared_spec, study.data_dir)
+
+
+def dataset_sizes(entry: DatasetEntry) -> tuple[int, int, int, bool]:
+    """(train images, test images, classes, assumed?) from the registry, without data."""
+    from loaders.registry import REGISTRY
+
+    spec = entry.spec
+    info = REGISTRY.get(entry.prepared_spec.name)
+    parent_classes = info.spec.num_classes if info is not None else None
+    train = info.num_train if info is not None else None
+    test = info.num_test if info is not None else None
+    assumed = train is None or test is None
+    train = ASSUMED_TRAIN_IMAGES if train is None else train
+    test = ASSUMED_TEST_IMAGES if test is None else test
+    classes = spec.num_classes or parent_classes or ASSUMED_CLASSES
+    # Caps apply to the files a subset selects from: its parent's.
+    if spec.max_train:
+        train = min(train, spec.max_train)
+    if spec.max_test:
+        test = min(test, spec.max_test)
+    if spec.is_subset and parent_classes:
+        train = math.ceil(train * classes / parent_classes)
+        test = math.ceil(test * classes / parent_classes)
+    return train, test, classes, assumed
+
+
+def results_info(study: Study, entry: DatasetEntry) -> DatasetInfo:
+    """What results.h5 records of a dataset: from its prepared files when they are there,
+    else from the registry."""
+    from loaders.prepare import open_prepared
+
+    spec = entry.spec
+    try:
+        prepared = open_prepared(spec, study.data_dir)
+        classes, names = prepared.num_classes, tuple(prepared.class_names)
+        num_train, num_test = prepared.num_train, prepared.num_test
+        subset = tuple(prepared.selection.classes) if prepared.selection is not None else ()
+    except (FileNotFoundError, ValueError):
+        num_train, num_test, classes, _ = dataset_sizes(entry)
+        names, subset = tuple(spec.label_names or ()), ()
+    return DatasetInfo(
+        name=entry.name,
+        classes=classes,
+        resolution=entry.resolution,
+        num_train=num_train,
+        num_test=num_test,
+        source=spec.source,
+        class_names=names,
+        recipe=entry.recipe.to_json(),
+        parent=spec.parent or "",
+        subset_classes=subset,
+        spec=json.dumps(spec.to_dict(), sort_keys=True),
+    )
+
+
+def prepared_files(study: Study, unfinished: set[str]) -> list[Path]:
+    """Prepared files no unfinished cell reads: a parent's serve its subsets too."""
+    from loaders.files import sidecar
+
+    users: dict[str, list[DatasetEntry]] = {}
+    for entry in study.datasets:
+        users.setdefault(entry.prepared_spec.name, []).append(entry)
+    files: list[Path] = []
+    for group in users.values():
+        if any(u.name in unfinished for u in group):
+            continue
+        manifest = prepared_manifest(study, group[0])
+        try:
+            listed = json.loads(manifest.read_text()).get("files", {})
+        except (OSError, ValueError):
+            continue
+        for name in listed.values():
+            data = study.data_dir / name
+            files.extend(p for p in (data, sidecar(data)) if p.exists())
+        files.append(manifest)
+    return files

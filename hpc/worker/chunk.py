@@ -1,0 +1,214 @@
+"""The chunk worker: runs a manifest's cells in order (alone, or in cohorts that train in
+lockstep from one loader), one result file per finished cell.
+
+Reachable as `hpc.worker.Chunk(manifest)` (submitit, requeued on SIGUSR2),
+`python -m hpc.worker MANIFEST` or `python -m hpc.worker --array DIR --task-id N` (sbatch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import submitit
+import torch
+from tqdm import tqdm  # type: ignore[import-untyped]
+
+from analysis.schema import STATUSES, CellResult
+from hpc.scheduling.cost import cohorts
+from hpc.scheduling.manifest import ManifestCell, read_manifest
+from hpc.scheduling.schedulers.slurm import requeue_this_job
+from hpc.study.layout import StudyLayout, cell_stem, task_manifest
+from hpc.study.results import is_finished
+from hpc.worker.cell import (
+    STOPS,
+    ChunkRun,
+    begin,
+    join_cohort,
+    member_result,
+    previous_result,
+    run_cell,
+    stopped,
+    write,
+)
+from hpc.worker.cohort import train_cohort
+from hpc.worker.train import CellInterrupted
+
+# Exit codes of `python -m hpc.worker`.
+EXIT_DONE, EXIT_SOME_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 3
+
+# Set by the SIGUSR2 handler of `main`; polled by the trainer after every step.
+_stop = threading.Event()
+
+Pending = list[tuple[ManifestCell, int]]  # cells left to train, with their attempt numbers
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for but torch sees no CUDA device")
+    return device
+
+
+def run_chunk(
+    manifest_path: Path | str,
+    *,
+    stop_flag: Callable[[], bool] | None = None,
+    timings: dict[str, float] | None = None,
+) -> list[CellResult]:
+    """Run a chunk's unfinished cells; returns the result of every cell of the chunk, in order.
+
+    A `done` or `diverged` cell is skipped, a `failed` one retried until `max_attempts`.
+    `timings`, when given, sums seconds spent on loaders, build, restore, checkpoint and write
+    (the per-cell overhead) and on train and eval. Raises CellInterrupted when `stop_flag`
+    stops a cell.
+    """
+    manifest = read_manifest(Path(manifest_path))
+    layout = StudyLayout(manifest.study_dir, manifest.data_dir)
+    device = resolve_device(manifest.device)
+    chunk = ChunkRun(manifest, layout, device, stop_flag, {} if timings is None else timings)
+    if manifest.threads:
+        torch.set_num_threads(manifest.threads)
+    results: list[CellResult] = []
+    pending: Pending = []  # cells left for cohorts (manifest.cohort > 1)
+    progress = tqdm(
+        manifest.cells, desc=f"{manifest.dataset_name} chunk", unit="cell", disable=None
+    )
+    for cell in progress:
+        stem = cell_stem(cell.arch_id, cell.seed)
+        previous = previous_result(chunk.paths(cell).result)
+        if previous is not None and is_finished(previous, manifest.max_attempts):
+            results.append(previous)
+            continue
+        if stop_flag is not None and stop_flag():
+            raise CellInterrupted(f"stopped before cell {stem}")
+        number = previous.attempts + 1 if previous is not None else 1
+        if manifest.cohort > 1:
+            pending.append((cell, number))
+            continue
+        progress.set_postfix_str(stem)
+        results.append(run_cell(chunk, cell, number))
+    if pending:
+        return _run_cohorts(chunk, results, pending)
+    return results
+
+
+def _run_cohorts(chunk: ChunkRun, earlier: list[CellResult], pending: Pending) -> list[CellResult]:
+    """Train the pending cells in cohorts; every cell's result, in manifest order."""
+    done = {(r.arch_id, r.seed): r for r in earlier}
+    # Cohorts of one seed (data order belongs to the dataset and the seed), in manifest order.
+    for group in cohorts(pending, lambda item: item[0].seed, chunk.manifest.cohort):
+        for result in _run_cohort(chunk, group):
+            done[(result.arch_id, result.seed)] = result
+    return [done[(c.arch_id, c.seed)] for c in chunk.manifest.cells]
+
+
+def _run_cohort(chunk: ChunkRun, group: Pending) -> list[CellResult]:
+    """Train one cohort from one loader; each member's result written as one cell's is."""
+    members = [begin(chunk, cell, number, cohort=len(group)) for cell, number in group]
+    try:
+        data = chunk.data()
+        for member in members:
+            join_cohort(chunk, member, data)
+        runs = [m.run for m in members if m.run is not None]
+        seed = group[0][0].seed
+        train_cohort(runs, data.train, data.test, seed=seed, stop_flag=chunk.stop_flag)
+        results = [member_result(chunk, m) for m in members]
+        for member, result in zip(members, results, strict=True):
+            write(chunk, member, result)
+        return results
+    except STOPS as exc:
+        for member in members:
+            stopped(member, exc)
+        raise
+    finally:
+        for member in members:
+            member.log.close()
+
+
+class Chunk(submitit.helpers.Checkpointable):
+    """The submitit job of one chunk: `Chunk(manifest_path)()` runs it.
+
+    On SIGUSR2 submitit calls `checkpoint`, requeues the job and exits; the requeued job
+    skips finished cells and resumes the running one from its last epoch-end checkpoint.
+    """
+
+    def __init__(self, manifest_path: Path | str) -> None:
+        self.manifest_path = str(manifest_path)
+
+    def __call__(self) -> list[CellResult]:
+        return run_chunk(self.manifest_path)
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
+        # Epoch-end checkpoints are on disk already; the interrupted epoch restarts.
+        return submitit.helpers.DelayedSubmission(Chunk(self.manifest_path))
+
+
+# Pickled jobs name the class by its public path, hpc.worker.Chunk: where its module lives
+# inside the package may change without stranding a queued job.
+Chunk.__module__ = "hpc.worker"
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m hpc.worker",
+        description="Run one chunk of a study: its manifest's cells in order, resuming where it stopped.",
+    )
+    parser.add_argument("manifest", nargs="?", type=Path, help="the chunk's manifest (JSON)")
+    parser.add_argument(
+        "--array", type=Path, metavar="DIR", help="a folder of N.json manifests (sbatch arrays)"
+    )
+    parser.add_argument(
+        "--task-id",
+        type=int,
+        default=None,
+        help="which DIR/N.json to run (default: $SLURM_ARRAY_TASK_ID)",
+    )
+    args = parser.parse_args(argv)
+    if (args.manifest is None) == (args.array is None):
+        parser.error(
+            "give either MANIFEST or --array DIR (with --task-id N or $SLURM_ARRAY_TASK_ID)"
+        )
+    if args.array is not None:
+        task = args.task_id
+        if task is None and os.environ.get("SLURM_ARRAY_TASK_ID", "").isdigit():
+            task = int(os.environ["SLURM_ARRAY_TASK_ID"])
+        if task is None:
+            parser.error("--array needs --task-id N (or $SLURM_ARRAY_TASK_ID)")
+        args.manifest = task_manifest(args.array, task)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m hpc.worker`: exit 0 when every cell is final, 1 when some failed, 2 on bad
+    input, 3 when interrupted by SIGUSR2 (requeued inside Slurm)."""
+    args = _parse(argv)
+    _stop.clear()
+    try:  # bad input is told apart before any cell runs: an error later is not the input's
+        resolve_device(read_manifest(args.manifest).device)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"hpc.worker: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    # Slurm's `--signal=B:USR2@T` warns before the end: stop at the next step, keep the
+    # last epoch-end checkpoint, requeue.
+    previous = signal.signal(signal.SIGUSR2, lambda _signum, _frame: _stop.set())
+    try:
+        results = run_chunk(args.manifest, stop_flag=_stop.is_set)
+    except CellInterrupted as exc:
+        print(f"hpc.worker: {exc}; {requeue_this_job()}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    counts = {s: sum(r.status == s for r in results) for s in STATUSES}
+    print(
+        f"hpc.worker: {args.manifest}: " + ", ".join(f"{n} {s}" for s, n in counts.items()),
+        file=sys.stderr,
+    )
+    return EXIT_SOME_FAILED if counts["failed"] else EXIT_DONE
