@@ -141,26 +141,22 @@ class Study:
         return list(self.datasets)
 
     def subsets(self, parent: str) -> dict[str, int]:
-        """Datasets that keep k of the classes of `parent`, with their k (size controls,
-        which keep every class, are not among them)."""
+        """Datasets that keep k of the classes of `parent` (kind "subset"), with their k."""
         self.check_dataset(parent)
-        controls = self.controls(parent)
         return {
             name: len(info.subset_classes) or info.classes
             for name, info in self.datasets.items()
-            if info.parent == parent and name not in controls
+            if info.parent == parent and info.kind == "subset"
         }
 
     def controls(self, parent: str) -> dict[str, int]:
-        """Size controls of `parent`: datasets that keep all its classes but fewer training
-        images (a parent, no subset classes and the parent's number of classes), with their
-        number of training images."""
+        """Size controls of `parent` (kind "control": every class kept, fewer training
+        images), with their number of training images."""
         self.check_dataset(parent)
-        classes = self.datasets[parent].classes
         return {
             name: info.num_train
             for name, info in self.datasets.items()
-            if info.parent == parent and not info.subset_classes and info.classes == classes
+            if info.parent == parent and info.kind == "control"
         }
 
     def check_dataset(self, name: str, role: str = "dataset") -> str:

@@ -1,17 +1,24 @@
 """The one results format: a cell's result file and the study's results.h5.
 
 `hpc` writes through this module and `analysis` reads through it; no other module knows
-the HDF5 layout. Layout of results.h5 (schema_version 1), as `h5ls -r` shows it:
+the HDF5 layout. Layout of results.h5 (schema_version 2), as `h5ls -r` shows it:
 
     /                       attrs: schema_version, created, study, software (JSON)
     /architectures/<col>    one row per architecture (ARCH_COLUMNS; per-stage columns
                             are 2-D, padded with 0 past an architecture's stage count)
-    /datasets/<name>        attrs: DATASET_ATTRS (classes, resolution, recipe, subset ...)
+    /datasets/<name>        attrs: DATASET_ATTRS (classes, resolution, recipe, kind,
+                            parent, subset classes ...)
     /datasets/<name>/<col>  one row per cell (CELL_COLUMNS)
     /datasets/<name>/curves/<curve>  (cells, epochs) per-epoch values, NaN-padded
     /datasets/<name>/scores optional: training-free scores, architecture x score
                             (attrs: scores_version, minibatch_size, seed; arrays
                             arch_id (n,), score (k,) names, values (n, k) float64)
+
+A dataset's `kind` says what it is: "dataset" (its own images), "subset" (its `parent`
+restricted to the classes `subset_classes`, all of their training images) or "control"
+(its `parent` restricted to `num_train` training images with every class kept: the
+size-matched control of the parent's subset with that many training images). Version 1
+files have no `kind`; they read as "subset" where a parent is named, else "dataset".
 
 The scores group is a versioned addition (SCORES_VERSION, on the group): a results.h5
 without it reads as before, with no scores. A score file (`write_score_file`) holds one
@@ -34,7 +41,9 @@ from typing import Any
 import h5py
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # of results.h5
+READABLE_VERSIONS = (1, 2)  # results.h5 versions read_results accepts
+CELL_VERSION = 1  # of a cell's result file
 SCORES_VERSION = 1  # of the optional /datasets/<name>/scores groups and of score files
 STATUSES = ("done", "diverged", "failed")
 FINAL_STATUSES = ("done", "diverged")
@@ -72,10 +81,12 @@ DATASET_ATTRS = (
     "num_test",
     "source",
     "recipe",
+    "kind",
     "parent",
     "subset_classes",
     "spec",
 )
+KINDS = ("dataset", "subset", "control")
 
 
 class CorruptResultError(ValueError):
@@ -144,9 +155,23 @@ class DatasetInfo:
     source: str = ""
     class_names: tuple[str, ...] = ()
     recipe: str = "{}"  # JSON
-    parent: str = ""  # a subset's parent dataset
+    parent: str = ""  # a subset's or a control's parent dataset
     subset_classes: tuple[int, ...] = ()  # the parent's class indices a subset keeps
     spec: str = "{}"  # JSON of the dataset's full declaration
+    kind: str = ""  # KINDS; "" means "subset" when a parent is named, else "dataset"
+
+    def __post_init__(self) -> None:
+        kind = self.kind or ("subset" if self.parent else "dataset")
+        if kind not in KINDS:
+            raise ValueError(f"dataset {self.name!r}: kind {kind!r}; valid: {', '.join(KINDS)}")
+        if (kind == "dataset") == bool(self.parent):
+            raise ValueError(
+                f"dataset {self.name!r}: a {kind} "
+                + ("names no parent" if kind == "dataset" else "needs its parent")
+            )
+        if kind == "control" and self.subset_classes:
+            raise ValueError(f"control {self.name!r} keeps every class: no subset_classes")
+        object.__setattr__(self, "kind", kind)
 
 
 @dataclass
@@ -246,7 +271,7 @@ def write_cell(path: Path, cell: CellResult) -> None:
     path = Path(path)
     handle, tmp = _atomic_h5(path)
     try:
-        handle.attrs["schema_version"] = SCHEMA_VERSION
+        handle.attrs["schema_version"] = CELL_VERSION
         for name in SCALAR_FIELDS:
             handle.attrs[name] = getattr(cell, name)
         for name, values in cell.curves.items():
@@ -268,9 +293,9 @@ def read_cell(path: Path) -> CellResult:
         with h5py.File(path, "r") as handle:
             attrs = dict(handle.attrs)  # one pass over the attributes, not one lookup each
             version = int(attrs.get("schema_version", -1))
-            if version != SCHEMA_VERSION:
+            if version != CELL_VERSION:
                 raise CorruptResultError(
-                    f"{path}: schema_version {version}, expected {SCHEMA_VERSION}"
+                    f"{path}: schema_version {version}, expected {CELL_VERSION}"
                 )
             missing = [n for n in SCALAR_FIELDS if n not in attrs]
             if missing:
@@ -401,9 +426,10 @@ def read_results(path: Path) -> Results:
     """Read results.h5 into columns: whole arrays per dataset, no per-cell Python work."""
     with h5py.File(path, "r") as handle:
         version = int(handle.attrs.get("schema_version", -1))
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_VERSIONS:
             raise CorruptResultError(
-                f"{path}: schema_version {version}; this anysweep reads {SCHEMA_VERSION}"
+                f"{path}: schema_version {version}; this anysweep reads "
+                f"{', '.join(map(str, READABLE_VERSIONS))}"
             )
         attrs = {k: _plain(v) for k, v in handle.attrs.items()}
         archs = {name: _read_array(handle["architectures"][name]) for name in ARCH_COLUMNS}
@@ -423,6 +449,7 @@ def read_results(path: Path) -> Results:
                 parent=str(raw.get("parent", "")),
                 subset_classes=tuple(int(c) for c in np.atleast_1d(raw.get("subset_classes", []))),
                 spec=str(raw.get("spec", "{}")),
+                kind=str(raw.get("kind", "")) if version >= 2 else "",
             )
             columns = {c: _read_array(group[c]) for c in CELL_COLUMNS}
             curves = {c: group["curves"][c][()] for c in CURVES}
