@@ -135,8 +135,11 @@ def heatmap(
     return fig
 
 
-def subset_curves(curve: pd.DataFrame, reference: str) -> Figure:
-    """Correlation of each target with the reference restricted to k classes, against k."""
+def subset_curves(
+    curve: pd.DataFrame, reference: str, controls: pd.DataFrame | None = None
+) -> Figure:
+    """Correlation of each target with the reference restricted to k classes, against k;
+    `controls` (subset_controls rows) adds each size-matched control at its subset's k."""
     targets = list(dict.fromkeys(curve["target"]))
     fig = _figure(8.5 if len(targets) > 6 else 7.5, 4.8, constrained=True)
     ax = fig.add_subplot()
@@ -153,6 +156,11 @@ def subset_curves(curve: pd.DataFrame, reference: str) -> Figure:
         ax.fill_between(
             points.index, points["lo"], points["hi"], color=color, alpha=0.12, linewidth=0
         )
+        if controls is not None and not controls.empty:
+            own = controls[controls["target"] == target]
+            ax.scatter(
+                own["k"], own["r_control"], marker="s", s=22, facecolors="none", edgecolors=[color]
+            )
     ax.set_xscale("log")
     ks = sorted(set(curve["k"]))
     ax.set_xticks(ks, [str(int(k)) for k in ks])  # the k of the study, not powers of ten
@@ -246,7 +254,9 @@ def write_figures(analysis: Analysis, folder: Path) -> dict[str, Path]:
         "edf": error_edfs(analysis.errors),
     }
     if not analysis.subset_curve.empty:
-        figures["subsets"] = subset_curves(analysis.subset_curve, analysis.reference)
+        figures["subsets"] = subset_curves(
+            analysis.subset_curve, analysis.reference, analysis.subset_controls
+        )
     if not analysis.traits.empty:
         figures["traits"] = trait_effects(analysis.traits)
     figures["top_agreement"] = heatmap(

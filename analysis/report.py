@@ -15,18 +15,23 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from analysis.controls import match_controls, subset_controls
 from analysis.frame import METRICS, Study
+from analysis.headline import Headline, headline, kendall_resamples, largest_mc_error
 from analysis.proxy import rank_proxies, recommend, subset_curve
 from analysis.result import Analysis
-from analysis.stats import correlate, disattenuate, seed_reliability
-from analysis.traits import top_agreement, trait_effects
+from analysis.stats import Correlations, bootstrap_counts, correlate, disattenuate
+from analysis.traits import top_agreement, top_chance, top_overlap, trait_effects
 from analysis.verdicts import verdict
 
 
-def _order(study: Study, reference: str) -> tuple[list[str], dict[str, int]]:
+def _order(study: Study, reference: str) -> tuple[list[str], dict[str, int], dict[str, int]]:
+    """Datasets in report order (reference, subsets by k, controls by images, the rest),
+    the subsets with their k and the size controls with their training images."""
     subsets = dict(sorted(study.subsets(reference).items(), key=lambda item: (item[1], item[0])))
-    rest = [d for d in study.dataset_names if d != reference and d not in subsets]
-    return [reference, *subsets, *rest], subsets
+    controls = dict(sorted(study.controls(reference).items(), key=lambda item: (item[1], item[0])))
+    rest = [d for d in study.dataset_names if d not in (reference, *subsets, *controls)]
+    return [reference, *subsets, *controls, *rest], subsets, controls
 
 
 def _against(table: pd.DataFrame, reference: str) -> pd.DataFrame:
@@ -40,6 +45,7 @@ def _dataset_table(
     names: list[str],
     reference: str,
     subsets: dict[str, int],
+    controls: dict[str, int],
     errors: pd.DataFrame,
     noise: pd.DataFrame,
     metric: str,
@@ -57,11 +63,7 @@ def _dataset_table(
         rows.append(
             {
                 "dataset": name,
-                "role": "reference"
-                if name == reference
-                else "subset"
-                if name in subsets
-                else "target",
+                "role": _role(name, reference, subsets, controls),
                 "classes": info.classes,
                 "resolution": info.resolution,
                 "num_train": info.num_train,
@@ -85,6 +87,12 @@ def _dataset_table(
             }
         )
     return pd.DataFrame(rows)
+
+
+def _role(name: str, reference: str, subsets: dict[str, int], controls: dict[str, int]) -> str:
+    if name == reference:
+        return "reference"
+    return "subset" if name in subsets else "control" if name in controls else "target"
 
 
 def _provenance(study: Study, params: dict[str, Any]) -> dict[str, Any]:
@@ -130,6 +138,20 @@ def _provenance(study: Study, params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _check(study: Study, reference: str, metric: str, method: str, resamples: int) -> None:
+    if reference not in study.datasets:
+        raise ValueError(
+            f"reference dataset {reference!r} is not in {study.path}; datasets there: "
+            f"{study.dataset_names} (choose one with --reference NAME)"
+        )
+    if method not in ("pearson", "spearman"):
+        raise ValueError(f"method {method!r} cannot lead the analysis; valid: pearson, spearman")
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
+    if resamples < 0:
+        raise ValueError(f"bootstrap and permutations must be >= 0, got {resamples}")
+
+
 def analyze(
     study: Study,
     *,
@@ -143,85 +165,59 @@ def analyze(
     top_fraction: float = 0.1,
     progress: bool = False,
 ) -> Analysis:
-    """Compute every table of the report. Pearson and Spearman cover every pair of datasets;
-    Kendall, whose resampling costs most, covers each dataset against the reference."""
+    """Compute every table of the report. Pearson and Spearman cover every pair of datasets
+    on `bootstrap` resamples; the headline (each dataset against the reference, with noise
+    ceilings and corrected correlations) extends the same draws until the Monte-Carlo error
+    of its interval ends is at most HEADLINE_MC_ERROR; Kendall, whose resampling costs
+    most, covers each dataset against the reference on the first `kendall_resamples` draws."""
     reference = reference or study.reference
-    if reference not in study.datasets:
-        raise ValueError(
-            f"reference dataset {reference!r} is not in {study.path}; datasets there: "
-            f"{study.dataset_names} (choose one with --reference NAME)"
-        )
-    if method not in ("pearson", "spearman"):
-        raise ValueError(f"method {method!r} cannot lead the analysis; valid: pearson, spearman")
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
-    if bootstrap < 0 or permutations < 0:
-        raise ValueError(
-            f"bootstrap and permutations must be >= 0, got {bootstrap} and {permutations}"
-        )
-    names, subsets = _order(study, reference)
-    targets = [d for d in names if d != reference and d not in subsets] or list(subsets)
+    _check(study, reference, metric, method, min(bootstrap, permutations))
+    names, subsets, controls = _order(study, reference)
+    targets = [d for d in names if d not in (reference, *subsets, *controls)] or list(subsets)
     errors = study.errors(metric)[names]
     steps = tqdm(total=6, desc="analyze", unit="step", disable=not progress)
-    common = {
-        "bootstrap": bootstrap,
-        "permutations": permutations,
-        "confidence": confidence,
-        "seed": seed,
-        "progress": progress,
+    rng = np.random.default_rng(seed)
+    counts = bootstrap_counts(rng, len(errors), bootstrap)
+    common = {"permutations": permutations, "confidence": confidence, "seed": seed}
+    correlations = {
+        m: correlate(errors, method=m, counts=counts, progress=progress, **common)
+        for m in ("pearson", "spearman")
     }
-    correlations = {m: correlate(errors, method=m, **common) for m in ("pearson", "spearman")}
     steps.update(1)
     vs_reference = [(reference, d) for d in names if d != reference]
-    correlations["kendall"] = correlate(errors, method="kendall", pairs=vs_reference, **common)
-    steps.update(1)
-    done = study.query(status="done")
-    per_arch = (
-        done.groupby(["dataset", "arch_id"], observed=True)
-        .size()
-        .groupby("dataset", observed=True)
-        .mean()
+    kendall = kendall_resamples(len(errors), len(vs_reference), bootstrap)
+    correlations["kendall"] = correlate(
+        errors, method="kendall", pairs=vs_reference, counts=counts[:kendall], **common
     )
-    noise_rows, reliability, replicates = [], {}, {}
-    for name in names:
-        summary, reps = seed_reliability(
-            study.seed_errors(name, metric),
-            method=method,
-            bootstrap=bootstrap,
-            confidence=confidence,
-            seed=seed,
-            seeds_averaged=float(per_arch.get(name, 1.0)),
-        )
-        noise_rows.append({"dataset": name, **summary})
-        reliability[name], replicates[name] = summary["reliability"], reps
-    noise = pd.DataFrame(noise_rows)
     steps.update(1)
-    against = _against(disattenuate(correlations[method], reliability, replicates), reference)
-    against["verdict"] = against.apply(verdict, axis=1)
-    classes = study.datasets[reference].classes
-    curve = subset_curve(
+    head = headline(
+        study,
+        errors,
         correlations[method],
         reference=reference,
-        reference_classes=classes,
-        subsets=subsets,
-        targets=targets if subsets else [],
-    )
-    ranked = rank_proxies(
-        correlations[method],
         targets=targets,
-        costs=study.gpu_hours(),
-        reference=reference,
-        subsets=subsets,
+        counts=counts,
+        rng=rng,
+        metric=metric,
     )
     steps.update(1)
-    traits = trait_effects(study.architectures, errors, method=method, **common)
+    tables = _tables(
+        study, head, correlations[method], reference, names, subsets, controls, targets
+    )
     steps.update(1)
-    agreement = top_agreement(errors, top_fraction)
+    as_trained = {c: study.as_trained(c) for c in ("flops", "params")}
+    tables["traits"] = trait_effects(
+        study.architectures, errors, as_trained=as_trained, method=method, counts=counts, **common
+    )
+    steps.update(1)
+    overlap = top_overlap(errors, top_fraction)
     params = {
         "reference": reference,
         "metric": metric,
         "method": method,
         "bootstrap": bootstrap,
+        "headline_bootstrap": len(head.counts),
+        "kendall_bootstrap": kendall,
         "permutations": permutations,
         "confidence": confidence,
         "seed": seed,
@@ -239,21 +235,82 @@ def analyze(
         top_fraction=top_fraction,
         targets=targets,
         subsets=subsets,
+        controls=controls,
         errors=errors,
-        datasets=_dataset_table(study, names, reference, subsets, errors, noise, metric),
+        datasets=_dataset_table(
+            study, names, reference, subsets, controls, errors, head.noise, metric
+        ),
         correlations=correlations,
-        noise=noise,
-        against=against,
-        subset_curve=curve,
-        proxies=ranked,
-        recommendations=recommend(ranked, reference=reference),
-        traits=traits,
-        top_agreement=agreement,
+        noise=head.noise,
+        top_agreement=top_agreement(errors, top_fraction),
+        top_overlap=overlap,
+        top_k=top_chance(overlap),
         provenance=_provenance(study, params),
+        headline_bootstrap=len(head.counts),
+        kendall_bootstrap=kendall,
+        headline_mc_error=head.mc_error,
+        corrected_mc_error=head.corrected_mc_error,
+        mc_error=largest_mc_error(correlations[method].samples, confidence),
+        kendall_mc_error=largest_mc_error(correlations["kendall"].samples, confidence),
+        **tables,
     )
     steps.update(1)
     steps.close()
     return analysis
+
+
+def _tables(
+    study: Study,
+    head: Headline,
+    table: Correlations,
+    reference: str,
+    names: list[str],
+    subsets: dict[str, int],
+    controls: dict[str, int],
+    targets: list[str],
+) -> dict[str, pd.DataFrame]:
+    """The tables drawn from the headline and the matrix: against, the subset curve with
+    its reliabilities and corrections, subsets against their controls, proxies."""
+    against = _against(head.against, reference)
+    against["verdict"] = against.apply(verdict, axis=1)
+    bootstrap = table.samples.shape[1]
+    prefix = {name: reps[:bootstrap] for name, reps in head.replicates.items()}
+    corrected = disattenuate(table, head.reliability, prefix)
+    curve_targets = targets if subsets else []
+    curve = subset_curve(
+        table,
+        reference=reference,
+        reference_classes=study.datasets[reference].classes,
+        subsets=subsets,
+        targets=curve_targets,
+        corrected=corrected,
+        reliability=head.reliability,
+    )
+    images = {name: study.datasets[name].num_train for name in names}
+    matches = match_controls({s: images[s] for s in subsets}, controls)
+    paired = subset_controls(
+        table,
+        reference=reference,
+        targets=curve_targets,
+        subsets=subsets,
+        matches=matches,
+        images=images,
+    )
+    ranked = rank_proxies(
+        table,
+        targets=targets,
+        costs=study.gpu_hours(),
+        reference=reference,
+        subsets=subsets,
+        controls=controls,
+    )
+    return {
+        "against": against,
+        "subset_curve": curve,
+        "subset_controls": paired,
+        "proxies": ranked,
+        "recommendations": recommend(ranked, reference=reference),
+    }
 
 
 def write_tables(analysis: Analysis, folder: Path) -> dict[str, Path]:
@@ -265,11 +322,13 @@ def write_tables(analysis: Analysis, folder: Path) -> dict[str, Path]:
         "against_reference": analysis.against,
         "noise_floor": analysis.noise,
         "subset_curves": analysis.subset_curve,
+        "subset_controls": analysis.subset_controls,
         "proxies": analysis.proxies,
         "recommendations": analysis.recommendations,
         "traits": analysis.traits,
         "errors": analysis.errors.reset_index(),
         "top_agreement": analysis.top_agreement.rename_axis("dataset").reset_index(),
+        "top_overlap": analysis.top_overlap,
     }
     for method, result in analysis.correlations.items():
         tables[f"correlations_{method}"] = result.table

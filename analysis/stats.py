@@ -96,19 +96,28 @@ def percentile_interval(samples: np.ndarray, confidence: float) -> tuple[np.ndar
     return np.where(finite, lo, np.nan), np.where(finite, hi, np.nan)
 
 
-def monte_carlo_error(samples: np.ndarray, confidence: float, groups: int = 20) -> np.ndarray:
-    """Monte-Carlo standard error of the percentile interval's ends along the last axis:
-    the spread of each end over `groups` disjoint batches of the replicates, divided by
-    sqrt(groups) (batch means). Returns (..., 2): the error of lo and of hi."""
-    count = samples.shape[-1]
-    if count < 2 * groups:
-        return np.full((*samples.shape[:-1], 2), np.nan)
-    size = count // groups
-    batches = samples[..., : size * groups].reshape(*samples.shape[:-1], groups, size)
-    lo, hi = percentile_interval(batches, confidence)
-    with np.errstate(all="ignore"):
-        spread = np.stack([np.nanstd(lo, axis=-1, ddof=1), np.nanstd(hi, axis=-1, ddof=1)], -1)
-    return spread / np.sqrt(groups)
+def monte_carlo_error(samples: np.ndarray, confidence: float) -> np.ndarray:
+    """Monte-Carlo standard error of the percentile interval's ends along the last axis,
+    from the order statistics around each end: with m replicates (NaN left out), the
+    p-quantile's sampling sd is about half the distance between the order statistics at
+    m p - s and m p + s, s = sqrt(m p (1 - p)) (one binomial sd of the count below it).
+    Returns (..., 2): the error of lo and of hi; NaN with fewer than 20 replicates."""
+    tail = (1 - confidence) / 2
+    ordered = np.sort(samples, axis=-1)  # NaN sorts last
+    m = np.count_nonzero(~np.isnan(samples), axis=-1)
+    out = []
+    for p in (tail, 1 - tail):
+        spread = np.sqrt(m * p * (1 - p))
+        top = np.maximum(m - 1, 0)
+        lo = np.clip(np.floor(m * p - spread), 0, top).astype(np.intp)
+        hi = np.clip(np.ceil(m * p + spread), 0, top).astype(np.intp)
+        a = np.take_along_axis(ordered, lo[..., None], axis=-1)[..., 0]
+        b = np.take_along_axis(ordered, hi[..., None], axis=-1)[..., 0]
+        with np.errstate(all="ignore"):
+            # An end among infinite replicates is infinite whatever the draw: no error.
+            error = np.where(a == b, 0.0, (b - a) / 2)
+        out.append(np.where(m >= 20, error, np.nan))
+    return np.stack(out, axis=-1)
 
 
 def paired_difference(
@@ -451,6 +460,24 @@ def _corrected(r: np.ndarray, ceiling: np.ndarray) -> np.ndarray:
         return np.where(zero, np.where(r == 0, np.nan, np.sign(r) * np.inf), ratio)
 
 
+def corrected_replicates(
+    correlations: Correlations, replicates: dict[str, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of `correlations` and replicate: the noise ceiling sqrt(rel_a * rel_b) and
+    the corrected r (NaN where a dataset has no reliability replicates)."""
+    table = correlations.table
+    count = correlations.samples.shape[1]
+    nan = np.full(count, np.nan)
+    ceiling = np.array(
+        [
+            np.sqrt(replicates.get(a, nan) * replicates.get(b, nan))
+            for a, b in zip(table["a"], table["b"], strict=True)
+        ],
+        dtype=float,
+    ).reshape(len(table), count)
+    return ceiling, _corrected(correlations.samples, ceiling)
+
+
 def disattenuate(
     correlations: Correlations,
     reliability: dict[str, float],
@@ -467,17 +494,16 @@ def disattenuate(
     ceiling is 0 is undefined (NaN); an interval reaching resamples with ceiling 0 is
     unbounded (+-inf) on that side."""
     table = correlations.table.copy()
-    count = correlations.samples.shape[1]
-    nan = np.full(count, np.nan)
-    ceiling, ceiling_reps = [], []
-    for a, b in zip(table["a"], table["b"], strict=True):
-        ceiling.append(np.sqrt(reliability.get(a, np.nan) * reliability.get(b, np.nan)))
-        ceiling_reps.append(np.sqrt(replicates.get(a, nan) * replicates.get(b, nan)))
-    ceiling_arr = np.array(ceiling, dtype=float)
-    ceiling_samples = np.array(ceiling_reps, dtype=float).reshape(len(table), count)
+    ceiling_arr = np.array(
+        [
+            np.sqrt(reliability.get(a, np.nan) * reliability.get(b, np.nan))
+            for a, b in zip(table["a"], table["b"], strict=True)
+        ],
+        dtype=float,
+    )
     point = _corrected(table["r"].to_numpy(dtype=float), ceiling_arr)
     corrected = np.where(np.isfinite(point), point, np.nan)
-    corrected_samples = _corrected(correlations.samples, ceiling_samples)
+    ceiling_samples, corrected_samples = corrected_replicates(correlations, replicates)
     table["ceiling"] = ceiling_arr
     table["ceiling_lo"], table["ceiling_hi"] = percentile_interval(
         ceiling_samples, correlations.confidence

@@ -331,3 +331,12 @@ def test_monte_carlo_error_of_interval_ends_shrinks_with_the_resample_count():
     error_many = monte_carlo_error(many.samples, 0.95)
     assert error_few.shape == (1, 2)
     assert 2.5 < float(error_few.mean() / error_many.mean()) < 6.5  # about sqrt(16) = 4
+
+
+def test_monte_carlo_error_matches_the_spread_of_interval_ends_over_resampling_seeds():
+    data = _frame(24, 0.5, seed=2)
+    runs = [correlate(data, bootstrap=1000, permutations=0, seed=s) for s in range(40)]
+    ends = np.array([[run.table["lo"].iloc[0], run.table["hi"].iloc[0]] for run in runs])
+    estimates = np.array([monte_carlo_error(run.samples, 0.95)[0] for run in runs])
+    spread = ends.std(axis=0, ddof=1)  # about 0.019 and 0.011 at n = 24
+    np.testing.assert_allclose(estimates.mean(axis=0), spread, rtol=0.35)
