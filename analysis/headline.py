@@ -158,18 +158,19 @@ def headline(
     counts: np.ndarray,
     rng: np.random.Generator,
     metric: str,
+    target_error: float = HEADLINE_MC_ERROR,
 ) -> Headline:
     """Every dataset of `errors` against the reference. Starts from the rows of `table`
     (computed on `counts`) and draws more from `rng` while the largest Monte-Carlo error of
-    a target's interval end exceeds HEADLINE_MC_ERROR (twice at most: the first estimate
-    of the count needed is itself a little noisy)."""
+    a target's interval end exceeds `target_error` (twice at most: the first estimate of
+    the count needed is itself a little noisy)."""
     method = str(table.table["method"].iloc[0]) if len(table.table) else "spearman"
     pairs = [(reference, d) for d in errors.columns if d != reference]
     correlations = _rows(table, pairs)
     rows = _target_rows(correlations, targets)
     error = largest_mc_error(correlations.samples[rows], table.confidence)
     for _ in range(2):
-        wanted = resamples_needed(len(counts), error)
+        wanted = resamples_needed(len(counts), error, target_error)
         if wanted <= len(counts):
             break
         correlations, counts = _more_draws(errors, pairs, correlations, counts, wanted, rng)

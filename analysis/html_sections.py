@@ -138,7 +138,7 @@ def method(a: Analysis) -> str:
         "dropped: a reliability whose seed-to-seed r is at or below 0 counts as 0, and a corrected r "
         "whose ceiling is 0 is unbounded. <b>Monte-Carlo error.</b> The headline used "
         f"{a.headline_bootstrap:,} resamples, chosen so that the standard error of its interval ends "
-        f"from resampling alone is at most 0.005 (it is {_num(a.headline_mc_error, 3)}; "
+        f"from resampling alone is at most {a.headline_target:g} (it is {_num(a.headline_mc_error, 3)}; "
         f"{_num(a.corrected_mc_error, 3)} for the corrected r's finite ends).</p>"
         + CALIBRATION.format(**CALIBRATED)
     )

@@ -9,7 +9,7 @@ import hashlib
 import json
 import platform
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -17,7 +17,13 @@ from tqdm.auto import tqdm
 
 from analysis.controls import match_controls, subset_controls
 from analysis.frame import METRICS, Study
-from analysis.headline import Headline, headline, kendall_resamples, largest_mc_error
+from analysis.headline import (
+    HEADLINE_MC_ERROR,
+    Headline,
+    headline,
+    kendall_resamples,
+    largest_mc_error,
+)
 from analysis.proxy import rank_proxies, recommend, subset_curve
 from analysis.result import Analysis
 from analysis.stats import Correlations, bootstrap_counts, correlate, disattenuate
@@ -152,6 +158,14 @@ def _check(study: Study, reference: str, metric: str, method: str, resamples: in
         raise ValueError(f"bootstrap and permutations must be >= 0, got {resamples}")
 
 
+class _Common(TypedDict):
+    """What every table's correlations share besides the draws."""
+
+    permutations: int
+    confidence: float
+    seed: int
+
+
 def analyze(
     study: Study,
     *,
@@ -163,12 +177,13 @@ def analyze(
     confidence: float = 0.95,
     seed: int = 0,
     top_fraction: float = 0.1,
+    headline_error: float = HEADLINE_MC_ERROR,
     progress: bool = False,
 ) -> Analysis:
     """Compute every table of the report. Pearson and Spearman cover every pair of datasets
     on `bootstrap` resamples; the headline (each dataset against the reference, with noise
     ceilings and corrected correlations) extends the same draws until the Monte-Carlo error
-    of its interval ends is at most HEADLINE_MC_ERROR; Kendall, whose resampling costs
+    of its interval ends is at most `headline_error`; Kendall, whose resampling costs
     most, covers each dataset against the reference on the first `kendall_resamples` draws."""
     reference = reference or study.reference
     _check(study, reference, metric, method, min(bootstrap, permutations))
@@ -178,7 +193,7 @@ def analyze(
     steps = tqdm(total=6, desc="analyze", unit="step", disable=not progress)
     rng = np.random.default_rng(seed)
     counts = bootstrap_counts(rng, len(errors), bootstrap)
-    common = {"permutations": permutations, "confidence": confidence, "seed": seed}
+    common = _Common(permutations=permutations, confidence=confidence, seed=seed)
     correlations = {
         m: correlate(errors, method=m, counts=counts, progress=progress, **common)
         for m in ("pearson", "spearman")
@@ -199,6 +214,7 @@ def analyze(
         counts=counts,
         rng=rng,
         metric=metric,
+        target_error=headline_error,
     )
     steps.update(1)
     tables = _tables(
@@ -222,6 +238,7 @@ def analyze(
         "confidence": confidence,
         "seed": seed,
         "top_fraction": top_fraction,
+        "headline_error": headline_error,
     }
     analysis = Analysis(
         path=str(study.path),
@@ -247,6 +264,7 @@ def analyze(
         top_k=top_chance(overlap),
         provenance=_provenance(study, params),
         headline_bootstrap=len(head.counts),
+        headline_target=headline_error,
         kendall_bootstrap=kendall,
         headline_mc_error=head.mc_error,
         corrected_mc_error=head.corrected_mc_error,

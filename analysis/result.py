@@ -46,6 +46,7 @@ class Analysis:
     subset_controls: pd.DataFrame = field(default_factory=pd.DataFrame)
     top_overlap: pd.DataFrame = field(default_factory=pd.DataFrame)  # pairs: n, k, chance, p
     headline_bootstrap: int = 0
+    headline_target: float = 0.005  # the Monte-Carlo error the headline's count aims at
     kendall_bootstrap: int = 0
     headline_mc_error: float = float("nan")  # largest MC standard error of an r interval end
     corrected_mc_error: float = float("nan")  # the same for finite corrected interval ends

@@ -225,13 +225,14 @@ def spearman_replicates(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
     base = np.repeat(np.arange(c) * n, n)
     tied = np.flatnonzero(start != end)
     first_of, last_of = (base + start)[tied], (base + end)[tied]
-    row = np.arange(c)[:, None]
+    # Flat positions: a gather over one axis is several times faster than a 2-D fancy index.
+    by_rank, by_row = order.ravel(), (inverse + np.arange(c)[:, None] * n).ravel()
     out = np.empty((len(counts), c, c))
     step = _batch(len(counts), n, c)
     for first in range(0, len(counts), step):
         # float32 holds every count, cumulative count and half-integer rank exactly.
         w = counts[first : first + step].astype(np.float32)
-        w_sorted = w[:, order]  # (b, c, n): counts in each column's sort order
+        w_sorted = w[:, by_rank].reshape(len(w), c, n)  # counts in each column's sort order
         cum = np.cumsum(w_sorted, axis=2)
         ranks = cum - (w_sorted - 1) / 2
         if len(tied):
@@ -241,7 +242,8 @@ def spearman_replicates(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
             ) / 2
         # Ranks run 1..W with W the resample's size (the drawn rows this column has).
         total = w.sum(axis=1, dtype=np.float64)[:, None, None]
-        centred = ranks[:, row, inverse].astype(np.float64) - (total + 1) / 2
+        back = ranks.reshape(len(w), -1)[:, by_row].reshape(len(w), c, n)
+        centred = back.astype(np.float64) - (total + 1) / 2
         gram = np.matmul(centred * w[:, None, :], centred.transpose(0, 2, 1))
         out[first : first + step] = _normalise(gram)
     return out
@@ -334,7 +336,7 @@ def correlate(
             continue
         cols = sorted({c for k in members for c in pair_idx[k]})
         local = {c: m for m, c in enumerate(cols)}
-        sub = data[np.ix_(rows, cols)]
+        sub = data[np.ix_(rows, np.array(cols, dtype=np.intp))]
         left = np.array([local[pair_idx[k][0]] for k in members])
         right = np.array([local[pair_idx[k][1]] for k in members])
         draws = shared[:, rows]
@@ -382,7 +384,7 @@ def spearman_brown(r: np.ndarray | float, seeds: np.ndarray | float) -> np.ndarr
     NaN only where r itself is undefined."""
     r = np.clip(np.asarray(r, dtype=float), 0.0, 1.0)
     with np.errstate(all="ignore"):
-        return seeds * r / (1 + (seeds - 1) * r)
+        return np.asarray(seeds * r / (1 + (seeds - 1) * r))
 
 
 def seed_reliability(
