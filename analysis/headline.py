@@ -30,7 +30,8 @@ from analysis.stats import (
 HEADLINE_MC_ERROR = 0.005  # largest Monte-Carlo standard error of a headline interval end
 MAX_HEADLINE_RESAMPLES = 64_000
 KENDALL_BUDGET = 4e9  # weighted sign products per Kendall table (n^2 per resample and pair)
-KENDALL_MIN_RESAMPLES = 200
+KENDALL_NULL_BUDGET = 1.3e8  # merge steps of Kendall's permutations (n log2 n each)
+KENDALL_MIN_RESAMPLES = 200  # and permutations
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,16 @@ def kendall_resamples(n: int, pairs: int, bootstrap: int) -> int:
         return bootstrap
     affordable = int(KENDALL_BUDGET // (n * n * pairs))
     return int(min(bootstrap, max(KENDALL_MIN_RESAMPLES, affordable)))
+
+
+def kendall_permutations(n: int, pairs: int, permutations: int) -> int:
+    """Kendall's permutation null costs about n log2 n per permutation and pair (tie patterns
+    differ between datasets, so nulls are rarely shared): `permutations` where that fits
+    KENDALL_NULL_BUDGET, else as many as fit, but at least KENDALL_MIN_RESAMPLES."""
+    if pairs == 0 or n < 2:
+        return permutations
+    affordable = int(KENDALL_NULL_BUDGET // (n * math.log2(n) * pairs))
+    return int(min(permutations, max(KENDALL_MIN_RESAMPLES, affordable)))
 
 
 def noise_floor(

@@ -55,8 +55,10 @@ def _p(value: float, floor: float = 0.0) -> str:
     return "<0.001" if value < 0.001 else f"{value:.3f}"
 
 
-def _floor(a: Analysis) -> float:
-    return 2 / (a.permutations + 1) if a.permutations else 0.0
+def _floor(a: Analysis, permutations: int | None = None) -> float:
+    """The smallest p-value a permutation test can give (for Kendall: its own count)."""
+    count = a.permutations if permutations is None else permutations
+    return 2 / (count + 1) if count else 0.0
 
 
 def _end(value: float) -> str:
@@ -226,10 +228,11 @@ def _methods(a: Analysis) -> str:
                 if method == a.method
                 else a.correlations[method].get(a.reference, r.dataset)
             )
+            count = a.kendall_permutations if method == "kendall" else None
             cells += [
                 _cell(_num(row["r"]), row["r"]),
                 _cell(_ci(row["lo"], row["hi"])),
-                _cell(_p(row["p"], _floor(a)), row["p"]),
+                _cell(_p(row["p"], _floor(a, count)), row["p"]),
             ]
         rows.append(cells)
     headers = ["dataset"] + [
@@ -241,7 +244,8 @@ def _methods(a: Analysis) -> str:
         "were computed for every pair of datasets (see the heatmap and tables/correlations_*.csv) on "
         f"{a.bootstrap:,} resamples, the first {a.bootstrap:,} of the headline's (the {a.method} column "
         f"here is the headline's); Kendall's resampling costs n<sup>2</sup> per resample, so it covers "
-        f"the pairs with the reference on the first {a.kendall_bootstrap:,}. The Monte-Carlo standard "
+        f"the pairs with the reference on the first {a.kendall_bootstrap:,}, with "
+        f"{a.kendall_permutations:,} permutations for its p-values. The Monte-Carlo standard "
         f"error of an interval end is at most {_num(a.mc_error, 3)} for the tables on "
         f"{a.bootstrap:,} resamples ({other}, the heatmap, the subset curve, proxies, traits) and "
         f"{_num(a.kendall_mc_error, 3)} for Kendall's: their second decimal can move with the seed "

@@ -21,6 +21,7 @@ from analysis.headline import (
     HEADLINE_MC_ERROR,
     Headline,
     headline,
+    kendall_permutations,
     kendall_resamples,
     largest_mc_error,
 )
@@ -201,8 +202,15 @@ def analyze(
     steps.update(1)
     vs_reference = [(reference, d) for d in names if d != reference]
     kendall = kendall_resamples(len(errors), len(vs_reference), bootstrap)
+    kendall_null = kendall_permutations(len(errors), len(vs_reference), permutations)
     correlations["kendall"] = correlate(
-        errors, method="kendall", pairs=vs_reference, counts=counts[:kendall], **common
+        errors,
+        method="kendall",
+        pairs=vs_reference,
+        counts=counts[:kendall],
+        permutations=kendall_null,
+        confidence=confidence,
+        seed=seed,
     )
     steps.update(1)
     head = headline(
@@ -235,6 +243,7 @@ def analyze(
         "headline_bootstrap": len(head.counts),
         "kendall_bootstrap": kendall,
         "permutations": permutations,
+        "kendall_permutations": kendall_null,
         "confidence": confidence,
         "seed": seed,
         "top_fraction": top_fraction,
@@ -266,6 +275,7 @@ def analyze(
         headline_bootstrap=len(head.counts),
         headline_target=headline_error,
         kendall_bootstrap=kendall,
+        kendall_permutations=kendall_null,
         headline_mc_error=head.mc_error,
         corrected_mc_error=head.corrected_mc_error,
         mc_error=largest_mc_error(correlations[method].samples, confidence),

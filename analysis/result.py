@@ -48,6 +48,7 @@ class Analysis:
     headline_bootstrap: int = 0
     headline_target: float = 0.005  # the Monte-Carlo error the headline's count aims at
     kendall_bootstrap: int = 0
+    kendall_permutations: int = 0
     headline_mc_error: float = float("nan")  # largest MC standard error of an r interval end
     corrected_mc_error: float = float("nan")  # the same for finite corrected interval ends
     mc_error: float = float("nan")  # the same for the tables on `bootstrap` resamples

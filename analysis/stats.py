@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import combinations, permutations
 
 import numpy as np
@@ -58,13 +59,20 @@ class Correlations:
             np.fill_diagonal(values, 1.0)
         return pd.DataFrame(values, index=list(self.names), columns=list(self.names))
 
+    @cached_property
+    def _positions(self) -> dict[tuple[str, str], int]:
+        out: dict[tuple[str, str], int] = {}
+        for i, (a, b) in enumerate(zip(self.table["a"], self.table["b"], strict=True)):
+            out.setdefault((a, b), i)
+            out.setdefault((b, a), i)
+        return out
+
     def row(self, a: str, b: str) -> int:
         """Position of the pair (a, b) in either order; ValueError if it was not computed."""
-        t = self.table
-        hit = np.flatnonzero(((t["a"] == a) & (t["b"] == b)) | ((t["a"] == b) & (t["b"] == a)))
-        if not len(hit):
+        position = self._positions.get((a, b))
+        if position is None:
             raise ValueError(f"no correlation computed between {a!r} and {b!r}")
-        return int(hit[0])
+        return position
 
     def get(self, a: str, b: str) -> pd.Series:
         return self.table.iloc[self.row(a, b)]
@@ -182,21 +190,43 @@ def _batch(samples: int, n: int, columns: int) -> int:
     return int(max(1, min(samples, _BATCH_ELEMENTS // max(1, n * columns))))
 
 
-def pearson_replicates(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+Pairs = tuple[np.ndarray, np.ndarray]  # column indices (left, right) of the pairs wanted
+
+
+def _pair_correlations(cov: np.ndarray, var: np.ndarray, pairs: Pairs) -> np.ndarray:
+    """(b, pairs) correlations from the pairs' co-variation and every column's variation."""
+    left, right = pairs
+    with np.errstate(all="ignore"):
+        return cov / np.sqrt(np.clip(var[:, left], 0, None) * np.clip(var[:, right], 0, None))
+
+
+def pearson_replicates(
+    values: np.ndarray, counts: np.ndarray, pairs: Pairs | None = None
+) -> np.ndarray:
     """(samples, c, c) Pearson matrices of the resamples `counts` describes: one product
-    of the counts with the rows' cross products."""
+    of the counts with the rows' cross products. With `pairs`, (samples, pairs): only
+    those correlations (the cross products of those pairs alone)."""
     n, c = values.shape
     centred = values - values.mean(axis=0)
-    cross = (centred[:, :, None] * centred[:, None, :]).reshape(n, c * c)
-    out = np.empty((len(counts), c, c))
-    step = _batch(len(counts), c * c, 1)
+    if pairs is None:
+        cross = (centred[:, :, None] * centred[:, None, :]).reshape(n, c * c)
+    else:
+        cross = np.concatenate([centred[:, pairs[0]] * centred[:, pairs[1]], centred**2], axis=1)
+    out = np.empty((len(counts), c, c) if pairs is None else (len(counts), len(pairs[0])))
+    step = _batch(len(counts), cross.shape[1], 1)
     for start in range(0, len(counts), step):
         w = counts[start : start + step].astype(float)
         total = w.sum(axis=1)
         with np.errstate(all="ignore"):
             mean = w @ centred / total[:, None]
-            second = (w @ cross).reshape(-1, c, c) / total[:, None, None]
-        out[start : start + step] = _normalise(second - mean[:, :, None] * mean[:, None, :])
+            second = (w @ cross) / total[:, None]
+        if pairs is None:
+            moment = second.reshape(-1, c, c) - mean[:, :, None] * mean[:, None, :]
+            out[start : start + step] = _normalise(moment)
+            continue
+        left, right = pairs
+        cov = second[:, : len(left)] - mean[:, left] * mean[:, right]
+        out[start : start + step] = _pair_correlations(cov, second[:, len(left) :] - mean**2, pairs)
     return out
 
 
@@ -213,9 +243,13 @@ def _tie_bounds(ordered: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return start, end
 
 
-def spearman_replicates(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+def spearman_replicates(
+    values: np.ndarray, counts: np.ndarray, pairs: Pairs | None = None
+) -> np.ndarray:
     """(samples, c, c) Spearman matrices of the resamples: average ranks of each resample
-    from cumulative counts along each column's sort order, then weighted Pearson."""
+    from cumulative counts along each column's sort order, then weighted Pearson. With
+    `pairs`, (samples, pairs): only those correlations (each column ranked once, then one
+    weighted product per pair instead of the whole matrix)."""
     n, c = values.shape
     order = np.argsort(values, axis=0, kind="stable")
     start, end = _tie_bounds(np.take_along_axis(values, order, axis=0))
@@ -223,29 +257,34 @@ def spearman_replicates(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
     order, inverse = order.T.copy(), np.argsort(order, axis=0).T.copy()
     start, end = start.T.ravel(), end.T.ravel()
     base = np.repeat(np.arange(c) * n, n)
-    tied = np.flatnonzero(start != end)
-    first_of, last_of = (base + start)[tied], (base + end)[tied]
+    tied = bool((start != end).any())
+    first_of, last_of = base + start, base + end
     # Flat positions: a gather over one axis is several times faster than a 2-D fancy index.
     by_rank, by_row = order.ravel(), (inverse + np.arange(c)[:, None] * n).ravel()
-    out = np.empty((len(counts), c, c))
-    step = _batch(len(counts), n, c)
+    out = np.empty((len(counts), c, c) if pairs is None else (len(counts), len(pairs[0])))
+    step = _batch(len(counts), n, c if pairs is None else c + len(pairs[0]))
     for first in range(0, len(counts), step):
         # float32 holds every count, cumulative count and half-integer rank exactly.
         w = counts[first : first + step].astype(np.float32)
         w_sorted = w[:, by_rank].reshape(len(w), c, n)  # counts in each column's sort order
         cum = np.cumsum(w_sorted, axis=2)
-        ranks = cum - (w_sorted - 1) / 2
-        if len(tied):
-            flat_cum, flat_w = cum.reshape(len(w), -1), w_sorted.reshape(len(w), -1)
-            ranks.reshape(len(w), -1)[:, tied] = (
-                flat_cum[:, first_of] - flat_w[:, first_of] + flat_cum[:, last_of] + 1
-            ) / 2
+        if tied:  # a run of equal values shares the mean of the ranks it spans
+            flat_cum = cum.reshape(len(w), -1)
+            before = flat_cum - w_sorted.reshape(len(w), -1)
+            ranks = (before[:, first_of] + flat_cum[:, last_of] + 1) / 2
+        else:
+            ranks = cum - (w_sorted - 1) / 2
         # Ranks run 1..W with W the resample's size (the drawn rows this column has).
         total = w.sum(axis=1, dtype=np.float64)[:, None, None]
         back = ranks.reshape(len(w), -1)[:, by_row].reshape(len(w), c, n)
         centred = back.astype(np.float64) - (total + 1) / 2
-        gram = np.matmul(centred * w[:, None, :], centred.transpose(0, 2, 1))
-        out[first : first + step] = _normalise(gram)
+        weighted = centred * w[:, None, :]
+        if pairs is None:
+            out[first : first + step] = _normalise(np.matmul(weighted, centred.transpose(0, 2, 1)))
+            continue
+        var = np.einsum("bcn,bcn->bc", weighted, centred)
+        cov = np.einsum("bpn,bpn->bp", weighted[:, pairs[0]], centred[:, pairs[1]])
+        out[first : first + step] = _pair_correlations(cov, var, pairs)
     return out
 
 
@@ -356,7 +395,10 @@ def correlate(
         r[members] = (z[:, left] * z[:, right]).mean(axis=0)
         if bootstrap:
             replicate = pearson_replicates if method == "pearson" else spearman_replicates
-            samples[members] = replicate(sub, draws)[:, left, right].T
+            if 4 * len(members) < len(cols) * (len(cols) - 1) / 2:  # few of the matrix's pairs
+                samples[members] = replicate(sub, draws, (left, right)).T
+            else:
+                samples[members] = replicate(sub, draws)[:, left, right].T
         if permutations:
             p[members] = permutation_pvalue(r[members], _null_matrix(z, perms, left, right), exact)
         bar.update(len(members))

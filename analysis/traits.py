@@ -28,24 +28,38 @@ FDR_METHOD = "Benjamini-Hochberg"
 TOO_FEW_TOP = 5  # with fewer best architectures than this, a share moves in steps >= 0.2
 
 
-def _trait_columns(
-    architectures: pd.DataFrame, dataset: str, as_trained: Mapping[str, pd.DataFrame]
-) -> tuple[pd.DataFrame, dict[str, str]]:
-    """The traits of every architecture for one dataset, and how each complexity was
-    counted ("as trained", or "224 px" where results.h5 has no as-trained count)."""
-    columns, counted = {}, {}
+def _complexity(
+    architectures: pd.DataFrame, dataset: str, trait: str, as_trained: Mapping[str, pd.DataFrame]
+) -> tuple[pd.Series, str]:
+    """One dataset's flops or params per architecture, and how they were counted: "as
+    trained", or "224 px" where results.h5 has no as-trained count."""
+    trained = as_trained.get(trait)
+    if trained is not None and dataset in trained and trained[dataset].notna().any():
+        return trained[dataset], "as trained"
+    return architectures[AS_TRAINED[trait]], "224 px"
+
+
+def _trait_table(
+    architectures: pd.DataFrame, errors: pd.DataFrame, as_trained: Mapping[str, pd.DataFrame]
+) -> tuple[pd.DataFrame, list[tuple[str, str]], dict[str, tuple[str, str]]]:
+    """Every trait column and every dataset's error side by side, the (trait column,
+    dataset) pairs to correlate, and each trait column's (trait, how it was counted)."""
+    columns: dict[str, pd.Series] = {}
+    pairs, meaning = [], {}
     for trait in TRAITS:
-        fallback = AS_TRAINED.get(trait)
-        if fallback is None:
-            columns[trait] = architectures[trait]
-            continue
-        trained = as_trained.get(trait)
-        values = trained[dataset] if trained is not None and dataset in trained else None
-        if values is None or values.isna().all():
-            columns[trait], counted[trait] = architectures[fallback], "224 px"
-        else:
-            columns[trait], counted[trait] = values, "as trained"
-    return pd.DataFrame(columns, index=architectures.index).astype(float), counted
+        if trait not in AS_TRAINED:
+            columns[f"trait:{trait}"] = architectures[trait]
+            meaning[f"trait:{trait}"] = (trait, "")
+    for dataset in errors.columns:
+        for trait in TRAITS:
+            name = f"trait:{trait}"
+            if trait in AS_TRAINED:
+                name = f"trait:{trait}@{dataset}"
+                columns[name], counted = _complexity(architectures, dataset, trait, as_trained)
+                meaning[name] = (trait, counted)
+            pairs.append((name, dataset))
+    traits = pd.DataFrame(columns, index=architectures.index).astype(float)
+    return pd.concat([traits, errors], axis=1), pairs, meaning
 
 
 def trait_effects(
@@ -70,25 +84,21 @@ def trait_effects(
         raise ValueError(
             f"architecture table lacks traits {missing}; has {list(architectures.columns)}"
         )
-    parts = []
-    for dataset in errors.columns:
-        traits, counted = _trait_columns(architectures.loc[errors.index], dataset, as_trained or {})
-        joined = pd.concat([traits, errors[[dataset]]], axis=1)
-        table = correlate(
-            joined,
-            method=method,
-            pairs=[(t, dataset) for t in TRAITS],
-            bootstrap=bootstrap,
-            permutations=permutations,
-            confidence=confidence,
-            seed=seed,
-            counts=counts,
-        ).table.rename(columns={"a": "trait", "b": "dataset"})
-        table["counted"] = table["trait"].map(counted).fillna("")
-        parts.append(table)
-    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["trait"])
-    table.insert(2, "label", table["trait"].map(TRAITS))
-    table["q"] = fdr(table["p"].to_numpy(dtype=float)) if len(table) else []
+    joined, pairs, meaning = _trait_table(architectures.loc[errors.index], errors, as_trained or {})
+    table = correlate(
+        joined,
+        method=method,
+        pairs=pairs,
+        bootstrap=bootstrap,
+        permutations=permutations,
+        confidence=confidence,
+        seed=seed,
+        counts=counts,
+    ).table.rename(columns={"a": "column", "b": "dataset"})
+    table.insert(0, "trait", table["column"].map(lambda c: meaning[c][0]))
+    table["counted"] = table["column"].map(lambda c: meaning[c][1])
+    table["label"] = table["trait"].map(TRAITS)
+    table["q"] = fdr(table["p"].to_numpy(dtype=float))
     return table[["dataset", "trait", "label", "counted", "method", "n", "r", "lo", "hi", "p", "q"]]
 
 

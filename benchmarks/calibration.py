@@ -189,6 +189,7 @@ class Config:
     seeds: int
     bootstrap: int = 500
     headline_error: float = 0.01
+    names: tuple[str, ...] = ()  # the datasets of DATASETS to draw (default: all)
 
 
 def _intervals(a: Analysis) -> list[tuple[str, str, float, float, float]]:
@@ -206,17 +207,17 @@ def _intervals(a: Analysis) -> list[tuple[str, str, float, float, float]]:
         rows.append(("seed_r", d, r["seed_r"], r["seed_lo"], r["seed_hi"]))
         rows.append(("reliability", d, r["reliability"], r["reliability_lo"], r["reliability_hi"]))
     target, first, second = PROXY
-    diff = paired_difference(a.correlations[a.method], (target, first), (target, second))
-    rows.append(("proxy_diff", target, *diff))
+    if {target, first, second} <= set(a.correlations[a.method].names):
+        diff = paired_difference(a.correlations[a.method], (target, first), (target, second))
+        rows.append(("proxy_diff", target, *diff))
     curve = a.subset_curve[a.subset_curve["target"] == "t_mid"].set_index("dataset")
     for point, r in curve.iterrows():
         rows.append(("curve_r", point, r["r"], r["lo"], r["hi"]))
         rows.append(
             ("curve_corrected", point, r["r_corrected"], r["corrected_lo"], r["corrected_hi"])
         )
-    controls = a.subset_controls.set_index("target")
-    r = controls.loc[CONTROL[0]]
-    rows.append(("control_diff", CONTROL[0], r["classes_effect"], r["classes_lo"], r["classes_hi"]))
+    for r in a.subset_controls[a.subset_controls["target"] == CONTROL[0]].itertuples():
+        rows.append(("control_diff", r.target, r.classes_effect, r.classes_lo, r.classes_hi))
     return rows
 
 
@@ -225,7 +226,7 @@ def one_study(config: Config, seed: int) -> pd.DataFrame:
     results, _ = synthetic_study(
         architectures=config.architectures,
         seeds=config.seeds,
-        datasets=DATASETS,
+        datasets=[SPECS[name] for name in config.names] if config.names else DATASETS,
         reference=REFERENCE,
         curves=False,
         quantize=False,

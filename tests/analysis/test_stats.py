@@ -340,3 +340,16 @@ def test_monte_carlo_error_matches_the_spread_of_interval_ends_over_resampling_s
     estimates = np.array([monte_carlo_error(run.samples, 0.95)[0] for run in runs])
     spread = ends.std(axis=0, ddof=1)  # about 0.019 and 0.011 at n = 24
     np.testing.assert_allclose(estimates.mean(axis=0), spread, rtol=0.35)
+
+
+@pytest.mark.parametrize("method", ["pearson", "spearman"])
+def test_replicates_of_a_few_pairs_equal_those_of_the_whole_matrix(method):
+    data = _frame(40, 0.5, seed=14, ties=True)
+    data["c"] = np.round(np.random.default_rng(5).standard_normal(40), 1)
+    values = data.to_numpy()
+    counts = bootstrap_counts(np.random.default_rng(6), 40, 30)
+    replicate = pearson_replicates if method == "pearson" else spearman_replicates
+    left, right = np.array([0, 2]), np.array([2, 1])
+    some = replicate(values, counts, (left, right))
+    whole = replicate(values, counts)
+    np.testing.assert_allclose(some, whole[:, left, right], atol=1e-12)
