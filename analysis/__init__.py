@@ -11,6 +11,7 @@ _EXPORTS = {
     "open_results": "analysis.frame",
     "Study": "analysis.frame",
     "analyze": "analysis.report",
+    "analyze_scores": "analysis.zerocost",
     "Analysis": "analysis.result",
     "write_report": "analysis.report",
     "correlate": "analysis.stats",

@@ -265,6 +265,10 @@ def write_figures(analysis: Analysis, folder: Path) -> dict[str, Path]:
         vmin=0.0,
         cmap="viridis",
     )
+    if analysis.scores is not None:
+        from analysis.zerocost_report import KEY, score_figure
+
+        figures[KEY] = score_figure(analysis.scores)
     paths = {}
     for name, fig in figures.items():
         path = folder / f"{name}.png"

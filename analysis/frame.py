@@ -101,6 +101,8 @@ class Study:
         }
         self.architectures = architecture_frame(results.architectures)
         self._curves = {name: table.curves for name, table in results.datasets.items()}
+        # Training-free scores of the datasets that have them (analysis/zerocost.py).
+        self.score_tables: dict[str, schema.ScoreTable] = dict(results.scores)
         self.cells = self._cells(results)
         self._by_seed: dict[str, np.ndarray] = {}  # metric -> architecture x dataset x seed
 

@@ -497,10 +497,16 @@ def render(a: Analysis, figures: dict[str, Path]) -> str:
         f"{a.method.capitalize()} correlation of error between every pair of datasets.",
     )
     bodies["methods"] += heat
-    nav = "".join(f'<a href="#s-{key}">{html.escape(title)}</a>' for key, title in SECTIONS)
+    shown = list(SECTIONS)
+    if a.scores is not None:  # training-free scores: a section of their own, after proxies
+        from analysis.zerocost_report import KEY, TITLE, score_section
+
+        bodies[KEY] = score_section(a.scores, figures, _floor(a))
+        shown.insert([k for k, _ in shown].index("proxies") + 1, (KEY, TITLE))
+    nav = "".join(f'<a href="#s-{key}">{html.escape(title)}</a>' for key, title in shown)
     sections = "".join(
         f'<section id="s-{key}"><h2>{html.escape(title)}</h2>{bodies[key]}</section>'
-        for key, title in SECTIONS
+        for key, title in shown
     )
     title = f"Does the {a.reference} ranking transfer? anysweep report"
     return (

@@ -30,6 +30,7 @@ from analysis.result import Analysis
 from analysis.stats import Correlations, bootstrap_counts, correlate, disattenuate
 from analysis.traits import top_agreement, top_chance, top_overlap, trait_effects
 from analysis.verdicts import verdict
+from analysis.zerocost import analyze_scores
 
 
 def _order(study: Study, reference: str) -> tuple[list[str], dict[str, int], dict[str, int]]:
@@ -235,6 +236,17 @@ def analyze(
     )
     steps.update(1)
     overlap = top_overlap(errors, top_fraction)
+    scores = analyze_scores(
+        study,
+        errors,
+        metric=metric,
+        bootstrap=bootstrap,
+        permutations=permutations,
+        confidence=confidence,
+        seed=seed,
+        counts=counts,
+        progress=progress,
+    )
     params = {
         "reference": reference,
         "metric": metric,
@@ -281,6 +293,7 @@ def analyze(
         mc_error=largest_mc_error(correlations[method].samples, confidence),
         kendall_mc_error=largest_mc_error(correlations["kendall"].samples, confidence),
         **tables,
+        scores=scores,
     )
     steps.update(1)
     steps.close()
@@ -343,6 +356,8 @@ def _tables(
 
 def write_tables(analysis: Analysis, folder: Path) -> dict[str, Path]:
     """Every table of the analysis as CSV in `folder`; returns name -> path."""
+    from analysis.zerocost_report import score_tables
+
     folder.mkdir(parents=True, exist_ok=True)
     tables = {
         "datasets": analysis.datasets,
@@ -360,6 +375,7 @@ def write_tables(analysis: Analysis, folder: Path) -> dict[str, Path]:
     }
     for method, result in analysis.correlations.items():
         tables[f"correlations_{method}"] = result.table
+    tables.update(score_tables(analysis.scores))
     tables[f"matrix_{analysis.method}"] = (
         analysis.correlations[analysis.method].matrix("r").rename_axis("dataset").reset_index()
     )

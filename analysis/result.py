@@ -4,11 +4,14 @@ the figures and the HTML page draw from it."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from analysis.stats import Correlations
+
+if TYPE_CHECKING:
+    from analysis.zerocost import ScoreAnalysis
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class Analysis:
     mc_error: float = float("nan")  # the same for the tables on `bootstrap` resamples
     kendall_mc_error: float = float("nan")  # and for Kendall's on `kendall_bootstrap`
     top_k: dict[str, float] = field(default_factory=dict)  # n, k, chance, too_few
+    scores: ScoreAnalysis | None = None  # training-free scores, when the results hold them
 
     @property
     def headline(self) -> pd.DataFrame:

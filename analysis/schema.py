@@ -10,9 +10,10 @@ the HDF5 layout. Layout of results.h5 (schema_version 2), as `h5ls -r` shows it:
                             parent, subset classes ...)
     /datasets/<name>/<col>  one row per cell (CELL_COLUMNS)
     /datasets/<name>/curves/<curve>  (cells, epochs) per-epoch values, NaN-padded
-    /datasets/<name>/scores optional: training-free scores, architecture x score
-                            (attrs: scores_version, minibatch_size, seed; arrays
-                            arch_id (n,), score (k,) names, values (n, k) float64)
+    /datasets/<name>/scores optional: training-free scores, one row per (architecture,
+                            seed) x score (attrs: scores_version, minibatch_size;
+                            arrays arch_id (m,), seed (m,), score (k,) names,
+                            values (m, k) float64)
 
 A dataset's `kind` says what it is: "dataset" (its own images), "subset" (its `parent`
 restricted to the classes `subset_classes`, all of their training images) or "control"
@@ -21,8 +22,10 @@ size-matched control of the parent's subset with that many training images). Ver
 files have no `kind`; they read as "subset" where a parent is named, else "dataset".
 
 The scores group is a versioned addition (SCORES_VERSION, on the group): a results.h5
-without it reads as before, with no scores. A score file (`write_score_file`) holds one
-dataset's table in the same layout at its root, plus a `dataset` attribute.
+without it reads as before, with no scores. Version 1 held one seed for the whole table
+as a `seed` attribute and no `seed` array; it is still read. A score file
+(`write_score_file`) holds one dataset's table in the same layout at its root, plus a
+`dataset` attribute; `add_scores` stores tables in an existing results.h5.
 A cell's result file (`results/<dataset>/<arch_id>-s<seed>.h5`) holds one CellResult:
 its scalars as root attributes and its curves as 1-D datasets.
 Errors are percentages (0-100); flops are multiply-adds.
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -44,7 +48,8 @@ import numpy as np
 SCHEMA_VERSION = 2  # of results.h5
 READABLE_VERSIONS = (1, 2)  # results.h5 versions read_results accepts
 CELL_VERSION = 1  # of a cell's result file
-SCORES_VERSION = 1  # of the optional /datasets/<name>/scores groups and of score files
+SCORES_VERSION = 2  # of the optional /datasets/<name>/scores groups and of score files
+READ_SCORES_VERSIONS = (1, 2)  # 1: one seed per table, as an attribute
 STATUSES = ("done", "diverged", "failed")
 FINAL_STATUSES = ("done", "diverged")
 CURVES = (
@@ -187,38 +192,57 @@ class DatasetTable:
 @dataclass(frozen=True, eq=False)
 class ScoreTable:
     """One dataset's training-free scores: values[i, j] is score names[j] of architecture
-    arch_ids[i], computed on one minibatch of `minibatch_size` images with `seed`."""
+    arch_ids[i] initialised with seed seeds[i], computed on one minibatch of
+    `minibatch_size` images drawn with that seed. An architecture may have a row for each
+    of several seeds; `seeds` may be given as one int for every row."""
 
     dataset: str
-    arch_ids: np.ndarray  # (n,) int64, distinct
+    arch_ids: np.ndarray  # (m,) int64
     names: tuple[str, ...]  # (k,) distinct
-    values: np.ndarray  # (n, k) float64
+    values: np.ndarray  # (m, k) float64
     minibatch_size: int
-    seed: int
+    seeds: np.ndarray  # (m,) int64; (arch_id, seed) pairs are distinct
 
     def __post_init__(self) -> None:
         ids = np.asarray(self.arch_ids, dtype=np.int64).reshape(-1)
+        seeds = np.asarray(self.seeds, dtype=np.int64)
+        seeds = np.full(len(ids), seeds) if seeds.ndim == 0 else seeds.reshape(-1)
         values = np.asarray(self.values, dtype=np.float64)
         object.__setattr__(self, "arch_ids", ids)
+        object.__setattr__(self, "seeds", seeds)
         object.__setattr__(self, "names", tuple(str(n) for n in self.names))
         shape = (len(ids), len(self.names))
         if values.size == 0:
             values = values.reshape(shape)
-        if values.shape != shape:
+        if values.shape != shape or seeds.shape != ids.shape:
             raise ValueError(
                 f"scores of {self.dataset!r}: values must be (architectures, scores) = "
-                f"{shape}, got {values.shape}"
+                f"{shape} and seeds ({len(ids)},), got {values.shape} and {seeds.shape}"
             )
         object.__setattr__(self, "values", values)
-        if len(set(ids.tolist())) != len(ids) or len(set(self.names)) != len(self.names):
+        rows = set(zip(ids.tolist(), seeds.tolist(), strict=True))
+        if len(rows) != len(ids) or len(set(self.names)) != len(self.names):
             raise ValueError(
-                f"scores of {self.dataset!r}: arch ids and score names must be distinct"
+                f"scores of {self.dataset!r}: (arch id, seed) rows and score names must be distinct"
             )
         if self.minibatch_size < 1:
             raise ValueError(f"minibatch_size must be positive, got {self.minibatch_size}")
 
+    @property
+    def seed_list(self) -> list[int]:
+        """The distinct seeds of the table, in increasing order."""
+        return sorted(set(self.seeds.tolist()))
+
+    @property
+    def seed(self) -> int:
+        """The seed of every row; ValueError when the table holds several."""
+        seeds = self.seed_list
+        if len(seeds) != 1:
+            raise ValueError(f"scores of {self.dataset!r} hold seeds {seeds}, not one")
+        return seeds[0]
+
     def column(self, name: str) -> np.ndarray:
-        """The values of score `name`, one per architecture in arch_ids order."""
+        """The values of score `name`, one per row in arch_ids order."""
         if name not in self.names:
             raise KeyError(f"no score {name!r}; this table holds {list(self.names)}")
         return self.values[:, self.names.index(name)]
@@ -248,14 +272,23 @@ def _umask() -> int:
 FILE_MODE = 0o666 & ~_umask()
 
 
-def _atomic_h5(path: Path) -> tuple[h5py.File, Path]:
+def _atomic_h5(path: Path, *, copy: bool = False) -> tuple[h5py.File, Path]:
+    """A temporary file beside `path` to write and then `_commit`: empty, or with
+    `copy` a copy of `path` opened for changes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     # mkstemp makes 0600 files; results in a shared study folder must be readable by the
     # group as a plain open() would leave them.
     os.fchmod(fd, FILE_MODE)
     os.close(fd)
-    return h5py.File(tmp, "w"), Path(tmp)
+    if not copy:
+        return h5py.File(tmp, "w"), Path(tmp)
+    try:
+        shutil.copyfile(path, tmp)
+        return h5py.File(tmp, "r+"), Path(tmp)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _commit(handle: h5py.File, tmp: Path, path: Path) -> None:
@@ -360,13 +393,7 @@ def write_results(
         if cell.dataset not in by_dataset:
             raise ValueError(f"cell {cell.key} names dataset {cell.dataset!r}, not declared")
         by_dataset[cell.dataset].append(cell)
-    score_tables = list(scores)
-    undeclared = sorted({t.dataset for t in score_tables} - set(by_dataset))
-    if undeclared or len({t.dataset for t in score_tables}) != len(score_tables):
-        raise ValueError(
-            f"score tables must name distinct declared datasets; undeclared: {undeclared}, "
-            f"declared: {sorted(by_dataset)}"
-        )
+    score_tables = _check_score_tables(scores, by_dataset)
     handle, tmp = _atomic_h5(path)
     try:
         handle.attrs["schema_version"] = SCHEMA_VERSION
@@ -387,6 +414,18 @@ def write_results(
         handle.close()
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _check_score_tables(tables: Iterable[ScoreTable], declared: Iterable[str]) -> list[ScoreTable]:
+    out = list(tables)
+    names = set(declared)
+    undeclared = sorted({t.dataset for t in out} - names)
+    if undeclared or len({t.dataset for t in out}) != len(out):
+        raise ValueError(
+            f"score tables must name distinct declared datasets; undeclared: {undeclared}, "
+            f"declared: {sorted(names)}"
+        )
+    return out
 
 
 def _write_dataset(handle: h5py.File, info: DatasetInfo, cells: list[CellResult]) -> None:
@@ -480,6 +519,32 @@ def write_score_file(path: Path, table: ScoreTable) -> None:
         raise
 
 
+def add_scores(path: Path, tables: Iterable[ScoreTable]) -> None:
+    """Store score tables in an existing results.h5, each replacing its dataset's table if
+    it has one, atomically: a copy of the file is changed, then renamed over it."""
+    path = Path(path)
+    with h5py.File(path, "r") as handle:
+        version = int(handle.attrs.get("schema_version", -1))
+        declared = list(handle.get("datasets", {}))
+    if version != SCHEMA_VERSION:
+        raise CorruptResultError(
+            f"{path}: schema_version {version}; this anysweep writes {SCHEMA_VERSION}"
+        )
+    score_tables = _check_score_tables(tables, declared)
+    handle, tmp = _atomic_h5(path, copy=True)
+    try:
+        for table in score_tables:
+            group = handle[f"datasets/{table.dataset}"]
+            if "scores" in group:
+                del group["scores"]
+            _write_scores(group.create_group("scores"), table)
+        _commit(handle, tmp, path)
+    except BaseException:
+        handle.close()
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def read_score_file(path: Path) -> ScoreTable:
     """Read a file `write_score_file` wrote; anything else raises CorruptResultError."""
     try:
@@ -495,26 +560,28 @@ def read_score_file(path: Path) -> ScoreTable:
 def _write_scores(group: h5py.Group, table: ScoreTable) -> None:
     group.attrs["scores_version"] = SCORES_VERSION
     group.attrs["minibatch_size"] = table.minibatch_size
-    group.attrs["seed"] = table.seed
     group.create_dataset("arch_id", data=table.arch_ids)
+    group.create_dataset("seed", data=table.seeds)
     group.create_dataset("score", data=np.array(table.names, dtype=h5py.string_dtype()))
     group.create_dataset("values", data=table.values)
 
 
 def _read_scores(group: h5py.Group, dataset: str, where: str) -> ScoreTable:
     version = int(group.attrs.get("scores_version", -1))
-    if version != SCORES_VERSION:
+    if version not in READ_SCORES_VERSIONS:
         raise CorruptResultError(
-            f"{where}: scores_version {version}; this anysweep reads {SCORES_VERSION}"
+            f"{where}: scores_version {version}; this anysweep reads {SCORES_VERSION} "
+            f"(and {', '.join(map(str, READ_SCORES_VERSIONS[:-1]))})"
         )
     try:
+        seeds = np.asarray(group["seed"][()] if version >= 2 else int(group.attrs["seed"]))
         return ScoreTable(
             dataset=dataset,
             arch_ids=group["arch_id"][()],
             names=tuple(group["score"].asstr()[()]),
             values=group["values"][()],
             minibatch_size=int(group.attrs["minibatch_size"]),
-            seed=int(group.attrs["seed"]),
+            seeds=seeds,
         )
     except (KeyError, ValueError) as exc:
         raise CorruptResultError(f"{where}: not a readable score table ({exc})") from exc

@@ -148,7 +148,17 @@ class _Nearest:
             )
 
 
-def _check_args(n, seed, resolution, num_classes, flops, params, acts, max_draws):
+def _check_args(
+    n: int,
+    seed: int,
+    resolution: int,
+    num_classes: int,
+    flops: Range | None,
+    params: Range | None,
+    acts: Range | None,
+    max_draws: int | None,
+) -> dict[str, Range]:
+    """sample()'s arguments checked; the (lo, hi) limit of each measure, infinite if none."""
     for key, value, low in (
         ("n", n, 0),
         ("resolution", resolution, 1),

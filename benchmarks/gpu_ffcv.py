@@ -1,57 +1,116 @@
-"""The FFCV row of benchmarks/gpu.py: a JPEG .beton through FFCV's random-resized crop to the
-device, against the in-memory backend on the same images.
+"""The loader rows of benchmarks/gpu.py: JPEG decoding and random-resized crop 224 + flip on
+the CPU cores through FFCV, to the device, as the study's ImageNet family is loaded.
 
-`ffcv_row(args, device, results, tmp)` writes synthetic images as a JPEG .beton in `tmp`,
-times FFCV's pipeline (decode + random-resized crop + flip on the CPU workers, uint8 to the
-device, float normalised there) and the memory loader's (rrc on the device) over the same
-images, and appends one row to results["ffcv"]. Without ffcv it records why and returns.
+The .beton is written by the project's writer (`loaders.beton.write_beton`: JPEG quality 90,
+sides up to 512 px kept, as the ImageNet preset prepares it) from synthetic 500x375 images
+(the most common ImageNet training size) with a natural image's spectrum, so decoding costs
+about what a photo costs (gpu_common.natural_images). Rows: anysweep's own training loader
+(`loaders.ffcv_loader.FfcvTrainLoader`: seeded crops, normalised on the device) with every
+core as a worker and with half of them, and bare FFCV's pipeline on the same file. Each epoch
+runs under a watchdog: an ffcv loader whose thread died never returns.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-RESOLUTION = 224  # output side; the stored images are 256 px, as in the loader benchmark
-STORED = 256
-JPEG_QUALITY = 90
+from benchmarks.gpu_common import MEAN, STD, natural_images, say, sync, watchdog
+
+STORED = (375, 500)  # height, width
+RESOLUTION = 224
+CLASSES = 1000
+EPOCH_TIMEOUT_S = 120.0  # the first epoch compiles the pipeline (numba): about 5-10 s
 
 
-def write_jpeg_beton(images: np.ndarray, labels: np.ndarray, path: Path, workers: int) -> None:
-    """A .beton of uint8 HWC images as JPEG, with integer labels."""
-    from ffcv.fields import IntField, RGBImageField
-    from ffcv.writer import DatasetWriter
-
-    class Samples:
-        def __len__(self) -> int:
-            return len(images)
-
-        def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
-            return images[i], int(labels[i])
-
-    fields = {
-        "image": RGBImageField(write_mode="jpg", jpeg_quality=JPEG_QUALITY),
-        "label": IntField(),
-    }
-    DatasetWriter(str(path), fields, num_workers=workers).from_indexed_dataset(Samples())
+@dataclass(frozen=True)
+class Beton:
+    path: Path
+    images: int
+    height: int
+    width: int
+    write_s: float
+    kb_per_image: float
+    resolution: int
 
 
-def ffcv_loader(path: Path, batch_size: int, device: torch.device, workers: int) -> Any:
-    """FFCV's training pipeline: rrc 224 + flip decoded on the CPU, then to the device,
-    channels-first, float, normalised there (NormalizeImage before ToTensor needs numpy
-    input on the CPU; on the device torch does it after the copy)."""
+def write(
+    n: int,
+    device: torch.device,
+    tmp: Path,
+    workers: int,
+    stored: tuple[int, int] = STORED,
+    resolution: int = RESOLUTION,
+) -> Beton:
+    """A JPEG .beton of `n` synthetic photos of `stored` (height, width), written by the
+    project's writer, to be cropped to `resolution`."""
+    from loaders.beton import write_beton
+    from loaders.sources import Split
+
+    height, width = stored
+    images = natural_images(n, height, width, device)
+    labels = np.random.default_rng(0).integers(0, CLASSES, n).astype(np.int64)
+    path = tmp / f"photos-{width}x{height}-{n}.beton"
+    start = time.perf_counter()
+    write_beton(
+        Split(labels, 3, images=images, origin="synthetic photos"),
+        path,
+        "gpu-benchmark",
+        encoding="jpg",
+        max_side=512,
+        jpeg_quality=90,
+        num_workers=workers,
+        progress=False,
+        stall_seconds=60.0,
+    )
+    seconds = time.perf_counter() - start
+    from ffcv.reader import Reader
+
+    kb = float(Reader(str(path)).alloc_table["size"].mean()) / 1e3  # the JPEG bytes alone
+    return Beton(path, n, height, width, seconds, kb, resolution)
+
+
+def project_loader(beton: Beton, batch_size: int, device: torch.device, workers: int) -> Any:
+    """anysweep's FFCV training loader over the file, as build_loaders makes it for a study."""
+    from loaders.ffcv_loader import FfcvTrainLoader
+
+    return FfcvTrainLoader(
+        beton.path,
+        beton.images,
+        None,
+        None,
+        batch_size=batch_size,
+        resolution=beton.resolution,
+        device=str(device),
+        num_workers=workers,
+        augment="rrc",
+        mean=MEAN,
+        std=STD,
+        normalize=True,
+        train=True,
+        timeout=EPOCH_TIMEOUT_S,
+    )
+
+
+def bare_loader(beton: Beton, batch_size: int, device: torch.device, workers: int) -> Any:
+    """Bare FFCV: rrc + flip decoded on the CPU, uint8 to the device (channels first, float and
+    normalised there: NormalizeImage wants numpy on the CPU)."""
     from ffcv.fields.basics import IntDecoder
     from ffcv.fields.rgb_image import RandomResizedCropRGBImageDecoder
     from ffcv.loader import Loader, OrderOption
     from ffcv.transforms import RandomHorizontalFlip, ToDevice, ToTensor, ToTorchImage
 
+    side = beton.resolution
     image = [
-        RandomResizedCropRGBImageDecoder((RESOLUTION, RESOLUTION)),
+        RandomResizedCropRGBImageDecoder((side, side)),
         RandomHorizontalFlip(),
         ToTensor(),
         ToDevice(device, non_blocking=True),
@@ -60,7 +119,7 @@ def ffcv_loader(path: Path, batch_size: int, device: torch.device, workers: int)
     label = [IntDecoder(), ToTensor(), ToDevice(device, non_blocking=True)]
     threads = torch.get_num_threads()
     loader = Loader(
-        str(path),
+        str(beton.path),
         batch_size=batch_size,
         num_workers=workers,
         order=OrderOption.RANDOM,
@@ -72,111 +131,98 @@ def ffcv_loader(path: Path, batch_size: int, device: torch.device, workers: int)
     return loader
 
 
-def _ffcv_epoch(loader: Any, mean: torch.Tensor, std: torch.Tensor) -> int:
-    count = 0
-    for x, y in loader:
-        x = x.to(torch.float32).sub_(mean).div_(std)
-        count += len(y)
-    return count
-
-
-def _rate(run: Any, sync: Any, device: torch.device, repeats: int) -> tuple[float, float]:
-    """(first epoch's seconds, median images/s of the `repeats` epochs after it)."""
-    times, counts = [], []
-    for _ in range(repeats + 1):
-        sync(device)
-        start = time.perf_counter()
-        counts.append(run())
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return times[0], statistics.median(c / t for c, t in zip(counts[1:], times[1:], strict=True))
-
-
-def measure(
-    bench: Any,
-    n: int,
-    batch_size: int,
-    device: torch.device,
-    tmp: Path,
-    workers: int,
-    repeats: int = 3,
-) -> dict[str, Any]:
-    """One row: FFCV from a JPEG .beton against the memory loader, both rrc 224 + flip;
-    `bench` is gpu.py's module (its synthetic data, memory loader, sync and statistics)."""
-    MEAN, STD, sync = bench.MEAN, bench.STD, bench.sync  # noqa: N806
-    mem = bench.memory_loader(n, STORED, batch_size, device, "rrc", tmp)
-    images = mem.images.permute(0, 2, 3, 1).contiguous().cpu().numpy()
-    labels = mem.labels.cpu().numpy()
-    path = tmp / f"ffcv-{STORED}px-{n}.beton"
-    start = time.perf_counter()
-    write_jpeg_beton(images, labels, path, workers)
-    write_s = time.perf_counter() - start
-    loader = ffcv_loader(path, batch_size, device, workers)
+def batches(loader: Any, bare: bool, device: torch.device) -> Callable[[int], Iterator[int]]:
+    """The batch sizes of one epoch of the loader, as a function of the epoch's number; each
+    batch is on the device, float and normalised, before its size is yielded."""
     mean = torch.tensor(MEAN, dtype=torch.float32, device=device).view(1, 3, 1, 1)
     std = torch.tensor(STD, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-    first, ffcv_rate = _rate(lambda: _ffcv_epoch(loader, mean, std), sync, device, repeats)
-    epochs = iter(range(1, 10_000))
-    mem_run = lambda: sum(len(y) for _, y in mem.epoch(0, next(epochs)))  # noqa: E731
-    _, mem_rate = _rate(mem_run, sync, device, repeats)
-    return {
-        "images": n,
-        "stored_px": STORED,
-        "resolution": RESOLUTION,
-        "batch_size": batch_size,
+
+    def run(epoch: int) -> Iterator[int]:
+        if not bare:
+            for _, y in loader.epoch(0, epoch):
+                yield len(y)
+            return
+        for x, y in loader:
+            x = x.to(torch.float32).sub_(mean).div_(std)
+            yield len(y)
+
+    return run
+
+
+def timed_epoch(sizes: Iterator[int], device: torch.device) -> tuple[float, float, float]:
+    """(seconds, images/s, images/s after the first batch) of one epoch: the first batch
+    waits for the workers to start and the pipeline to fill, which a long epoch amortises."""
+    sync(device)
+    start = time.perf_counter()
+    count, first_at, first = 0, start, 0
+    for n in sizes:
+        count += n
+        if not first:
+            first_at, first = time.perf_counter(), n
+    sync(device)
+    end = time.perf_counter()
+    return end - start, count / (end - start), (count - first) / max(end - first_at, 1e-9)
+
+
+def loader_row(
+    beton: Beton,
+    kind: str,
+    workers: int,
+    batch_size: int,
+    device: torch.device,
+    repeats: int,
+) -> tuple[dict[str, Any], Any]:
+    """One row (medians of the `repeats` epochs after the first, which compiles the
+    pipeline), each epoch under a watchdog; and the loader, for more use."""
+    make = bare_loader if kind == "bare ffcv" else project_loader
+    loader = make(beton, batch_size, device, workers)
+    epoch_of = batches(loader, kind == "bare ffcv", device)
+    timed = [
+        watchdog(lambda e=e: timed_epoch(epoch_of(e), device), EPOCH_TIMEOUT_S, f"{kind} {e}")
+        for e in range(repeats + 1)
+    ]
+    steady = statistics.median(t[2] for t in timed[1:])
+    row = asdict(beton) | {
+        "path": str(beton.path),
+        "loader": kind,
         "workers": workers,
-        "beton_mb": path.stat().st_size / 1e6,
-        "write_s": write_s,
-        "ffcv_first_epoch_s": first,
-        "ffcv": ffcv_rate,
-        "memory": mem_rate,
-        "ratio": ffcv_rate / mem_rate,
+        "cpus": len(os.sched_getaffinity(0)),
+        "batch_size": batch_size,
+        "first_epoch_s": timed[0][0],
+        "epoch_images_per_s": statistics.median(t[1] for t in timed[1:]),
+        "images_per_s": steady,
+        "per_worker": steady / workers,
     }
-
-
-def ffcv_row(
-    args: Any, device: torch.device, results: dict[str, Any], tmp: Path, bench: Any
-) -> None:
-    """The hook gpu.py calls with itself as `bench`: appends the row to results["ffcv"], or
-    the reason it did not run."""
-    results.setdefault("ffcv", [])
-    try:
-        import ffcv  # noqa: F401
-    except ImportError as e:
-        results["skipped"].append(f"ffcv row: ffcv does not import ({e})")
-        return
-    n = 64 if args.smoke else 4096
-    workers = 2 if device.type == "cpu" else 12
-    try:
-        row = measure(
-            bench, n, args.batch_size, device, tmp, workers, repeats=1 if args.smoke else 3
-        )
-    except Exception as e:  # a failed row is reported, the other rows still run
-        results["errors"].append(f"ffcv row: {type(e).__name__}: {e}")
-        return
-    results["ffcv"].append(row)
-    print(
-        f"[gpu] ffcv jpeg rrc {RESOLUTION}: {row['ffcv']:,.0f} images/s, "
-        f"memory loader {row['memory']:,.0f} (ratio {row['ratio']:.3f})",
-        flush=True,
+    say(
+        f"{kind} JPEG {beton.width}x{beton.height} -> rrc {beton.resolution}, {workers} workers: "
+        f"{steady:,.0f} images/s ({steady / workers:,.0f} per worker; whole epochs "
+        f"{row['epoch_images_per_s']:,.0f}), first epoch {timed[0][0]:.1f} s"
     )
+    return row, loader
 
 
 def report_lines(results: dict[str, Any]) -> list[str]:
-    """The row's table for gpu.py's report (empty when it did not run)."""
+    """The loader table of gpu.py's report (empty when no row ran)."""
     if not results.get("ffcv"):
         return []
     lines = [
         "",
-        "## FFCV JPEG .beton to the device against the in-memory loader (rrc 224 + flip)",
+        "## FFCV: JPEG decode + random-resized crop + flip on the CPU workers, to the device",
         "",
-        "| images | stored px | batch | workers | .beton MB | write s | ffcv first epoch s "
-        "| ffcv img/s | memory img/s | ratio |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "Synthetic photos (1/f spectrum) at JPEG quality 90, written by the project's writer; "
+        "medians of the epochs after the first (which compiles the pipeline); img/s from each "
+        "epoch's first batch to its last (whole epochs: from the epoch's start).",
+        "",
+        "| loader | stored px | KB/image | out px | images | workers (CPUs) | batch "
+        "| write s | first epoch s | img/s | img/s per worker | img/s, whole epochs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["ffcv"]:
         lines.append(
-            f"| {r['images']:,} | {r['stored_px']} | {r['batch_size']} | {r['workers']} | "
-            f"{r['beton_mb']:.1f} | {r['write_s']:.1f} | {r['ffcv_first_epoch_s']:.1f} | "
-            f"{r['ffcv']:,.0f} | {r['memory']:,.0f} | {r['ratio']:.3f} |"
+            f"| {r['loader']} | {r['width']}x{r['height']} | {r['kb_per_image']:.0f} | "
+            f"{r['resolution']} | {r['images']:,} | {r['workers']} ({r['cpus']}) | "
+            f"{r['batch_size']} | {r['write_s']:.1f} | {r['first_epoch_s']:.1f} | "
+            f"{r['images_per_s']:,.0f} | {r['per_worker']:,.0f} | "
+            f"{r['epoch_images_per_s']:,.0f} |"
         )
     return lines

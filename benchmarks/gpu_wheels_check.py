@@ -48,17 +48,14 @@ def loaded_by_extension(ext: Path) -> list[str]:
 
 def one_epoch(n: int = 64) -> tuple[int, float]:
     """(images, seconds) of one FFCV epoch over a fresh JPEG .beton of `n` 256 px images."""
-    import numpy as np
     import torch
 
-    from benchmarks.gpu_ffcv import ffcv_loader, write_jpeg_beton
+    from benchmarks.gpu_ffcv import bare_loader, write
 
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (n, 256, 256, 3), dtype=np.uint8)
+    cpu = torch.device("cpu")
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "check.beton"
-        write_jpeg_beton(images, rng.integers(0, 10, n), path, workers=2)
-        loader = ffcv_loader(path, 16, torch.device("cpu"), workers=2)
+        beton = write(n, cpu, Path(tmp), workers=2, stored=(256, 256), resolution=224)
+        loader = bare_loader(beton, 16, cpu, workers=2)
         start = time.perf_counter()
         count = sum(len(y) for x, y in loader if x.shape[1:] == (3, 224, 224))
         return count, time.perf_counter() - start

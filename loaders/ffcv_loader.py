@@ -8,7 +8,7 @@ import contextlib
 import functools
 import queue
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -97,9 +97,10 @@ def _quiet_numba_finalizers() -> None:
     cleanup is skipped instead."""
     from numba.core.dispatcher import _DispatcherBase
 
-    make = _DispatcherBase._make_finalizer
-    if getattr(make, "tolerant", False):
-        return
+    # numba's type stubs leave out this private method, which its dispatcher calls.
+    make = _DispatcherBase._make_finalizer  # type: ignore[attr-defined]
+    if make.__name__ == "make_tolerant_finalizer":
+        return  # already replaced
 
     def make_tolerant_finalizer(self):
         finalize = make(self)
@@ -110,8 +111,7 @@ def _quiet_numba_finalizers() -> None:
 
         return finalizer
 
-    make_tolerant_finalizer.tolerant = True
-    _DispatcherBase._make_finalizer = make_tolerant_finalizer
+    _DispatcherBase._make_finalizer = make_tolerant_finalizer  # type: ignore[attr-defined]
 
 
 @functools.cache
@@ -135,7 +135,7 @@ def _ffcv() -> SimpleNamespace:
 
     _quiet_numba_finalizers()
     run = EpochIterator.run
-    if not getattr(run, "keeps_error", False):
+    if run.__name__ != "run_keeping_error":
         # ffcv prints a loader thread's exception and leaves next() waiting forever; keep the
         # exception so the waiting side can raise it.
         def run_keeping_error(self):
@@ -145,7 +145,6 @@ def _ffcv() -> SimpleNamespace:
                 self.error = e
                 raise
 
-        run_keeping_error.keeps_error = True
         EpochIterator.run = run_keeping_error
 
     class SeededOrder(TraversalOrder):
@@ -279,8 +278,8 @@ class _FfcvCommon:
         device: str,
         num_workers: int,
         augment: str,
-        mean: np.ndarray,
-        std: np.ndarray,
+        mean: Sequence[float],
+        std: Sequence[float],
         normalize: bool,
         train: bool,
         timeout: float = BATCH_TIMEOUT_S,

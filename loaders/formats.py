@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from loaders.registry import LAYOUTS, DatasetError, DatasetSpec
+from loaders.catalog import LAYOUTS
+from loaders.registry import DatasetError, DatasetSpec
 
 # The only callables a pickle may name: numpy's array rebuild functions (and _codecs.encode,
 # which Python 3 writes for bytes in protocol-2 pickles).

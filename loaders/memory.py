@@ -5,7 +5,7 @@ in batches (no decoding, no workers, no compilation)."""
 from __future__ import annotations
 
 import multiprocessing as mp
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -105,8 +105,8 @@ class _Common:
         resolution: int,
         device: str,
         augment: str,
-        mean: np.ndarray,
-        std: np.ndarray,
+        mean: Sequence[float],
+        std: Sequence[float],
         normalize: bool,
     ) -> None:
         self.device = torch.device(device)

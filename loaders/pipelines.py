@@ -5,9 +5,10 @@ cost); labels int64 in 0..num_classes-1. Each epoch is a function of (seed, epoc
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Protocol
+from collections.abc import Iterator, Sequence
+from typing import Protocol, TypedDict
 
+import numpy as np
 import torch
 
 from loaders.augment import resolve_augment
@@ -16,7 +17,8 @@ from loaders.registry import BACKENDS
 
 
 class TrainLoader(Protocol):
-    num_images: int
+    @property
+    def num_images(self) -> int: ...
 
     def __len__(self) -> int: ...
 
@@ -24,11 +26,24 @@ class TrainLoader(Protocol):
 
 
 class TestLoader(Protocol):
-    num_images: int
+    @property
+    def num_images(self) -> int: ...
 
     def __len__(self) -> int: ...
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+
+class _Shared(TypedDict):
+    """The loader options both splits of a dataset share."""
+
+    resolution: int
+    device: str
+    augment: str
+    mean: Sequence[float]
+    std: Sequence[float]
+    normalize: bool
+    label_map: np.ndarray | None
 
 
 def build_loaders(
@@ -63,49 +78,71 @@ def build_loaders(
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} was asked for but torch sees no CUDA device")
     resolution = resolution or prepared.spec.resolution
-    augment = resolve_augment(augment, resolution)
-    common = dict(
-        resolution=resolution,
-        device=device,
-        augment=augment,
-        mean=prepared.mean,
-        std=prepared.std,
-        normalize=normalize,
-        label_map=prepared.label_map,
-    )
-    splits = (
-        ("train", batch_size, prepared.train_indices),
-        ("test", test_batch_size or batch_size, prepared.test_indices),
-    )
+    common: _Shared = {
+        "resolution": resolution,
+        "device": device,
+        "augment": resolve_augment(augment, resolution),
+        "mean": prepared.mean,
+        "std": prepared.std,
+        "normalize": normalize,
+        "label_map": prepared.label_map,
+    }
+    test_batch = test_batch_size or batch_size
     if prepared.backend == "memory":
-        from loaders.memory import MemoryTestLoader, MemoryTrainLoader
+        return _memory_loaders(prepared, batch_size, test_batch, common)
+    return _ffcv_loaders(prepared, batch_size, test_batch, num_workers, common)
 
-        made = [
-            cls(
-                getattr(prepared, f"{s}_file"),
-                getattr(prepared, f"{s}_labels"),
-                idx,
-                batch_size=bs,
-                **common,
-            )
-            for cls, (s, bs, idx) in zip((MemoryTrainLoader, MemoryTestLoader), splits, strict=True)
-        ]
-    else:
-        import numba
 
-        from loaders.ffcv_loader import FfcvTestLoader, FfcvTrainLoader
+def _memory_loaders(
+    prepared: Prepared, batch_size: int, test_batch: int, common: _Shared
+) -> tuple[TrainLoader, TestLoader]:
+    from loaders.memory import MemoryTestLoader, MemoryTrainLoader
 
-        workers = max(1, min(num_workers, numba.config.NUMBA_NUM_THREADS))
-        made = [
-            cls(
-                getattr(prepared, f"{s}_file"),
-                len(getattr(prepared, f"{s}_labels")),
-                idx,
-                batch_size=bs,
-                num_workers=workers,
-                train=s == "train",
-                **common,
-            )
-            for cls, (s, bs, idx) in zip((FfcvTrainLoader, FfcvTestLoader), splits, strict=True)
-        ]
-    return made[0], made[1]
+    return (
+        MemoryTrainLoader(
+            prepared.train_file,
+            prepared.train_labels,
+            prepared.train_indices,
+            batch_size=batch_size,
+            **common,
+        ),
+        MemoryTestLoader(
+            prepared.test_file,
+            prepared.test_labels,
+            prepared.test_indices,
+            batch_size=test_batch,
+            **common,
+        ),
+    )
+
+
+def _ffcv_loaders(
+    prepared: Prepared, batch_size: int, test_batch: int, num_workers: int, common: _Shared
+) -> tuple[TrainLoader, TestLoader]:
+    import numba
+
+    from loaders.ffcv_loader import FfcvTestLoader, FfcvTrainLoader
+
+    # numba's type stubs leave out the settings it reads from the environment.
+    threads = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
+    workers = max(1, min(num_workers, threads))
+    return (
+        FfcvTrainLoader(
+            prepared.train_file,
+            len(prepared.train_labels),
+            prepared.train_indices,
+            batch_size=batch_size,
+            num_workers=workers,
+            train=True,
+            **common,
+        ),
+        FfcvTestLoader(
+            prepared.test_file,
+            len(prepared.test_labels),
+            prepared.test_indices,
+            batch_size=test_batch,
+            num_workers=workers,
+            train=False,
+            **common,
+        ),
+    )

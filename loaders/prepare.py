@@ -1,6 +1,6 @@
 """prepare(): read a dataset's source, check it, and write its files under data_dir (.beton
 for the ffcv backend, .npy for the memory backend) once; open_prepared() opens them. A
-subset prepares its parent and selects from the parent's files."""
+subset or size control prepares its parent and selects from the parent's files."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from loaders.files import check_complete, is_complete, mark_complete, read_json, write_json
-from loaders.registry import DatasetError, DatasetSpec
+from loaders.registry import DatasetError, DatasetSpec, check_control_size
 from loaders.sources import SourceData, Split, load_source, source_fingerprint
-from loaders.subsets import ClassSelection, select_classes, stratified_cap
+from loaders.subsets import ClassSelection, control_indices, select_classes, stratified_cap
 
 # The memory backend is chosen ("auto") when the train set at training resolution fits.
 MEMORY_BUDGET_BYTES = 2 * 2**30
@@ -44,7 +44,8 @@ _CONTENT_KEYS = (
 
 @dataclass(frozen=True)
 class Prepared:
-    """A prepared dataset (or a subset selecting from its parent's files)."""
+    """A prepared dataset, or a subset or size control selecting from its parent's files
+    (`train_indices`, `test_indices`: the rows it reads; None: all of them)."""
 
     spec: DatasetSpec
     data_dir: Path
@@ -140,7 +141,7 @@ def prepare(
     """Write the dataset's files under data_dir unless finished files of the same source and
     options are there; every image and label is checked first. Returns the opened dataset."""
     data_dir = Path(data_dir)
-    if spec.is_subset:
+    if spec.is_derived:
         prepare(spec.parent_spec(), data_dir, progress, num_workers=num_workers, arrays=arrays)
         return open_prepared(spec, data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -215,8 +216,9 @@ def open_prepared(spec: DatasetSpec, data_dir: str | Path) -> Prepared:
     """The prepared dataset, from data_dir alone (the source need not be reachable). Not
     prepared, prepared with other options, or a missing or truncated file: DatasetError."""
     data_dir = Path(data_dir)
-    if spec.is_subset:
-        return _subset(spec, open_prepared(spec.parent_spec(), data_dir))
+    if spec.is_derived:
+        parent = open_prepared(spec.parent_spec(), data_dir)
+        return _subset(spec, parent) if spec.n is None else _control(spec, parent, spec.n)
     path = manifest_path(spec, data_dir)
     manifest = read_json(path)
     if manifest is None:
@@ -271,6 +273,14 @@ def _subset(spec: DatasetSpec, parent: Prepared) -> Prepared:
         train_indices=train,
         test_indices=test,
     )
+
+
+def _control(spec: DatasetSpec, parent: Prepared, n: int) -> Prepared:
+    """The parent's classes and labels, n of its training images (`control_order`'s first n
+    for the seed), and its whole test split."""
+    check_control_size(spec.name, parent.spec.name, n, parent.num_classes, parent.num_train)
+    train = control_indices(parent.train_labels, parent.num_classes, n, spec.subset_seed)
+    return dataclasses.replace(parent, spec=spec, num_train=len(train), train_indices=train)
 
 
 def _capped(spec: DatasetSpec, source: SourceData) -> SourceData:

