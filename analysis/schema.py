@@ -18,8 +18,10 @@ the HDF5 layout. Layout of results.h5 (schema_version 2), as `h5ls -r` shows it:
 A dataset's `kind` says what it is: "dataset" (its own images), "subset" (its `parent`
 restricted to the classes `subset_classes`, all of their training images) or "control"
 (its `parent` restricted to `num_train` training images with every class kept: the
-size-matched control of the parent's subset with that many training images). Version 1
-files have no `kind`; they read as "subset" where a parent is named, else "dataset".
+size-matched control of the parent's subset with that many training images). A
+DatasetInfo given no kind takes it from its parent and declaration: no parent, "dataset";
+a declaration (`spec`) with `n` training images, "control"; else "subset". Version 1 files
+have no `kind` attribute and read the same way.
 
 The scores group is a versioned addition (SCORES_VERSION, on the group): a results.h5
 without it reads as before, with no scores. Version 1 held one seed for the whole table
@@ -163,10 +165,10 @@ class DatasetInfo:
     parent: str = ""  # a subset's or a control's parent dataset
     subset_classes: tuple[int, ...] = ()  # the parent's class indices a subset keeps
     spec: str = "{}"  # JSON of the dataset's full declaration
-    kind: str = ""  # KINDS; "" means "subset" when a parent is named, else "dataset"
+    kind: str = ""  # KINDS; "" reads the kind off parent and spec (see _inferred_kind)
 
     def __post_init__(self) -> None:
-        kind = self.kind or ("subset" if self.parent else "dataset")
+        kind = self.kind or self._inferred_kind()
         if kind not in KINDS:
             raise ValueError(f"dataset {self.name!r}: kind {kind!r}; valid: {', '.join(KINDS)}")
         if (kind == "dataset") == bool(self.parent):
@@ -177,6 +179,18 @@ class DatasetInfo:
         if kind == "control" and self.subset_classes:
             raise ValueError(f"control {self.name!r} keeps every class: no subset_classes")
         object.__setattr__(self, "kind", kind)
+
+    def _inferred_kind(self) -> str:
+        """No parent: "dataset"; a parent and a declaration (spec) with a number of training
+        images `n`: "control"; any other parent: "subset"."""
+        if not self.parent:
+            return "dataset"
+        try:
+            declared = json.loads(self.spec or "{}")
+        except ValueError:
+            declared = {}
+        control = isinstance(declared, dict) and declared.get("n") is not None
+        return "control" if control else "subset"
 
 
 @dataclass

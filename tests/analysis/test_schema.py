@@ -223,6 +223,14 @@ def test_a_version_1_file_reads_its_derived_datasets_as_subsets(tmp_path: Path) 
     assert [t.info.kind for t in datasets.values()] == ["dataset", "subset", "subset"]
 
 
+def test_without_a_kind_a_control_is_known_by_its_declared_number_of_images() -> None:
+    spec = '{"name": "mnist_n20", "parent": "mnist", "n": 20, "k": null}'
+    assert DatasetInfo("mnist_n20", 10, 28, 20, 20, parent="mnist", spec=spec).kind == "control"
+    subset = '{"name": "mnist_k2", "parent": "mnist", "n": null, "k": 2}'
+    assert DatasetInfo("mnist_k2", 2, 28, 20, 4, parent="mnist", spec=subset).kind == "subset"
+    assert DatasetInfo("mnist", 10, 28, 100, 20, spec='{"n": 5}').kind == "dataset"
+
+
 def test_a_kind_that_contradicts_the_parent_is_refused() -> None:
     with pytest.raises(ValueError, match="kind 'size'; valid: dataset, subset, control"):
         DatasetInfo("a", 10, 28, 1, 1, parent="b", kind="size")
