@@ -158,9 +158,25 @@ def subset_curves(
         )
         if controls is not None and not controls.empty:
             own = controls[controls["target"] == target]
+            # Just right of the subset's k (log axis), so the two points do not hide each other.
             ax.scatter(
-                own["k"], own["r_control"], marker="s", s=22, facecolors="none", edgecolors=[color]
+                own["k"] * 1.12,
+                own["r_control"],
+                marker="s",
+                s=22,
+                facecolors="none",
+                edgecolors=[color],
             )
+    if controls is not None and not controls.empty:
+        ax.scatter(
+            [],
+            [],
+            marker="s",
+            s=22,
+            facecolors="none",
+            edgecolors="#555",
+            label="size-matched control\n(the subset's images,\nevery class)",
+        )
     ax.set_xscale("log")
     ks = sorted(set(curve["k"]))
     ax.set_xticks(ks, [str(int(k)) for k in ks])  # the k of the study, not powers of ten
