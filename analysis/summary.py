@@ -47,6 +47,8 @@ def _table(a: Analysis) -> list[str]:
         lines.append(
             target.ljust(width) + cells + (f"{value:.2f}" if math.isfinite(value) else "–")
         )
+    if not a.headline_bootstrap:
+        return [*lines, "no bootstrap resamples: no intervals"]
     lines.append(
         f"interval ends move by up to {a.headline_mc_error:.3f} (Monte-Carlo standard error) with "
         f"the resampling seed against {a.reference} ({a.headline_bootstrap:,} resamples), "
