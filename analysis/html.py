@@ -383,7 +383,11 @@ def _traits(a: Analysis, figures: dict[str, Path]) -> str:
         "independent or positively dependent). tables/traits.csv has p and q.</p>"
         + _figure(figures.get("traits"), "Dots: correlation; bars: intervals.")
         + table
-        + _figure(figures.get("top_agreement"), _top_caption(a))
+        + _figure(
+            figures.get("top_agreement"),
+            f"Share of the best {a.top_fraction:.0%} architectures two datasets have in common.",
+        )
+        + f"<p>{html.escape(_top_caption(a))}</p>"
     )
 
 

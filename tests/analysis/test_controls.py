@@ -135,3 +135,18 @@ def test_the_demo_table_compares_each_r_with_its_ceiling_not_with_a_single_seed_
     assert "not distinguishable from the best at this sample size" in text
     for row in result.subset_controls.itertuples():
         assert f"  {row.target}: {row.subset} vs {row.control}: {row.classes_effect:+.2f}" in text
+
+
+def test_the_report_states_the_exact_chance_of_top_overlap_and_when_k_is_too_small(result, page):
+    assert result.top_k == {"n": 40.0, "k": 4.0, "chance": 0.1, "too_few": 1.0}
+    assert "the best k = 4 of n = 40" in page
+    assert "k/n = 0.100 on average (exact" in page
+    assert "With k = 4 a share can only be 0, 0.25, 0.5, 0.75, 1: too few" in page
+
+
+def test_trait_stars_follow_the_false_discovery_rate_not_the_raw_p(result, page):
+    assert "Benjamini-Hochberg over all" in page
+    traits = result.traits
+    assert ((traits["p"] < 0.05) & (traits["q"] >= 0.05)).any()  # starred before, not now
+    starred = page.count("*</td>")
+    assert starred == int((traits["q"] < 0.05).sum())
