@@ -397,8 +397,8 @@ def _top_caption(a: Analysis) -> str:
         return f"Share of the best {a.top_fraction:.0%} architectures two datasets have in common."
     n, top = int(k["n"]), int(k["k"])
     text = (
-        f"Share of the best {a.top_fraction:.0%} architectures two datasets have in common: the best "
-        f"k = {top} of n = {n}. If the rankings were unrelated the share would be k/n = "
+        f"Top-{a.top_fraction:.0%} agreement compares the best k = {top} of n = {n} architectures "
+        "of each dataset. If the rankings were unrelated the share would be k/n = "
         f"{k['chance']:.3f} on average (exact; tables/top_overlap.csv has each pair's n, k and the "
         "hypergeometric p-value of its overlap)."
     )

@@ -139,7 +139,7 @@ def test_the_demo_table_compares_each_r_with_its_ceiling_not_with_a_single_seed_
 
 def test_the_report_states_the_exact_chance_of_top_overlap_and_when_k_is_too_small(result, page):
     assert result.top_k == {"n": 40.0, "k": 4.0, "chance": 0.1, "too_few": 1.0}
-    assert "the best k = 4 of n = 40" in page
+    assert "the best k = 4 of n = 40 architectures" in page
     assert "k/n = 0.100 on average (exact" in page
     assert "With k = 4 a share can only be 0, 0.25, 0.5, 0.75, 1: too few" in page
 
