@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 import matplotlib.ticker
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -135,6 +136,19 @@ def heatmap(
     return fig
 
 
+def _controls(ax: Axes, k: Any, r: Any, color: Any, label: str | None = None) -> None:
+    # Just right of the subset's k (log axis), so the two points do not hide each other.
+    ax.scatter(
+        np.asarray(k, dtype=float) * 1.12,
+        r,
+        marker="s",
+        s=22,
+        facecolors="none",
+        edgecolors=[color],
+        label=label,
+    )
+
+
 def subset_curves(
     curve: pd.DataFrame, reference: str, controls: pd.DataFrame | None = None
 ) -> Figure:
@@ -158,25 +172,9 @@ def subset_curves(
         )
         if controls is not None and not controls.empty:
             own = controls[controls["target"] == target]
-            # Just right of the subset's k (log axis), so the two points do not hide each other.
-            ax.scatter(
-                own["k"] * 1.12,
-                own["r_control"],
-                marker="s",
-                s=22,
-                facecolors="none",
-                edgecolors=[color],
-            )
+            _controls(ax, own["k"], own["r_control"], color)
     if controls is not None and not controls.empty:
-        ax.scatter(
-            [],
-            [],
-            marker="s",
-            s=22,
-            facecolors="none",
-            edgecolors="#555",
-            label="size-matched control\n(the subset's images,\nevery class)",
-        )
+        _controls(ax, [], [], "#555", "size-matched control\n(the subset's images,\nevery class)")
     ax.set_xscale("log")
     ks = sorted(set(curve["k"]))
     ax.set_xticks(ks, [str(int(k)) for k in ks])  # the k of the study, not powers of ten

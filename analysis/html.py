@@ -193,7 +193,21 @@ def _headline(a: Analysis, figures: dict[str, Path]) -> str:
             f"{int((sign == NEGATIVE).sum())} clearly negative, {int((sign == UNCLEAR).sum())} with no clear "
             "relation.</div>"
         )
-    explain = (
+    return (
+        summary
+        + _headline_note(a)
+        + _table("headline", headers, rows)
+        + _figure(
+            figures.get("scatter"),
+            "Each dot is one architecture. Panel titles give r with its interval.",
+        )
+    )
+
+
+def _headline_note(a: Analysis) -> str:
+    """What the headline's columns are, and the rule its readings follow."""
+    conf = f"{a.confidence:.0%}"
+    return (
         f"<p>r is the {a.method} correlation of the architectures' errors (each the mean over its seeds) on "
         f"{html.escape(a.reference)} and on the target, with a bootstrap {conf} percentile interval "
         f"(architectures resampled {a.headline_bootstrap:,} times; the Monte-Carlo standard error of these "
@@ -205,15 +219,6 @@ def _headline(a: Analysis, figures: dict[str, Path]) -> str:
         "attenuation), not capped: a value above 1 is sampling error; where the ceiling is 0 it is "
         "undefined, and an interval that reaches resamples with ceiling 0 is unbounded (∞).</p>"
         f"<p>{RULE}</p>"
-    )
-    return (
-        summary
-        + explain
-        + _table("headline", headers, rows)
-        + _figure(
-            figures.get("scatter"),
-            "Each dot is one architecture. Panel titles give r with its interval.",
-        )
     )
 
 

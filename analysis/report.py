@@ -160,6 +160,19 @@ def _check(study: Study, reference: str, metric: str, method: str, resamples: in
         raise ValueError(f"bootstrap and permutations must be >= 0, got {resamples}")
 
 
+class _Settings(TypedDict):
+    """The analysis's parameters, as Analysis and the provenance record them."""
+
+    reference: str
+    metric: str
+    method: str
+    bootstrap: int
+    permutations: int
+    confidence: float
+    seed: int
+    top_fraction: float
+
+
 class _Common(TypedDict):
     """What every table's correlations share besides the draws."""
 
@@ -189,10 +202,20 @@ def analyze(
     most, covers each dataset against the reference on the first `kendall_resamples` draws."""
     reference = reference or study.reference
     _check(study, reference, metric, method, min(bootstrap, permutations))
+    settings = _Settings(
+        reference=reference,
+        metric=metric,
+        method=method,
+        bootstrap=bootstrap,
+        permutations=permutations,
+        confidence=confidence,
+        seed=seed,
+        top_fraction=top_fraction,
+    )
     names, subsets, controls = _order(study, reference)
     targets = [d for d in names if d not in (reference, *subsets, *controls)] or list(subsets)
     errors = study.errors(metric)[names]
-    steps = tqdm(total=6, desc="analyze", unit="step", disable=not progress)
+    steps = tqdm(total=5, desc="analyze", unit="step", disable=not progress)
     rng = np.random.default_rng(seed)
     counts = bootstrap_counts(rng, len(errors), bootstrap)
     common = _Common(permutations=permutations, confidence=confidence, seed=seed)
@@ -200,19 +223,7 @@ def analyze(
         m: correlate(errors, method=m, counts=counts, progress=progress, **common)
         for m in ("pearson", "spearman")
     }
-    steps.update(1)
-    vs_reference = [(reference, d) for d in names if d != reference]
-    kendall = kendall_resamples(len(errors), len(vs_reference), bootstrap)
-    kendall_null = kendall_permutations(len(errors), len(vs_reference), permutations)
-    correlations["kendall"] = correlate(
-        errors,
-        method="kendall",
-        pairs=vs_reference,
-        counts=counts[:kendall],
-        permutations=kendall_null,
-        confidence=confidence,
-        seed=seed,
-    )
+    correlations["kendall"], kendall_null = _kendall(errors, reference, counts, common)
     steps.update(1)
     head = headline(
         study,
@@ -229,48 +240,25 @@ def analyze(
     tables = _tables(
         study, head, correlations[method], reference, names, subsets, controls, targets
     )
-    steps.update(1)
     as_trained = {c: study.as_trained(c) for c in ("flops", "params")}
     tables["traits"] = trait_effects(
         study.architectures, errors, as_trained=as_trained, method=method, counts=counts, **common
     )
     steps.update(1)
-    overlap = top_overlap(errors, top_fraction)
     scores = analyze_scores(
         study,
         errors,
         metric=metric,
         bootstrap=bootstrap,
-        permutations=permutations,
-        confidence=confidence,
-        seed=seed,
         counts=counts,
         progress=progress,
+        **common,
     )
-    params = {
-        "reference": reference,
-        "metric": metric,
-        "method": method,
-        "bootstrap": bootstrap,
-        "headline_bootstrap": len(head.counts),
-        "kendall_bootstrap": kendall,
-        "permutations": permutations,
-        "kendall_permutations": kendall_null,
-        "confidence": confidence,
-        "seed": seed,
-        "top_fraction": top_fraction,
-        "headline_error": headline_error,
-    }
+    steps.update(1)
+    resampling = _resampling(head, correlations, method, settings, headline_error, kendall_null)
     analysis = Analysis(
         path=str(study.path),
-        reference=reference,
-        metric=metric,
-        method=method,
-        bootstrap=bootstrap,
-        permutations=permutations,
-        confidence=confidence,
-        seed=seed,
-        top_fraction=top_fraction,
+        **settings,
         targets=targets,
         subsets=subsets,
         controls=controls,
@@ -280,24 +268,71 @@ def analyze(
         ),
         correlations=correlations,
         noise=head.noise,
-        top_agreement=top_agreement(errors, top_fraction),
-        top_overlap=overlap,
-        top_k=top_chance(overlap),
-        provenance=_provenance(study, params),
-        headline_bootstrap=len(head.counts),
-        headline_target=headline_error,
-        kendall_bootstrap=kendall,
-        kendall_permutations=kendall_null,
-        headline_mc_error=head.mc_error,
-        corrected_mc_error=head.corrected_mc_error,
-        mc_error=largest_mc_error(correlations[method].samples, confidence),
-        kendall_mc_error=largest_mc_error(correlations["kendall"].samples, confidence),
+        provenance=_provenance(study, {**settings, **_counts(resampling)}),
+        **_top(errors, top_fraction),
+        **resampling,
         **tables,
         scores=scores,
     )
     steps.update(1)
     steps.close()
     return analysis
+
+
+def _kendall(
+    errors: pd.DataFrame, reference: str, counts: np.ndarray, common: _Common
+) -> tuple[Correlations, int]:
+    """Kendall's tau of each dataset against the reference, on the first resamples and with
+    the permutations its cost allows (kendall_resamples, kendall_permutations)."""
+    pairs = [(reference, d) for d in errors.columns if d != reference]
+    resamples = kendall_resamples(len(errors), len(pairs), len(counts))
+    permutations = kendall_permutations(len(errors), len(pairs), common["permutations"])
+    table = correlate(
+        errors,
+        method="kendall",
+        pairs=pairs,
+        counts=counts[:resamples],
+        permutations=permutations,
+        confidence=common["confidence"],
+        seed=common["seed"],
+    )
+    return table, permutations
+
+
+def _resampling(
+    head: Headline,
+    correlations: dict[str, Correlations],
+    method: str,
+    settings: _Settings,
+    headline_error: float,
+    kendall_permutations: int,
+) -> dict[str, Any]:
+    """How many resamples each table used and the Monte-Carlo error of its interval ends."""
+    confidence = settings["confidence"]
+    kendall = correlations["kendall"]
+    return {
+        "headline_bootstrap": len(head.counts),
+        "headline_target": headline_error,
+        "kendall_bootstrap": kendall.samples.shape[1],
+        "kendall_permutations": kendall_permutations,
+        "headline_mc_error": head.mc_error,
+        "corrected_mc_error": head.corrected_mc_error,
+        "mc_error": largest_mc_error(correlations[method].samples, confidence),
+        "kendall_mc_error": largest_mc_error(kendall.samples, confidence),
+    }
+
+
+def _counts(resampling: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in resampling.items() if not k.endswith("mc_error")}
+
+
+def _top(errors: pd.DataFrame, fraction: float) -> dict[str, Any]:
+    overlap = top_overlap(errors, fraction)
+    return {
+        "top_agreement": top_agreement(errors, fraction),
+        "top_overlap": overlap,
+        "top_k": top_chance(overlap),
+    }
 
 
 def _tables(

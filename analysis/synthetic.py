@@ -88,43 +88,7 @@ def default_datasets(
         )
     ]
     for k in subset_ks:
-        alpha = 0.35 + 0.65 * np.log(k) / np.log(1000)
-        small = float(np.sqrt(1 - alpha**2))
-        out.append(
-            SyntheticDataset(
-                f"{reference}_k{k}",
-                k,
-                224,
-                1300 * k,
-                50 * k,
-                rho=float(alpha),
-                small=small,
-                base=20 + 0.02 * k,
-                spread=3,
-                seed_noise=1.2 - 0.1 * np.log10(k),
-                parent=reference,
-                subset_classes=tuple(sorted(rng.choice(1000, k, replace=False).tolist())),
-            )
-        )
-        if controls:
-            # Every class, the subset's images: nearer the reference, as small as the subset.
-            keep = float(min(1.0, alpha + 0.15))
-            out.append(
-                SyntheticDataset(
-                    f"{reference}_n{1300 * k}",
-                    1000,
-                    224,
-                    1300 * k,
-                    50_000,
-                    rho=keep,
-                    small=float(min(small, 0.95 * np.sqrt(1 - keep**2))),
-                    base=60 - 0.01 * k,
-                    spread=3,
-                    seed_noise=1.2 - 0.1 * np.log10(k),
-                    parent=reference,
-                    kind="control",
-                )
-            )
+        out += _subset(reference, k, rng, controls)
     targets = (
         ("cifar10", 10, 32, 50_000, 10_000, 0.55, 0.6, 9, 2.0, 0.5),
         ("cifar100", 100, 32, 50_000, 10_000, 0.7, 0.4, 33, 3.0, 0.8),
@@ -141,6 +105,51 @@ def default_datasets(
         small = min(small, 0.95 * np.sqrt(1 - rho**2))
         out.append(
             SyntheticDataset(name, classes, res, ntr, nte, rho, float(small), base, spread, noise)
+        )
+    return out
+
+
+def _subset(
+    reference: str, k: int, rng: np.random.Generator, control: bool
+) -> list[SyntheticDataset]:
+    """ImageNet restricted to k classes and, with `control`, its size-matched control."""
+    alpha = 0.35 + 0.65 * np.log(k) / np.log(1000)
+    small = float(np.sqrt(1 - alpha**2))
+    noise = 1.2 - 0.1 * np.log10(k)
+    out = [
+        SyntheticDataset(
+            f"{reference}_k{k}",
+            k,
+            224,
+            1300 * k,
+            50 * k,
+            rho=float(alpha),
+            small=small,
+            base=20 + 0.02 * k,
+            spread=3,
+            seed_noise=noise,
+            parent=reference,
+            subset_classes=tuple(sorted(rng.choice(1000, k, replace=False).tolist())),
+        )
+    ]
+    if control:
+        # Every class, the subset's images: nearer the reference, as small as the subset.
+        keep = float(min(1.0, alpha + 0.15))
+        out.append(
+            SyntheticDataset(
+                f"{reference}_n{1300 * k}",
+                1000,
+                224,
+                1300 * k,
+                50_000,
+                rho=keep,
+                small=float(min(small, 0.95 * np.sqrt(1 - keep**2))),
+                base=60 - 0.01 * k,
+                spread=3,
+                seed_noise=noise,
+                parent=reference,
+                kind="control",
+            )
         )
     return out
 
