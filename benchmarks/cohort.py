@@ -112,15 +112,17 @@ def _others() -> float:
 
 class Meter:
     """CPU seconds of the loaders, per phase ("train", "test"): the main thread's inside
-    `next()`, and the other threads' from the start of a pass to its end."""
+    `next()`, and the other threads' from the start of a pass to its end; and the main
+    thread's over whole passes (`passes`: its loader part included)."""
 
     def __init__(self) -> None:
         self.main = {"train": 0.0, "test": 0.0}
         self.others = {"train": 0.0, "test": 0.0}
+        self.passes = {"train": 0.0, "test": 0.0}
 
     def metered(self, batches: Iterable[Any], phase: str) -> Iterator[Any]:
         it = iter(batches)
-        others = _others()
+        others, main = _others(), time.thread_time()
         try:
             while True:
                 start = time.thread_time()
@@ -131,6 +133,7 @@ class Meter:
                 yield batch
         finally:
             self.others[phase] += _others() - others
+            self.passes[phase] += time.thread_time() - main
 
 
 class MeteredTrain:
@@ -167,6 +170,7 @@ class Usage:
     train_load: float
     test_load: float
     compute: float
+    steps: float  # of compute: the main thread's during training passes (steps, driver)
     stray: float
 
     @property
@@ -195,6 +199,7 @@ def timed(run: Callable[[Meter], object]) -> Usage:
         train_load=m["train"] + o["train"],
         test_load=m["test"] + o["test"],
         compute=main - m["train"] - m["test"],
+        steps=meter.passes["train"] - m["train"],
         stray=others - o["train"] - o["test"],
     )
 
@@ -253,7 +258,9 @@ def config_ks(n: int) -> int:
     return sum(1 for k in KS if k <= n)
 
 
-def table(results: dict[str, tuple[dict[int, tuple[Usage, Usage]], Usage]]) -> str:
+def table(results: dict[str, tuple[dict[int, tuple[Usage, Usage]], Usage]], images: int) -> str:
+    """The cohort table, then per configuration the shares and rates of its solo runs
+    (`images`: training images per run, all epochs)."""
     lines = [
         "| data | K | wall s/cell | solo | wall vs solo | loader CPU s/cell (train + test) "
         "| solo | loader CPU vs solo (goal <= 1.2/K) | compute CPU s/cell | solo | compute vs solo |",
@@ -269,16 +276,18 @@ def table(results: dict[str, tuple[dict[int, tuple[Usage, Usage]], Usage]]) -> s
             )
     lines += [
         "",
-        "| data | loading share of solo's CPU | loader CPU / solo wall | loaders "
-        "alone, train + test CPU s per run | stray CPU s/cell, largest |",
-        "|---|---|---|---|---|",
+        "| data | loading share of solo's CPU | loader CPU / solo wall | loaders alone, train "
+        "+ test CPU s | train images per loader CPU s | solo: train images per step CPU s "
+        "| stray CPU s/cell, largest |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, (rows, alone) in results.items():
-        s = rows[1][0]
+        s = rows[max(rows)][0]  # solo, the mean over every architecture
         stray = max(abs(u.stray) for pair in rows.values() for u in pair)
         lines.append(
             f"| {name} | {s.load / (s.load + s.compute):.0%} | {s.load / s.wall:.0%} "
-            f"| {alone.train_load:.3f} + {alone.test_load:.3f} | {stray:.3f} |"
+            f"| {alone.train_load:.3f} + {alone.test_load:.3f} | {images / alone.train_load:.0f} "
+            f"| {images / s.steps:.0f} | {stray:.3f} |"
         )
     return "\n".join(lines)
 
@@ -334,7 +343,7 @@ def main() -> None:
             work = Path(tmp) / str(len(results))
             results[config.name] = run_config(config, work, images, epochs, ks)
     print(f"load average at end: {os.getloadavg()}")
-    print(table(results))
+    print(table(results, images * epochs))
     if args.json:
         figures = {
             name: {
