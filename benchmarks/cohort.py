@@ -45,8 +45,8 @@ from typing import Any  # noqa: E402
 import torch  # noqa: E402
 
 from anynet.arch import Architecture  # noqa: E402
-from hpc.recipe import Recipe  # noqa: E402
-from hpc.train import train_cell, train_cells  # noqa: E402
+from hpc.study.recipe import Recipe  # noqa: E402
+from hpc.worker.train import train_cell, train_cells  # noqa: E402
 from loaders.pipelines import build_loaders  # noqa: E402
 from loaders.prepare import prepare  # noqa: E402
 from loaders.registry import get_dataset  # noqa: E402
@@ -94,11 +94,12 @@ CONFIGS = (
 
 
 def demo_archs(n: int) -> list[Architecture]:
-    """The first `n` architectures of the demo study (hpc/presets/demo.toml's design)."""
-    from hpc.spec import parse_study
-    from hpc.study import sample_architectures
+    """The first `n` architectures of the demo study (hpc/study/presets/demo.toml's design)."""
+    from hpc.study.population import sample_architectures
+    from hpc.study.presets import PRESETS_DIR
+    from hpc.study.spec import parse_study
 
-    text = (Path(_ROOT) / "hpc" / "presets" / "demo.toml").read_text()
+    text = (PRESETS_DIR / "demo.toml").read_text()
     with tempfile.TemporaryDirectory() as tmp:
         study = parse_study(text, tmp)
         archs = sample_architectures(study, write=False).archs

@@ -28,9 +28,11 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
-from hpc.spec import parse_study  # noqa: E402
-from hpc.study import sample_architectures  # noqa: E402
-from hpc.worker import run_chunk, write_manifest  # noqa: E402
+from hpc.scheduling.manifest import write_manifest  # noqa: E402
+from hpc.study.population import sample_architectures  # noqa: E402
+from hpc.study.presets import PRESETS_DIR  # noqa: E402
+from hpc.study.spec import parse_study  # noqa: E402
+from hpc.worker import run_chunk  # noqa: E402
 from loaders.prepare import prepare  # noqa: E402
 
 SIZES = (1, 2, 4)
@@ -66,7 +68,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="rounds over the cohort sizes")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    text = (Path(_ROOT) / "hpc" / "presets" / "demo.toml").read_text()
+    text = (PRESETS_DIR / "demo.toml").read_text()
     print(f"load average at start: {os.getloadavg()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="anysweep-cohort-demo-") as tmp:
         study = parse_study(text, tmp)
