@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -55,10 +55,10 @@ class StreamRun(CellRun):
         with on_stream(self.stream, inputs, labels):
             return super().step(inputs, labels, step)
 
-    def end_epoch(self, test_loader: Iterable[Any], data_seconds: float) -> None:
+    def end_training(self, data_seconds: float) -> bool:
         if self.stream is not None:
             torch.cuda.current_stream(self.device).wait_stream(self.stream)
-        super().end_epoch(test_loader, data_seconds)
+        return super().end_training(data_seconds)
 
 
 class GraphRun(StreamRun):
