@@ -67,7 +67,7 @@ def launch(
     # A grown study samples its new architectures here (prefix-stable: old ids keep theirs).
     population = sample_architectures(study, write=not dry_run)
     if dry_run:
-        return Launch(_plan(study, scheduler, jobs, population))
+        return Launch(_plan(study, scheduler, jobs, population, project=True))
     with study_lock(study.layout, "launch"):
         if reset_retries:
             reset_failed(study)
@@ -85,13 +85,20 @@ def launch(
     return Launch(plan, record_id, submitted.job_ids, submitted.jobs, submitted.files)
 
 
-def _plan(study: Study, scheduler: Scheduler, jobs: int | None, population: Population) -> Plan:
+def _plan(
+    study: Study,
+    scheduler: Scheduler,
+    jobs: int | None,
+    population: Population,
+    project: bool = False,
+) -> Plan:
     return make_plan(
         study,
         population,
         active=active_cells(study),  # one scheduler query
         array_size=scheduler.array_size(study),
         lanes=scheduler.lanes(jobs),
+        project=project,
     )
 
 

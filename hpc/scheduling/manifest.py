@@ -28,10 +28,11 @@ MANIFEST_KEYS = (
     "threads",
     "data_dir",
     "cohort",
+    "cuda_graphs",
 )
 # Manifests written before data_dir was a key read their data from <study_dir>/data;
-# those written before cohorts train every cell alone.
-OPTIONAL_KEYS = {"data_dir": None, "cohort": 1}
+# those written before cohorts train every cell alone, and eagerly.
+OPTIONAL_KEYS = {"data_dir": None, "cohort": 1, "cuda_graphs": False}
 CELL_KEYS = ("arch_id", "seed", "arch")
 # A manifest may name one GPU of several, beside study.toml's devices.
 MANIFEST_DEVICES = (*DEVICES, "cuda:N")
@@ -59,6 +60,7 @@ class Manifest:
     threads: int
     data_dir: Path  # prepared datasets: [study] data_dir, resolved
     cohort: int = 1
+    cuda_graphs: bool = False  # speed only: cohort members step as CUDA graphs on CUDA
 
     @property
     def dataset_name(self) -> str:
@@ -74,6 +76,12 @@ def _check_device(device: str, where: str) -> str:
 def _check_int(value: Any, name: str, where: str, minimum: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise ValueError(f"{where}: {name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _check_bool(value: Any, name: str, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{where}: {name} must be true or false, got {value!r}")
     return value
 
 
@@ -138,6 +146,7 @@ def parse_manifest(data: Any, where: str = "manifest") -> Manifest:
         threads=_check_int(data["threads"], "threads", where, 0),
         data_dir=Path(data_dir),
         cohort=_check_int(data.get("cohort", 1), "cohort", where, 1),
+        cuda_graphs=_check_bool(data.get("cuda_graphs", False), "cuda_graphs", where),
     )
 
 
@@ -166,6 +175,7 @@ def write_manifest(
     threads: int = 1,
     data_dir: Path | None = None,
     cohort: int = 1,
+    cuda_graphs: bool = False,
 ) -> Manifest:
     """Validate and write one chunk's manifest atomically; returns what a worker will read.
 
@@ -193,6 +203,7 @@ def write_manifest(
         "device": device,
         "threads": threads,
         "cohort": cohort,
+        "cuda_graphs": cuda_graphs,
     }
     manifest = parse_manifest(json.loads(json.dumps(data)), where=str(path))
     write_json(Path(path), data)

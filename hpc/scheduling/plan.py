@@ -1,8 +1,9 @@
 """The planner: which cells still need a run, what each costs, and how they group into
-chunks (one dataset each, sized to fit a task's time limit) and arrays (split at MaxArraySize).
+cohorts (trained in lockstep from one loader), chunks (whole cohorts of one dataset, sized to
+fit a task's time limit) and arrays (split at MaxArraySize).
 
 Pure bookkeeping over files: no scheduler is asked here (the caller gives its array size)
-and no data is read.
+and no data is read. Prices come from hpc/scheduling/pricing.py.
 """
 
 from __future__ import annotations
@@ -13,12 +14,22 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hpc.scheduling.cost import cohorts
+from hpc.scheduling.pricing import (
+    CELL_OVERHEAD_S,
+    Pricing,
+    Projection,
+    format_cohorts,
+    format_projection,
+    price,
+    projections,
+)
 from hpc.study.datasets import dataset_sizes
-from hpc.study.population import Population, dataset_arch
+from hpc.study.population import Population
 from hpc.study.results import ArchSeed, Cell, ResultSummary, is_finished, scan_results, study_cells
 from hpc.study.spec import ClusterSpec, Study
 
-CELL_OVERHEAD_S = 30.0  # building the model, the last evaluation, writing the result
+__all__ = ["CELL_OVERHEAD_S", "CHUNK_OVERHEAD_S"]
 CHUNK_OVERHEAD_S = 120.0  # starting Python, building the loaders (FFCV compiles them)
 
 
@@ -29,6 +40,8 @@ class PlannedChunk:
     dataset: str
     cells: tuple[ArchSeed, ...]
     seconds: float  # estimated, chunk overhead included
+    cohort: int = 1  # the most cells the worker trains in lockstep (whole cohorts per chunk)
+    cuda_graphs: bool = False  # members step as CUDA graphs where the worker finds CUDA
 
 
 @dataclass(frozen=True)
@@ -43,7 +56,8 @@ class Array:
 
 @dataclass(frozen=True)
 class DatasetCost:
-    """What planning assumes about a dataset's cells."""
+    """What planning assumes about a dataset's cells: their pricing on the study's device
+    kind, calibrated by the cells already measured."""
 
     name: str
     train_images: int
@@ -52,10 +66,16 @@ class DatasetCost:
     flops: np.ndarray  # per architecture id, at the dataset's resolution
     calibration: float  # measured / estimated seconds of its finished cells (1: none yet)
     assumed: bool  # the image counts are a guess (the registry does not know them)
+    pricing: Pricing
 
-    def seconds(self, arch_id: int, throughput: float) -> float:
-        work = self.flops[arch_id] * self.epochs * (3 * self.train_images + self.test_images)
-        return self.calibration * (work / throughput + CELL_OVERHEAD_S)
+    def cohort_seconds(self, arch_ids: list[int]) -> float:
+        """A cohort's wall seconds (its members share them), start-up included."""
+        return self.calibration * self.pricing.cohort_seconds(arch_ids)
+
+    def seconds(self, arch_id: int) -> float:
+        """The wall seconds a cell of this architecture records: its cohort's, taken as K
+        members like it (cells measured in cohorts of another size calibrate off by that)."""
+        return self.cohort_seconds([arch_id] * self.pricing.k)
 
 
 @dataclass(frozen=True)
@@ -72,45 +92,28 @@ class Plan:
     max_array_size: int
     notes: tuple[str, ...] = field(default=())
     lanes: int | None = None  # local runs: workers at once (arrays do not apply)
+    pricing: dict[str, Pricing] = field(default_factory=dict)  # per dataset: K, rows, why
+    projections: tuple[Projection, ...] = ()  # the whole study per device kind (dry runs)
 
 
 def dataset_costs(
     study: Study, population: Population, results: Mapping[Cell, ResultSummary]
 ) -> dict[str, DatasetCost]:
-    """Cost model per dataset: flops x images x epochs, calibrated by measured cells."""
-    from anynet.complexity import complexity_batch
-
+    """Cost model per dataset: its cells priced on the study's device kind in cohorts,
+    calibrated by measured cells."""
     costs: dict[str, DatasetCost] = {}
     for entry in study.datasets:
-        train, test, classes, assumed = dataset_sizes(entry)
-        archs = [dataset_arch(a, entry) for a in population.archs]
-        flops = np.zeros(len(archs), dtype=np.float64)
-        # complexity_batch takes one stem and stage count per call: group by them.
-        groups: dict[tuple, list[int]] = {}
-        for i, a in enumerate(archs):
-            groups.setdefault((a.stem, a.stem_width, a.se_ratio, a.num_stages), []).append(i)
-        for (stem, stem_width, se_ratio, _), ids in groups.items():
-            rows = [archs[i] for i in ids]
-            values = complexity_batch(
-                np.asarray([a.depths for a in rows]),
-                np.asarray([a.widths for a in rows]),
-                np.asarray([a.bottleneck_ratios for a in rows]),
-                np.asarray([a.group_widths for a in rows]),
-                stem=stem,
-                stem_width=stem_width,
-                se_ratio=se_ratio,
-                resolution=entry.resolution,
-                num_classes=classes,
-            )[0]
-            flops[ids] = values
+        train, test, _, assumed = dataset_sizes(entry)
+        pricing = price(study, entry, population)
+        flops = pricing.flops
         costs[entry.name] = DatasetCost(
-            entry.name, train, test, entry.recipe.epochs, flops, 1.0, assumed
+            entry.name, train, test, entry.recipe.epochs, flops, 1.0, assumed, pricing
         )
-    return _calibrate(study, costs, results)
+    return _calibrate(costs, results)
 
 
 def _calibrate(
-    study: Study, costs: dict[str, DatasetCost], results: Mapping[Cell, ResultSummary]
+    costs: dict[str, DatasetCost], results: Mapping[Cell, ResultSummary]
 ) -> dict[str, DatasetCost]:
     ratios: dict[str, list[float]] = {name: [] for name in costs}
     for cell, summary in results.items():
@@ -119,8 +122,7 @@ def _calibrate(
             continue
         if cell.arch_id >= len(cost.flops):
             continue
-        throughput = study.dataset(cell.dataset).cluster.throughput
-        ratios[cell.dataset].append(summary.train_seconds / cost.seconds(cell.arch_id, throughput))
+        ratios[cell.dataset].append(summary.train_seconds / cost.seconds(cell.arch_id))
     everything = [r for values in ratios.values() for r in values]
     fallback = float(np.median(everything)) if everything else 1.0
     return {
@@ -132,6 +134,7 @@ def _calibrate(
             c.flops,
             float(np.median(ratios[name])) if ratios[name] else fallback,
             c.assumed,
+            c.pricing,
         )
         for name, c in costs.items()
     }
@@ -160,6 +163,29 @@ def chunk_cells(
     return [
         PlannedChunk(dataset, tuple(cells[b:e]), float(t) + CHUNK_OVERHEAD_S)
         for b, e, t in zip(bounds[:-1].tolist(), bounds[1:].tolist(), sums, strict=True)
+    ]
+
+
+def chunk_cohorts(
+    dataset: str,
+    groups: list[list[ArchSeed]],
+    seconds: list[float],
+    capacity: float,
+    cohort: int = 1,
+    cuda_graphs: bool = False,
+) -> list[PlannedChunk]:
+    """Whole cohorts (their members share the wall `seconds`) grouped into chunks as
+    `chunk_cells` groups cells; a cohort longer than the capacity gets a chunk of its own."""
+    units = chunk_cells(dataset, [(i, 0) for i in range(len(groups))], seconds, capacity)
+    return [
+        PlannedChunk(
+            dataset,
+            tuple(cell for i, _ in unit.cells for cell in groups[i]),
+            unit.seconds,
+            cohort,
+            cuda_graphs,
+        )
+        for unit in units
     ]
 
 
@@ -228,11 +254,13 @@ def make_plan(
     results: Mapping[Cell, ResultSummary] | None = None,
     active: Iterable[Cell] = (),
     lanes: int | None = None,
+    project: bool = False,
 ) -> Plan:
     """Plan the cells that are neither finished nor queued or running, in arrays of at most
     `array_size` chunks (the scheduler's limit).
 
-    `lanes` (local runs) splits the work into enough chunks to keep that many workers busy.
+    `lanes` (local runs) splits the work into enough chunks to keep that many workers busy;
+    `project` adds the whole study's projections per device kind (for dry runs).
     """
     if results is None:
         results = scan_results(study)
@@ -241,16 +269,14 @@ def make_plan(
     cells = study_cells(study)
     attempts = study.settings.max_attempts
     missing = [c for c in cells if c not in active and not is_finished(results.get(c), attempts)]
-    seconds = {
-        c: costs[c.dataset].seconds(c.arch_id, study.dataset(c.dataset).cluster.throughput)
-        for c in missing
-    }
+    units = _cohorts(costs, missing)
     spread = None
     if lanes:
         # About four chunks per worker: they take the next chunk as they finish, so the
         # last ones end close together.
-        spread = sum(seconds.values()) / (4 * lanes) + CHUNK_OVERHEAD_S
-    chunks, arrays, gpu_hours = _group(study, missing, seconds, spread, array_size)
+        total = sum(sum(seconds) for _, seconds in units.values())
+        spread = total / (4 * lanes) + CHUNK_OVERHEAD_S
+    chunks, arrays, gpu_hours = _group(study, costs, units, spread, array_size)
     notes = tuple(
         f"{name}: image counts unknown to the registry; assumed {c.train_images:,} train / "
         f"{c.test_images:,} test"
@@ -268,37 +294,50 @@ def make_plan(
         max_array_size=array_size,
         notes=notes,
         lanes=lanes,
+        pricing={name: c.pricing for name, c in costs.items()},
+        projections=tuple(projections(study, population)) if project else (),
     )
+
+
+Units = dict[str, tuple[list[list[ArchSeed]], list[float]]]
+
+
+def _cohorts(costs: Mapping[str, DatasetCost], missing: list[Cell]) -> Units:
+    """Per dataset, its missing cells in cohorts (one seed each, at most K, in study order)
+    and each cohort's wall seconds, which its members share."""
+    by_dataset: dict[str, list[ArchSeed]] = {}
+    for c in missing:
+        by_dataset.setdefault(c.dataset, []).append((c.arch_id, c.seed))
+    units: Units = {}
+    for name, cells in by_dataset.items():
+        cost = costs[name]
+        groups = cohorts(cells, lambda cell: cell[1], cost.pricing.k)
+        units[name] = (groups, [cost.cohort_seconds([a for a, _ in g]) for g in groups])
+    return units
 
 
 def _group(
     study: Study,
-    missing: list[Cell],
-    seconds: Mapping[Cell, float],
+    costs: Mapping[str, DatasetCost],
+    units: Units,
     spread: float | None,
     array_size: int,
 ) -> tuple[list[PlannedChunk], list[Array], float]:
-    """The missing cells in chunks per dataset, the chunks in arrays, and their GPU-hours."""
+    """The missing cells' cohorts in chunks per dataset, the chunks in arrays, and their
+    GPU-hours."""
     chunks: list[PlannedChunk] = []
     arrays: list[Array] = []
     gpu_hours = 0.0
-    by_dataset: dict[str, list[Cell]] = {}
-    for c in missing:
-        by_dataset.setdefault(c.dataset, []).append(c)
     for entry in study.datasets:
-        mine = by_dataset.get(entry.name, [])
-        if not mine:
+        if entry.name not in units:
             continue
+        groups, seconds = units[entry.name]
+        pricing = costs[entry.name].pricing
         limit = entry.cluster.margin * entry.cluster.time_min * 60
-        mine_seconds = [seconds[c] for c in mine]
-        own = chunk_cells(
-            entry.name,
-            [(c.arch_id, c.seed) for c in mine],
-            mine_seconds,
-            min(limit, spread) if spread else limit,
-        )
+        capacity = min(limit, spread) if spread else limit
+        own = chunk_cohorts(entry.name, groups, seconds, capacity, pricing.k, pricing.graphs)
         chunks.extend(own)
-        gpu_hours += sum(mine_seconds) * max(entry.cluster.gpus, 1) / 3600
+        gpu_hours += sum(seconds) * max(entry.cluster.gpus, 1) / 3600
         for k, start in enumerate(range(0, len(own), array_size)):
             part = tuple(own[start : start + array_size])
             arrays.append(Array(f"{entry.name}-{k}", entry.name, part, entry.cluster))
@@ -327,14 +366,29 @@ def format_plan(plan: Plan, study: Study) -> str:
     ]
     if plan.arrays:
         lines.append(
-            f"  {'array':<24} {'tasks':>6} {'cells':>7} {'longest task':>13} {'time limit':>11}"
+            f"  {'array':<24} {'tasks':>6} {'cells':>7} {'K':>3} {'longest task':>13} "
+            f"{'time limit':>11}"
         )
     for array in plan.arrays:
         cells = sum(len(c.cells) for c in array.chunks)
         longest = max(c.seconds for c in array.chunks) / 60
         lines.append(
-            f"  {array.label:<24} {len(array.chunks):>6} {cells:>7} {longest:>10.0f} min "
-            f"{array.cluster.time_min:>7} min"
+            f"  {array.label:<24} {len(array.chunks):>6} {cells:>7} {array.chunks[0].cohort:>3} "
+            f"{longest:>10.0f} min {array.cluster.time_min:>7} min"
         )
+    lines += format_cohorts(plan.pricing, _cohort_counts(plan))
+    lines += format_projection(plan.projections)
     lines.extend(f"note: {n}" for n in plan.notes)
     return "\n".join(lines)
+
+
+def _cohort_counts(plan: Plan) -> dict[str, int]:
+    """Cohorts to run per dataset: per chunk, its cells of each seed in groups of K."""
+    counts: dict[str, int] = {}
+    for chunk in plan.chunks:
+        seeds: dict[int, int] = {}
+        for _, seed in chunk.cells:
+            seeds[seed] = seeds.get(seed, 0) + 1
+        n = sum(math.ceil(v / chunk.cohort) for v in seeds.values())
+        counts[chunk.dataset] = counts.get(chunk.dataset, 0) + n
+    return counts

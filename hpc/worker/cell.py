@@ -24,6 +24,7 @@ from hpc.study.layout import CellPaths, StudyLayout, cell_stem
 from hpc.study.results import is_final
 from hpc.worker.cohort import train_cohort
 from hpc.worker.data import Loaders, loaders_for
+from hpc.worker.graphs import member_class
 from hpc.worker.train import CellInterrupted, CellRun, TrainOutcome, cell_seed, validate
 
 # A result file the system would not let us read is asked this many times, this far apart.
@@ -200,10 +201,14 @@ def _build(chunk: ChunkRun, attempt: Attempt) -> Loaders:
 
 
 def _cell_run(chunk: ChunkRun, attempt: Attempt, data: Loaders) -> CellRun:
-    """The cell's training, seeded, built and restored from its checkpoint."""
+    """The cell's training, seeded, built and restored from its checkpoint; stepped as CUDA
+    graphs where the manifest asks for them and CUDA is here (speed only)."""
     cell, manifest = attempt.cell, chunk.manifest
     assert attempt.arch is not None  # read by _build
-    return CellRun(
+    member, said = member_class(manifest.cuda_graphs, chunk.device)
+    if said:
+        attempt.log(said)
+    return member(
         attempt.arch,
         manifest.recipe,
         seed=cell.seed,

@@ -75,6 +75,8 @@ class Submission:
                     max_attempts=study.settings.max_attempts,
                     device=study.settings.device,
                     threads=array.cluster.cpus if threads is None else threads,
+                    cohort=chunk.cohort,
+                    cuda_graphs=chunk.cuda_graphs,
                 )
         return paths
 
