@@ -7,19 +7,22 @@ and no data is read.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from analysis.schema import STATUSES
 from hpc.study.datasets import dataset_sizes
 from hpc.study.population import Population, dataset_arch
-from hpc.study.results import ArchSeed, Cell, ResultSummary, is_finished, scan_results, study_cells
+from hpc.study.results import ArchSeed, Cell, Grid, Outcomes, standing
 from hpc.study.spec import ClusterSpec, Study
 
 CELL_OVERHEAD_S = 30.0  # building the model, the last evaluation, writing the result
 CHUNK_OVERHEAD_S = 120.0  # starting Python, building the loaders (FFCV compiles them)
+DONE = STATUSES.index("done")
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,8 @@ class DatasetCost:
     calibration: float  # measured / estimated seconds of its finished cells (1: none yet)
     assumed: bool  # the image counts are a guess (the registry does not know them)
 
-    def seconds(self, arch_id: int, throughput: float) -> float:
+    def seconds(self, arch_id: int | np.ndarray, throughput: float) -> float | np.ndarray:
+        """Estimated seconds of the cells of these architecture ids (one or an array)."""
         work = self.flops[arch_id] * self.epochs * (3 * self.train_images + self.test_images)
         return self.calibration * (work / throughput + CELL_OVERHEAD_S)
 
@@ -65,17 +69,31 @@ class Plan:
     total: int  # cells of the study
     finished: int  # done, diverged, or failed past the retry limit
     active: int  # queued or running now
-    missing: tuple[Cell, ...]
-    chunks: tuple[PlannedChunk, ...]
-    arrays: tuple[Array, ...]
-    gpu_hours: float  # estimated for the missing cells
-    max_array_size: int
+    grid: Grid
+    to_run: np.ndarray = field(repr=False)  # grid positions of the cells that need a run
+    attempts: np.ndarray = field(repr=False)  # failed attempts each of them has made
+    chunks: tuple[PlannedChunk, ...] = ()
+    arrays: tuple[Array, ...] = ()
+    gpu_hours: float = 0.0  # estimated for the missing cells
+    max_array_size: int = 1
     notes: tuple[str, ...] = field(default=())
     lanes: int | None = None  # local runs: workers at once (arrays do not apply)
 
+    @functools.cached_property
+    def missing(self) -> tuple[Cell, ...]:
+        """The cells that need a run, in study order."""
+        return tuple(self.grid.cells(self.to_run))
+
+    def attempts_of(self, dataset: str) -> dict[ArchSeed, int]:
+        """Failed attempts made before, of one dataset's cells to run (those with any)."""
+        d, a, s = self.grid.parts(self.to_run)
+        mine = (d == self.grid.datasets.index(dataset)) & (self.attempts > 0)
+        rows = zip(a[mine].tolist(), s[mine].tolist(), self.attempts[mine].tolist(), strict=True)
+        return {(arch, seed): n for arch, seed, n in rows}
+
 
 def dataset_costs(
-    study: Study, population: Population, results: Mapping[Cell, ResultSummary]
+    study: Study, population: Population, outcomes: Outcomes | None
 ) -> dict[str, DatasetCost]:
     """Cost model per dataset: flops x images x epochs, calibrated by measured cells."""
     from anynet.complexity import complexity_batch
@@ -106,23 +124,30 @@ def dataset_costs(
         costs[entry.name] = DatasetCost(
             entry.name, train, test, entry.recipe.epochs, flops, 1.0, assumed
         )
-    return _calibrate(study, costs, results)
+    return _calibrate(study, costs, outcomes)
 
 
 def _calibrate(
-    study: Study, costs: dict[str, DatasetCost], results: Mapping[Cell, ResultSummary]
+    study: Study, costs: dict[str, DatasetCost], outcomes: Outcomes | None
 ) -> dict[str, DatasetCost]:
-    ratios: dict[str, list[float]] = {name: [] for name in costs}
-    for cell, summary in results.items():
-        cost = costs.get(cell.dataset)
-        if cost is None or summary.status != "done" or not summary.train_seconds > 0:
-            continue
-        if cell.arch_id >= len(cost.flops):
-            continue
-        throughput = study.dataset(cell.dataset).cluster.throughput
-        ratios[cell.dataset].append(summary.train_seconds / cost.seconds(cell.arch_id, throughput))
-    everything = [r for values in ratios.values() for r in values]
-    fallback = float(np.median(everything)) if everything else 1.0
+    """Each dataset's median of measured / estimated seconds over its done cells (the
+    median over all datasets for one without any)."""
+    ratios: dict[str, np.ndarray] = {name: np.zeros(0) for name in costs}
+    if outcomes is not None:
+        grid = outcomes.grid
+        done = outcomes.final() & (outcomes.status == DONE) & (outcomes.train_seconds > 0)
+        d, a, _ = grid.parts(np.flatnonzero(done))
+        for i, name in enumerate(grid.datasets):
+            cost = costs.get(name)
+            mine = np.flatnonzero(done)[d == i]
+            archs = a[d == i]
+            if cost is None or not len(mine):
+                continue
+            inside = archs < len(cost.flops)
+            estimate = cost.seconds(archs[inside], study.dataset(name).cluster.throughput)
+            ratios[name] = outcomes.train_seconds[mine[inside]] / estimate
+    everything = np.concatenate(list(ratios.values())) if ratios else np.zeros(0)
+    fallback = float(np.median(everything)) if len(everything) else 1.0
     return {
         name: DatasetCost(
             c.name,
@@ -130,7 +155,7 @@ def _calibrate(
             c.test_images,
             c.epochs,
             c.flops,
-            float(np.median(ratios[name])) if ratios[name] else fallback,
+            float(np.median(ratios[name])) if len(ratios[name]) else fallback,
             c.assumed,
         )
         for name, c in costs.items()
@@ -225,32 +250,30 @@ def make_plan(
     population: Population,
     *,
     array_size: int,
-    results: Mapping[Cell, ResultSummary] | None = None,
-    active: Iterable[Cell] = (),
+    outcomes: Outcomes | None = None,
+    active: np.ndarray | Iterable[Cell] = (),
     lanes: int | None = None,
 ) -> Plan:
-    """Plan the cells that are neither finished nor queued or running, in arrays of at most
-    `array_size` chunks (the scheduler's limit).
+    """Plan the cells that are neither finished nor queued or running (`active`: a mask
+    over the study's grid, or cells), in arrays of at most `array_size` chunks (the
+    scheduler's limit). A stale cell (trained with what the study no longer says) is to run.
 
     `lanes` (local runs) splits the work into enough chunks to keep that many workers busy.
     """
-    if results is None:
-        results = scan_results(study)
-    active = set(active)
-    costs = dataset_costs(study, population, results)
-    cells = study_cells(study)
-    attempts = study.settings.max_attempts
-    missing = [c for c in cells if c not in active and not is_finished(results.get(c), attempts)]
-    seconds = {
-        c: costs[c.dataset].seconds(c.arch_id, study.dataset(c.dataset).cluster.throughput)
-        for c in missing
-    }
+    if outcomes is None:
+        outcomes = standing(study, population).outcomes
+    grid = outcomes.grid
+    busy = _active_mask(grid, active)
+    finished = outcomes.finished(study.settings.max_attempts)
+    to_run = np.flatnonzero(~finished & ~busy)
+    costs = dataset_costs(study, population, outcomes)
+    seconds = _seconds(study, grid, costs, to_run)
     spread = None
     if lanes:
         # About four chunks per worker: they take the next chunk as they finish, so the
         # last ones end close together.
-        spread = sum(seconds.values()) / (4 * lanes) + CHUNK_OVERHEAD_S
-    chunks, arrays, gpu_hours = _group(study, missing, seconds, spread, array_size)
+        spread = float(seconds.sum()) / (4 * lanes) + CHUNK_OVERHEAD_S
+    chunks, arrays, gpu_hours = _group(study, grid, to_run, seconds, spread, array_size)
     notes = tuple(
         f"{name}: image counts unknown to the registry; assumed {c.train_images:,} train / "
         f"{c.test_images:,} test"
@@ -258,10 +281,12 @@ def make_plan(
         if c.assumed
     )
     return Plan(
-        total=len(cells),
-        finished=sum(is_finished(results.get(c), attempts) for c in cells),
-        active=len(active & set(cells)),
-        missing=tuple(missing),
+        total=len(grid),
+        finished=int(finished.sum()),
+        active=int(busy.sum()),
+        grid=grid,
+        to_run=to_run,
+        attempts=np.where(outcomes.stale[to_run], 0, outcomes.attempts[to_run]),
         chunks=tuple(chunks),
         arrays=tuple(arrays),
         gpu_hours=gpu_hours,
@@ -271,45 +296,73 @@ def make_plan(
     )
 
 
+def _active_mask(grid: Grid, active: np.ndarray | Iterable[Cell]) -> np.ndarray:
+    if isinstance(active, np.ndarray):
+        return active.astype(bool)
+    mask = np.zeros(len(grid), dtype=bool)
+    cells = [c for c in active if c.dataset in grid.datasets]
+    if cells:
+        found = grid.index(
+            grid.dataset_index([c.dataset for c in cells]),
+            [c.arch_id for c in cells],
+            [c.seed for c in cells],
+        )
+        mask[found[found >= 0]] = True
+    return mask
+
+
+def _seconds(
+    study: Study, grid: Grid, costs: Mapping[str, DatasetCost], cells: np.ndarray
+) -> np.ndarray:
+    """Estimated seconds of each cell (grid positions)."""
+    out = np.zeros(len(cells))
+    d, a, _ = grid.parts(cells)
+    for i, name in enumerate(grid.datasets):
+        mine = d == i
+        if mine.any():
+            out[mine] = costs[name].seconds(a[mine], study.dataset(name).cluster.throughput)
+    return out
+
+
 def _group(
     study: Study,
-    missing: list[Cell],
-    seconds: Mapping[Cell, float],
+    grid: Grid,
+    cells: np.ndarray,
+    seconds: np.ndarray,
     spread: float | None,
     array_size: int,
 ) -> tuple[list[PlannedChunk], list[Array], float]:
-    """The missing cells in chunks per dataset, the chunks in arrays, and their GPU-hours."""
+    """The cells to run (grid positions, study order) in chunks per dataset, the chunks in
+    arrays, and their GPU-hours."""
     chunks: list[PlannedChunk] = []
     arrays: list[Array] = []
     gpu_hours = 0.0
-    by_dataset: dict[str, list[Cell]] = {}
-    for c in missing:
-        by_dataset.setdefault(c.dataset, []).append(c)
-    for entry in study.datasets:
-        mine = by_dataset.get(entry.name, [])
-        if not mine:
+    d, a, s = grid.parts(cells)
+    for i, entry in enumerate(study.datasets):
+        mine = d == i
+        if not mine.any():
             continue
         limit = entry.cluster.margin * entry.cluster.time_min * 60
-        mine_seconds = [seconds[c] for c in mine]
-        own = chunk_cells(
-            entry.name,
-            [(c.arch_id, c.seed) for c in mine],
-            mine_seconds,
-            min(limit, spread) if spread else limit,
-        )
+        mine_seconds = seconds[mine]
+        pairs = list(zip(a[mine].tolist(), s[mine].tolist(), strict=True))
+        capacity = min(limit, spread) if spread else limit
+        own = chunk_cells(entry.name, pairs, mine_seconds.tolist(), capacity)
         chunks.extend(own)
-        gpu_hours += sum(mine_seconds) * max(entry.cluster.gpus, 1) / 3600
+        gpu_hours += float(mine_seconds.sum()) * max(entry.cluster.gpus, 1) / 3600
         for k, start in enumerate(range(0, len(own), array_size)):
             part = tuple(own[start : start + array_size])
             arrays.append(Array(f"{entry.name}-{k}", entry.name, part, entry.cluster))
     return chunks, arrays, gpu_hours
 
 
-def remaining_gpu_hours(
-    study: Study, population: Population, results: Mapping[Cell, ResultSummary]
-) -> float:
+def remaining_gpu_hours(study: Study, population: Population, outcomes: Outcomes) -> float:
     """Estimated GPU-hours of every cell not finished yet (queued and running included)."""
-    return make_plan(study, population, results=results, array_size=1 << 30).gpu_hours
+    grid = outcomes.grid
+    left = np.flatnonzero(~outcomes.finished(study.settings.max_attempts))
+    seconds = _seconds(study, grid, dataset_costs(study, population, outcomes), left)
+    d, _, _ = grid.parts(left)
+    gpus = np.array([max(e.cluster.gpus, 1) for e in study.datasets], dtype=np.float64)
+    return float((seconds * gpus[d]).sum() / 3600) if len(left) else 0.0
 
 
 def format_plan(plan: Plan, study: Study) -> str:

@@ -1,7 +1,10 @@
-"""`anysweep collect`: merge the cells' result files into results.h5 through analysis.schema.
+"""`anysweep collect`: the cells' records into results.h5 through analysis.schema.
 
-One writer at a time (a lock), atomic replacement, and idempotent: unchanged inputs leave
-results.h5 untouched. A corrupt or half-written result file is reported and never merged.
+One writer at a time (a lock), atomic replacement, idempotent (unchanged inputs leave
+results.h5 untouched) and incremental: rows whose record has not changed since the last
+collect are taken from the previous results.h5, so only new records are read. A stale cell
+(trained with what the study no longer says) goes to /stale, apart from what analysis reads;
+a record that cannot be read is reported and never merged.
 """
 
 from __future__ import annotations
@@ -14,17 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from analysis.schema import CellResult, read_root_attr, write_results
+from analysis.schema import DatasetTable, Results, read_results, read_root_attr, write_results
+from hpc.study import gather
 from hpc.study.datasets import prepared_manifest, results_info
 from hpc.study.layout import study_lock
 from hpc.study.population import Population, load_population
-from hpc.study.results import (
-    ResultFile,
-    UnreadableNowError,
-    read_cell_files,
-    result_files,
-    scan_results,
-)
+from hpc.study.results import Standing, standing
 from hpc.study.spec import Study
 
 REFERENCE_RESOLUTION = 224  # the /architectures complexity columns are counted here
@@ -36,9 +34,11 @@ class Collected:
     """What a collect did."""
 
     path: Path
-    cells: int  # cells in results.h5
-    skipped: tuple[str, ...]  # "cell: why" for result files not merged
+    cells: int  # cells in results.h5 (stale ones not counted)
+    skipped: tuple[str, ...]  # "what: why" for records not merged
     written: bool  # False: results.h5 was up to date
+    stale: int = 0  # cells kept apart in /stale
+    read: int = 0  # records read from packs (the rest came from the previous results.h5)
 
 
 def architecture_columns(population: Population) -> dict[str, np.ndarray]:
@@ -76,9 +76,10 @@ def architecture_columns(population: Population) -> dict[str, np.ndarray]:
     }
 
 
-def _fingerprint(study: Study, files: list[ResultFile]) -> str:
-    """Changes when any input of results.h5 changes: result files, architectures, study.toml
-    and the prepared datasets' manifests (where /datasets takes its sizes and classes)."""
+def _inputs(study: Study, now: Standing) -> str:
+    """Changes when any input of results.h5 changes: the records that count (and which are
+    stale), architectures, study.toml and the prepared datasets' manifests (where /datasets
+    takes its sizes and classes)."""
     digest = hashlib.sha256(study.source.encode())
     architectures = study.layout.architectures
     stat = architectures.stat()
@@ -90,64 +91,193 @@ def _fingerprint(study: Study, files: list[ResultFile]) -> str:
             digest.update(f"{manifest.name}:{stat.st_mtime_ns}:{stat.st_size}".encode())
         except FileNotFoundError:
             digest.update(f"{manifest.name}:absent".encode())
-    for found in files:
-        digest.update(f"{found.cell.key}:{found.mtime}:{found.size}:{found.inode}".encode())
+    out, records = now.outcomes, now.index.records
+    rows = out.row[out.row >= 0]
+    for name in ("pack", "offset", "crc"):
+        digest.update(np.ascontiguousarray(records[name][rows]).tobytes())
+    digest.update(out.stale.tobytes() + np.asarray(out.row >= 0).tobytes())
+    digest.update("\n".join(now.index.pack_paths).encode())
+    digest.update(repr(now.index.corrupt).encode())
     return digest.hexdigest()
 
 
-def _current_fingerprint(path: Path) -> str:
-    return read_root_attr(path, "inputs")
-
-
 def collect(study: Study, *, progress: bool = False) -> Collected:
-    """Merge every readable result file of the study's cells into STUDY/results.h5."""
-    from hpc.provenance import now
+    """Merge every readable record of the study's cells into STUDY/results.h5."""
+    from hpc.provenance import now as clock
 
     population = load_population(study)
     target = study.layout.results_file
-    n_archs, seeds = study.settings.architectures, study.settings.seeds
     with study_lock(study.layout, "collect"):
-        files = [f for f in result_files(study) if f.cell.arch_id < n_archs and f.cell.seed < seeds]
-        fingerprint = _fingerprint(study, files)
-        if target.exists() and _current_fingerprint(target) == fingerprint:
-            summaries = scan_results(study)
-            skipped = tuple(
-                f"{f.cell.key}: {summaries[f.cell].error}"
-                for f in files
-                if summaries[f.cell].status == "corrupt"
-            )
-            return Collected(target, len(files) - len(skipped), skipped, False)
-        cells: list[CellResult] = []
-        skipped_cells: list[str] = []
-        unread = False
-        for found, result in zip(
-            files, read_cell_files([f.path for f in files], progress), strict=True
-        ):
-            cell = found.cell
-            unread = unread or isinstance(result, UnreadableNowError)
-            if not isinstance(result, CellResult):
-                skipped_cells.append(f"{cell.key}: {result}")
-            elif result.key != (cell.dataset, cell.arch_id, cell.seed):
-                skipped_cells.append(f"{cell.key}: the file holds cell {result.key}")
-            else:
-                cells.append(result)
+        now = standing(study, population)
+        inputs = _inputs(study, now)
+        corrupt = tuple(f"{f} at byte {o}: {why}" for f, o, why in now.index.corrupt)
+        out = now.outcomes
+        kept = int((out.row >= 0).sum())
+        stale = int(out.stale.sum())
+        if target.exists() and read_root_attr(target, "inputs") == inputs:
+            return Collected(target, kept - stale, corrupt, False, stale)
+        previous = _previous(target)
+        tables, aside, skipped, read = _tables(study, now, previous, progress)
         attrs = {
-            "created": now(),
+            "created": clock(),
             "study": study.name,
             "reference": study.reference,
             "software": _software(),
             "study_toml": study.source,
-            # A file the system would not let us read now: the next collect reads it again.
-            "inputs": f"{fingerprint}+unread" if unread else fingerprint,
+            # A record that could not be read now: the next collect reads it again.
+            "inputs": f"{inputs}+unread" if skipped else inputs,
         }
         write_results(
             target,
             architectures=architecture_columns(population),
             datasets=[results_info(study, entry) for entry in study.datasets],
-            cells=cells,
+            tables=tables,
+            stale=aside,
             attrs=attrs,
         )
-    return Collected(target, len(cells), tuple(skipped_cells), True)
+    cells = sum(len(t) for t in tables.values())
+    return Collected(
+        target, cells, corrupt + skipped, True, sum(len(t) for t in aside.values()), read
+    )
+
+
+def _previous(path: Path) -> Results | None:
+    """The last results.h5, when it says where its rows came from (version 3)."""
+    try:
+        results = read_results(path)
+    except (OSError, ValueError, KeyError):
+        return None
+    return results if int(results.attrs.get("schema_version", 0)) >= 3 else None
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """The records that count, one per cell that has one: where each is, and whether its
+    cell is stale; `dataset` is the cell's dataset (its index in the study)."""
+
+    pack: np.ndarray  # path, object
+    offset: np.ndarray
+    crc: np.ndarray
+    stale: np.ndarray
+    dataset: np.ndarray
+    legacy: np.ndarray
+
+    @classmethod
+    def of(cls, now: Standing) -> Wanted:
+        out, index = now.outcomes, now.index
+        cells = np.flatnonzero(out.row >= 0)
+        rows = out.row[cells]
+        records = index.records
+        packs = records["pack"][rows]
+        return cls(
+            np.asarray(index.pack_paths + [""], dtype=object)[packs],
+            records["offset"][rows],
+            records["crc"][rows],
+            out.stale[cells],
+            out.grid.parts(cells)[0],
+            index.pack["legacy"][packs] if len(packs) else np.zeros(0, dtype=bool),
+        )
+
+    def keys(self, mask: np.ndarray) -> list[tuple[str, int, int]]:
+        return list(
+            zip(
+                self.pack[mask].tolist(),
+                self.offset[mask].tolist(),
+                self.crc[mask].tolist(),
+                strict=True,
+            )
+        )
+
+
+def _tables(
+    study: Study, now: Standing, previous: Results | None, progress: bool
+) -> tuple[dict[str, DatasetTable], dict[str, DatasetTable], tuple[str, ...], int]:
+    """Each dataset's current and stale cells as tables, rows from the previous results.h5
+    where their record is the same, else read; what could not be read; how many were."""
+    wanted = Wanted.of(now)
+    names = now.outcomes.grid.datasets
+    before = {name: _before(previous, name) for name in names}
+    known = np.zeros(len(wanted.pack), dtype=bool)
+    for i, name in enumerate(names):
+        mine = wanted.dataset == i
+        rows = before[name][1]
+        known[mine] = [k in rows for k in wanted.keys(mine)]
+    jobs = _jobs(wanted, ~known)
+    fresh = gather.read_records(study.layout.root, jobs, progress)
+    columns, curves = fresh.arrays()
+    infos = {e.name: results_info(study, e) for e in study.datasets}
+    read_table = DatasetTable(
+        infos[names[0]] if names else None, columns, curves, _sources(fresh, wanted)
+    )  # type: ignore[arg-type]
+    at = {
+        key: i
+        for i, key in enumerate(
+            zip(*(read_table.records[k].tolist() for k in gather.RECORD_SOURCE), strict=True)
+        )
+    }
+    tables: dict[str, DatasetTable] = {}
+    aside: dict[str, DatasetTable] = {}
+    for i, name in enumerate(names):
+        old, rows = before[name]
+        for stale, into in ((False, tables), (True, aside)):
+            keys = wanted.keys((wanted.dataset == i) & (wanted.stale == stale))
+            kept = np.array([rows[k] for k in keys if k in rows], dtype=np.int64)
+            new = np.array([at[k] for k in keys if k not in rows and k in at], dtype=np.int64)
+            parts = [gather.take(read_table, new)]
+            if old is not None:
+                parts.insert(0, gather.take(old, kept))
+            table = gather.concat(infos[name], parts)
+            if len(table) or not stale:
+                into[name] = table
+    skipped = tuple(f"{p} at byte {o}: {why}" for p, o, why in fresh.failed)
+    return tables, aside, skipped, len(fresh.keys)
+
+
+def _before(
+    previous: Results | None, name: str
+) -> tuple[DatasetTable | None, dict[tuple[str, int, int], int]]:
+    """A dataset's rows in the previous results.h5 (current and stale together), and the
+    row of each record they came from."""
+    if previous is None:
+        return None, {}
+    parts = [t for t in (previous.datasets.get(name), previous.stale.get(name)) if t is not None]
+    parts = [t for t in parts if t.records]
+    if not parts:
+        return None, {}
+    table = gather.concat(parts[0].info, parts)
+    keys = zip(*(table.records[k].tolist() for k in gather.RECORD_SOURCE), strict=True)
+    return table, {key: i for i, key in enumerate(keys)}
+
+
+def _jobs(wanted: Wanted, mask: np.ndarray) -> list[gather.Job]:
+    """The records to read, grouped by the file they are in."""
+    by_file: dict[str, list[int]] = {}
+    legacy: dict[str, bool] = {}
+    for path, offset, old in zip(
+        wanted.pack[mask].tolist(),
+        wanted.offset[mask].tolist(),
+        wanted.legacy[mask].tolist(),
+        strict=True,
+    ):
+        by_file.setdefault(path, []).append(offset)
+        legacy[path] = old
+    return [gather.Job(p, tuple(sorted(o)), legacy[p]) for p, o in by_file.items()]
+
+
+def _sources(fresh: gather.Columns, wanted: Wanted) -> dict[str, np.ndarray]:
+    """Where each record read came from: pack, offset and checksum."""
+    crc = {
+        (p, o): c
+        for p, o, c in zip(
+            wanted.pack.tolist(), wanted.offset.tolist(), wanted.crc.tolist(), strict=True
+        )
+    }
+    keys = fresh.keys
+    return {
+        "pack": np.array([p for p, _ in keys], dtype=object),
+        "offset": np.array([o for _, o in keys], dtype=np.int64),
+        "crc": np.array([crc[k] for k in keys], dtype=np.uint32),
+    }
 
 
 def _software() -> str:
