@@ -407,8 +407,9 @@ def write_results(
         for info in datasets:
             if info.name in (stale or {}):
                 _write_dataset(handle, "stale", info, (stale or {})[info.name])
-        for table in score_tables:
-            _write_scores(handle[f"datasets/{table.dataset}"].create_group("scores"), table)
+        for score_table in score_tables:
+            group = handle[f"datasets/{score_table.dataset}"].create_group("scores")
+            _write_scores(group, score_table)
 
 
 def cells_table(info: DatasetInfo, cells: Sequence[CellResult]) -> DatasetTable:

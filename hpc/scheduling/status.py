@@ -81,7 +81,8 @@ def task_cells(grid: Grid, task_list: list[Task]) -> TaskCells:
     """The cells of the tasks, as arrays (one pass over the arrays, not the cells)."""
     cells, task, state, since = [], [], [], []
     code = {"ended": 0, "queued": 1, "running": 2}
-    start, arrays = 0, {}
+    start = 0
+    arrays: dict[int, tuple[ArrayRecord, int, list[int]]] = {}
     for i, t in enumerate(task_list):  # tasks come array by array, in order
         arrays.setdefault(id(t.array), (t.array, i, []))[2].append(code[t.state])
     for array, first, states in arrays.values():

@@ -206,9 +206,7 @@ def _tables(
     fresh = gather.read_records(study.layout.root, jobs, progress)
     columns, curves = fresh.arrays()
     infos = {e.name: results_info(study, e) for e in study.datasets}
-    read_table = DatasetTable(
-        infos[names[0]] if names else None, columns, curves, _sources(fresh, wanted)
-    )  # type: ignore[arg-type]
+    read_table = DatasetTable(next(iter(infos.values())), columns, curves, _sources(fresh, wanted))
     at = {
         key: i
         for i, key in enumerate(

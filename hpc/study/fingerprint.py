@@ -107,16 +107,20 @@ def defaults() -> Defaults:
     return _DEFAULTS
 
 
-def recorded_config(spec: Mapping[str, Any], recipe: Mapping[str, Any]) -> str:
-    """The canonical text of what a cell trained with: its dataset spec and recipe, whole."""
-    return json.dumps({"dataset": dict(spec), "recipe": dict(recipe)}, sort_keys=True)
+def recorded_config(spec: Mapping[str, Any], recipe: Mapping[str, Any] | None) -> str:
+    """The canonical text of what a cell trained with: its dataset spec and recipe, whole
+    (a recipe None when the cell did not record one: it is then not compared)."""
+    data: dict[str, Any] = {"dataset": dict(spec)}
+    if recipe is not None:
+        data["recipe"] = dict(recipe)
+    return json.dumps(data, sort_keys=True)
 
 
 def digest(text: str) -> bytes:
     return hashlib.sha256(text.encode()).digest()[:DIGEST_BYTES]
 
 
-def config_digest(spec: Mapping[str, Any], recipe: Mapping[str, Any]) -> bytes:
+def config_digest(spec: Mapping[str, Any], recipe: Mapping[str, Any] | None) -> bytes:
     """Names one recorded (spec, recipe): equal records, equal digests."""
     return digest(recorded_config(spec, recipe))
 
@@ -144,10 +148,15 @@ def in_values(spec: Mapping[str, Any], recipe: Mapping[str, Any]) -> dict[str, A
     return out
 
 
-def in_values_of(config: str) -> dict[str, Any]:
-    """`in_values` of a `recorded_config` text."""
+def in_values_of(config: str) -> tuple[dict[str, Any], set[str]]:
+    """`in_values` of a `recorded_config` text, and the sections it recorded."""
     data = json.loads(config)
-    return in_values(data.get("dataset", {}), data.get("recipe", {}))
+    return in_values(data.get("dataset", {}), data.get("recipe", {})), set(data)
+
+
+def compared(now: Mapping[str, Any], sections: set[str]) -> dict[str, Any]:
+    """The IN values of `now` in the sections a record holds (what it can be compared on)."""
+    return {k: v for k, v in now.items() if k.partition(".")[0] in sections}
 
 
 def fingerprint(spec: Mapping[str, Any], recipe: Mapping[str, Any], arch: Mapping[str, Any]) -> str:
@@ -176,3 +185,29 @@ _MISSING = object()
 
 def _show(value: Any) -> str:
     return json.dumps(value) if not isinstance(value, str) else repr(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Trained:
+    """What a cell records of what it trained with, and the digests that name it."""
+
+    spec: str  # JSON of the dataset's spec
+    recipe: str  # JSON of the recipe
+    config: bytes  # config_digest
+    arch: bytes  # arch_digest
+    fingerprint: str  # `fingerprint`, as results.h5 keeps it
+
+
+def trained(spec: Mapping[str, Any], recipe: Mapping[str, Any], arch: Mapping[str, Any]) -> Trained:
+    """The record of a cell trained with this spec, recipe and architecture (dicts, as a
+    manifest holds them)."""
+    spec_json = json.dumps(dict(spec), sort_keys=True)
+    recipe_json = json.dumps(dict(recipe), sort_keys=True)
+    spec, recipe = json.loads(spec_json), json.loads(recipe_json)
+    return Trained(
+        spec_json,
+        recipe_json,
+        config_digest(spec, recipe),
+        arch_digest(arch),
+        fingerprint(spec, recipe, arch),
+    )

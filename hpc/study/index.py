@@ -338,7 +338,8 @@ def save_index(layout: StudyLayout, index: ResultsIndex) -> None:
         arrays[f"table:{name}"] = _text_array(getattr(index, name))
     arrays["format"] = np.array(INDEX_FORMAT)
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    savez: Any = np.savez  # numpy's stub reads the arrays' names as its own keywords
+    savez(buffer, **arrays)
     with atomic_file(layout.results_index) as tmp:
         tmp.write_bytes(buffer.getvalue())
 

@@ -137,7 +137,7 @@ def _record(
 ) -> dict[str, Any]:
     from hpc.study.index import last_line
 
-    recipe = json.loads(result.recipe or "{}")
+    recipe = json.loads(result.recipe) if result.recipe else None  # none recorded: not compared
     config = config_digest(trained.spec, recipe).hex()
     code = builder.code("configs", config)
     if code == len(builder.index.config_texts):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from analysis.schema import FINAL_STATUSES, STATUSES
 from hpc.study.layout import cell_stem, parse_stem
@@ -106,7 +107,9 @@ class Grid:
     def __len__(self) -> int:
         return len(self.datasets) * self.archs * self.seeds
 
-    def index(self, dataset: np.ndarray, arch_id: np.ndarray, seed: np.ndarray) -> np.ndarray:
+    def index(
+        self, dataset: npt.ArrayLike, arch_id: npt.ArrayLike, seed: npt.ArrayLike
+    ) -> np.ndarray:
         """Grid positions of (dataset index, arch id, seed) arrays; -1 outside the study."""
         dataset, arch_id, seed = (np.asarray(x, dtype=np.int64) for x in (dataset, arch_id, seed))
         inside = (
@@ -188,17 +191,17 @@ def choose(
 
 
 def counting(
-    key: np.ndarray,
-    status: np.ndarray,
-    attempts: np.ndarray,
-    written: np.ndarray,
-    stale: np.ndarray,
+    key: npt.ArrayLike,
+    status: npt.ArrayLike,
+    attempts: npt.ArrayLike,
+    written: npt.ArrayLike,
+    stale: npt.ArrayLike,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(keys, rows): for each distinct cell key (negative: ignored) the row of the record
     that counts. One rule: a record of what the study says now beats a stale one; then a
     final record beats a failed one; among finals the earliest written (two launches that
     ran one cell count it once); among failed ones the highest attempt, then the latest."""
-    key, status = np.asarray(key), np.asarray(status)
+    key, status = np.asarray(key, dtype=np.int64), np.asarray(status)
     rows = np.flatnonzero(key >= 0)
     final = final_mask(status[rows])
     written = np.asarray(written, dtype=np.float64)[rows]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hpc.study.fingerprint import arch_digest, differences, in_values, in_values_of
+from hpc.study.fingerprint import arch_digest, compared, differences, in_values, in_values_of
 from hpc.study.index import ResultsIndex
 from hpc.study.population import Population, dataset_arch
 from hpc.study.spec import Study
@@ -59,7 +59,8 @@ def check_stale(study: Study, index: ResultsIndex, population: Population | None
         name = index.datasets[dataset]
         if name not in names:
             continue
-        changes = differences(in_values_of(index.config_texts[config]), now[name])
+        then, sections = in_values_of(index.config_texts[config])
+        changes = differences(then, compared(now[name], sections))
         if changes:
             mask = (datasets == dataset) & (records["config"] == config)
             stale |= mask

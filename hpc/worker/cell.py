@@ -6,7 +6,6 @@ in one `ChunkRun`.
 
 from __future__ import annotations
 
-import json
 import time
 import traceback
 from collections.abc import Callable
@@ -60,9 +59,10 @@ class ChunkRun:
     stop_flag: Callable[[], bool] | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
-    @property
-    def spec_json(self) -> str:
-        return json.dumps(self.manifest.dataset, sort_keys=True)
+    def trained(self, cell: ManifestCell) -> fingerprint.Trained:
+        """What a cell of the chunk trains with, as its record keeps it."""
+        recipe = self.manifest.recipe.to_dict()
+        return fingerprint.trained(self.manifest.dataset, recipe, cell.arch)
 
     def add_time(self, key: str, seconds: float) -> None:
         self.timings[key] = self.timings.get(key, 0.0) + seconds
@@ -279,14 +279,8 @@ def write(chunk: ChunkRun, attempt: Attempt, result: CellResult) -> None:
     goes, and a final result frees the cell's checkpoint (a failed cell keeps it: the retry
     resumes from it)."""
     start = time.perf_counter()
-    spec = json.loads(result.spec)
-    recipe = json.loads(result.recipe)
-    entry = packs.Entry(
-        result,
-        attempt.log.text(),
-        fingerprint.config_digest(spec, recipe),
-        fingerprint.arch_digest(attempt.cell.arch),
-    )
+    made = chunk.trained(attempt.cell)
+    entry = packs.Entry(result, attempt.log.text(), made.config, made.arch)
     packs.append(chunk.pack, [entry])
     attempt.paths.log.unlink(missing_ok=True)
     if is_final(result.status):
@@ -327,8 +321,7 @@ def _result(
         counts = attempt.counts
         fields.update(flops=counts.flops, params=counts.params, acts=counts.acts)
     manifest = chunk.manifest
-    spec = chunk.spec_json
-    recipe = manifest.recipe.to_dict()
+    made = chunk.trained(attempt.cell)
     return CellResult(
         dataset=manifest.dataset_name,
         arch_id=attempt.cell.arch_id,
@@ -340,10 +333,10 @@ def _result(
         host=provenance.host(),
         gpu=provenance.device_name(chunk.device),
         versions=provenance.versions_json(),
-        recipe=manifest.recipe.to_json(),
+        recipe=made.recipe,
         started=attempt.started,
         finished=provenance.now(),
-        spec=spec,
-        fingerprint=fingerprint.fingerprint(json.loads(spec), recipe, attempt.cell.arch),
+        spec=made.spec,
+        fingerprint=made.fingerprint,
         **fields,
     )

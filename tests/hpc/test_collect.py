@@ -1,5 +1,6 @@
-"""collect: result files -> results.h5 through analysis.schema; corrupt files are reported and
-skipped, unchanged inputs leave the file alone, and clean frees finished cells' checkpoints."""
+"""collect: the cells' records -> results.h5 through analysis.schema; unreadable records are
+reported and skipped, unchanged inputs leave the file alone, a second collect reads only the
+new records; and clean frees what finished cells no longer need."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from hpc.study.datasets import prepare_datasets
 from hpc.study.layout import cell_paths
 from hpc.study.population import sample_architectures
 from hpc.study.spec import load_study
+from tests.hpc.conftest import append_result
 
 STUDY = """\
 [study]
@@ -51,18 +53,26 @@ def study(tmp_path: Path):
 
 
 def _cell(study, dataset: str, arch_id: int, seed: int, **fields) -> CellResult:
-    cell = CellResult(
-        dataset=dataset,
-        arch_id=arch_id,
-        seed=seed,
-        status=fields.pop("status", "done"),
+    """A cell's record, appended to a pack as a worker appends it."""
+    return append_result(
+        study,
+        dataset,
+        arch_id,
+        seed,
+        fields.pop("status", "done"),
         top1_err=10.0 + arch_id + seed / 10,
         epochs=2,
         curves={"test_top1_err": np.array([20.0, 10.0 + arch_id + seed / 10])},
         **fields,
     )
-    write_cell(cell_paths(study.root, dataset, arch_id, seed).result, cell)
-    return cell
+
+
+def _file(study, dataset: str, arch_id: int, seed: int, **fields) -> Path:
+    """A one-cell result file, as a study from before packs holds it."""
+    cell = CellResult(dataset=dataset, arch_id=arch_id, seed=seed, status="done", **fields)
+    path = cell_paths(study.root, dataset, arch_id, seed).legacy_result
+    write_cell(path, cell)
+    return path
 
 
 def test_collect_merges_every_cell_with_architectures_datasets_and_reference(study) -> None:
@@ -133,11 +143,12 @@ def test_collect_after_prepare_rewrites_the_dataset_records(tmp_path: Path) -> N
 
 def test_corrupt_result_file_is_reported_and_never_merged(study) -> None:
     _cell(study, "digits", 0, 0)
-    broken = cell_paths(study.root, "digits", 1, 0).result
+    broken = cell_paths(study.root, "digits", 1, 0).legacy_result
     broken.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)  # a write cut short
     collected = collect(study)
     assert collected.cells == 1
-    assert len(collected.skipped) == 1 and collected.skipped[0].startswith("digits/1-s0: ")
+    assert len(collected.skipped) == 1
+    assert collected.skipped[0].startswith("results/digits/1-s0.h5 at byte 0: ")
     assert list(read_results(study.root / "results.h5").datasets["digits"].columns["arch_id"]) == [
         0
     ]
@@ -160,15 +171,14 @@ def test_a_file_the_system_will_not_read_now_is_merged_by_the_next_collect(study
     import os
 
     _cell(study, "digits", 0, 0)
-    _cell(study, "digits", 1, 0)
-    path = cell_paths(study.root, "digits", 1, 0).result
+    path = _file(study, "digits", 1, 0)
     fd = os.open(path, os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         collected = collect(study)
     finally:
         os.close(fd)
-    assert collected.cells == 1 and "cannot be read now" in collected.skipped[0]
+    assert (collected.cells, collected.skipped) == (1, ())  # not seen yet: read next time
     again = collect(study)
     assert (again.written, again.cells, again.skipped) == (True, 2, ())
     assert not collect(study).written
@@ -179,7 +189,7 @@ def test_collect_leaves_no_temporary_file(study) -> None:
     collect(study)
     assert sorted(p.name for p in study.root.iterdir() if p.name.startswith(".")) == []
     with h5py.File(study.root / "results.h5") as handle:
-        assert handle.attrs["schema_version"] == SCHEMA_VERSION == 2
+        assert handle.attrs["schema_version"] == SCHEMA_VERSION == 3
 
 
 def test_clean_removes_checkpoints_of_finished_cells_only(study) -> None:

@@ -35,7 +35,7 @@ FOLDER_NAMES = {
     "slurm",
     "local",
 }
-FILE_NAMES = {"study.toml", "architectures.json", "results.h5", "record.json", "results-index.json"}
+FILE_NAMES = {"study.toml", "architectures.json", "results.h5", "record.json", "results-index.npz"}
 JOINED_NAMES = FOLDER_NAMES | FILE_NAMES | {"submit.sh"}
 # The demo's closing table opens results.h5 and writes report/ as `anysweep analyze` does.
 ANALYSIS_SIDE = {("hpc/cli/demo.py", "summarize")}
