@@ -29,13 +29,13 @@ KEYS: dict[tuple[str, str], bool] = {
     ("dataset", "name"): IN,  # names the data, and seeds each cell's initialisation
     ("dataset", "source"): IN,
     ("dataset", "path"): IN,
-    ("dataset", "num_classes"): IN,  # the classifier's outputs
+    ("dataset", "num_classes"): OUT,  # must be the data's own count (checked when prepared)
     ("dataset", "resolution"): IN,
     ("dataset", "backend"): IN,  # the memory and FFCV pipelines crop differently
     ("dataset", "encoding"): IN,
     ("dataset", "max_side"): IN,
     ("dataset", "jpeg_quality"): IN,
-    ("dataset", "parent"): IN,
+    ("dataset", "parent"): OUT,  # names the files; what they hold is source, path and options
     ("dataset", "k"): IN,
     ("dataset", "n"): IN,
     ("dataset", "subset_seed"): IN,
