@@ -476,14 +476,13 @@ def _write_column(
     if name in TIME_FIELDS and (seconds := _utc_seconds(values)) is not None:
         group.create_dataset(name, data=seconds).attrs["encoding"] = "utc-seconds"
         return
-    import pandas as pd
-
-    codes, distinct = pd.factorize(values, use_na_sentinel=False)
-    group.create_dataset(name, data=codes.astype(np.int32)).attrs["encoding"] = "dictionary"
-    strings = group.require_group("strings")
-    strings.create_dataset(
-        name, data=np.asarray([str(v) for v in distinct], dtype=h5py.string_dtype())
+    lookup: dict[str, int] = {}
+    codes = np.fromiter(
+        (lookup.setdefault(v, len(lookup)) for v in values), dtype=np.int32, count=len(values)
     )
+    group.create_dataset(name, data=codes).attrs["encoding"] = "dictionary"
+    strings = group.require_group("strings")
+    strings.create_dataset(name, data=np.asarray(list(lookup), dtype=h5py.string_dtype()))
 
 
 _NO_TIME = np.iinfo(np.int64).min

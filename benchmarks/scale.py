@@ -301,17 +301,21 @@ def count_files(folder: Path) -> int:
     return sum(1 for p in folder.rglob("*") if p.is_file())
 
 
-def measure(cells: int, work: Path, analyze_timeout: float) -> dict[str, Any]:
-    """Every figure of one size; the study is left in `work`."""
+def make_study(folder: Path, cells: int) -> Path:
+    """The study of `cells` cells in `folder`, digits prepared; nothing sampled yet."""
     from hpc.study.datasets import prepare_datasets
     from hpc.study.spec import load_study
 
-    archs = SIZES[cells]
-    study = work / f"study-{cells}"
-    shutil.rmtree(study, ignore_errors=True)
-    study.mkdir(parents=True)
-    (study / "study.toml").write_text(study_toml(archs))
-    prepare_datasets(load_study(study), ["digits"], progress=False)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    (folder / "study.toml").write_text(study_toml(SIZES[cells]))
+    prepare_datasets(load_study(folder), ["digits"], progress=False)
+    return folder
+
+
+def measure(cells: int, work: Path, analyze_timeout: float) -> dict[str, Any]:
+    """Every figure of one size; the study is left in `work`."""
+    study = make_study(work / f"study-{cells}", cells)
     env = fake_clients(work / f"bin-{cells}")
     figures: dict[str, Any] = {}
     peaks: dict[str, float] = {}

@@ -239,9 +239,11 @@ def run_collect(args: argparse.Namespace) -> int:
     for line in collected.skipped:
         print(f"skipped {line}", file=sys.stderr)
     state = "wrote" if collected.written else "up to date:"
-    details = [f"{collected.cells} cells"]
+    details = [f"{collected.cells:,} cells"]
+    if collected.written:
+        details.append(f"{collected.read:,} records read, the rest kept from the last collect")
     if collected.stale:
-        details.append(f"{collected.stale} stale cells kept apart in /stale")
+        details.append(f"{collected.stale:,} stale cells kept apart in /stale")
     if collected.skipped:
         details.append(f"{len(collected.skipped)} unreadable records skipped")
     _print(f"{state} {collected.path} ({', '.join(details)})")

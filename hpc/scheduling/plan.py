@@ -369,7 +369,7 @@ def format_plan(plan: Plan, study: Study) -> str:
     """The `launch --dry-run` text: cells, chunks, arrays and GPU-hours."""
     lines = [
         f"study {study.name}: {plan.total:,} cells, {plan.finished:,} finished, "
-        f"{plan.active:,} queued or running, {len(plan.missing):,} to run",
+        f"{plan.active:,} queued or running, {len(plan.to_run):,} to run",
         f"{len(plan.chunks):,} chunks "
         + (
             f"for {plan.lanes} local workers"

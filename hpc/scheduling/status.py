@@ -111,9 +111,10 @@ def state_codes(study: Study, now: Standing, task_list: list[Task]) -> np.ndarra
     live = (along.state > 0) & (along.cell >= 0)
     cell, task = along.cell[live], along.task[live]
     finished = out.finished(study.settings.max_attempts)[cell]
-    has = (out.row[cell] >= 0) & ~out.stale[cell]
-    # A task skips finished cells and has run those with a result newer than its launch.
-    pending = ~finished & ~(has & (out.written[cell] >= along.since[live]))
+    # A task skips finished cells and has run those with a record newer than its launch
+    # (a stale one too: the study changed while the task ran).
+    ran = (out.row[cell] >= 0) & (out.written[cell] >= along.since[live])
+    pending = ~finished & ~ran
     cell, task = cell[pending], task[pending]
     running = along.state[live][pending] == 2
     codes[cell] = _CODE["queued"]
