@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -143,9 +142,9 @@ def train(tmp_path_factory: pytest.TempPathFactory, folders: dict[str, str]):
         return found
 
     def run(spec: dict[str, Any], recipe: dict[str, Any]) -> dict[str, Any]:
-        frozen = lambda d: tuple(
-            sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in d.items())
-        )  # noqa: E731
+        def frozen(d: dict[str, Any]) -> tuple:
+            return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in d.items()))
+
         return numbers(frozen(spec), frozen(recipe))
 
     return run

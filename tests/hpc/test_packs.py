@@ -151,7 +151,8 @@ def test_the_index_reads_only_what_was_appended_and_sees_a_replaced_pack(study) 
     pack.unlink()
     append_result(study, "digits", 1, 1, task="T0002.test.0")  # a new file of the same name
     third = update_index(study)
-    assert sorted(zip(third.records["arch_id"].tolist(), third.records["seed"].tolist())) == [
+    cells = zip(third.records["arch_id"].tolist(), third.records["seed"].tolist(), strict=True)
+    assert sorted(cells) == [
         (0, 0),
         (1, 1),
         (2, 0),
