@@ -6,13 +6,13 @@
 
 Cells are synthetic (no training): plausible errors, curves and provenance, written through
 the real writer (hpc.study.packs, one append per array task, into the pack of the task the
-launch record names; not synced to disk: the data is thrown away). The datasets are digits
-and subsets of it (prepared once, a second): the verbs never read images. The
-scheduler's view is faked where it must be: the launch is `anysweep sbatch` (manifests,
-scripts and record, submitted by nobody) and `squeue` is a script on PATH that prints, from
-a file, a line for every task of the record (256 running, the rest pending) and counts its
-calls; every other Slurm client on PATH fails. Each task leaves a scheduler log, as sbatch
-arrays do. Prints a table of each figure against its goal per size, with the peak memory of
+launch record names; not synced to disk: the data is thrown away; a process per core).
+The datasets are digits and subsets of it (prepared once, a second): the verbs never read
+images. The scheduler's view is faked where it must be: the launch is `anysweep sbatch`
+(manifests, scripts and record, submitted by nobody) and `squeue` is a script on PATH that
+prints, from a file, a line for every task of the record (the last 256 running, the rest
+pending) and counts its calls; every other Slurm client on PATH fails. Each task leaves a
+scheduler log, as sbatch arrays do. Prints a table of each figure against its goal per size, with the peak memory of
 each verb, results.h5 bytes per cell and files per cell after `clean`.
 """
 
@@ -80,7 +80,7 @@ epochs = 10
 [cluster]
 time_min = 240
 margin = 0.75
-throughput = 3e8
+throughput = 8e7
 
 [datasets.digits]
 resolution = 16
@@ -115,17 +115,23 @@ def squeue_calls(folder: Path) -> int:
 
 
 def write_squeue(folder: Path, study: Path) -> int:
-    """squeue's answer for every task of the study's records: the first running, the rest
-    pending (a task's line: `<job>_<task>|<job name>|<state>`). Returns the lines."""
+    """squeue's answer for every task of the study's records: the last RUNNING_TASKS run
+    (the end of the launch), the others wait (a task's line: `<job>_<task>|<job name>|
+    <state>`). Returns the lines."""
     from hpc.scheduling.records import read_records
     from hpc.study.spec import load_study
 
-    lines = []
-    for record in read_records(load_study(study)):
-        for k, array in enumerate(record.arrays):
-            for i in range(len(array)):
-                state = "RUNNING" if len(lines) < RUNNING_TASKS else "PENDING"
-                lines.append(f"{9000 + k}_{i}|{array.job_name}|{state}")
+    tasks = [
+        (f"{9000 + k}_{i}", array.job_name)
+        for record in read_records(load_study(study))
+        for k, array in enumerate(record.arrays)
+        for i in range(len(array))
+    ]
+    first = len(tasks) - RUNNING_TASKS
+    lines = [
+        f"{job}|{name}|{'RUNNING' if n >= first else 'PENDING'}"
+        for n, (job, name) in enumerate(tasks)
+    ]
     (folder / "squeue.txt").write_text("\n".join(lines) + "\n")
     return len(lines)
 
@@ -146,31 +152,56 @@ class Synthetic:
 
 def write_cells(study_dir: Path, seed: int = 0) -> Synthetic:
     """One record per cell of the launch record, appended pack by pack (one append per
-    task); the last NEW_CELLS cells are held back (see `write_held`)."""
+    task, by a process per core); the last NEW_CELLS cells are held back (`write_held`)."""
+    from concurrent.futures import ProcessPoolExecutor
+
     from hpc.scheduling.records import read_records, task_pack
+    from hpc.study.spec import load_study
+
+    study = load_study(study_dir)
+    out = Synthetic()
+    jobs: list[tuple[str, str, list[tuple[int, int]]]] = []
+    budget = NEW_CELLS
+    tasks = [
+        (r.id, k, a, i)
+        for r in read_records(study)
+        for k, a in enumerate(r.arrays)
+        for i in range(len(a))
+    ]
+    for record_id, k, array, i in reversed(tasks):
+        cells = list(array.task_cells(i))
+        pack = task_pack(record_id, array.label, i)
+        if budget > 0:
+            take = min(budget, len(cells))
+            out.held.append((array.dataset, pack, cells[-take:]))
+            cells, budget = cells[:-take], budget - take
+        if cells:
+            jobs.append((array.dataset, pack, cells))
+        log = study.layout.sbatch_logs() / f"{9000 + k}_{i}.out"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(f"anysweep: task of {array.label} ran its {len(cells)} cells\n")
+    workers = max(1, min(os.cpu_count() or 1, 8))
+    parts = [jobs[w::workers] for w in range(workers)]
+    with ProcessPoolExecutor(workers) as pool:
+        done = pool.map(
+            _write_part, [study_dir] * workers, parts, [seed + w for w in range(workers)]
+        )
+        for part in done:
+            for name in ("written", "failed", "diverged", "stale"):
+                setattr(out, name, getattr(out, name) + getattr(part, name))
+    return out
+
+
+def _write_part(
+    study_dir: Path, jobs: list[tuple[str, str, list[tuple[int, int]]]], seed: int
+) -> Synthetic:
     from hpc.study.spec import load_study
 
     study = load_study(study_dir)
     maker = _Maker(study, np.random.default_rng(seed))
     out = Synthetic()
-    tasks = [
-        (record.id, k, array, i)
-        for record in read_records(study)
-        for k, array in enumerate(record.arrays)
-        for i in range(len(array))
-    ]
-    budget = NEW_CELLS
-    for record_id, k, array, i in reversed(tasks):
-        cells = list(array.task_cells(i))
-        if budget > 0:
-            take = min(budget, len(cells))
-            out.held.append((array.dataset, task_pack(record_id, array.label, i), cells[-take:]))
-            cells, budget = cells[:-take], budget - take
-        if cells:
-            maker.append(study, array.dataset, task_pack(record_id, array.label, i), cells, out)
-        log = study.layout.sbatch_logs() / f"{9000 + k}_{i}.out"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        log.write_text(f"anysweep: task of {array.label} ran its {len(cells)} cells\n")
+    for dataset, pack, cells in jobs:
+        maker.append(study, dataset, pack, cells, out)
     return out
 
 
@@ -178,7 +209,7 @@ def write_held(study_dir: Path, synthetic: Synthetic, seed: int = 1) -> None:
     from hpc.study.spec import load_study
 
     study = load_study(study_dir)
-    maker = _Maker(study, np.random.default_rng(seed))
+    maker = _Maker(study, np.random.default_rng(seed + 100))
     for dataset, task, cells in synthetic.held:
         maker.append(study, dataset, task, cells, synthetic)
 
@@ -195,21 +226,37 @@ class _Maker:
         self.rng = rng
         self.quality = np.random.default_rng(0).normal(size=len(self.archs))
         self.versions = json.dumps({"python": "3.11.7", "torch": "2.14.1", "anysweep": "0.1.0"})
-        self._made: dict[tuple[str, int], Any] = {}
+        self._configs: dict[tuple[str, bool], tuple[str, str, bytes, dict[str, Any]]] = {}
+        self._archs: dict[tuple[str, int, bool], tuple[bytes, str]] = {}
 
     def trained(self, study: Any, dataset: str, arch_id: int, stale: bool) -> Any:
-        from hpc.study.fingerprint import trained
+        """What the cell trained with, as hpc.study.fingerprint.trained gives it (the
+        dataset's part once per dataset, the architecture's once per architecture)."""
+        from hpc.study import fingerprint
         from hpc.study.population import dataset_arch
 
-        key = (dataset, -1 - arch_id if stale else arch_id)
-        if key not in self._made:
-            entry = study.dataset(dataset)
+        entry = study.dataset(dataset)
+        if (dataset, stale) not in self._configs:
             recipe = entry.recipe.to_dict()
             if stale:
                 recipe["epochs"] -= 1  # trained before the recipe was lengthened
+            spec = entry.spec.to_dict()
+            self._configs[(dataset, stale)] = (
+                json.dumps(spec, sort_keys=True),
+                json.dumps(recipe, sort_keys=True),
+                fingerprint.config_digest(spec, recipe),
+                fingerprint.in_values(spec, recipe),
+            )
+        spec_json, recipe_json, config, values = self._configs[(dataset, stale)]
+        key = (dataset, arch_id, stale)
+        if key not in self._archs:
             arch = dataset_arch(self.archs[arch_id], entry).to_dict()
-            self._made[key] = trained(entry.spec.to_dict(), recipe, arch)
-        return self._made[key]
+            self._archs[key] = (
+                fingerprint.arch_digest(arch),
+                fingerprint.fingerprint_of(values, arch),
+            )
+        arch_digest, print_ = self._archs[key]
+        return fingerprint.Trained(spec_json, recipe_json, config, arch_digest, print_)
 
     def append(
         self, study: Any, dataset: str, task: str, cells: list[tuple[int, int]], out: Synthetic

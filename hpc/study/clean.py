@@ -7,6 +7,8 @@ cell reads.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import numpy as np
 from hpc.study import packs
 from hpc.study.datasets import prepared_files
 from hpc.study.index import UNKNOWN_DIGEST, ResultsIndex
-from hpc.study.layout import StudyLayout, study_lock
+from hpc.study.layout import StudyLayout, parse_stem, study_lock
 from hpc.study.results import Standing, standing
 from hpc.study.spec import Study
 
@@ -33,6 +35,7 @@ def clean(study: Study, *, betons: bool = False) -> tuple[list[Path], int]:
     layout = study.layout
     with study_lock(layout, "launch"), study_lock(layout, "collect"):
         now = standing(study)
+        moved = migrate_legacy(study, now)
         removed = _finished_files(study, now) + _temporaries(layout)
         if betons:
             finished = now.outcomes.finished(study.settings.max_attempts)
@@ -46,17 +49,26 @@ def clean(study: Study, *, betons: bool = False) -> tuple[list[Path], int]:
                 path.unlink()
             except FileNotFoundError:
                 continue
-        moved = migrate_legacy(study, now)
-    return removed + moved, freed
+    return moved + removed, freed
 
 
 def _finished_files(study: Study, now: Standing) -> list[Path]:
-    """Checkpoints and leftover log files of cells whose counting record is final."""
+    """Checkpoints and leftover log files of cells whose counting record is final (the
+    folders are listed, not every cell's paths tried)."""
     out = now.outcomes
+    final = out.final()
     found = []
-    for cell in out.grid.cells(np.flatnonzero(out.final())):
-        paths = study.layout.cell(cell.dataset, cell.arch_id, cell.seed)
-        found += [p for p in (paths.checkpoint, paths.log) if p.exists()]
+    for i, dataset in enumerate(out.grid.datasets):
+        cells = study.layout.cell(dataset, 0, 0)
+        for folder in (cells.checkpoint.parent, cells.log.parent):
+            with contextlib.suppress(FileNotFoundError), os.scandir(folder) as items:
+                for item in items:
+                    parsed = parse_stem(item.name.rpartition(".")[0])
+                    if parsed is None or item.name.startswith("."):
+                        continue
+                    position = out.grid.index([i], [parsed[0]], [parsed[1]])[0]
+                    if position >= 0 and final[position]:
+                        found.append(Path(item.path))
     return found
 
 
@@ -86,6 +98,7 @@ def migrate_legacy(study: Study, now: Standing) -> list[Path]:
     for row in rows:
         by_dataset.setdefault(index.datasets[int(records["dataset"][row])], []).append(row)
     for dataset, mine in by_dataset.items():
+        mine.sort(key=lambda r: (int(records["arch_id"][r]), int(records["seed"][r])))
         target = layout.pack(dataset, LEGACY_PACK)
         there = {(r.result.arch_id, r.result.seed, r.written) for r in packs.stored(target)}
         entries, files = [], []
@@ -101,10 +114,11 @@ def migrate_legacy(study: Study, now: Standing) -> list[Path]:
         if entries:
             packs.append(target, entries)
         for path in files:
-            cell = layout.cell(dataset, *_cell_of(path))
-            path.unlink(missing_ok=True)
-            cell.log.unlink(missing_ok=True)
-            removed.append(path)
+            log = layout.cell(dataset, *_cell_of(path)).log
+            for done in (path, log):
+                if done.exists():
+                    done.unlink()
+                    removed.append(done)
     return removed
 
 

@@ -162,8 +162,12 @@ def compared(now: Mapping[str, Any], sections: set[str]) -> dict[str, Any]:
 def fingerprint(spec: Mapping[str, Any], recipe: Mapping[str, Any], arch: Mapping[str, Any]) -> str:
     """A cell's fingerprint as results.h5 keeps it: hex digest of its IN values and its
     architecture (the seed is part of the cell's key)."""
-    text = json.dumps({"in": in_values(spec, recipe), "arch": dict(arch)}, sort_keys=True)
-    return digest(text).hex()
+    return fingerprint_of(in_values(spec, recipe), arch)
+
+
+def fingerprint_of(values: Mapping[str, Any], arch: Mapping[str, Any]) -> str:
+    """`fingerprint` from IN values already taken (`in_values`)."""
+    return digest(json.dumps({"in": dict(values), "arch": dict(arch)}, sort_keys=True)).hex()
 
 
 def differences(then: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:

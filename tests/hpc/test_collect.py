@@ -218,3 +218,57 @@ def test_clean_betons_keeps_prepared_files_that_unfinished_cells_read(study) -> 
     removed, _ = clean(study, betons=True)
     assert sorted(p.name for p in removed) == before
     assert not [p for p in data.iterdir() if p.name.startswith("digits")]
+
+
+def test_clean_removes_old_temporaries_and_keeps_those_of_writes_in_flight(study) -> None:
+    import os
+    import time
+
+    from hpc.study.clean import TEMPORARY_AGE_S
+
+    folder = study.root / "checkpoints" / "digits"
+    folder.mkdir(parents=True)
+    old = folder / ".0-s0.pt.k3j9.tmp"  # a writer killed in torch.save left it empty
+    new = folder / ".1-s0.pt.x8f2.tmp"  # a checkpoint being written now
+    index_tmp = study.root / "jobs" / ".results-index.npz.abcd.tmp"
+    index_tmp.parent.mkdir(parents=True)
+    for path in (old, new, index_tmp):
+        path.write_bytes(b"")
+    long_ago = time.time() - TEMPORARY_AGE_S - 60
+    os.utime(old, (long_ago, long_ago))
+    os.utime(index_tmp, (long_ago, long_ago))
+    removed, _ = clean(study)
+    assert sorted(p.name for p in removed) == sorted([old.name, index_tmp.name])
+    assert new.exists() and not old.exists()
+
+
+def test_clean_folds_finished_cells_logs_into_their_records(study) -> None:
+    _cell(study, "digits", 0, 0)
+    log = cell_paths(study.root, "digits", 0, 0).log
+    log.parent.mkdir(parents=True)
+    log.write_text("left over when the worker died after writing the record\n")
+    running = cell_paths(study.root, "digits", 1, 0).log
+    running.write_text("epoch 1/2\n")
+    removed, _ = clean(study)
+    assert log in removed and not log.exists() and running.exists()
+
+
+def test_clean_moves_one_cell_files_into_a_pack_with_their_logs(study) -> None:
+    from hpc.study.packs import stored
+
+    for arch_id in range(2):
+        recipe = study.dataset("digits").recipe.to_json()
+        _file(study, "digits", arch_id, 0, top1_err=7.0 + arch_id, recipe=recipe)
+        log = cell_paths(study.root, "digits", arch_id, 0).log
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(f"cell digits/{arch_id}-s0 attempt 1/3\n")
+    before = collect(study)
+    removed, _ = clean(study)
+    assert sorted(p.name for p in removed) == ["0-s0.h5", "0-s0.log", "1-s0.h5", "1-s0.log"]
+    [pack] = (study.root / "results" / "digits").iterdir()
+    moved = stored(pack)
+    assert [(s.result.arch_id, s.result.top1_err) for s in moved] == [(0, 7.0), (1, 8.0)]
+    assert moved[1].log == "cell digits/1-s0 attempt 1/3\n"
+    after = collect(study)
+    assert (after.cells, after.stale) == (before.cells, before.stale) == (2, 0)
+    assert clean(study) == ([], 0)  # nothing left to move
