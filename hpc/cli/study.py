@@ -241,7 +241,11 @@ def run_collect(args: argparse.Namespace) -> int:
     state = "wrote" if collected.written else "up to date:"
     details = [f"{collected.cells:,} cells"]
     if collected.written:
-        details.append(f"{collected.read:,} records read, the rest kept from the last collect")
+        kept = collected.cells + collected.stale - collected.read
+        details.append(
+            f"{collected.read:,} records read"
+            + (f", {kept:,} kept from the last collect" if kept > 0 else "")
+        )
     if collected.stale:
         details.append(f"{collected.stale:,} stale cells kept apart in /stale")
     if collected.skipped:

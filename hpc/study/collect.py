@@ -262,7 +262,7 @@ def _jobs(wanted: Wanted, mask: np.ndarray) -> list[gather.Job]:
     return [gather.Job(p, tuple(sorted(o)), legacy[p]) for p, o in by_file.items()]
 
 
-def _sources(fresh: gather.Columns, wanted: Wanted) -> dict[str, np.ndarray]:
+def _sources(fresh: gather.Block, wanted: Wanted) -> dict[str, np.ndarray]:
     """Where each record read came from: pack, offset and checksum."""
     crc = {
         (p, o): c

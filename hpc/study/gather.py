@@ -47,49 +47,94 @@ class Job:
     legacy: bool = False
 
 
+_NUMBERS = tuple(c for c in CELL_COLUMNS if c not in STRING_FIELDS)
+_TEXTS = tuple(c for c in CELL_COLUMNS if c in STRING_FIELDS)
+
+
 @dataclass
 class Columns:
-    """Decoded records as columns, rows in the order asked for; `failed` lists (path,
-    offset, why) of records that could not be read, which have no row."""
+    """Decoded records as columns, rows in the order read: `keys` (path, offset) name each
+    row's record; `failed` lists (path, offset, why) of records that could not be read,
+    which have no row. Text is kept as codes into one table per column (each distinct
+    string once), curves as NaN-padded float32 matrices: blocks of arrays, cheap to hand
+    from a worker process and to join."""
 
-    keys: list[tuple[str, int]] = field(default_factory=list)  # (path, offset) per row
-    values: dict[str, list[Any]] = field(default_factory=dict)
-    curves: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    keys: list[tuple[str, int]] = field(default_factory=list)
+    numbers: dict[str, list[Any]] = field(default_factory=lambda: {n: [] for n in _NUMBERS})
+    codes: dict[str, list[int]] = field(default_factory=lambda: {n: [] for n in _TEXTS})
+    tables: dict[str, dict[str, int]] = field(default_factory=lambda: {n: {} for n in _TEXTS})
+    rows: dict[str, list[Any]] = field(default_factory=lambda: {n: [] for n in CURVES})
     failed: list[tuple[str, int, str]] = field(default_factory=list)
-    # One object per distinct string: repeated recipes and versions cost their size once,
-    # in memory and when handed between processes.
-    interned: dict[str, str] = field(default_factory=dict, repr=False)
 
     def add(self, key: tuple[str, int], values: dict[str, Any], curves: dict[str, Any]) -> None:
         self.keys.append(key)
-        for name in CELL_COLUMNS:
-            value = values.get(name, "")
-            if name in STRING_FIELDS:
-                value = self.interned.setdefault(str(value), str(value))
-            self.values.setdefault(name, []).append(value)
+        for name in _NUMBERS:
+            self.numbers[name].append(values.get(name, 0))
+        for name in _TEXTS:
+            table = self.tables[name]
+            self.codes[name].append(table.setdefault(str(values.get(name, "")), len(table)))
         for name in CURVES:
-            self.curves.setdefault(name, []).append(np.asarray(curves.get(name, ()), np.float32))
+            self.rows[name].append(curves.get(name, ()))
+
+    def block(self) -> Block:
+        """The columns as arrays."""
+        count = len(self.keys)
+        numbers = {
+            name: np.asarray(values, dtype=np.float64 if name in _FLOAT_COLUMNS else np.int64)
+            for name, values in self.numbers.items()
+        }
+        codes = {name: np.asarray(v, dtype=np.int32) for name, v in self.codes.items()}
+        tables = {name: list(table) for name, table in self.tables.items()}
+        curves = {name: pad(rows, count) for name, rows in self.rows.items()}
+        return Block(self.keys, numbers, codes, tables, curves, self.failed)
+
+
+@dataclass
+class Block:
+    """Columns as arrays (see Columns)."""
+
+    keys: list[tuple[str, int]]
+    numbers: dict[str, np.ndarray]
+    codes: dict[str, np.ndarray]
+    tables: dict[str, list[str]]
+    curves: dict[str, np.ndarray]
+    failed: list[tuple[str, int, str]]
 
     def arrays(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """The columns as arrays (strings as objects, each distinct one once) and the curves
-        as (rows, epochs) float32 matrices, NaN-padded."""
-        rows = len(self.keys)
-        columns: dict[str, np.ndarray] = {}
-        for name in CELL_COLUMNS:
-            values = self.values.get(name, [])
-            if name in STRING_FIELDS:
-                column = np.empty(rows, dtype=object)
-                column[:] = [self.interned.setdefault(v, v) for v in values]
-                columns[name] = column
-            elif name in _FLOAT_COLUMNS:
-                columns[name] = np.asarray(values, dtype=np.float64).reshape(rows)
-            else:
-                columns[name] = np.asarray(values, dtype=np.int64).reshape(rows)
-        curves = {name: pad(self.curves.get(name, []), rows) for name in CURVES}
-        return columns, curves
+        """The columns (text as objects, each distinct string one object) and the curves."""
+        columns = dict(self.numbers)
+        for name, codes in self.codes.items():
+            table = np.asarray(self.tables[name] + [""], dtype=object)
+            columns[name] = table[codes] if len(codes) else np.zeros(0, dtype=object)
+        return columns, self.curves
 
 
-def pad(rows: Sequence[np.ndarray], count: int) -> np.ndarray:
+def join(blocks: Sequence[Block]) -> Block:
+    """Blocks as one, in order."""
+    keys = [k for b in blocks for k in b.keys]
+    numbers = {n: np.concatenate([b.numbers[n] for b in blocks]) for n in _NUMBERS}
+    codes, tables = {}, {}
+    for name in _TEXTS:
+        merged: dict[str, int] = {}
+        parts = []
+        for b in blocks:
+            remap = np.array([merged.setdefault(s, len(merged)) for s in b.tables[name]], np.int32)
+            parts.append(remap[b.codes[name]] if len(remap) else b.codes[name])
+        codes[name], tables[name] = np.concatenate(parts), list(merged)
+    curves = {}
+    for name in CURVES:
+        width = max(b.curves[name].shape[1] for b in blocks)
+        curves[name] = np.concatenate([_widen(b.curves[name], width) for b in blocks])
+    failed = [f for b in blocks for f in b.failed]
+    return Block(keys, numbers, codes, tables, curves, failed)
+
+
+def _widen(matrix: np.ndarray, width: int) -> np.ndarray:
+    extra = width - matrix.shape[1]
+    return np.pad(matrix, ((0, 0), (0, extra)), constant_values=np.nan) if extra else matrix
+
+
+def pad(rows: Sequence[Any], count: int) -> np.ndarray:
     """Rows of different lengths as one NaN-padded float32 matrix."""
     width = max((len(r) for r in rows), default=0)
     out = np.full((count, width), np.nan, dtype=np.float32)
@@ -123,27 +168,14 @@ def _read_job(root: Path, job: Job, out: Columns) -> None:
         out.add((job.path, offset), values, curves)
 
 
-def _read_jobs(root: Path, jobs: Sequence[Job]) -> Columns:
+def _read_jobs(root: Path, jobs: Sequence[Job]) -> Block:
     out = Columns()
     for job in jobs:
         _read_job(root, job, out)
-    return out
+    return out.block()
 
 
-def _merge(parts: Sequence[Columns]) -> Columns:
-    out = Columns()
-    for part in parts:
-        out.interned.update(part.interned)
-        out.keys += part.keys
-        out.failed += part.failed
-        for name, values in part.values.items():
-            out.values.setdefault(name, []).extend(values)
-        for name, rows in part.curves.items():
-            out.curves.setdefault(name, []).extend(rows)
-    return out
-
-
-def read_records(root: Path, jobs: Sequence[Job], progress: bool = False) -> Columns:
+def read_records(root: Path, jobs: Sequence[Job], progress: bool = False) -> Block:
     """The records of the jobs as columns; many are read by one process per core."""
     from tqdm import tqdm  # type: ignore[import-untyped]
 
@@ -154,10 +186,10 @@ def read_records(root: Path, jobs: Sequence[Job], progress: bool = False) -> Col
     batches = [list(jobs[i :: workers * 4]) for i in range(workers * 4)]
     with ProcessPoolExecutor(workers) as pool:
         futures = pool.map(_read_jobs, [root] * len(batches), batches)
-        parts = list(
+        blocks = list(
             tqdm(futures, total=len(batches), desc="reading records", disable=not progress)
         )
-    return _merge(parts)
+    return join(blocks)
 
 
 def take(table: DatasetTable, rows: np.ndarray) -> DatasetTable:
