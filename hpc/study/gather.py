@@ -220,5 +220,6 @@ def concat(info: DatasetInfo, parts: Sequence[DatasetTable]) -> DatasetTable:
             ]
         )
     records = {k: np.concatenate([p.records[k] for p in parts]) for k in RECORD_SOURCE}
-    order = np.lexsort((columns["seed"], columns["arch_id"]))
+    seeds = int(columns["seed"].max(initial=0)) + 1
+    order = np.argsort(columns["arch_id"].astype(np.int64) * seeds + columns["seed"], kind="stable")
     return take(DatasetTable(info, columns, curves, records), order)

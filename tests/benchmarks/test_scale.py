@@ -102,7 +102,10 @@ def test_a_study_of_6000_cells_through_every_verb(scaled, capsys) -> None:
     )
     write_held(study, made)
     out = _run(capsys, "collect", str(study))
-    assert f"({kept + NEW_CELLS:,} cells, {NEW_CELLS:,} records read, {CELLS - NEW_CELLS:,} kept" in out
+    assert (
+        f"({kept + NEW_CELLS:,} cells, {NEW_CELLS:,} records read, {CELLS - NEW_CELLS:,} kept"
+        in out
+    )
     results = read_results(study / "results.h5")
     assert sum(len(t) for t in results.datasets.values()) == kept + NEW_CELLS
     assert sum(len(t) for t in results.stale.values()) == made.stale
