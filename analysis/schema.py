@@ -476,13 +476,14 @@ def _write_column(
     if name in TIME_FIELDS and (seconds := _utc_seconds(values)) is not None:
         group.create_dataset(name, data=seconds).attrs["encoding"] = "utc-seconds"
         return
-    lookup: dict[str, int] = {}
-    codes = np.fromiter(
-        (lookup.setdefault(v, len(lookup)) for v in values), dtype=np.int32, count=len(values)
-    )
-    group.create_dataset(name, data=codes).attrs["encoding"] = "dictionary"
+    import pandas as pd  # its factorize hashes 600,000 strings in milliseconds
+
+    codes, distinct = pd.factorize(values, use_na_sentinel=False)
+    group.create_dataset(name, data=codes.astype(np.int32)).attrs["encoding"] = "dictionary"
     strings = group.require_group("strings")
-    strings.create_dataset(name, data=np.asarray(list(lookup), dtype=h5py.string_dtype()))
+    strings.create_dataset(
+        name, data=np.asarray(distinct, dtype=object).astype(h5py.string_dtype())
+    )
 
 
 _NO_TIME = np.iinfo(np.int64).min
@@ -493,16 +494,22 @@ def _utc_seconds(values: np.ndarray) -> np.ndarray | None:
     """ISO 8601 UTC times to the second (or "") as int64 seconds; None when one is not such
     a time, or would not read back as the same text."""
     given = values != ""
-    text = values[given].astype(str)
-    if not len(text):
+    if not given.any():
         return np.full(len(values), _NO_TIME, dtype=np.int64)
-    if not np.char.endswith(text, _UTC).all():
+    try:  # one character more than a time has: a longer text shows in the last one
+        text = values[given].astype("U26")
+    except (ValueError, TypeError):
         return None
+    chars = text.view(np.uint32).reshape(-1, 26)
+    suffix = np.frombuffer(_UTC.encode("utf-32-le"), dtype=np.uint32)
+    if not ((chars[:, 19:25] == suffix).all() and (chars[:, 25] == 0).all()):
+        return None
+    head = text.astype("U19")
     try:
-        stamps = np.array(np.char.replace(text, _UTC, ""), dtype="datetime64[s]")
+        stamps = head.astype("datetime64[s]")
     except ValueError:
         return None
-    if not (np.datetime_as_string(stamps, unit="s").astype(object) + _UTC == text).all():
+    if not (np.datetime_as_string(stamps, unit="s") == head).all():
         return None
     out = np.full(len(values), _NO_TIME, dtype=np.int64)
     out[given] = stamps.astype(np.int64)

@@ -16,7 +16,7 @@ import numpy as np
 
 from analysis.schema import STATUSES
 from hpc.study.datasets import dataset_sizes
-from hpc.study.population import Population, dataset_arch
+from hpc.study.population import ArchGroup, Population, arch_groups, dataset_arch
 from hpc.study.results import ArchSeed, Cell, Grid, Outcomes, standing
 from hpc.study.spec import ClusterSpec, Study
 
@@ -99,28 +99,21 @@ def dataset_costs(
     from anynet.complexity import complexity_batch
 
     costs: dict[str, DatasetCost] = {}
+    by_stem: dict[str, list[ArchGroup]] = {}
     for entry in study.datasets:
         train, test, classes, assumed = dataset_sizes(entry)
-        archs = [dataset_arch(a, entry) for a in population.archs]
-        flops = np.zeros(len(archs), dtype=np.float64)
-        # complexity_batch takes one stem and stage count per call: group by them.
-        groups: dict[tuple, list[int]] = {}
-        for i, a in enumerate(archs):
-            groups.setdefault((a.stem, a.stem_width, a.se_ratio, a.num_stages), []).append(i)
-        for (stem, stem_width, se_ratio, _), ids in groups.items():
-            rows = [archs[i] for i in ids]
-            values = complexity_batch(
-                np.asarray([a.depths for a in rows]),
-                np.asarray([a.widths for a in rows]),
-                np.asarray([a.bottleneck_ratios for a in rows]),
-                np.asarray([a.group_widths for a in rows]),
-                stem=stem,
-                stem_width=stem_width,
-                se_ratio=se_ratio,
+        if entry.stem not in by_stem:
+            by_stem[entry.stem] = arch_groups([dataset_arch(a, entry) for a in population.archs])
+        flops = np.zeros(len(population), dtype=np.float64)
+        for group in by_stem[entry.stem]:
+            flops[group.ids] = complexity_batch(
+                *group.stages,
+                stem=group.stem,
+                stem_width=group.stem_width,
+                se_ratio=group.se_ratio,
                 resolution=entry.resolution,
                 num_classes=classes,
             )[0]
-            flops[ids] = values
         costs[entry.name] = DatasetCost(
             entry.name, train, test, entry.recipe.epochs, flops, 1.0, assumed
         )

@@ -166,6 +166,7 @@ class StudyStatus:
     gpu_hours_remaining: float
     tasks_active: int
     failed_total: int = 0
+    failed_errors: list[dict[str, Any]] = field(default_factory=list)  # {error, cells}, most first
     stale: list[dict[str, Any]] = field(default_factory=list)  # {dataset, cells, changes, listed}
     stale_total: int = 0
     duplicates: int = 0  # cells with more than one final record (each counted once)
@@ -176,6 +177,7 @@ class StudyStatus:
             "counts": self.counts,
             "failed": self.failed,
             "failed_total": self.failed_total,
+            "failed_errors": self.failed_errors,
             "stale": self.stale,
             "stale_total": self.stale_total,
             "corrupt": self.corrupt,
@@ -218,10 +220,22 @@ def study_status(study: Study, limit: int = LIST_LIMIT) -> StudyStatus:
         gpu_hours_remaining=remaining_gpu_hours(study, population, now.outcomes),
         tasks_active=sum(t.state != "ended" for t in task_list),
         failed_total=len(failed),
+        failed_errors=_errors(now, failed),
         stale=stale,
         stale_total=int(now.outcomes.stale.sum()),
         duplicates=int(now.outcomes.duplicates.sum()),
     )
+
+
+def _errors(now: Standing, cells: np.ndarray, top: int = 10) -> list[dict[str, Any]]:
+    """The last lines of the failed cells' errors, each with how many cells end on it."""
+    codes = now.index.records["error"][now.outcomes.row[cells]] if len(cells) else cells
+    found, counts = np.unique(codes, return_counts=True)
+    order = np.argsort(-counts, kind="stable")[:top]
+    return [
+        {"error": now.index.errors[int(found[i])] if found[i] >= 0 else "", "cells": int(counts[i])}
+        for i in order
+    ]
 
 
 def _failed(now: Standing, cells: np.ndarray) -> list[dict[str, Any]]:
@@ -312,12 +326,26 @@ def format_status(status: StudyStatus) -> str:
 
 
 def _failed_lines(status: StudyStatus) -> list[str]:
+    """The failed cells by the last line of their error, most common first, with the cells
+    listed (up to the limit) under their error."""
     if not status.failed_total:
         return []
-    lines = [f"failed cells ({status.failed_total:,}):"]
-    lines += [f"  {f['cell']} (attempt {f['attempts']}): {f['error']}" for f in status.failed]
+    lines = [f"failed cells ({status.failed_total:,}), by error:"]
+    listed: dict[str, list[str]] = {}
+    for f in status.failed:
+        listed.setdefault(f["error"], []).append(f"{f['cell']} (attempt {f['attempts']})")
+    for group in status.failed_errors:
+        lines.append(f"  {group['cells']:>7,}  {group['error'] or '(no error recorded)'}")
+        if listed.get(group["error"]):
+            lines.append("           " + ", ".join(listed[group["error"]]))
+    shown = sum(g["cells"] for g in status.failed_errors)
+    if status.failed_total > shown:
+        lines.append(f"  {status.failed_total - shown:>7,}  (other errors)")
     if status.failed_total > len(status.failed):
-        lines.append(f"  ... and {status.failed_total - len(status.failed):,} more")
+        lines.append(
+            f"  {len(status.failed):,} of {status.failed_total:,} cells named; "
+            "`anysweep status --limit 0` names them all"
+        )
     return lines
 
 

@@ -9,6 +9,7 @@ a record that cannot be read is reported and never merged.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from analysis.schema import DatasetTable, Results, read_results, read_root_attr,
 from hpc.study import gather
 from hpc.study.datasets import prepared_manifest, results_info
 from hpc.study.layout import study_lock
-from hpc.study.population import Population, load_population
+from hpc.study.population import Population, arch_groups, load_population
 from hpc.study.results import Standing, standing
 from hpc.study.spec import Study
 
@@ -43,7 +44,7 @@ class Collected:
 
 def architecture_columns(population: Population) -> dict[str, np.ndarray]:
     """/architectures: one row per id; per-stage columns padded with 0 to the deepest network."""
-    from anynet.complexity import complexity
+    from anynet.complexity import complexity_batch
 
     archs, sampled = population.archs, population.sampled
     stages = max((a.num_stages for a in archs), default=0)
@@ -54,9 +55,16 @@ def architecture_columns(population: Population) -> dict[str, np.ndarray]:
             out[i, : len(row)] = row
         return out
 
-    counts = [
-        complexity(a, resolution=REFERENCE_RESOLUTION, num_classes=REFERENCE_CLASSES) for a in archs
-    ]
+    counts = np.zeros((3, len(archs)), dtype=np.int64)  # flops, params, acts at 224 px
+    for group in arch_groups(archs):
+        counts[:, group.ids] = complexity_batch(
+            *group.stages,
+            stem=group.stem,
+            stem_width=group.stem_width,
+            se_ratio=group.se_ratio,
+            resolution=REFERENCE_RESOLUTION,
+            num_classes=REFERENCE_CLASSES,
+        )
     return {
         "id": np.arange(len(archs), dtype=np.int64),
         "name": np.array([a.name for a in archs], dtype=object),
@@ -70,9 +78,9 @@ def architecture_columns(population: Population) -> dict[str, np.ndarray]:
         "stem": np.array([a.stem for a in archs], dtype=object),
         "stem_width": np.array([a.stem_width for a in archs], dtype=np.int64),
         "se_ratio": np.array([a.se_ratio for a in archs], dtype=np.float64),
-        "flops": np.array([c.flops for c in counts], dtype=np.int64),
-        "params": np.array([c.params for c in counts], dtype=np.int64),
-        "acts": np.array([c.acts for c in counts], dtype=np.int64),
+        "flops": counts[0],
+        "params": counts[1],
+        "acts": counts[2],
     }
 
 
@@ -152,9 +160,11 @@ def _previous(path: Path) -> Results | None:
 
 @dataclass(frozen=True)
 class Wanted:
-    """The records that count, one per cell that has one: where each is, and whether its
-    cell is stale; `dataset` is the cell's dataset (its index in the study)."""
+    """The records that count, one per cell that has one: where each is (its pack's code in
+    the index, path, offset, checksum), whether its cell is stale, and its cell's dataset
+    (its index in the study)."""
 
+    code: np.ndarray
     pack: np.ndarray  # path, object
     offset: np.ndarray
     crc: np.ndarray
@@ -168,25 +178,26 @@ class Wanted:
         cells = np.flatnonzero(out.row >= 0)
         rows = out.row[cells]
         records = index.records
-        packs = records["pack"][rows]
+        code = records["pack"][rows].astype(np.int64)
         return cls(
-            np.asarray(index.pack_paths + [""], dtype=object)[packs],
+            code,
+            np.asarray([*index.pack_paths, ""], dtype=object)[code],
             records["offset"][rows],
             records["crc"][rows],
             out.stale[cells],
             out.grid.parts(cells)[0],
-            index.pack["legacy"][packs] if len(packs) else np.zeros(0, dtype=bool),
+            index.pack["legacy"][code] if len(code) else np.zeros(0, dtype=bool),
         )
 
-    def keys(self, mask: np.ndarray) -> list[tuple[str, int, int]]:
-        return list(
-            zip(
-                self.pack[mask].tolist(),
-                self.offset[mask].tolist(),
-                self.crc[mask].tolist(),
-                strict=True,
-            )
-        )
+    def __len__(self) -> int:
+        return len(self.code)
+
+    def sources(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Where the records at these positions are, as results.h5 keeps it."""
+        return {"pack": self.pack[rows], "offset": self.offset[rows], "crc": self.crc[rows]}
+
+
+_SHIFT = 40  # a record's key: its pack's code above the offset's bits
 
 
 def _tables(
@@ -196,86 +207,95 @@ def _tables(
     where their record is the same, else read; what could not be read; how many were."""
     wanted = Wanted.of(now)
     names = now.outcomes.grid.datasets
-    before = {name: _before(previous, name) for name in names}
-    known = np.zeros(len(wanted.pack), dtype=bool)
-    for i, name in enumerate(names):
-        mine = wanted.dataset == i
-        rows = before[name][1]
-        known[mine] = [k in rows for k in wanted.keys(mine)]
-    jobs = _jobs(wanted, ~known)
-    fresh = gather.read_records(study.layout.root, jobs, progress)
-    columns, curves = fresh.arrays()
     infos = {e.name: results_info(study, e) for e in study.datasets}
-    read_table = DatasetTable(next(iter(infos.values())), columns, curves, _sources(fresh, wanted))
-    at = {
-        key: i
-        for i, key in enumerate(
-            zip(*(read_table.records[k].tolist() for k in gather.RECORD_SOURCE), strict=True)
-        )
-    }
+    before = {name: _before(previous, name) for name in names}
+    hit = np.full(len(wanted), -1, dtype=np.int64)  # the row in its dataset's last table
+    lookup = {path: i for i, path in enumerate(now.index.pack_paths)}
+    for i, name in enumerate(names):
+        mine = np.flatnonzero(wanted.dataset == i)
+        old = before[name]
+        if old is not None and len(mine):
+            hit[mine] = _match(old, lookup, wanted, mine)
+    fresh = gather.read_records(study.layout.root, _jobs(wanted, hit < 0), progress)
+    columns, curves = fresh.arrays()
+    fresh_table = DatasetTable(infos[names[0]], columns, curves, wanted.sources(fresh.rows))
+    at = np.full(len(wanted), -1, dtype=np.int64)
+    at[fresh.rows] = np.arange(len(fresh.rows))
     tables: dict[str, DatasetTable] = {}
     aside: dict[str, DatasetTable] = {}
     for i, name in enumerate(names):
-        old, rows = before[name]
         for stale, into in ((False, tables), (True, aside)):
-            keys = wanted.keys((wanted.dataset == i) & (wanted.stale == stale))
-            kept = np.array([rows[k] for k in keys if k in rows], dtype=np.int64)
-            new = np.array([at[k] for k in keys if k not in rows and k in at], dtype=np.int64)
-            parts = [gather.take(read_table, new)]
-            if old is not None:
-                parts.insert(0, gather.take(old, kept))
-            table = gather.concat(infos[name], parts)
+            mine = (wanted.dataset == i) & (wanted.stale == stale)
+            kept, read = hit[mine & (hit >= 0)], at[mine & (at >= 0)]
+            old = before[name]
+            if old is not None and not len(read) and len(kept) == len(old) and not stale:
+                table = old  # every row as it was (in order already)
+            else:
+                parts = [gather.take(fresh_table, read)]
+                if old is not None:
+                    parts.insert(0, gather.take(old, kept))
+                table = gather.concat(infos[name], parts)
             if len(table) or not stale:
-                into[name] = table
+                into[name] = dataclasses.replace(table, info=infos[name])
     skipped = tuple(f"{p} at byte {o}: {why}" for p, o, why in fresh.failed)
-    return tables, aside, skipped, len(fresh.keys)
+    return tables, aside, skipped, len(fresh.rows)
 
 
-def _before(
-    previous: Results | None, name: str
-) -> tuple[DatasetTable | None, dict[tuple[str, int, int], int]]:
-    """A dataset's rows in the previous results.h5 (current and stale together), and the
-    row of each record they came from."""
+def _before(previous: Results | None, name: str) -> DatasetTable | None:
+    """A dataset's rows in the previous results.h5 (current and stale together) that say
+    where their record is."""
     if previous is None:
-        return None, {}
+        return None
     parts = [t for t in (previous.datasets.get(name), previous.stale.get(name)) if t is not None]
     parts = [t for t in parts if t.records]
-    if not parts:
-        return None, {}
-    table = gather.concat(parts[0].info, parts)
-    keys = zip(*(table.records[k].tolist() for k in gather.RECORD_SOURCE), strict=True)
-    return table, {key: i for i, key in enumerate(keys)}
+    return gather.concat(parts[0].info, parts) if parts else None
+
+
+def _match(
+    old: DatasetTable, lookup: dict[str, int], wanted: Wanted, mine: np.ndarray
+) -> np.ndarray:
+    """For each wanted record at `mine`, its row in `old` (the same pack, offset and
+    checksum), or -1."""
+    import pandas as pd
+
+    codes, distinct = pd.factorize(old.records["pack"])
+    known = np.array([lookup.get(p, -1) for p in distinct], dtype=np.int64)
+    pack = known[codes] if len(codes) else np.zeros(0, dtype=np.int64)
+    keys = np.where(pack >= 0, (pack << _SHIFT) | old.records["offset"].astype(np.int64), -1)
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    asked = (wanted.code[mine] << _SHIFT) | wanted.offset[mine].astype(np.int64)
+    at = np.clip(np.searchsorted(ordered, asked), 0, max(len(ordered) - 1, 0))
+    if not len(ordered):
+        return np.full(len(mine), -1, dtype=np.int64)
+    row = order[at]
+    same = (ordered[at] == asked) & (old.records["crc"][row] == wanted.crc[mine])
+    return np.where(same, row, -1)
 
 
 def _jobs(wanted: Wanted, mask: np.ndarray) -> list[gather.Job]:
-    """The records to read, grouped by the file they are in."""
-    by_file: dict[str, list[int]] = {}
+    """The records to read, grouped by the file they are in, each with its position."""
+    by_file: dict[str, list[tuple[int, int]]] = {}
     legacy: dict[str, bool] = {}
-    for path, offset, old in zip(
-        wanted.pack[mask].tolist(),
-        wanted.offset[mask].tolist(),
-        wanted.legacy[mask].tolist(),
+    positions = np.flatnonzero(mask)
+    for position, path, offset, old in zip(
+        positions.tolist(),
+        wanted.pack[positions].tolist(),
+        wanted.offset[positions].tolist(),
+        wanted.legacy[positions].tolist(),
         strict=True,
     ):
-        by_file.setdefault(path, []).append(offset)
+        by_file.setdefault(path, []).append((offset, position))
         legacy[path] = old
-    return [gather.Job(p, tuple(sorted(o)), legacy[p]) for p, o in by_file.items()]
-
-
-def _sources(fresh: gather.Block, wanted: Wanted) -> dict[str, np.ndarray]:
-    """Where each record read came from: pack, offset and checksum."""
-    crc = {
-        (p, o): c
-        for p, o, c in zip(
-            wanted.pack.tolist(), wanted.offset.tolist(), wanted.crc.tolist(), strict=True
+    return [
+        gather.Job(
+            path,
+            tuple(o for o, _ in sorted(found)),
+            legacy[path],
+            tuple(p for _, p in sorted(found)),
         )
-    }
-    keys = fresh.keys
-    return {
-        "pack": np.array([p for p, _ in keys], dtype=object),
-        "offset": np.array([o for _, o in keys], dtype=np.int64),
-        "crc": np.array([crc[k] for k in keys], dtype=np.uint32),
-    }
+        for path, found in by_file.items()
+    ]
 
 
 def _software() -> str:

@@ -45,6 +45,7 @@ class Job:
     path: str
     offsets: tuple[int, ...]
     legacy: bool = False
+    rows: tuple[int, ...] = ()  # what each record is to the caller (its position), per offset
 
 
 _NUMBERS = tuple(c for c in CELL_COLUMNS if c not in STRING_FIELDS)
@@ -53,47 +54,49 @@ _TEXTS = tuple(c for c in CELL_COLUMNS if c in STRING_FIELDS)
 
 @dataclass
 class Columns:
-    """Decoded records as columns, rows in the order read: `keys` (path, offset) name each
-    row's record; `failed` lists (path, offset, why) of records that could not be read,
+    """Decoded records as columns, rows in the order read: `rows` gives each row's position
+    (as its Job said); `failed` lists (path, offset, why) of records that could not be read,
     which have no row. Text is kept as codes into one table per column (each distinct
     string once), curves as NaN-padded float32 matrices: blocks of arrays, cheap to hand
     from a worker process and to join."""
 
-    keys: list[tuple[str, int]] = field(default_factory=list)
+    rows: list[int] = field(default_factory=list)
     numbers: dict[str, list[Any]] = field(default_factory=lambda: {n: [] for n in _NUMBERS})
     codes: dict[str, list[int]] = field(default_factory=lambda: {n: [] for n in _TEXTS})
     tables: dict[str, dict[str, int]] = field(default_factory=lambda: {n: {} for n in _TEXTS})
-    rows: dict[str, list[Any]] = field(default_factory=lambda: {n: [] for n in CURVES})
+    curves: dict[str, list[Any]] = field(default_factory=lambda: {n: [] for n in CURVES})
     failed: list[tuple[str, int, str]] = field(default_factory=list)
 
-    def add(self, key: tuple[str, int], values: dict[str, Any], curves: dict[str, Any]) -> None:
-        self.keys.append(key)
+    def add(self, row: int, values: dict[str, Any], curves: dict[str, Any]) -> None:
+        self.rows.append(row)
         for name in _NUMBERS:
             self.numbers[name].append(values.get(name, 0))
         for name in _TEXTS:
             table = self.tables[name]
             self.codes[name].append(table.setdefault(str(values.get(name, "")), len(table)))
         for name in CURVES:
-            self.rows[name].append(curves.get(name, ()))
+            self.curves[name].append(curves.get(name, ()))
 
     def block(self) -> Block:
         """The columns as arrays."""
-        count = len(self.keys)
+        count = len(self.rows)
         numbers = {
             name: np.asarray(values, dtype=np.float64 if name in _FLOAT_COLUMNS else np.int64)
             for name, values in self.numbers.items()
         }
         codes = {name: np.asarray(v, dtype=np.int32) for name, v in self.codes.items()}
         tables = {name: list(table) for name, table in self.tables.items()}
-        curves = {name: pad(rows, count) for name, rows in self.rows.items()}
-        return Block(self.keys, numbers, codes, tables, curves, self.failed)
+        curves = {name: pad(rows, count) for name, rows in self.curves.items()}
+        return Block(
+            np.asarray(self.rows, dtype=np.int64), numbers, codes, tables, curves, self.failed
+        )
 
 
 @dataclass
 class Block:
     """Columns as arrays (see Columns)."""
 
-    keys: list[tuple[str, int]]
+    rows: np.ndarray
     numbers: dict[str, np.ndarray]
     codes: dict[str, np.ndarray]
     tables: dict[str, list[str]]
@@ -111,7 +114,7 @@ class Block:
 
 def join(blocks: Sequence[Block]) -> Block:
     """Blocks as one, in order."""
-    keys = [k for b in blocks for k in b.keys]
+    rows = np.concatenate([b.rows for b in blocks])
     numbers = {n: np.concatenate([b.numbers[n] for b in blocks]) for n in _NUMBERS}
     codes, tables = {}, {}
     for name in _TEXTS:
@@ -126,7 +129,7 @@ def join(blocks: Sequence[Block]) -> Block:
         width = max(b.curves[name].shape[1] for b in blocks)
         curves[name] = np.concatenate([_widen(b.curves[name], width) for b in blocks])
     failed = [f for b in blocks for f in b.failed]
-    return Block(keys, numbers, codes, tables, curves, failed)
+    return Block(rows, numbers, codes, tables, curves, failed)
 
 
 def _widen(matrix: np.ndarray, width: int) -> np.ndarray:
@@ -152,20 +155,21 @@ def _read_job(root: Path, job: Job, out: Columns) -> None:
             out.failed.append((job.path, 0, str(exc)))
             return
         values = {name: getattr(cell, name) for name in CELL_COLUMNS}
-        out.add((job.path, 0), values, cell.curves)
+        out.add(job.rows[0] if job.rows else 0, values, cell.curves)
         return
     try:
         found = packs.payloads(path, job.offsets)
     except (CorruptResultError, OSError) as exc:
         out.failed.extend((job.path, o, str(exc)) for o in job.offsets)
         return
-    for offset in job.offsets:
+    rows = job.rows or tuple(range(len(job.offsets)))
+    for offset, row in zip(job.offsets, rows, strict=True):
         try:
             values, curves = decode_record_values(found[offset])
         except CorruptResultError as exc:
             out.failed.append((job.path, offset, str(exc)))
             continue
-        out.add((job.path, offset), values, curves)
+        out.add(row, values, curves)
 
 
 def _read_jobs(root: Path, jobs: Sequence[Job]) -> Block:

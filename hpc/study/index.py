@@ -19,7 +19,6 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +26,7 @@ import numpy as np
 from analysis.files import atomic_file
 from analysis.schema import STATUSES, PackScan, decode_record_values, record_payload
 from hpc.study import packs
-from hpc.study.layout import StudyLayout, legacy_cell, pack_task
+from hpc.study.layout import StudyLayout, result_file
 from hpc.study.spec import Study
 
 INDEX_FORMAT = 1
@@ -113,11 +112,11 @@ def list_files(study: Study) -> list[FileState]:
     layout = study.layout
     for entry in study.datasets:
         folder = layout.results_dir(entry.name)
+        prefix = layout.relative(folder)
         with contextlib.suppress(FileNotFoundError), os.scandir(folder) as items:
             for item in items:
-                path = Path(item.path)
-                legacy = legacy_cell(path) is not None
-                if not legacy and pack_task(path) is None:
+                kind = result_file(item.name)
+                if kind is None:
                     continue
                 try:
                     stat = item.stat()
@@ -125,12 +124,12 @@ def list_files(study: Study) -> list[FileState]:
                     continue
                 found.append(
                     FileState(
-                        layout.relative(path),
+                        f"{prefix}/{item.name}",
                         entry.name,
                         stat.st_ino,
                         stat.st_size,
                         stat.st_mtime_ns,
-                        legacy,
+                        kind == "legacy",
                     )
                 )
     return found
@@ -157,16 +156,21 @@ class _Builder:
             name: {v: i for i, v in enumerate(getattr(new, name))}
             for name in ("datasets", "configs", "archs", "errors")
         }
-        return cls(new, {name: [] for name in RECORD_DTYPES}, lookups)
+        columns: dict[str, list[Any]] = {name: [] for name in RECORD_DTYPES}
+        columns.update({f"pack:{name}": [] for name in PACK_DTYPES})
+        return cls(new, columns, lookups)
 
     def code(self, table: str, value: str) -> int:
         return _code(getattr(self.index, table), self.lookups[table], value)
 
     def add_pack(self, state: FileState, end: int) -> int:
         self.index.pack_paths.append(state.path)
-        for name in ("inode", "size", "mtime", "end", "legacy"):
-            value = end if name == "end" else getattr(state, name)
-            self.columns.setdefault(f"pack:{name}", []).append(value)
+        columns = self.columns
+        columns["pack:inode"].append(state.inode)
+        columns["pack:size"].append(state.size)
+        columns["pack:mtime"].append(state.mtime)
+        columns["pack:end"].append(end)
+        columns["pack:legacy"].append(state.legacy)
         return len(self.index.pack_paths) - 1
 
     def add_records(self, values: dict[str, Any]) -> None:
@@ -249,27 +253,21 @@ def _classify(
 ) -> tuple[list[tuple[int, FileState]], list[tuple[int, FileState]], list[FileState]]:
     """(unchanged, grown, to read whole) of the files found, against the old index."""
     row_of = {path: i for i, path in enumerate(old.pack_paths)}
+    inode, size, mtime, legacy = (
+        old.pack[k].tolist() for k in ("inode", "size", "mtime", "legacy")
+    )
     unchanged, grown, whole = [], [], []
     for state in found:
         i = row_of.get(state.path)
-        if i is None:
+        if i is None or inode[i] != state.inode:
             whole.append(state)
-            continue
-        same_file = old.pack["inode"][i] == state.inode and not old.pack["legacy"][i]
-        if same_file and state.size == old.pack["size"][i] and state.mtime == old.pack["mtime"][i]:
+        elif state.size == size[i] and state.mtime == mtime[i]:
             unchanged.append((i, state))
-        elif same_file and state.size > old.pack["size"][i]:
+        elif state.size > size[i] and not legacy[i]:
             grown.append((i, state))
-        elif old.pack["legacy"][i] and _same_stat(old, i, state):
-            unchanged.append((i, state))
         else:
             whole.append(state)
     return unchanged, grown, whole
-
-
-def _same_stat(old: ResultsIndex, i: int, state: FileState) -> bool:
-    stat = (old.pack["inode"][i], old.pack["size"][i], old.pack["mtime"][i])
-    return bool(stat == (state.inode, state.size, state.mtime))
 
 
 def update_index(study: Study, *, save: bool = True, progress: bool = False) -> ResultsIndex:

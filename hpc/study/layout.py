@@ -189,17 +189,29 @@ def task_manifest(folder: Path, index: int) -> Path:
     return folder / f"{index}.json"
 
 
-def pack_task(path: Path) -> str | None:
-    """The task a pack file belongs to (its name without suffix), None when not a pack."""
-    name = path.name
+def result_file(name: str) -> str | None:
+    """What a file in a dataset's results folder is: "pack", "legacy" (a one-cell result
+    file) or None (a temporary, anything else)."""
+    if name.endswith(PACK_SUFFIX):
+        return "pack" if pack_task(name) is not None else None
+    if name.endswith(LEGACY_SUFFIX):
+        return "legacy" if legacy_cell(name) is not None else None
+    return None
+
+
+def pack_task(path: Path | str) -> str | None:
+    """The task a pack file (a path or a file name) belongs to (its name without suffix),
+    None when not a pack."""
+    name = path if isinstance(path, str) else path.name
     if name.startswith(".") or not name.endswith(PACK_SUFFIX):
         return None
     return name[: -len(PACK_SUFFIX)]
 
 
-def legacy_cell(path: Path) -> tuple[int, int] | None:
-    """(arch_id, seed) of a one-cell result file's name, None when it is not one."""
-    name = path.name
+def legacy_cell(path: Path | str) -> tuple[int, int] | None:
+    """(arch_id, seed) of a one-cell result file (a path or a file name), None when it is
+    not one."""
+    name = path if isinstance(path, str) else path.name
     if name.startswith(".") or not name.endswith(LEGACY_SUFFIX):
         return None
     return parse_stem(name[: -len(LEGACY_SUFFIX)])

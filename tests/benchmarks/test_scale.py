@@ -87,12 +87,16 @@ def test_a_study_of_6000_cells_through_every_verb(scaled, capsys) -> None:
     # Each running task with cells left runs one of them; the rest wait.
     assert running == _running_tasks_holding(bin_dir, record, made) == len(made.held)
     assert running + queued == NEW_CELLS
-    assert f"failed cells ({made.failed:,}):" in out
-    assert f"  ... and {made.failed - 20:,} more" in out
+    assert f"failed cells ({made.failed:,}), by error:" in out
+    assert f"  {made.failed:>7,}  RuntimeError: CUDA error: an illegal memory access" in out
+    assert f"  20 of {made.failed:,} cells named; `anysweep status --limit 0`" in out
     assert f"stale cells ({made.stale:,}):" in out
     assert "digits_k2_s0: " in out and "recipe.epochs 9 then, 10 now" in out
     status = json.loads(_run(capsys, "status", str(study), "--json", "--limit", "5"))
     assert len(status["failed"]) == 5 and status["failed_total"] == made.failed
+    assert status["failed_errors"] == [
+        {"error": "RuntimeError: CUDA error: an illegal memory access", "cells": made.failed}
+    ]
     assert sum(sum(row.values()) for row in status["counts"].values()) == CELLS
 
     out = _run(capsys, "collect", str(study))

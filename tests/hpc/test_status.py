@@ -160,7 +160,8 @@ def test_status_counts_hours_and_failed_cells_with_their_last_error_line(
     rows = {line.split()[0]: line.split()[1:] for line in text.splitlines()[2:5]}
     assert rows["digits"] == ["1", "1", "1", "0", "0", "0", "3", "6"]
     assert rows["all"] == ["1", "1", "1", "1", "0", "0", "8", "12"]
-    assert "fashion_mnist/2-s1 (attempt 1): RuntimeError: CUDA out of memory" in text
+    assert "failed cells (1), by error:\n        1  RuntimeError: CUDA out of memory\n" in text
+    assert "           fashion_mnist/2-s1 (attempt 1)" in text
 
 
 def _slurm_record(study, record: str, arrays: int, tasks_per_array: int) -> None:
