@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -173,9 +173,12 @@ class Work:
         """Loading a cohort's training and test images, once for all its members."""
         return self.epochs * (self.train_images + self.test_images) / self.loader
 
-    def combine(self, data: float, compute: float, k: int) -> float:
-        compute *= 1 + self.member_overhead * (k - 1)
-        return max(data, compute) if self.overlap else data + compute
+    def combine(self, data: float, compute: Any, k: Any) -> Any:
+        """A cohort's wall seconds from its loading and its members' compute (scalars, or
+        arrays of cohorts with `k` members each)."""
+        compute = compute * (1 + self.member_overhead * (np.asarray(k) - 1))
+        wall = np.maximum(data, compute) if self.overlap else data + compute
+        return float(wall) if np.ndim(wall) == 0 else wall
 
     def cohort_seconds(self, arch_ids: Sequence[int]) -> float:
         """A cohort's wall seconds, start-up of its members aside."""

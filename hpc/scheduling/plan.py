@@ -8,13 +8,14 @@ and no data is read. Prices come from hpc/scheduling/pricing.py.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from hpc.scheduling.cost import cohorts
+from analysis.schema import STATUSES
 from hpc.scheduling.pricing import (
     CELL_OVERHEAD_S,
     Pricing,
@@ -26,11 +27,12 @@ from hpc.scheduling.pricing import (
 )
 from hpc.study.datasets import dataset_sizes
 from hpc.study.population import Population
-from hpc.study.results import ArchSeed, Cell, ResultSummary, is_finished, scan_results, study_cells
+from hpc.study.results import ArchSeed, Cell, Grid, Outcomes, standing
 from hpc.study.spec import ClusterSpec, Study
 
 __all__ = ["CELL_OVERHEAD_S", "CHUNK_OVERHEAD_S"]
 CHUNK_OVERHEAD_S = 120.0  # starting Python, building the loaders (FFCV compiles them)
+DONE = STATUSES.index("done")
 
 
 @dataclass(frozen=True)
@@ -68,14 +70,23 @@ class DatasetCost:
     assumed: bool  # the image counts are a guess (the registry does not know them)
     pricing: Pricing
 
-    def cohort_seconds(self, arch_ids: list[int]) -> float:
-        """A cohort's wall seconds (its members share them), start-up included."""
-        return self.calibration * self.pricing.cohort_seconds(arch_ids)
+    def cohort_seconds(self, arch_ids: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+        """Wall seconds of cohorts (their members share them), start-up included: `arch_ids`
+        are their members one after another, `sizes` how many each has."""
+        work = self.pricing.work
+        member = work.member_seconds(arch_ids)
+        ends = np.cumsum(sizes)
+        compute = np.add.reduceat(member, ends - sizes) if len(member) else np.zeros(0)
+        wall = work.combine(work.data_seconds, compute, sizes) + CELL_OVERHEAD_S * sizes
+        return self.calibration * wall
 
-    def seconds(self, arch_id: int) -> float:
-        """The wall seconds a cell of this architecture records: its cohort's, taken as K
+    def seconds(self, arch_id: int | np.ndarray) -> float | np.ndarray:
+        """The wall seconds a cell of these architectures records: its cohort's, taken as K
         members like it (cells measured in cohorts of another size calibrate off by that)."""
-        return self.cohort_seconds([arch_id] * self.pricing.k)
+        k = self.pricing.k
+        ids = np.atleast_1d(np.asarray(arch_id, dtype=np.int64))
+        wall = self.cohort_seconds(np.repeat(ids, k), np.full(len(ids), k))
+        return wall if np.ndim(arch_id) else float(wall[0])
 
 
 @dataclass(frozen=True)
@@ -85,19 +96,33 @@ class Plan:
     total: int  # cells of the study
     finished: int  # done, diverged, or failed past the retry limit
     active: int  # queued or running now
-    missing: tuple[Cell, ...]
-    chunks: tuple[PlannedChunk, ...]
-    arrays: tuple[Array, ...]
-    gpu_hours: float  # estimated for the missing cells
-    max_array_size: int
+    grid: Grid
+    to_run: np.ndarray = field(repr=False)  # grid positions of the cells that need a run
+    attempts: np.ndarray = field(repr=False)  # failed attempts each of them has made
+    chunks: tuple[PlannedChunk, ...] = ()
+    arrays: tuple[Array, ...] = ()
+    gpu_hours: float = 0.0  # estimated for the missing cells
+    max_array_size: int = 1
     notes: tuple[str, ...] = field(default=())
     lanes: int | None = None  # local runs: workers at once (arrays do not apply)
     pricing: dict[str, Pricing] = field(default_factory=dict)  # per dataset: K, rows, why
     projections: tuple[Projection, ...] = ()  # the whole study per device kind (dry runs)
 
+    @functools.cached_property
+    def missing(self) -> tuple[Cell, ...]:
+        """The cells that need a run, in study order."""
+        return tuple(self.grid.cells(self.to_run))
+
+    def attempts_of(self, dataset: str) -> dict[ArchSeed, int]:
+        """Failed attempts made before, of one dataset's cells to run (those with any)."""
+        d, a, s = self.grid.parts(self.to_run)
+        mine = (d == self.grid.datasets.index(dataset)) & (self.attempts > 0)
+        rows = zip(a[mine].tolist(), s[mine].tolist(), self.attempts[mine].tolist(), strict=True)
+        return {(arch, seed): n for arch, seed, n in rows}
+
 
 def dataset_costs(
-    study: Study, population: Population, results: Mapping[Cell, ResultSummary]
+    study: Study, population: Population, outcomes: Outcomes | None
 ) -> dict[str, DatasetCost]:
     """Cost model per dataset: its cells priced on the study's device kind in cohorts,
     calibrated by measured cells."""
@@ -109,22 +134,28 @@ def dataset_costs(
         costs[entry.name] = DatasetCost(
             entry.name, train, test, entry.recipe.epochs, flops, 1.0, assumed, pricing
         )
-    return _calibrate(costs, results)
+    return _calibrate(costs, outcomes)
 
 
-def _calibrate(
-    costs: dict[str, DatasetCost], results: Mapping[Cell, ResultSummary]
-) -> dict[str, DatasetCost]:
-    ratios: dict[str, list[float]] = {name: [] for name in costs}
-    for cell, summary in results.items():
-        cost = costs.get(cell.dataset)
-        if cost is None or summary.status != "done" or not summary.train_seconds > 0:
-            continue
-        if cell.arch_id >= len(cost.flops):
-            continue
-        ratios[cell.dataset].append(summary.train_seconds / cost.seconds(cell.arch_id))
-    everything = [r for values in ratios.values() for r in values]
-    fallback = float(np.median(everything)) if everything else 1.0
+def _calibrate(costs: dict[str, DatasetCost], outcomes: Outcomes | None) -> dict[str, DatasetCost]:
+    """Each dataset's median of measured / estimated seconds over its done cells (the
+    median over all datasets for one without any)."""
+    ratios: dict[str, np.ndarray] = {name: np.zeros(0) for name in costs}
+    if outcomes is not None:
+        grid = outcomes.grid
+        done = outcomes.final() & (outcomes.status == DONE) & (outcomes.train_seconds > 0)
+        d, a, _ = grid.parts(np.flatnonzero(done))
+        for i, name in enumerate(grid.datasets):
+            cost = costs.get(name)
+            mine = np.flatnonzero(done)[d == i]
+            archs = a[d == i]
+            if cost is None or not len(mine):
+                continue
+            inside = archs < len(cost.flops)
+            estimate = cost.seconds(archs[inside])
+            ratios[name] = outcomes.train_seconds[mine[inside]] / estimate
+    everything = np.concatenate(list(ratios.values())) if ratios else np.zeros(0)
+    fallback = float(np.median(everything)) if len(everything) else 1.0
     return {
         name: DatasetCost(
             c.name,
@@ -132,7 +163,7 @@ def _calibrate(
             c.test_images,
             c.epochs,
             c.flops,
-            float(np.median(ratios[name])) if ratios[name] else fallback,
+            float(np.median(ratios[name])) if len(ratios[name]) else fallback,
             c.assumed,
             c.pricing,
         )
@@ -251,30 +282,31 @@ def make_plan(
     population: Population,
     *,
     array_size: int,
-    results: Mapping[Cell, ResultSummary] | None = None,
-    active: Iterable[Cell] = (),
+    outcomes: Outcomes | None = None,
+    active: np.ndarray | Iterable[Cell] = (),
     lanes: int | None = None,
     project: bool = False,
 ) -> Plan:
-    """Plan the cells that are neither finished nor queued or running, in arrays of at most
-    `array_size` chunks (the scheduler's limit).
+    """Plan the cells that are neither finished nor queued or running (`active`: a mask
+    over the study's grid, or cells), in arrays of at most `array_size` chunks (the
+    scheduler's limit). A stale cell (trained with what the study no longer says) is to run.
 
     `lanes` (local runs) splits the work into enough chunks to keep that many workers busy;
     `project` adds the whole study's projections per device kind (for dry runs).
     """
-    if results is None:
-        results = scan_results(study)
-    active = set(active)
-    costs = dataset_costs(study, population, results)
-    cells = study_cells(study)
-    attempts = study.settings.max_attempts
-    missing = [c for c in cells if c not in active and not is_finished(results.get(c), attempts)]
-    units = _cohorts(costs, missing)
+    if outcomes is None:
+        outcomes = standing(study, population).outcomes
+    grid = outcomes.grid
+    busy = _active_mask(grid, active)
+    finished = outcomes.finished(study.settings.max_attempts)
+    to_run = np.flatnonzero(~finished & ~busy)
+    costs = dataset_costs(study, population, outcomes)
+    units = _cohorts(grid, costs, to_run)
     spread = None
     if lanes:
         # About four chunks per worker: they take the next chunk as they finish, so the
         # last ones end close together.
-        total = sum(sum(seconds) for _, seconds in units.values())
+        total = sum(float(seconds.sum()) for _, seconds in units.values())
         spread = total / (4 * lanes) + CHUNK_OVERHEAD_S
     chunks, arrays, gpu_hours = _group(study, costs, units, spread, array_size)
     notes = tuple(
@@ -284,10 +316,12 @@ def make_plan(
         if c.assumed
     )
     return Plan(
-        total=len(cells),
-        finished=sum(is_finished(results.get(c), attempts) for c in cells),
-        active=len(active & set(cells)),
-        missing=tuple(missing),
+        total=len(grid),
+        finished=int(finished.sum()),
+        active=int(busy.sum()),
+        grid=grid,
+        to_run=to_run,
+        attempts=np.where(outcomes.stale[to_run], 0, outcomes.attempts[to_run]),
         chunks=tuple(chunks),
         arrays=tuple(arrays),
         gpu_hours=gpu_hours,
@@ -299,20 +333,46 @@ def make_plan(
     )
 
 
-Units = dict[str, tuple[list[list[ArchSeed]], list[float]]]
+def _active_mask(grid: Grid, active: np.ndarray | Iterable[Cell]) -> np.ndarray:
+    if isinstance(active, np.ndarray):
+        return active.astype(bool)
+    mask = np.zeros(len(grid), dtype=bool)
+    cells = [c for c in active if c.dataset in grid.datasets]
+    if cells:
+        found = grid.index(
+            grid.dataset_index([c.dataset for c in cells]),
+            [c.arch_id for c in cells],
+            [c.seed for c in cells],
+        )
+        mask[found[found >= 0]] = True
+    return mask
 
 
-def _cohorts(costs: Mapping[str, DatasetCost], missing: list[Cell]) -> Units:
-    """Per dataset, its missing cells in cohorts (one seed each, at most K, in study order)
-    and each cohort's wall seconds, which its members share."""
-    by_dataset: dict[str, list[ArchSeed]] = {}
-    for c in missing:
-        by_dataset.setdefault(c.dataset, []).append((c.arch_id, c.seed))
+Units = dict[str, tuple[list[list[ArchSeed]], np.ndarray]]
+
+
+def _cohorts(grid: Grid, costs: Mapping[str, DatasetCost], cells: np.ndarray) -> Units:
+    """Per dataset, its cells to run (grid positions, study order) in cohorts (one seed
+    each, at most K, seeds in order of first appearance, as `cost.cohorts` groups them) and
+    each cohort's wall seconds, which its members share."""
+    d, a, s = grid.parts(cells)
     units: Units = {}
-    for name, cells in by_dataset.items():
-        cost = costs[name]
-        groups = cohorts(cells, lambda cell: cell[1], cost.pricing.k)
-        units[name] = (groups, [cost.cohort_seconds([a for a, _ in g]) for g in groups])
+    for i, name in enumerate(grid.datasets):
+        mine = np.flatnonzero(d == i)
+        if not len(mine):
+            continue
+        archs, seeds = a[mine], s[mine]
+        _, first, rank = np.unique(seeds, return_index=True, return_inverse=True)
+        order = np.argsort(np.argsort(first)[rank], kind="stable")
+        archs, seeds = archs[order], seeds[order]
+        k = costs[name].pricing.k
+        starts = np.flatnonzero(np.r_[True, seeds[1:] != seeds[:-1]])
+        sizes = np.diff(np.r_[starts, len(seeds)])
+        cuts = np.concatenate([np.arange(b, b + n, k) for b, n in zip(starts, sizes, strict=True)])
+        counts = np.diff(np.r_[cuts, len(seeds)])
+        pairs = list(zip(archs.tolist(), seeds.tolist(), strict=True))
+        groups = [pairs[b : b + n] for b, n in zip(cuts.tolist(), counts.tolist(), strict=True)]
+        units[name] = (groups, costs[name].cohort_seconds(archs, counts))
     return units
 
 
@@ -335,27 +395,27 @@ def _group(
         pricing = costs[entry.name].pricing
         limit = entry.cluster.margin * entry.cluster.time_min * 60
         capacity = min(limit, spread) if spread else limit
-        own = chunk_cohorts(entry.name, groups, seconds, capacity, pricing.k, pricing.graphs)
+        own = chunk_cohorts(
+            entry.name, groups, seconds.tolist(), capacity, pricing.k, pricing.graphs
+        )
         chunks.extend(own)
-        gpu_hours += sum(seconds) * max(entry.cluster.gpus, 1) / 3600
+        gpu_hours += float(seconds.sum()) * max(entry.cluster.gpus, 1) / 3600
         for k, start in enumerate(range(0, len(own), array_size)):
             part = tuple(own[start : start + array_size])
             arrays.append(Array(f"{entry.name}-{k}", entry.name, part, entry.cluster))
     return chunks, arrays, gpu_hours
 
 
-def remaining_gpu_hours(
-    study: Study, population: Population, results: Mapping[Cell, ResultSummary]
-) -> float:
+def remaining_gpu_hours(study: Study, population: Population, outcomes: Outcomes) -> float:
     """Estimated GPU-hours of every cell not finished yet (queued and running included)."""
-    return make_plan(study, population, results=results, array_size=1 << 30).gpu_hours
+    return make_plan(study, population, outcomes=outcomes, array_size=1 << 30).gpu_hours
 
 
 def format_plan(plan: Plan, study: Study) -> str:
     """The `launch --dry-run` text: cells, chunks, arrays and GPU-hours."""
     lines = [
         f"study {study.name}: {plan.total:,} cells, {plan.finished:,} finished, "
-        f"{plan.active:,} queued or running, {len(plan.missing):,} to run",
+        f"{plan.active:,} queued or running, {len(plan.to_run):,} to run",
         f"{len(plan.chunks):,} chunks "
         + (
             f"for {plan.lanes} local workers"

@@ -157,19 +157,17 @@ class SlurmScheduler(Scheduler):
         from hpc.worker import Chunk
 
         study, record_id = submission.study, submission.record_id
-        manifests = submission.write_manifests(
-            lambda array, i: study.layout.array_manifest(record_id, array.label, i)
-        )
+        manifests = submission.write_array_manifests()
         arrays = submission.arrays()
         folder = study.layout.submitit_dir(record_id, self.name)
         try:
-            for k, (array, paths) in enumerate(zip(submission.plan.arrays, manifests, strict=True)):
+            for k, (array, path) in enumerate(zip(submission.plan.arrays, manifests, strict=True)):
                 executor = submitit.AutoExecutor(
                     folder=folder, cluster="slurm", slurm_max_num_timeout=MAX_TIMEOUT_REQUEUES
                 )
                 executor.update_parameters(**executor_parameters(array.cluster, arrays[k].job_name))
                 with executor.batch():
-                    jobs = [executor.submit(Chunk(path)) for path in paths]
+                    jobs = [executor.submit(Chunk(path, i)) for i in range(len(array.chunks))]
                 job_id = jobs[0].job_id.partition("_")[0]
                 arrays[k] = dataclasses.replace(arrays[k], job_id=job_id)
         finally:
@@ -189,14 +187,14 @@ class SlurmScheduler(Scheduler):
             )
             for record in records
             for array in record.arrays
-            for index in range(len(array.tasks))
+            for index in range(len(array))
         }
 
     def task_log(
         self, study: Study, record: LaunchRecord, array: ArrayRecord, index: int
     ) -> Path | None:
         # submitit submits a single chunk as a plain job, not an array.
-        job = array.job_id if len(array.tasks) == 1 else f"{array.job_id}_{index}"
+        job = array.job_id if len(array) == 1 else f"{array.job_id}_{index}"
         path = study.layout.submitit_dir(record.id, self.name) / f"{job}_0_log.out"
         return path if path.exists() else None
 
