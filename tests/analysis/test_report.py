@@ -32,7 +32,8 @@ def _raw_errors(path: Path) -> dict[str, pd.Series]:
                 {
                     "arch": group["arch_id"][()],
                     "err": group["top1_err"][()],
-                    "status": group["status"].asstr()[()],
+                    # dictionary-encoded: codes into strings/status
+                    "status": group["strings/status"].asstr()[()][group["status"][()]],
                 }
             )
             out[name] = frame[frame["status"] == "done"].groupby("arch")["err"].mean()
