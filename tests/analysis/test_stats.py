@@ -8,15 +8,14 @@ import pytest
 from scipy import stats as sps
 
 from analysis.kendall import kendall_replicates
+from analysis.replicates import pearson_replicates, spearman_replicates
 from analysis.stats import (
     bootstrap_counts,
     correlate,
     disattenuate,
     monte_carlo_error,
-    pearson_replicates,
     seed_reliability,
     spearman_brown,
-    spearman_replicates,
 )
 
 SCIPY = {
