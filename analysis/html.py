@@ -244,13 +244,19 @@ def _methods(a: Analysis, layout: Layout) -> str:
         f"{m} {c}" for m in ("Pearson", "Spearman", "Kendall") for c in ("r", "interval", "p")
     ]
     other = "Spearman" if a.method == "pearson" else "Pearson"
+    kendall = (
+        "on the same resamples"
+        if a.kendall_bootstrap == a.bootstrap
+        else f"on the first {a.kendall_bootstrap:,} of them (its cost grows as about n<sup>1.5</sup> "
+        "per resample and pair)"
+    )
     return (
         f"<p>Every dataset against {html.escape(a.reference)} by all three measures. Pearson and Spearman "
         "were computed for every pair of datasets (see the heatmap and tables/correlations_*.csv) on "
         f"{a.bootstrap:,} resamples, the first {a.bootstrap:,} of the headline's (the {a.method} column "
-        f"here is the headline's); Kendall's resampling costs n<sup>2</sup> per resample, so it covers "
-        f"the pairs with the reference on the first {a.kendall_bootstrap:,}, with "
-        f"{a.kendall_permutations:,} permutations for its p-values. The Monte-Carlo standard "
+        f"here is the headline's); Kendall's tau, whose resampling costs the most, covers the pairs "
+        f"with the reference {kendall}, with {a.kendall_permutations:,} permutations for its "
+        "p-values. The Monte-Carlo standard "
         f"error of an interval end is at most {_num(a.mc_error, 3)} for the tables on "
         f"{a.bootstrap:,} resamples ({other}, the heatmap, the subset curve, proxies, traits) and "
         f"{_num(a.kendall_mc_error, 3)} for Kendall's: their second decimal can move with the seed "

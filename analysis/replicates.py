@@ -149,9 +149,16 @@ def spearman_replicates(
             out[first : first + step] = _normalise(_gram(scaled))
             continue
         var = np.einsum("bcn,bcn->bc", scaled, scaled)
-        block = np.matmul(scaled[:, lefts], scaled[:, rights].transpose(0, 2, 1))
+        block = np.matmul(_take(scaled, lefts), _take(scaled, rights).transpose(0, 2, 1))
         out[first : first + step] = _pair_correlations(block[:, left_at, right_at], var, pairs)
     return out
+
+
+def _take(x: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """x[:, columns]: a view when the columns are a contiguous run (no copy)."""
+    if len(columns) and columns[-1] - columns[0] == len(columns) - 1:
+        return x[:, columns[0] : columns[-1] + 1]
+    return x[:, columns]
 
 
 def null_matrix(

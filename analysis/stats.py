@@ -180,6 +180,28 @@ def _standardise(values: np.ndarray) -> np.ndarray:
         return centred / np.sqrt((centred**2).mean(axis=0))
 
 
+def _distinct_columns(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The first of each set of identical columns, and for every column its set's place."""
+    first: dict[bytes, int] = {}
+    back = np.array(
+        [first.setdefault(values[:, j].tobytes(), len(first)) for j in range(values.shape[1])],
+        dtype=np.intp,
+    )
+    return np.unique(back, return_index=True)[1], back
+
+
+def _replicates(
+    method: str, values: np.ndarray, draws: np.ndarray, left: np.ndarray, right: np.ndarray
+) -> np.ndarray:
+    """(pairs, resamples): Pearson or Spearman replicates of the pairs (left, right) of the
+    columns of `values`: a few of the matrix's pairs alone, else the whole matrix."""
+    replicate = pearson_replicates if method == "pearson" else spearman_replicates
+    columns = values.shape[1]
+    if 4 * len(left) < columns * (columns - 1) / 2:
+        return replicate(values, draws, (left, right)).T
+    return replicate(values, draws)[:, left, right].T
+
+
 # ---- the public entry point ------------------------------------------------------------
 def _pair_list(
     names: Sequence[str], pairs: Iterable[tuple[str, str]] | None
@@ -272,14 +294,15 @@ def correlate(
         # Spearman's r is Pearson's r of average ranks.
         z = _standardise(sps.rankdata(sub, axis=0) if method == "spearman" else sub)
         r[members] = (z[:, left] * z[:, right]).mean(axis=0)
+        # Identical columns (e.g. complexity counted alike for datasets of one resolution and
+        # class count) are resampled and permuted once.
+        unique, back = _distinct_columns(sub)
+        left, right = back[left], back[right]
         if bootstrap:
-            replicate = pearson_replicates if method == "pearson" else spearman_replicates
-            if 4 * len(members) < len(cols) * (len(cols) - 1) / 2:  # few of the matrix's pairs
-                samples[members] = replicate(sub, draws, (left, right)).T
-            else:
-                samples[members] = replicate(sub, draws)[:, left, right].T
+            samples[members] = _replicates(method, sub[:, unique], draws, left, right)
         if permutations:
-            p[members] = permutation_pvalue(r[members], null_matrix(z, perms, left, right), exact)
+            null = null_matrix(z[:, unique], perms, left, right)
+            p[members] = permutation_pvalue(r[members], null, exact)
         bar.update(len(members))
     bar.close()
     lo, hi = percentile_interval(samples, confidence)
