@@ -1,5 +1,5 @@
-"""The study verbs of `anysweep` (init, sample, prepare, launch, sbatch, status, collect, run,
-cancel, clean, logs): argument parsers and thin handlers over hpc's functions.
+"""The study verbs of `anysweep` (init, sample, prepare, score, launch, sbatch, status, collect,
+run, cancel, clean, logs): argument parsers and thin handlers over hpc's functions.
 
 Each handler returns the exit code; bad input raises ValueError or FileNotFoundError, which
 `hpc.cli` prints as a one-line error. Heavy modules are imported inside the handlers.
@@ -114,6 +114,42 @@ def run_prepare(args: argparse.Namespace) -> int:
             f"{item.num_classes} classes, {item.backend} backend"
         )
     return 0
+
+
+# --- score --------------------------------------------------------------------------------
+
+
+def add_score(parser: argparse.ArgumentParser) -> None:
+    add_study_dir(parser)
+    parser.add_argument(
+        "--dataset", action="append", metavar="NAME", help="only this dataset (repeatable)"
+    )
+    parser.add_argument(
+        "--cluster",
+        choices=("local", "slurm"),
+        default="local",
+        help="local (default): one process per core, waited for; slurm: one array job "
+        "per dataset, submitted (like prepare)",
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=None, help="local: processes at once (default: cores)"
+    )
+
+
+@_scheduler_errors
+def run_score(args: argparse.Namespace) -> int:
+    from hpc.scheduling.scores import score_study, summary
+
+    study = load_study(args.study_dir)
+    run = score_study(
+        study,
+        cluster=args.cluster,
+        jobs=args.jobs,
+        names=args.dataset,
+        wait=args.cluster == "local",
+    )
+    _print(summary(run, study))
+    return 1 if run.unscored else 0
 
 
 # --- launch, sbatch -----------------------------------------------------------------------

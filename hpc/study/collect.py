@@ -25,6 +25,7 @@ from hpc.study.results import (
     result_files,
     scan_results,
 )
+from hpc.study.scores import files_stamp, score_tables
 from hpc.study.spec import Study
 
 REFERENCE_RESOLUTION = 224  # the /architectures complexity columns are counted here
@@ -77,8 +78,9 @@ def architecture_columns(population: Population) -> dict[str, np.ndarray]:
 
 
 def _fingerprint(study: Study, files: list[ResultFile]) -> str:
-    """Changes when any input of results.h5 changes: result files, architectures, study.toml
-    and the prepared datasets' manifests (where /datasets takes its sizes and classes)."""
+    """Changes when any input of results.h5 changes: result files, architectures, study.toml,
+    the prepared datasets' manifests (where /datasets takes its sizes and classes) and the
+    score files."""
     digest = hashlib.sha256(study.source.encode())
     architectures = study.layout.architectures
     stat = architectures.stat()
@@ -92,6 +94,7 @@ def _fingerprint(study: Study, files: list[ResultFile]) -> str:
             digest.update(f"{manifest.name}:absent".encode())
     for found in files:
         digest.update(f"{found.cell.key}:{found.mtime}:{found.size}:{found.inode}".encode())
+    digest.update(files_stamp(study).encode())
     return digest.hexdigest()
 
 
@@ -146,6 +149,7 @@ def collect(study: Study, *, progress: bool = False) -> Collected:
             datasets=[results_info(study, entry) for entry in study.datasets],
             cells=cells,
             attrs=attrs,
+            scores=score_tables(study),
         )
     return Collected(target, len(cells), tuple(skipped_cells), True)
 

@@ -95,7 +95,7 @@ def test_wrong_type_names_key_line_and_expected_type() -> None:
 def test_unknown_top_level_table_lists_the_sections() -> None:
     message = _error(BASE + "\n[trainer]\nepochs = 3\n")
     assert message.startswith("study.toml:17: unknown key 'trainer'")
-    assert "valid keys: study, design, recipe, cluster, datasets" in message
+    assert "valid keys: study, design, recipe, cluster, scores, datasets" in message
 
 
 def test_unknown_dataset_lists_registered_datasets_and_how_to_declare_your_own() -> None:

@@ -15,13 +15,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hpc.scheduling.records import ArrayRecord, LaunchRecord, job_prefix, write_record
+from hpc.scheduling.records import (
+    ArrayRecord,
+    LaunchRecord,
+    job_name,
+    job_prefix,
+    write_record,
+)
 from hpc.scheduling.schedulers import (
     Scheduler,
     SchedulerError,
     Submission,
     Submitted,
     TaskKey,
+    Tasks,
     TaskState,
 )
 from hpc.study.spec import ClusterSpec, Study
@@ -178,6 +185,34 @@ class SlurmScheduler(Scheduler):
             if done:
                 write_record(study, record_id, self.name, done)
         return Submitted(tuple(str(a.job_id) for a in arrays))
+
+    def submit_tasks(self, tasks: Tasks) -> Submitted:
+        """One array per group (a dataset's tasks), with its resources but no GPU, as
+        prepare jobs ask; the job ids of the arrays."""
+        import submitit
+
+        study, run_id = tasks.study, tasks.run_id
+        paths = tasks.write(lambda group, i: study.layout.array_manifest(run_id, group.label, i))
+        ids = []
+        for group, files in zip(tasks.groups, paths, strict=True):
+            executor = submitit.AutoExecutor(
+                folder=study.layout.submitit_dir(run_id, self.name), cluster="slurm"
+            )
+            name = job_name(study, run_id, group.label)
+            executor.update_parameters(**executor_parameters(group.cluster, name, chunks=False))
+            with executor.batch():
+                jobs = [executor.submit(tasks.runner, path) for path in files]
+            ids.append(jobs[0].job_id.partition("_")[0])
+        return Submitted(tuple(ids))
+
+    def running_tasks(self, study: Study, kind: str) -> set[tuple[str, str]]:
+        prefix = job_prefix(study) + "."
+        found = set()
+        for (name, _task), (state, _id) in squeue_states(study).items():
+            run_id, _, label = name.removeprefix(prefix).partition(".")
+            if run_id.startswith(kind) and state in (*RUNNING_STATES, *QUEUED_STATES):
+                found.add((run_id, label))
+        return found
 
     def task_states(
         self, study: Study, records: Sequence[LaunchRecord]
