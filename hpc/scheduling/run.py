@@ -1,5 +1,6 @@
-"""A whole study in one call: sample, prepare, launch, wait (with a progress bar), collect,
-analyze; launched again while failed cells have attempts left. Ctrl-C stops it and the
+"""A whole study in one call: sample, prepare, score (the training-free scores, unless
+[scores] enabled = false), launch, wait (with a progress bar), collect, analyze; launched
+again while failed cells have attempts left. Ctrl-C stops it and the
 workers it started here; run again, it continues where it stopped.
 """
 
@@ -35,7 +36,8 @@ def run_study(
     analyze: bool = True,
     poll_s: float | None = None,
 ) -> int:
-    """sample, prepare, launch, wait (with a progress bar), collect, analyze: the whole study.
+    """sample, prepare, score, launch, wait (with a progress bar), collect, analyze: the
+    whole study.
 
     Interrupted (Ctrl-C) and run again, it continues where it stopped. Failed cells are
     launched again while they have attempts left. Returns 0 when every cell finished as
@@ -46,6 +48,8 @@ def run_study(
     sample_architectures(study, progress=progress)
     prepare_datasets(study, progress=progress)
     with CtrlC() as ctrl_c:
+        if study.scores.enabled:
+            _score(study, cluster, jobs, poll_s, progress, ctrl_c.check)
         _launch_until_finished(study, cluster, jobs, poll_s, progress, ctrl_c.check)
     collected = collect(study, progress=progress)
     for line in collected.skipped:
@@ -54,6 +58,25 @@ def run_study(
     if analyze:
         _analyze(study.root)
     return _outcome(study)
+
+
+def _score(
+    study: Study,
+    cluster: str,
+    jobs: int | None,
+    poll_s: float,
+    progress: bool,
+    check: Callable[[], None],
+) -> None:
+    """The training-free scores before training, waited for; networks left unscored are
+    reported and the training goes on (`anysweep score` computes them later)."""
+    from hpc.scheduling.scores import score_study, summary
+
+    scored = score_study(
+        study, cluster=cluster, jobs=jobs, progress=progress, poll_s=poll_s, check=check
+    )
+    if scored.unscored or scored.busy:
+        print(summary(scored, study), file=sys.stderr, flush=True)
 
 
 def _launch_until_finished(
