@@ -17,7 +17,7 @@ from hpc.scheduling.records import next_record_id
 from hpc.scheduling.schedulers import Scheduler, Submitted, TaskGroup, Tasks
 from hpc.study.datasets import unprepared
 from hpc.study.layout import study_lock
-from hpc.study.population import load_population
+from hpc.study.population import Population, load_population
 from hpc.study.scores import Row, ScoreTask, plan_scores, read_score_files, stored_rows
 from hpc.study.spec import Study
 
@@ -37,18 +37,19 @@ class ScoreRun:
     waited: bool = False
 
 
-def check_score_inputs(study: Study, names: Sequence[str] | None) -> None:
+def check_score_inputs(study: Study, names: Sequence[str] | None) -> Population:
     """Bad input as one error before any compute: an unknown dataset (ValueError), a study
-    not sampled or datasets not prepared (FileNotFoundError)."""
+    not sampled or datasets not prepared (FileNotFoundError). Returns the population."""
     for name in names or ():
         study.dataset(name)
-    load_population(study)
+    population = load_population(study)
     missing = unprepared(study, list(names or (d.name for d in study.datasets)))
     if missing:
         raise FileNotFoundError(
             f"datasets not prepared yet: {', '.join(missing)}; run `anysweep prepare "
             f"{study.root}` first"
         )
+    return population
 
 
 def score_study(
@@ -69,8 +70,7 @@ def score_study(
     if jobs is not None and jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     scheduler.check_ready()
-    check_score_inputs(study, names)
-    population = load_population(study)
+    population = check_score_inputs(study, names)
     from hpc.worker.scores import score_task  # torch: only once the input is known good
 
     with study_lock(study.layout, "scores"):
@@ -128,7 +128,7 @@ def _wait(
     were not."""
     from tqdm import tqdm  # type: ignore[import-untyped]
 
-    wanted = {t.dataset: set() for t in tasks}  # type: dict[str, set[Row]]
+    wanted: dict[str, set[Row]] = {t.dataset: set() for t in tasks}
     for task in tasks:
         wanted[task.dataset].update(task.rows)
     total = sum(len(rows) for rows in wanted.values())
