@@ -17,7 +17,7 @@ from hpc.scheduling.records import next_record_id
 from hpc.scheduling.schedulers import Scheduler, Submitted, TaskGroup, Tasks
 from hpc.study.datasets import unprepared
 from hpc.study.layout import study_lock
-from hpc.study.population import Population, load_population
+from hpc.study.population import load_population
 from hpc.study.scores import Row, ScoreTask, plan_scores, read_score_files, stored_rows
 from hpc.study.spec import Study
 
@@ -37,19 +37,14 @@ class ScoreRun:
     waited: bool = False
 
 
-def check_score_inputs(study: Study, names: Sequence[str] | None) -> Population:
-    """Bad input as one error before any compute: an unknown dataset (ValueError), a study
-    not sampled or datasets not prepared (FileNotFoundError). Returns the population."""
-    for name in names or ():
-        study.dataset(name)
-    population = load_population(study)
-    missing = unprepared(study, list(names or (d.name for d in study.datasets)))
+def _check_unprepared(study: Study, tasks: Sequence[ScoreTask]) -> None:
+    """The datasets left to score must be prepared: one error naming them, before compute."""
+    missing = unprepared(study, list(dict.fromkeys(t.dataset for t in tasks)))
     if missing:
         raise FileNotFoundError(
             f"datasets not prepared yet: {', '.join(missing)}; run `anysweep prepare "
             f"{study.root}` first"
         )
-    return population
 
 
 def score_study(
@@ -70,15 +65,18 @@ def score_study(
     if jobs is not None and jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     scheduler.check_ready()
-    population = check_score_inputs(study, names)
-    from hpc.worker.scores import score_task  # torch: only once the input is known good
-
+    for name in names or ():
+        study.dataset(name)  # an unknown one is an error naming the study's datasets
+    population = load_population(study)
     with study_lock(study.layout, "scores"):
         busy = sorted({label for _, label in scheduler.running_tasks(study, RUN_KIND)})
         tasks = [t for t in plan_scores(study, population, names) if t.dataset not in busy]
         planned = sum(len(t.rows) for t in tasks)
         if not tasks:
             return ScoreRun("", 0, 0, busy=tuple(busy))
+        _check_unprepared(study, tasks)
+        from hpc.worker.scores import score_task  # torch: once the input is known good
+
         run_id = next_record_id(study, RUN_KIND)
         submitted = scheduler.submit_tasks(
             Tasks(study, run_id, _groups(study, tasks), score_task, jobs)

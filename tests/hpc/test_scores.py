@@ -198,6 +198,15 @@ def test_score_run_again_computes_nothing(scored: Study, capsys) -> None:
     assert _stamps(scored) == before
 
 
+def test_a_scored_study_needs_no_prepared_data_to_say_so(
+    scored: Study, tmp_path: Path, capsys
+) -> None:
+    study = _copy(scored.root, tmp_path)
+    shutil.rmtree(study.data_dir)  # as `anysweep clean --betons` leaves a finished study
+    assert main(["score", str(study.root)]) == 0
+    assert "nothing to score" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
