@@ -31,6 +31,8 @@ from analysis.schema import (
 )
 from anynet import scores as zc
 from hpc.cli import main
+from hpc.scheduling import schedulers
+from hpc.scheduling.schedulers import Tasks
 from hpc.scheduling.scores import score_study
 from hpc.study.collect import collect
 from hpc.study.datasets import prepare_datasets
@@ -38,7 +40,7 @@ from hpc.study.population import load_population, sample_architectures
 from hpc.study.recipe import Recipe
 from hpc.study.scores import ScoreTask, score_inputs, store_scores
 from hpc.study.spec import Study, load_study
-from hpc.worker.scores import minibatches
+from hpc.worker.scores import minibatches, score_task
 from hpc.worker.train import CellRun, cell_seed
 from loaders.pipelines import build_loaders
 from loaders.prepare import open_prepared
@@ -225,6 +227,13 @@ def test_bad_input_is_one_line_before_any_compute(
     assert err.startswith("anysweep score: error: ") and message in err
     assert len(err.splitlines()) == 1
     assert not study.layout.scores.exists() and not study.layout.jobs.exists()
+
+
+def test_sbatch_runs_no_score_tasks_and_says_which_schedulers_do(scored: Study) -> None:
+    tasks = Tasks(scored, "Z0009", (), score_task)
+    with pytest.raises(ValueError, match="cannot run score tasks; valid: local, slurm"):
+        schedulers.get("sbatch").submit_tasks(tasks)
+    assert not scored.layout.record_dir("Z0009").exists()
 
 
 def test_a_study_not_sampled_or_not_prepared_is_refused(tmp_path: Path, capsys) -> None:
