@@ -51,11 +51,14 @@ class Lane(Checkpointable):
 
     def __call__(self) -> int:
         from hpc.worker import interruption, run_chunk
+        from hpc.worker.device import DeviceLost
 
         ran = 0
         while (manifest := self._next()) is not None:
             try:
                 run_chunk(manifest)
+            except DeviceLost:
+                raise  # this process's device is gone: its next chunk waits for a fresh lane
             except Exception as exc:  # one bad chunk must not stop the lane's others
                 if (stop := interruption(exc)) is not None:
                     raise stop from None

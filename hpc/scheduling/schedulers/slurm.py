@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 import getpass
 import os
+import shlex
 import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -76,6 +78,34 @@ def executor_parameters(cluster: ClusterSpec, name: str, *, chunks: bool = True)
         # Requeue on preemption needs requeueable jobs where JobRequeue=0 is the default.
         params["slurm_additional_parameters"] = {"requeue": True}
     return params
+
+
+# What a launched task runs: submitit's job runner behind an entry point that catches SIGUSR2
+# from its first line (`hpc.worker.submitted`), started by a shell that ignores the signal
+# until then, so that a preemption at any moment of a task's life stops it, never kills it.
+TASK_COMMAND = (
+    '/bin/sh -c \'trap "" USR2; exec "$@"\' sh {python} -u -m hpc.worker.submitted {folder}'
+)
+
+
+def chunk_executor(folder: Path) -> Any:
+    """submitit's Slurm executor, running chunks through TASK_COMMAND."""
+    import submitit
+
+    class ChunkExecutor(submitit.SlurmExecutor):  # type: ignore[misc]
+        @property
+        def _submitit_command_str(self) -> str:
+            return TASK_COMMAND.format(
+                python=shlex.quote(sys.executable), folder=shlex.quote(str(self.folder))
+            )
+
+    return ChunkExecutor(folder, max_num_timeout=MAX_TIMEOUT_REQUEUES)
+
+
+def _native(executor: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """AutoExecutor's parameters (generic names, `slurm_` prefixes) as SlurmExecutor's."""
+    generic = executor._equivalence_dict()  # name -> job_name, ...
+    return {generic.get(key, key.removeprefix("slurm_")): value for key, value in params.items()}
 
 
 def _client(argv: list[str], timeout_s: float = 60) -> str:
@@ -152,8 +182,6 @@ class SlurmScheduler(Scheduler):
         return max_array_size(study)
 
     def submit(self, submission: Submission) -> Submitted:
-        import submitit
-
         from hpc.worker import Chunk
 
         study, record_id = submission.study, submission.record_id
@@ -164,10 +192,9 @@ class SlurmScheduler(Scheduler):
         folder = study.layout.submitit_dir(record_id, self.name)
         try:
             for k, (array, paths) in enumerate(zip(submission.plan.arrays, manifests, strict=True)):
-                executor = submitit.AutoExecutor(
-                    folder=folder, cluster="slurm", slurm_max_num_timeout=MAX_TIMEOUT_REQUEUES
-                )
-                executor.update_parameters(**executor_parameters(array.cluster, arrays[k].job_name))
+                executor = chunk_executor(folder)
+                params = executor_parameters(array.cluster, arrays[k].job_name)
+                executor.update_parameters(**_native(executor, params))
                 with executor.batch():
                     jobs = [executor.submit(Chunk(path)) for path in paths]
                 job_id = jobs[0].job_id.partition("_")[0]
