@@ -104,6 +104,11 @@ class StudyLayout:
     def jobs(self) -> Path:
         return self.root / "jobs"
 
+    def written_folders(self) -> list[Path]:
+        """The folders the study's own files are written to (atomically): results,
+        checkpoints, jobs. Prepared data is the loaders' business."""
+        return [self.root / "results", self.root / "checkpoints", self.jobs]
+
     @property
     def results_index(self) -> Path:
         return self.jobs / "results-index.json"

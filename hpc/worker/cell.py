@@ -22,6 +22,7 @@ from hpc import provenance
 from hpc.scheduling.manifest import Manifest, ManifestCell
 from hpc.study.layout import CellPaths, StudyLayout, cell_stem
 from hpc.study.results import is_final
+from hpc.worker.checkpoint import remove_temporaries
 from hpc.worker.cohort import train_cohort
 from hpc.worker.data import Loaders, loaders_for
 from hpc.worker.device import DeviceLost, device_lost, is_cuda_error
@@ -315,6 +316,7 @@ def write(chunk: ChunkRun, attempt: Attempt, result: CellResult) -> None:
     chunk.add_time("write", time.perf_counter() - start)
     if is_final(result.status):
         attempt.paths.checkpoint.unlink(missing_ok=True)
+        remove_temporaries(attempt.paths.checkpoint)
 
 
 def stopped(attempt: Attempt, exc: BaseException) -> None:
