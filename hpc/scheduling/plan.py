@@ -62,9 +62,9 @@ class DatasetCost:
 class Plan:
     """The cells that still need a run, grouped for submission."""
 
-    total: int  # cells of the study
+    total: int  # cells of the study: finished + active + len(missing)
     finished: int  # done, diverged, or failed past the retry limit
-    active: int  # queued or running now
+    active: int  # not finished, and queued or running now
     missing: tuple[Cell, ...]
     chunks: tuple[PlannedChunk, ...]
     arrays: tuple[Array, ...]
@@ -236,11 +236,13 @@ def make_plan(
     """
     if results is None:
         results = scan_results(study)
-    active = set(active)
     costs = dataset_costs(study, population, results)
     cells = study_cells(study)
     attempts = study.settings.max_attempts
-    missing = [c for c in cells if c not in active and not is_finished(results.get(c), attempts)]
+    finished = {c for c in cells if is_finished(results.get(c), attempts)}
+    # A queued or running task lists cells it has finished already: they count as finished.
+    active = (set(active) & set(cells)) - finished
+    missing = [c for c in cells if c not in active and c not in finished]
     seconds = {
         c: costs[c.dataset].seconds(c.arch_id, study.dataset(c.dataset).cluster.throughput)
         for c in missing
@@ -259,8 +261,8 @@ def make_plan(
     )
     return Plan(
         total=len(cells),
-        finished=sum(is_finished(results.get(c), attempts) for c in cells),
-        active=len(active & set(cells)),
+        finished=len(finished),
+        active=len(active),
         missing=tuple(missing),
         chunks=tuple(chunks),
         arrays=tuple(arrays),

@@ -147,6 +147,17 @@ def test_finished_and_active_cells_are_not_planned(study) -> None:
     assert (plan.finished, plan.active, len(planned)) == (3, 2, 15)
 
 
+def test_the_totals_add_up_when_active_tasks_have_finished_some_of_their_cells(study) -> None:
+    population = sample_architectures(study)
+    for arch_id in range(5):
+        _result(study, "digits", arch_id, 0, "done")
+    # A running task's chunk lists cells it has finished already and some it has not.
+    active = {Cell("digits", a, s) for a in range(5) for s in (0, 1)}
+    plan = make_plan(study, population, active=active, array_size=100)
+    assert (plan.total, plan.finished, plan.active, len(plan.missing)) == (20, 5, 5, 10)
+    assert plan.finished + plan.active + len(plan.missing) == plan.total
+
+
 def test_a_corrupt_result_file_counts_as_missing(study) -> None:
     population = sample_architectures(study)
     path = cell_paths(study.root, "digits", 3, 0).result
