@@ -1,7 +1,9 @@
-"""What each cell of a study is doing: done, running, queued, failed, diverged or missing.
+"""What each cell of a study is doing: done, running, queued, failed, diverged or missing,
+and how the tasks that left cells unfinished ended.
 
 Reads the launch records under jobs/, the result files, and each scheduler once (one `squeue`
-for all of a study's Slurm jobs, however many); never imports torch or ffcv.
+for all of a study's Slurm jobs, however many, when planning; one `sacct` for `status`, which
+also remembers ended tasks); never imports torch or ffcv.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class Task:
     index: int  # the task's index in its array
     state: str  # queued, running or ended
     job_id: str  # scheduler id ("123_4"), the local lane, or "" when not known
+    end: str = ""  # how an ended task ended, in its scheduler's words ("" when not known)
+    reason: str = ""  # what else its scheduler says of that end ("exit 1", "signal 9")
 
     @property
     def label(self) -> str:
@@ -55,16 +59,21 @@ class Task:
         return self.record.created_ts
 
 
-def tasks(study: Study, records: list[LaunchRecord] | None = None) -> list[Task]:
-    """Every task of every record with its state now; each scheduler is asked once."""
+def tasks(
+    study: Study, records: list[LaunchRecord] | None = None, *, report: bool = False
+) -> list[Task]:
+    """Every task of every record with its state now; each scheduler is asked once. With
+    `report`, ended tasks say how they ended where the scheduler remembers it (Slurm asks
+    its accounting, sacct, instead of squeue: what `status` shows)."""
     records = read_records(study) if records is None else records
-    states = schedulers.task_states(study, records)
+    ask = schedulers.task_report if report else schedulers.task_states
+    states = ask(study, records)
     out = []
     for record in records:
         for array in record.arrays:
             for index in range(len(array.tasks)):
                 now = states[(record.id, array.label, index)]
-                out.append(Task(record, array, index, now.state, now.job_id))
+                out.append(Task(record, array, index, now.state, now.job_id, now.end, now.reason))
     return out
 
 
@@ -104,6 +113,32 @@ def cell_states(
     return states
 
 
+def stopped_tasks(study: Study, states: Mapping[Cell, str], task_list: list[Task]) -> list[dict]:
+    """The ended tasks that left cells unfinished (missing, or failed), each with its job id,
+    how it ended, its log and those cells: every such cell under the latest task that had it."""
+    latest: dict[Cell, Task] = {}
+    for task in task_list:  # records oldest first: a later task replaces an earlier one
+        for arch_id, seed in task.cells:
+            latest[Cell(task.dataset, arch_id, seed)] = task
+    found: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for cell, state in sorted(states.items()):
+        task = latest.get(cell)
+        if state not in ("missing", "failed") or task is None or task.state != "ended":
+            continue
+        key = (task.record.id, task.label, task.index)
+        if key not in found:
+            log = schedulers.of(task.record).task_log(study, task.record, task.array, task.index)
+            found[key] = {
+                "task": task.job_id or f"{task.record.id} {task.label}.{task.index}",
+                "state": task.end or "ended",
+                "reason": task.reason,
+                "log": str(log) if log is not None else "",
+                "cells": [],
+            }
+        found[key]["cells"].append(cell.key)
+    return [found[key] for key in sorted(found)]
+
+
 def active_cells(study: Study, task_list: list[Task] | None = None) -> set[Cell]:
     """Cells that a queued or running task will still run: not to be submitted again."""
     task_list = tasks(study) if task_list is None else task_list
@@ -116,6 +151,7 @@ class StudyStatus:
     counts: dict[str, dict[str, int]]  # dataset -> state -> cells
     failed: list[dict[str, Any]]  # {cell, attempts, error}
     corrupt: list[dict[str, str]]  # {cell, error}
+    stopped: list[dict[str, Any]]  # {task, state, reason, log, cells}: see stopped_tasks
     gpu_hours_spent: float
     gpu_hours_remaining: float
     tasks_active: int
@@ -126,6 +162,7 @@ class StudyStatus:
             "counts": self.counts,
             "failed": self.failed,
             "corrupt": self.corrupt,
+            "stopped": self.stopped,
             "gpu_hours_spent": self.gpu_hours_spent,
             "gpu_hours_remaining": self.gpu_hours_remaining,
             "tasks_active": self.tasks_active,
@@ -138,7 +175,7 @@ def study_status(study: Study) -> StudyStatus:
     from hpc.study.population import read_population, sample_architectures
 
     results = scan_results(study)
-    task_list = tasks(study)
+    task_list = tasks(study, report=True)
     states = cell_states(study, results, task_list)
     counts = {d.name: dict.fromkeys(STATES, 0) for d in study.datasets}
     for cell, state in states.items():
@@ -166,6 +203,7 @@ def study_status(study: Study) -> StudyStatus:
         counts=counts,
         failed=failed,
         corrupt=corrupt,
+        stopped=stopped_tasks(study, states, task_list),
         gpu_hours_spent=spent,
         gpu_hours_remaining=remaining_gpu_hours(study, population, results),
         tasks_active=sum(t.state != "ended" for t in task_list),
@@ -197,10 +235,21 @@ def format_status(status: StudyStatus) -> str:
         lines.extend(
             f"  {f['cell']} (attempt {f['attempts']}): {f['error']}" for f in status.failed
         )
+    if status.stopped:
+        lines.append(f"tasks that ended before their cells did ({len(status.stopped)}):")
+        lines.extend(_stopped_line(task) for task in status.stopped)
     if status.corrupt:
         lines.append(f"unreadable result files ({len(status.corrupt)}), to be run again:")
         lines.extend(f"  {c['cell']}: {c['error']}" for c in status.corrupt)
     return "\n".join(lines)
+
+
+def _stopped_line(task: dict[str, Any]) -> str:
+    cells = task["cells"]
+    listed = ", ".join(cells[:4]) + (f" and {len(cells) - 4} more" if len(cells) > 4 else "")
+    how = task["state"] + (f" ({task['reason']})" if task["reason"] else "")
+    log = f"; log {task['log']}" if task["log"] else "; no log"
+    return f"  {task['task']} {how}: {len(cells)} cell(s) unfinished: {listed}{log}"
 
 
 def cell_logs(study: Study, cell_text: str) -> tuple[Path | None, Path | None]:

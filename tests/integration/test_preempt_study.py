@@ -1,11 +1,13 @@
-"""Preemption signals on launched tasks, on the local Slurm cluster: a USR2 at any moment of a
-task's life ends in a requeue or a clean stop, never a FAILED task, and a requeue that Slurm
-refuses (or that a preemption's SIGTERM kills) stops the chunk without charging an attempt."""
+"""Faults on launched tasks, on the local Slurm cluster: a USR2 at any moment of a task's life
+ends in a requeue or a clean stop, never a FAILED task; a requeue that Slurm refuses (or that
+a preemption's SIGTERM kills) stops the chunk without charging an attempt; and status says
+how a killed task ended and where its log is."""
 
 from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import pytest
 
 from analysis.schema import read_cell
 from hpc.scheduling.launch import launch
-from hpc.scheduling.status import study_status
+from hpc.scheduling.status import format_status, study_status
 from hpc.study.datasets import prepare_datasets
 from hpc.study.spec import load_study
 
@@ -173,3 +175,31 @@ def test_a_refused_requeue_stops_the_chunk_and_charges_no_attempt(slurm_cluster,
     _cells_done_once(study)
     log = study.layout.cell("digits", 0, 0).log.read_text()
     assert log.count("attempt 1/2") == 3 and log.count("resumed after epoch") == 2
+
+
+def test_status_shows_how_a_killed_task_ended_and_where_its_log_is(
+    slurm_cluster, tmp_path, monkeypatch
+):
+    import hpc.scheduling.schedulers.slurm as slurm
+
+    study = _study(tmp_path, architectures=2, margin=0.7)
+    launched = launch(study, cluster="slurm")
+    job = launched.job_ids[0]
+    log = study.layout.cell("digits", 0, 0).log
+    _until(lambda: log.exists() and "epoch 1/3:" in log.read_text(), "first epoch of 0-s0")
+    pids = slurm_cluster.client("scontrol", "listpids", job).split()[5::5]
+    workers = [p for p in pids if b"hpc.worker" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    assert workers
+    subprocess.run(["kill", "-KILL", *workers], check=True)
+    assert slurm_cluster.wait(job, timeout_s=120) == "FAILED"
+    calls = []
+    client = slurm._client
+    monkeypatch.setattr(slurm, "_client", lambda argv, **kw: calls.append(argv[0]) or client(argv))
+    status = study_status(study)
+    assert calls == ["sacct"]  # one query for the whole refresh
+    assert status.counts["digits"]["missing"] == 2
+    [stopped] = status.stopped
+    assert (stopped["task"], stopped["state"]) == (job, "FAILED")
+    assert stopped["cells"] == ["digits/0-s0", "digits/1-s0"]
+    assert stopped["log"] == str(_task_log(study, launched.record, job))
+    assert f"{job} FAILED" in format_status(status)

@@ -37,6 +37,8 @@ class SchedulerError(RuntimeError):
 class TaskState:
     state: str  # queued, running or ended
     job_id: str  # the scheduler's id ("123_4"), a local lane's pid, or "" when not known
+    end: str = ""  # how an ended task ended, in its scheduler's words (FAILED, TIMEOUT, ...)
+    reason: str = ""  # what else the scheduler says of that end ("exit 1", "signal 9")
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,13 @@ class Scheduler(ABC):
     ) -> dict[TaskKey, TaskState]:
         """What the scheduler says of every task of these records (of this queue), asked once."""
 
+    def task_report(
+        self, study: Study, records: Sequence[LaunchRecord]
+    ) -> dict[TaskKey, TaskState]:
+        """`task_states` with how ended tasks ended, where the scheduler remembers it: what
+        `status` shows. Asked once per refresh too."""
+        return self.task_states(study, records)
+
     @abstractmethod
     def task_log(
         self, study: Study, record: LaunchRecord, array: ArrayRecord, index: int
@@ -158,6 +167,14 @@ def task_states(study: Study, records: Sequence[LaunchRecord]) -> dict[TaskKey, 
     states: dict[TaskKey, TaskState] = {}
     for scheduler, group in _by_queue(records).values():
         states.update(scheduler.task_states(study, group))
+    return states
+
+
+def task_report(study: Study, records: Sequence[LaunchRecord]) -> dict[TaskKey, TaskState]:
+    """Every task's state and, for ended ones, how they ended; each queue asked once."""
+    states: dict[TaskKey, TaskState] = {}
+    for scheduler, group in _by_queue(records).values():
+        states.update(scheduler.task_report(study, group))
     return states
 
 
