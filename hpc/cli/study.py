@@ -156,6 +156,9 @@ def run_launch(args: argparse.Namespace) -> int:
         reset_retries=args.reset_retries,
     )
     _print(format_plan(launched.plan, study))
+    if launched.problems:
+        print(f"anysweep launch: error: {'; '.join(launched.problems)}", file=sys.stderr)
+        return 2
     if args.dry_run:
         _print("dry run: nothing submitted")
     elif not launched.record:

@@ -68,10 +68,11 @@ class Plan:
     missing: tuple[Cell, ...]
     chunks: tuple[PlannedChunk, ...]
     arrays: tuple[Array, ...]
-    gpu_hours: float  # estimated for the missing cells
+    gpu_hours: float  # estimated for the missing cells of datasets whose tasks ask for GPUs
     max_array_size: int
     notes: tuple[str, ...] = field(default=())
     lanes: int | None = None  # local runs: workers at once (arrays do not apply)
+    cpu_hours: float = 0.0  # estimated for the missing cells of datasets with `gpus = 0`
 
 
 def dataset_costs(
@@ -252,7 +253,7 @@ def make_plan(
         # About four chunks per worker: they take the next chunk as they finish, so the
         # last ones end close together.
         spread = sum(seconds.values()) / (4 * lanes) + CHUNK_OVERHEAD_S
-    chunks, arrays, gpu_hours = _group(study, missing, seconds, spread, array_size)
+    chunks, arrays, hours = _group(study, missing, seconds, spread, array_size)
     notes = tuple(
         f"{name}: image counts unknown to the registry; assumed {c.train_images:,} train / "
         f"{c.test_images:,} test"
@@ -266,11 +267,20 @@ def make_plan(
         missing=tuple(missing),
         chunks=tuple(chunks),
         arrays=tuple(arrays),
-        gpu_hours=gpu_hours,
+        gpu_hours=hours["GPU"],
         max_array_size=array_size,
         notes=notes,
         lanes=lanes,
+        cpu_hours=hours["CPU"],
     )
+
+
+def device_hours(cluster: ClusterSpec, seconds: float) -> tuple[str, float]:
+    """What `seconds` of a task cost: ("GPU", GPU-hours) where tasks ask for GPUs, else
+    ("CPU", CPU-hours), each at what a task asks for."""
+    if cluster.gpus:
+        return "GPU", seconds * cluster.gpus / 3600
+    return "CPU", seconds * cluster.cpus / 3600
 
 
 def _group(
@@ -279,11 +289,12 @@ def _group(
     seconds: Mapping[Cell, float],
     spread: float | None,
     array_size: int,
-) -> tuple[list[PlannedChunk], list[Array], float]:
-    """The missing cells in chunks per dataset, the chunks in arrays, and their GPU-hours."""
+) -> tuple[list[PlannedChunk], list[Array], dict[str, float]]:
+    """The missing cells in chunks per dataset, the chunks in arrays, and their GPU-hours
+    and CPU-hours."""
     chunks: list[PlannedChunk] = []
     arrays: list[Array] = []
-    gpu_hours = 0.0
+    hours = {"GPU": 0.0, "CPU": 0.0}
     by_dataset: dict[str, list[Cell]] = {}
     for c in missing:
         by_dataset.setdefault(c.dataset, []).append(c)
@@ -300,18 +311,31 @@ def _group(
             min(limit, spread) if spread else limit,
         )
         chunks.extend(own)
-        gpu_hours += sum(mine_seconds) * max(entry.cluster.gpus, 1) / 3600
+        kind, spent = device_hours(entry.cluster, sum(mine_seconds))
+        hours[kind] += spent
         for k, start in enumerate(range(0, len(own), array_size)):
             part = tuple(own[start : start + array_size])
             arrays.append(Array(f"{entry.name}-{k}", entry.name, part, entry.cluster))
-    return chunks, arrays, gpu_hours
+    return chunks, arrays, hours
 
 
-def remaining_gpu_hours(
+def remaining_hours(
     study: Study, population: Population, results: Mapping[Cell, ResultSummary]
-) -> float:
-    """Estimated GPU-hours of every cell not finished yet (queued and running included)."""
-    return make_plan(study, population, results=results, array_size=1 << 30).gpu_hours
+) -> tuple[float, float]:
+    """Estimated (GPU-hours, CPU-hours) of every cell not finished yet (queued and running
+    included)."""
+    plan = make_plan(study, population, results=results, array_size=1 << 30)
+    return plan.gpu_hours, plan.cpu_hours
+
+
+def hours_text(gpu_hours: float, cpu_hours: float, digits: int = 1) -> str:
+    """`12.0 GPU-hours`, `3.0 CPU-hours`, or both: what a study's tasks ask for."""
+    parts = [
+        f"{value:,.{digits}f} {kind}-hours"
+        for kind, value in (("GPU", gpu_hours), ("CPU", cpu_hours))
+        if value
+    ]
+    return " and ".join(parts) or f"{0:.{digits}f} GPU-hours"
 
 
 def format_plan(plan: Plan, study: Study) -> str:
@@ -325,7 +349,7 @@ def format_plan(plan: Plan, study: Study) -> str:
             if plan.lanes
             else f"in {len(plan.arrays):,} arrays (MaxArraySize {plan.max_array_size:,})"
         )
-        + f"; estimated {plan.gpu_hours:,.1f} GPU-hours",
+        + f"; estimated {hours_text(plan.gpu_hours, plan.cpu_hours)}",
     ]
     if plan.arrays:
         lines.append(

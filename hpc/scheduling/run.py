@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from hpc.scheduling import schedulers, status
-from hpc.scheduling.launch import Launch, launch
+from hpc.scheduling.launch import Launch, check_jobs, launch
 from hpc.study import results
 from hpc.study.collect import collect
-from hpc.study.datasets import prepare_datasets
+from hpc.study.datasets import check_sources, prepare_datasets
 from hpc.study.population import sample_architectures
 from hpc.study.spec import Study, load_study
 
@@ -43,6 +43,8 @@ def run_study(
     """
     study = load_study(study_dir)
     poll_s = poll_s if poll_s is not None else schedulers.get(cluster).poll_s
+    check_jobs(jobs)
+    check_sources(study)  # before sampling and preparing: an error here costs nothing
     sample_architectures(study, progress=progress)
     prepare_datasets(study, progress=progress)
     with CtrlC() as ctrl_c:

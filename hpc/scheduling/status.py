@@ -155,6 +155,8 @@ class StudyStatus:
     gpu_hours_spent: float
     gpu_hours_remaining: float
     tasks_active: int
+    cpu_hours_spent: float = 0.0  # of datasets whose tasks ask for no GPU
+    cpu_hours_remaining: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -165,13 +167,16 @@ class StudyStatus:
             "stopped": self.stopped,
             "gpu_hours_spent": self.gpu_hours_spent,
             "gpu_hours_remaining": self.gpu_hours_remaining,
+            "cpu_hours_spent": self.cpu_hours_spent,
+            "cpu_hours_remaining": self.cpu_hours_remaining,
             "tasks_active": self.tasks_active,
         }
 
 
 def study_status(study: Study) -> StudyStatus:
-    """The matrix of cells by dataset and state, GPU-hours, and what failed."""
-    from hpc.scheduling.plan import remaining_gpu_hours
+    """The matrix of cells by dataset and state, GPU-hours (CPU-hours where tasks ask for no
+    GPU), what failed, and how the tasks that left cells unfinished ended."""
+    from hpc.scheduling.plan import device_hours, remaining_hours
     from hpc.study.population import read_population, sample_architectures
 
     results = scan_results(study)
@@ -190,28 +195,33 @@ def study_status(study: Study) -> StudyStatus:
         for c, r in sorted(results.items())
         if r.status == "corrupt"
     ]
-    spent = sum(
-        r.train_seconds * max(study.dataset(c.dataset).cluster.gpus, 1) / 3600
-        for c, r in results.items()
-        if r.train_seconds == r.train_seconds  # not NaN
-    )
+    spent = {"GPU": 0.0, "CPU": 0.0}
+    for c, r in results.items():
+        if r.train_seconds == r.train_seconds:  # not NaN
+            kind, hours = device_hours(study.dataset(c.dataset).cluster, r.train_seconds)
+            spent[kind] += hours
     population = read_population(study)
     if population is None or len(population) < study.settings.architectures:
         population = sample_architectures(study, write=False)
+    gpu_left, cpu_left = remaining_hours(study, population, results)
     return StudyStatus(
         study=study.name,
         counts=counts,
         failed=failed,
         corrupt=corrupt,
         stopped=stopped_tasks(study, states, task_list),
-        gpu_hours_spent=spent,
-        gpu_hours_remaining=remaining_gpu_hours(study, population, results),
+        gpu_hours_spent=spent["GPU"],
+        gpu_hours_remaining=gpu_left,
         tasks_active=sum(t.state != "ended" for t in task_list),
+        cpu_hours_spent=spent["CPU"],
+        cpu_hours_remaining=cpu_left,
     )
 
 
 def format_status(status: StudyStatus) -> str:
     """The `anysweep status` table."""
+    from hpc.scheduling.plan import hours_text
+
     width = max([7, *(len(n) for n in status.counts)])
     head = f"{'dataset':<{width}} " + " ".join(f"{s:>8}" for s in (*STATES, "total"))
     lines = [f"study {status.study}", head]
@@ -227,8 +237,9 @@ def format_status(status: StudyStatus) -> str:
         + f" {sum(totals.values()):>8}"
     )
     lines.append(
-        f"GPU-hours: {status.gpu_hours_spent:,.2f} spent, about {status.gpu_hours_remaining:,.2f} "
-        f"remaining; {status.tasks_active} tasks queued or running"
+        f"{hours_text(status.gpu_hours_spent, status.cpu_hours_spent, 2)} spent, about "
+        f"{hours_text(status.gpu_hours_remaining, status.cpu_hours_remaining, 2)} remaining; "
+        f"{status.tasks_active} tasks queued or running"
     )
     if status.failed:
         lines.append(f"failed cells ({len(status.failed)}):")

@@ -10,7 +10,7 @@ import dataclasses
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -27,6 +27,8 @@ DATASET_STUDY_KEYS = ("recipe", "cluster", "stem")
 @dataclass(frozen=True)
 class StudySettings:
     """[study]: what is trained, how often, and where the study's data lives."""
+
+    MINIMUMS: ClassVar[dict[str, int]] = {"architectures": 1, "seeds": 1, "max_attempts": 1}
 
     name: str = ""  # empty: the study folder's name
     reference: str = ""  # the dataset every other is compared with; empty: the first declared
@@ -77,6 +79,10 @@ class Design:
 @dataclass(frozen=True)
 class ClusterSpec:
     """[cluster] (and [datasets.NAME.cluster]): what one array task asks of the scheduler."""
+
+    MINIMUMS: ClassVar[dict[str, int]] = {
+        key: 1 for key in ("cpus", "mem_gb", "time_min", "array_parallelism", "max_array_size")
+    }
 
     partition: str = ""
     account: str = ""
@@ -134,13 +140,15 @@ class DatasetEntry:
 
     @property
     def prepared_spec(self) -> Any:
-        """The dataset whose prepared files this one reads: its parent's for a subset."""
+        """The dataset whose prepared files this one reads: its parent's for a subset or a
+        size control."""
         return prepared_spec(self.spec)
 
 
 def prepared_spec(spec: Any) -> Any:
-    """The DatasetSpec whose prepared files `spec` reads: a subset reads its parent's."""
-    return spec.parent_spec() if spec.is_subset else spec
+    """The DatasetSpec whose prepared files `spec` reads: a derived dataset (a subset, a size
+    control) reads its parent's."""
+    return spec.parent_spec() if spec.is_derived else spec
 
 
 @dataclass(frozen=True)

@@ -239,7 +239,11 @@ def test_paper_dry_run_plans_7500_cells_within_seconds_without_touching_data(
         timeout=60,
     )
     seconds = time.perf_counter() - start
-    assert done.returncode == 0, done.stderr
+    # The plan, then one error: the preset's placeholder paths are not there.
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "anysweep launch: error: " in done.stderr
+    assert "folder /path/to/imagenet does not exist" in done.stderr
+    assert "/path/to/cifar100/cifar-100-python/meta not found" in done.stderr
     assert "7,500 cells, 0 finished, 0 queued or running, 7,500 to run" in done.stdout
     assert "in 15 arrays (MaxArraySize 1,001)" in done.stdout
     hours = float(done.stdout.split("estimated ")[1].split(" GPU-hours")[0].replace(",", ""))
