@@ -3,7 +3,7 @@
 #   make test           setup, then the whole test suite against a local SLURM cluster (CI runs this)
 #   make demo           setup, then a small study on real data on this machine
 #   make analysis-only  .venv-analysis without torch/ffcv, for laptops and login nodes
-#   make lint           ruff
+#   make lint           ruff (lint and format check) and mypy over the four packages
 #   make gpu-wheels     dist/gpu-wheels: ffcv for CPython 3.12 with its native libraries
 #                       bundled, for the GPU image (benchmarks/gpu.sh installs them)
 SHELL := /bin/bash
@@ -49,7 +49,7 @@ demo: setup
 # The local cluster runs with MaxArraySize=4: every launch larger than that must split its
 # arrays, as on clusters with a small limit. The cluster is stopped whatever pytest returns;
 # pytest's "no tests collected" (5) counts as a failure.
-test: setup
+test: setup lint
 	@trap '$(LOCALSLURM) stop' EXIT; trap 'exit 130' INT TERM; \
 	$(LOCALSLURM) start --max-array-size 4 || exit 1; \
 	eval "$$($(LOCALSLURM) env)"; \
@@ -71,3 +71,5 @@ $(ANALYSIS_STAMP):
 
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy

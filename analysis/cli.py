@@ -127,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
             "reference": analysis.reference,
             "method": analysis.method,
             "metric": analysis.metric,
+            "headline_bootstrap": analysis.headline_bootstrap,
+            "headline_mc_error": _finite(analysis.headline_mc_error),
             "headline": _records(
                 headline,
                 [
@@ -168,6 +170,10 @@ def run(args: argparse.Namespace) -> int:
     )
     for row in headline.itertuples():
         print(f"  {row.dataset:<24} r={row.r:6.2f} [{row.lo:5.2f}, {row.hi:5.2f}]  {row.verdict}")
+    print(
+        f"  (interval ends: Monte-Carlo standard error at most {analysis.headline_mc_error:.3f}, "
+        f"{analysis.headline_bootstrap:,} resamples)"
+    )
     for row in recs[recs["found"]].itertuples() if len(recs) else ():
         print(
             f"  for {row.target}: use {row.recommended} (r={row.recommended_r:.2f}, "

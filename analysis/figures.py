@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 import matplotlib.ticker
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -135,8 +136,24 @@ def heatmap(
     return fig
 
 
-def subset_curves(curve: pd.DataFrame, reference: str) -> Figure:
-    """Correlation of each target with the reference restricted to k classes, against k."""
+def _controls(ax: Axes, k: Any, r: Any, color: Any, label: str | None = None) -> None:
+    # Just right of the subset's k (log axis), so the two points do not hide each other.
+    ax.scatter(
+        np.asarray(k, dtype=float) * 1.12,
+        r,
+        marker="s",
+        s=22,
+        facecolors="none",
+        edgecolors=[color],
+        label=label,
+    )
+
+
+def subset_curves(
+    curve: pd.DataFrame, reference: str, controls: pd.DataFrame | None = None
+) -> Figure:
+    """Correlation of each target with the reference restricted to k classes, against k;
+    `controls` (subset_controls rows) adds each size-matched control at its subset's k."""
     targets = list(dict.fromkeys(curve["target"]))
     fig = _figure(8.5 if len(targets) > 6 else 7.5, 4.8, constrained=True)
     ax = fig.add_subplot()
@@ -153,6 +170,11 @@ def subset_curves(curve: pd.DataFrame, reference: str) -> Figure:
         ax.fill_between(
             points.index, points["lo"], points["hi"], color=color, alpha=0.12, linewidth=0
         )
+        if controls is not None and not controls.empty:
+            own = controls[controls["target"] == target]
+            _controls(ax, own["k"], own["r_control"], color)
+    if controls is not None and not controls.empty:
+        _controls(ax, [], [], "#555", "size-matched control\n(the subset's images,\nevery class)")
     ax.set_xscale("log")
     ks = sorted(set(curve["k"]))
     ax.set_xticks(ks, [str(int(k)) for k in ks])  # the k of the study, not powers of ten
@@ -246,7 +268,9 @@ def write_figures(analysis: Analysis, folder: Path) -> dict[str, Path]:
         "edf": error_edfs(analysis.errors),
     }
     if not analysis.subset_curve.empty:
-        figures["subsets"] = subset_curves(analysis.subset_curve, analysis.reference)
+        figures["subsets"] = subset_curves(
+            analysis.subset_curve, analysis.reference, analysis.subset_controls
+        )
     if not analysis.traits.empty:
         figures["traits"] = trait_effects(analysis.traits)
     figures["top_agreement"] = heatmap(

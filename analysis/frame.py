@@ -104,6 +104,7 @@ class StudyResults:
         # Training-free scores of the datasets that have them (analysis/zerocost.py).
         self.score_tables: dict[str, schema.ScoreTable] = dict(results.scores)
         self.cells = self._cells(results)
+        self._by_seed: dict[str, np.ndarray] = {}  # metric -> architecture x dataset x seed
 
     def _cells(self, results: schema.Results) -> pd.DataFrame:
         tables = list(results.datasets.values())
@@ -143,26 +144,22 @@ class StudyResults:
         return list(self.datasets)
 
     def subsets(self, parent: str) -> dict[str, int]:
-        """Datasets that keep k of the classes of `parent`, with their k (size controls,
-        which keep every class, are not among them)."""
+        """Datasets that keep k of the classes of `parent` (kind "subset"), with their k."""
         self.check_dataset(parent)
-        controls = self.controls(parent)
         return {
             name: len(info.subset_classes) or info.classes
             for name, info in self.datasets.items()
-            if info.parent == parent and name not in controls
+            if info.parent == parent and info.kind == "subset"
         }
 
     def controls(self, parent: str) -> dict[str, int]:
-        """Size controls of `parent`: datasets that keep all its classes but fewer training
-        images (a parent, no subset classes and the parent's number of classes), with their
-        number of training images."""
+        """Size controls of `parent` (kind "control": every class kept, fewer training
+        images), with their number of training images."""
         self.check_dataset(parent)
-        classes = self.datasets[parent].classes
         return {
             name: info.num_train
             for name, info in self.datasets.items()
-            if info.parent == parent and not info.subset_classes and info.classes == classes
+            if info.parent == parent and info.kind == "control"
         }
 
     def check_dataset(self, name: str, role: str = "dataset") -> str:
@@ -194,24 +191,58 @@ class StudyResults:
                 keep &= self.cells[column].isin(values).to_numpy()
         return self.cells[keep]
 
+    def _grid(self, cells: pd.DataFrame, column: str, how: str) -> np.ndarray:
+        """architecture x dataset x seed of `column` over `cells` (NaN where none): the
+        mean of the finite values ("mean") or their maximum ("max")."""
+        arch = self.architectures.index.get_indexer(cells["arch_id"].to_numpy())
+        data = cells["dataset"].cat.codes.to_numpy()
+        seeds, seed = np.unique(cells["seed"].to_numpy(), return_inverse=True)
+        values = cells[column].to_numpy(dtype=float)
+        keep = np.isfinite(values)
+        shape = (len(self.architectures), len(self.dataset_names), max(len(seeds), 1))
+        where = (arch[keep], data[keep], seed.reshape(-1)[keep])
+        if how == "max":
+            out = np.full(shape, -np.inf)
+            np.maximum.at(out, where, values[keep])
+            return np.where(np.isfinite(out), out, np.nan)
+        total, count = np.zeros(shape), np.zeros(shape)
+        np.add.at(total, where, values[keep])
+        np.add.at(count, where, 1.0)
+        with np.errstate(all="ignore"):
+            return total / count
+
+    def _frame(self, values: np.ndarray) -> pd.DataFrame:
+        return pd.DataFrame(
+            values,
+            index=self.architectures.index,
+            columns=pd.Index(self.dataset_names, name="dataset"),
+        )
+
     def errors(self, metric: str = "top1_err", *, status: str = "done") -> pd.DataFrame:
         """architecture x dataset: the mean over seeds of the `status` cells (NaN if none)."""
         _choices("metric", metric, METRICS)
-        cells = self.query(status=status)
-        table = cells.pivot_table(
-            index="arch_id", columns="dataset", values=metric, aggfunc="mean", observed=False
-        )
-        table = table.reindex(index=self.architectures.index, columns=self.dataset_names)
-        table.columns = pd.Index(list(table.columns), name="dataset")
-        return table
+        grid = self._grid(self.query(status=status), metric, "mean")
+        # Each seed's cell is one value, so the mean over seeds is the mean over cells.
+        with np.errstate(all="ignore"):
+            means = np.nansum(grid, axis=2) / np.isfinite(grid).sum(axis=2)
+        return self._frame(means)
 
     def seed_errors(self, dataset: str, metric: str = "top1_err") -> pd.DataFrame:
         """architecture x seed for one dataset's done cells (NaN where a seed is missing)."""
         self.check_dataset(dataset)
         _choices("metric", metric, METRICS)
-        cells = self.query(dataset=dataset, status="done")
-        table = cells.pivot_table(index="arch_id", columns="seed", values=metric, aggfunc="mean")
-        return table.reindex(index=self.architectures.index)
+        done = self.query(status="done")
+        if metric not in self._by_seed:  # one grid of every dataset, sliced per call
+            self._by_seed[metric] = self._grid(done, metric, "mean")
+        column = self.dataset_names.index(dataset)
+        seeds = np.unique(done["seed"].to_numpy())
+        part = self._by_seed[metric][:, column, : len(seeds)]
+        have = np.isfinite(part).any(axis=0)
+        return pd.DataFrame(
+            part[:, have],
+            index=self.architectures.index,
+            columns=pd.Index(seeds[have].tolist(), name="seed"),
+        )
 
     def curve(self, dataset: str, name: str = "test_top1_err") -> pd.DataFrame:
         """One per-epoch curve of a dataset's cells: rows (arch_id, seed), columns epochs."""
@@ -231,11 +262,7 @@ class StudyResults:
         counted for the model as trained on that dataset, its resolution and classes)."""
         if column not in ("flops", "params", "acts"):
             raise ValueError(f"unknown complexity column {column!r}; valid: flops, params, acts")
-        table = self.cells.pivot_table(
-            index="arch_id", columns="dataset", values=column, aggfunc="max", observed=False
-        )
-        table = table.reindex(index=self.architectures.index, columns=self.dataset_names)
-        table.columns = pd.Index(list(table.columns), name="dataset")
+        table = self._frame(np.nanmax(self._grid(self.cells, column, "max"), axis=2, initial=-1))
         return table.where(table > 0)
 
     def gpu_hours(self) -> pd.Series:

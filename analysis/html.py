@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from analysis.traits import FDR_METHOD
+from analysis.verdicts import NEGATIVE, POSITIVE, RULE, UNCLEAR
+
 if TYPE_CHECKING:
     from analysis.result import Analysis
 
@@ -52,12 +55,23 @@ def _p(value: float, floor: float = 0.0) -> str:
     return "<0.001" if value < 0.001 else f"{value:.3f}"
 
 
-def _floor(a: Analysis) -> float:
-    return 2 / (a.permutations + 1) if a.permutations else 0.0
+def _floor(a: Analysis, permutations: int | None = None) -> float:
+    """The smallest p-value a permutation test can give (for Kendall: its own count)."""
+    count = a.permutations if permutations is None else permutations
+    return 2 / (count + 1) if count else 0.0
+
+
+def _end(value: float) -> str:
+    if isinstance(value, (float, np.floating)) and np.isinf(value):
+        return "∞" if value > 0 else "−∞"
+    return _num(value)
 
 
 def _ci(lo: float, hi: float) -> str:
-    return f"[{_num(lo)}, {_num(hi)}]" if np.isfinite(lo) and np.isfinite(hi) else "–"
+    """An interval; an unbounded end (a corrected r whose ceiling can be 0) shows as ∞."""
+    if np.isnan(lo) or np.isnan(hi):
+        return "–"
+    return f"[{_end(lo)}, {_end(hi)}]"
 
 
 def _cell(text: str, value: Any = None, cls: str = "") -> str:
@@ -94,6 +108,10 @@ def _studied(a: Analysis) -> str:
     archs = len(a.errors)
     seeds = int(a.noise["seeds"].max()) if len(a.noise) else 0
     subsets = ", ".join(f"{n} (k={k})" for n, k in a.subsets.items()) or "none"
+    if a.controls:
+        subsets += ", its size-matched controls " + ", ".join(
+            f"{n} ({k:,} images)" for n, k in a.controls.items()
+        )
     text = (
         f"<p>{archs:,} architectures were trained on {len(d)} datasets with up to {seeds} seed(s) each: "
         f"the reference <b>{html.escape(a.reference)}</b>, its class subsets {html.escape(subsets)}, "
@@ -166,25 +184,18 @@ def _headline(a: Analysis, figures: dict[str, Path]) -> str:
     best = h.loc[h["r"].idxmax()] if h["r"].notna().any() else None
     worst = h.loc[h["r"].idxmin()] if h["r"].notna().any() else None
     summary = ""
-    if best is not None:
+    if best is not None and worst is not None:
+        sign = h["verdict"].str.split(";").str[0]
         summary = (
             f'<div class="key">Across {len(h)} target dataset(s), the {a.method} correlation of error with '
             f"{html.escape(a.reference)} ranges from {_num(worst.r)} ({html.escape(worst.dataset)}) to "
-            f"{_num(best.r)} ({html.escape(best.dataset)}). {int((h['hi'] < 0).sum())} target(s) are "
-            f"reliably reversed and {int(((h['lo'] <= 0) & (h['hi'] >= 0)).sum())} show no clear relation.</div>"
+            f"{_num(best.r)} ({html.escape(best.dataset)}): {int((sign == POSITIVE).sum())} clearly positive, "
+            f"{int((sign == NEGATIVE).sum())} clearly negative, {int((sign == UNCLEAR).sum())} with no clear "
+            "relation.</div>"
         )
-    explain = (
-        f"<p>r is the {a.method} correlation of the architectures' errors on {html.escape(a.reference)} and on "
-        f"the target, with a bootstrap {conf} interval (architectures resampled {a.bootstrap:,} times) and a "
-        f"two-sided permutation p-value ({a.permutations:,} permutations). The <i>noise ceiling</i> "
-        "sqrt(rel_ref x rel_target) is the highest r two datasets can show when their true rankings agree "
-        "perfectly, given how much a ranking changes between seeds; <i>corrected r</i> is r divided by it "
-        "(Spearman's correction for attenuation, capped at 1). A corrected interval reaching 1 means the "
-        "rankings agree as far as the noise lets us tell.</p>"
-    )
     return (
         summary
-        + explain
+        + _headline_note(a)
         + _table("headline", headers, rows)
         + _figure(
             figures.get("scatter"),
@@ -193,26 +204,57 @@ def _headline(a: Analysis, figures: dict[str, Path]) -> str:
     )
 
 
+def _headline_note(a: Analysis) -> str:
+    """What the headline's columns are, and the rule its readings follow."""
+    conf = f"{a.confidence:.0%}"
+    return (
+        f"<p>r is the {a.method} correlation of the architectures' errors (each the mean over its seeds) on "
+        f"{html.escape(a.reference)} and on the target, with a bootstrap {conf} percentile interval "
+        f"(architectures resampled {a.headline_bootstrap:,} times; the Monte-Carlo standard error of these "
+        f"interval ends is at most {_num(a.headline_mc_error, 3)}) and a two-sided permutation p-value "
+        f"({a.permutations:,} permutations). The <i>noise ceiling</i> is sqrt(rel_ref x rel_target), with "
+        "rel the reliability of a dataset's mean over seeds (see the noise floor): what r is expected to "
+        "reach at most if the two datasets' noise-free rankings agreed perfectly. One study's r can exceed "
+        "it by sampling error. <i>Corrected r</i> is r divided by the ceiling (Spearman's correction for "
+        "attenuation), not capped: a value above 1 is sampling error; where the ceiling is 0 it is "
+        "undefined, and an interval that reaches resamples with ceiling 0 is unbounded (∞).</p>"
+        f"<p>{RULE}</p>"
+    )
+
+
 def _methods(a: Analysis) -> str:
     rows = []
     for r in a.against.itertuples():
         cells = [_cell(r.dataset, cls="text")]
         for method in ("pearson", "spearman", "kendall"):
-            row = a.correlations[method].get(a.reference, r.dataset)
+            # The headline's measure shows the headline's interval (its longer resampling).
+            row = (
+                r._asdict()
+                if method == a.method
+                else a.correlations[method].get(a.reference, r.dataset)
+            )
+            count = a.kendall_permutations if method == "kendall" else None
             cells += [
                 _cell(_num(row["r"]), row["r"]),
                 _cell(_ci(row["lo"], row["hi"])),
-                _cell(_p(row["p"], _floor(a)), row["p"]),
+                _cell(_p(row["p"], _floor(a, count)), row["p"]),
             ]
         rows.append(cells)
     headers = ["dataset"] + [
         f"{m} {c}" for m in ("Pearson", "Spearman", "Kendall") for c in ("r", "interval", "p")
     ]
+    other = "Spearman" if a.method == "pearson" else "Pearson"
     return (
         f"<p>Every dataset against {html.escape(a.reference)} by all three measures. Pearson and Spearman "
-        "were computed for every pair of datasets (see the heatmap and tables/correlations_*.csv); "
-        "Kendall's resampling is costly, so it covers the pairs with the reference.</p>"
-        + _table("methods", headers, rows)
+        "were computed for every pair of datasets (see the heatmap and tables/correlations_*.csv) on "
+        f"{a.bootstrap:,} resamples, the first {a.bootstrap:,} of the headline's (the {a.method} column "
+        f"here is the headline's); Kendall's resampling costs n<sup>2</sup> per resample, so it covers "
+        f"the pairs with the reference on the first {a.kendall_bootstrap:,}, with "
+        f"{a.kendall_permutations:,} permutations for its p-values. The Monte-Carlo standard "
+        f"error of an interval end is at most {_num(a.mc_error, 3)} for the tables on "
+        f"{a.bootstrap:,} resamples ({other}, the heatmap, the subset curve, proxies, traits) and "
+        f"{_num(a.kendall_mc_error, 3)} for Kendall's: their second decimal can move with the seed "
+        "of the resampling.</p>" + _table("methods", headers, rows)
     )
 
 
@@ -242,9 +284,13 @@ def _noise(a: Analysis) -> str:
     ]
     return (
         "<p>How well a dataset ranks architectures the same way twice: the correlation between seeds "
-        "(mean over pairs of seeds), and the reliability of the per-architecture mean that the "
-        "correlations use (Spearman-Brown). With one seed the noise floor cannot be measured.</p>"
-        + _table("noise", headers, rows)
+        "(mean over pairs of seeds, over the architectures that have every seed), and the reliability "
+        "of the per-architecture mean over seeds that the correlations use (Spearman-Brown; a "
+        "seed-to-seed r at or below 0 means no repeatable signal, reliability 0). The seed-to-seed r "
+        "of one dataset is not a bound on its correlation with another: the headline correlates means "
+        "over seeds, and for two datasets whose noise-free rankings agree perfectly r is expected near "
+        "sqrt(rel_a x rel_b), the noise ceiling. Intervals use the headline's resamples. With one "
+        "seed the noise floor cannot be measured.</p>" + _table("noise", headers, rows)
     )
 
 
@@ -260,17 +306,6 @@ def _pivot_table(
             + [_cell(fmt(by[k]), by[k]["r"]) if k in by else _cell("–") for k in keys]
         )
     return _table(ident, [index] + [str(k) for k in keys], rows)
-
-
-def _subsets(a: Analysis, figures: dict[str, Path]) -> str:
-    if a.subset_curve.empty:
-        return f"<p class='muted'>The study has no class subsets of {html.escape(a.reference)}.</p>"
-    curve = a.subset_curve.assign(col=lambda f: f["dataset"] + " (k=" + f["k"].astype(str) + ")")
-    return _figure(
-        figures.get("subsets"), "Lines: correlation with the target; bands: intervals."
-    ) + _pivot_table(
-        "subset-curves", curve, "target", "col", lambda r: f"{r['r']:.2f} {_ci(r['lo'], r['hi'])}"
-    )
 
 
 def _proxies(a: Analysis) -> str:
@@ -318,10 +353,13 @@ def _proxies(a: Analysis) -> str:
     ]
     return (
         "<p>For each target, every other dataset is a candidate proxy. The recommendation is the "
-        "cheapest candidate (measured GPU-hours per training) whose correlation with the target reaches "
-        "the lower end of the best candidate's interval: as good as the best, within what the data can "
-        "tell apart. Where even the best candidate's interval reaches 0, no dataset of the study ranks "
-        "architectures like the target. All candidates are in tables/proxies.csv.</p>"
+        "cheapest candidate (measured GPU-hours per training) whose own correlation with the target is "
+        "clearly positive and that is <i>not distinguishable from the best at this sample size</i>: the "
+        f"{a.confidence:.0%} interval of r(best) - r(candidate), over the same resamples of architectures "
+        "for both (a paired bootstrap), reaches 0. That is not evidence that the two are equally good, "
+        "only that this study cannot tell them apart. Where even the best candidate's interval reaches "
+        "0, no dataset of the study ranks architectures like the target. All candidates, with the "
+        "difference and its interval, are in tables/proxies.csv.</p>"
         + _table("proxies", headers, rows, text_cols=2)
     )
 
@@ -332,18 +370,50 @@ def _traits(a: Analysis, figures: dict[str, Path]) -> str:
         a.traits,
         "dataset",
         "label",
-        lambda r: f"{r['r']:.2f}{'*' if r['p'] < 0.05 else ''}",
+        lambda r: f"{r['r']:.2f}{'*' if r['q'] < 0.05 else ''}",
+    )
+    at_224 = sorted(set(a.traits.loc[a.traits["counted"] == "224 px", "dataset"]))
+    counted = (
+        f" For {html.escape(', '.join(at_224))} results.h5 has no as-trained counts: there they are "
+        "counted at 224 px with 1,000 classes."
+        if at_224
+        else ""
     )
     return (
         f"<p>{a.method.capitalize()} correlation of each dataset's error with each architecture trait; "
-        "a negative value means more of the trait goes with lower error (* p &lt; 0.05).</p>"
+        "a negative value means more of the trait goes with lower error. flops and params are those of "
+        "the model as trained on each dataset (its resolution and number of classes)."
+        f"{counted} * marks a false discovery rate below 5 % ({FDR_METHOD} over all "
+        f"{int(a.traits['p'].notna().sum())} cells of the table, q &lt; 0.05; valid when the tests are "
+        "independent or positively dependent). tables/traits.csv has p and q.</p>"
         + _figure(figures.get("traits"), "Dots: correlation; bars: intervals.")
         + table
         + _figure(
             figures.get("top_agreement"),
-            f"Share of the best {a.top_fraction:.0%} architectures two datasets have in common; chance is {a.top_fraction:.2f}.",
+            f"Share of the best {a.top_fraction:.0%} architectures two datasets have in common.",
         )
+        + f"<p>{html.escape(_top_caption(a))}</p>"
     )
+
+
+def _top_caption(a: Analysis) -> str:
+    k = a.top_k
+    if not k:
+        return f"Share of the best {a.top_fraction:.0%} architectures two datasets have in common."
+    n, top = int(k["n"]), int(k["k"])
+    text = (
+        f"Top-{a.top_fraction:.0%} agreement compares the best k = {top} of n = {n} architectures "
+        "of each dataset. If the rankings were unrelated the share would be k/n = "
+        f"{k['chance']:.3f} on average (exact; tables/top_overlap.csv has each pair's n, k and the "
+        "hypergeometric p-value of its overlap)."
+    )
+    if k.get("too_few"):
+        steps = ", ".join(f"{i / top:.2g}" for i in range(top + 1))
+        text += (
+            f" With k = {top} a share can only be {steps}: too few architectures for the share to "
+            "say much."
+        )
+    return text
 
 
 def _per_dataset(a: Analysis, figures: dict[str, Path]) -> str:
@@ -410,21 +480,25 @@ SECTIONS = (
     ("proxies", "What to use instead"),
     ("traits", "Which traits predict error"),
     ("datasets", "Per-dataset tables"),
+    ("method", "Method"),
     ("provenance", "Provenance"),
 )
 
 
 def render(a: Analysis, figures: dict[str, Path]) -> str:
     """The whole report as one HTML string."""
+    from analysis import html_sections
+
     bodies = {
         "studied": _studied(a),
         "headline": _headline(a, figures),
         "methods": _methods(a),
         "noise": _noise(a),
-        "subsets": _subsets(a, figures),
+        "subsets": html_sections.subsets(a, figures),
         "proxies": _proxies(a),
         "traits": _traits(a, figures),
         "datasets": _per_dataset(a, figures),
+        "method": html_sections.method(a),
         "provenance": _provenance(a),
     }
     heat = _figure(

@@ -9,25 +9,37 @@ import hashlib
 import json
 import platform
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from analysis.controls import match_controls, subset_controls
 from analysis.frame import METRICS, StudyResults
+from analysis.headline import (
+    HEADLINE_MC_ERROR,
+    Headline,
+    headline,
+    kendall_permutations,
+    kendall_resamples,
+    largest_mc_error,
+)
 from analysis.proxy import rank_proxies, recommend, subset_curve
 from analysis.result import Analysis
-from analysis.stats import correlate, disattenuate, seed_reliability
-from analysis.traits import top_agreement, trait_effects
+from analysis.stats import Correlations, bootstrap_counts, correlate, disattenuate
+from analysis.traits import top_agreement, top_chance, top_overlap, trait_effects
 from analysis.verdicts import verdict
 from analysis.zerocost import analyze_scores
 
 
-def _order(study: StudyResults, reference: str) -> tuple[list[str], dict[str, int]]:
+def _order(study: StudyResults, reference: str) -> tuple[list[str], dict[str, int], dict[str, int]]:
+    """Datasets in report order (reference, subsets by k, controls by images, the rest),
+    the subsets with their k and the size controls with their training images."""
     subsets = dict(sorted(study.subsets(reference).items(), key=lambda item: (item[1], item[0])))
-    rest = [d for d in study.dataset_names if d != reference and d not in subsets]
-    return [reference, *subsets, *rest], subsets
+    controls = dict(sorted(study.controls(reference).items(), key=lambda item: (item[1], item[0])))
+    rest = [d for d in study.dataset_names if d not in (reference, *subsets, *controls)]
+    return [reference, *subsets, *controls, *rest], subsets, controls
 
 
 def _against(table: pd.DataFrame, reference: str) -> pd.DataFrame:
@@ -41,6 +53,7 @@ def _dataset_table(
     names: list[str],
     reference: str,
     subsets: dict[str, int],
+    controls: dict[str, int],
     errors: pd.DataFrame,
     noise: pd.DataFrame,
     metric: str,
@@ -58,11 +71,7 @@ def _dataset_table(
         rows.append(
             {
                 "dataset": name,
-                "role": "reference"
-                if name == reference
-                else "subset"
-                if name in subsets
-                else "target",
+                "role": _role(name, reference, subsets, controls),
                 "classes": info.classes,
                 "resolution": info.resolution,
                 "num_train": info.num_train,
@@ -86,6 +95,12 @@ def _dataset_table(
             }
         )
     return pd.DataFrame(rows)
+
+
+def _role(name: str, reference: str, subsets: dict[str, int], controls: dict[str, int]) -> str:
+    if name == reference:
+        return "reference"
+    return "subset" if name in subsets else "control" if name in controls else "target"
 
 
 def _provenance(study: StudyResults, params: dict[str, Any]) -> dict[str, Any]:
@@ -131,6 +146,41 @@ def _provenance(study: StudyResults, params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _check(study: StudyResults, reference: str, metric: str, method: str, resamples: int) -> None:
+    if reference not in study.datasets:
+        raise ValueError(
+            f"reference dataset {reference!r} is not in {study.path}; datasets there: "
+            f"{study.dataset_names} (choose one with --reference NAME)"
+        )
+    if method not in ("pearson", "spearman"):
+        raise ValueError(f"method {method!r} cannot lead the analysis; valid: pearson, spearman")
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
+    if resamples < 0:
+        raise ValueError(f"bootstrap and permutations must be >= 0, got {resamples}")
+
+
+class _Settings(TypedDict):
+    """The analysis's parameters, as Analysis and the provenance record them."""
+
+    reference: str
+    metric: str
+    method: str
+    bootstrap: int
+    permutations: int
+    confidence: float
+    seed: int
+    top_fraction: float
+
+
+class _Common(TypedDict):
+    """What every table's correlations share besides the draws."""
+
+    permutations: int
+    confidence: float
+    seed: int
+
+
 def analyze(
     study: StudyResults,
     *,
@@ -142,104 +192,17 @@ def analyze(
     confidence: float = 0.95,
     seed: int = 0,
     top_fraction: float = 0.1,
+    headline_error: float = HEADLINE_MC_ERROR,
     progress: bool = False,
 ) -> Analysis:
-    """Compute every table of the report. Pearson and Spearman cover every pair of datasets;
-    Kendall, whose resampling costs most, covers each dataset against the reference."""
+    """Compute every table of the report. Pearson and Spearman cover every pair of datasets
+    on `bootstrap` resamples; the headline (each dataset against the reference, with noise
+    ceilings and corrected correlations) extends the same draws until the Monte-Carlo error
+    of its interval ends is at most `headline_error`; Kendall, whose resampling costs
+    most, covers each dataset against the reference on the first `kendall_resamples` draws."""
     reference = reference or study.reference
-    if reference not in study.datasets:
-        raise ValueError(
-            f"reference dataset {reference!r} is not in {study.path}; datasets there: "
-            f"{study.dataset_names} (choose one with --reference NAME)"
-        )
-    if method not in ("pearson", "spearman"):
-        raise ValueError(f"method {method!r} cannot lead the analysis; valid: pearson, spearman")
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
-    if bootstrap < 0 or permutations < 0:
-        raise ValueError(
-            f"bootstrap and permutations must be >= 0, got {bootstrap} and {permutations}"
-        )
-    names, subsets = _order(study, reference)
-    targets = [d for d in names if d != reference and d not in subsets] or list(subsets)
-    errors = study.errors(metric)[names]
-    steps = tqdm(total=6, desc="analyze", unit="step", disable=not progress)
-    common = {
-        "bootstrap": bootstrap,
-        "permutations": permutations,
-        "confidence": confidence,
-        "seed": seed,
-        "progress": progress,
-    }
-    correlations = {m: correlate(errors, method=m, **common) for m in ("pearson", "spearman")}
-    steps.update(1)
-    vs_reference = [(reference, d) for d in names if d != reference]
-    correlations["kendall"] = correlate(errors, method="kendall", pairs=vs_reference, **common)
-    steps.update(1)
-    done = study.query(status="done")
-    per_arch = (
-        done.groupby(["dataset", "arch_id"], observed=True)
-        .size()
-        .groupby("dataset", observed=True)
-        .mean()
-    )
-    noise_rows, reliability, replicates = [], {}, {}
-    for name in names:
-        summary, reps = seed_reliability(
-            study.seed_errors(name, metric),
-            method=method,
-            bootstrap=bootstrap,
-            confidence=confidence,
-            seed=seed,
-            seeds_averaged=float(per_arch.get(name, 1.0)),
-        )
-        noise_rows.append({"dataset": name, **summary})
-        reliability[name], replicates[name] = summary["reliability"], reps
-    noise = pd.DataFrame(noise_rows)
-    steps.update(1)
-    against = _against(disattenuate(correlations[method], reliability, replicates), reference)
-    against["verdict"] = against.apply(verdict, axis=1)
-    classes = study.datasets[reference].classes
-    curve = subset_curve(
-        correlations[method],
-        reference=reference,
-        reference_classes=classes,
-        subsets=subsets,
-        targets=targets if subsets else [],
-    )
-    ranked = rank_proxies(
-        correlations[method],
-        targets=targets,
-        costs=study.gpu_hours(),
-        reference=reference,
-        subsets=subsets,
-    )
-    steps.update(1)
-    traits = trait_effects(study.architectures, errors, method=method, **common)
-    steps.update(1)
-    agreement = top_agreement(errors, top_fraction)
-    scores = analyze_scores(
-        study,
-        errors,
-        metric=metric,
-        bootstrap=bootstrap,
-        permutations=permutations,
-        confidence=confidence,
-        seed=seed,
-        progress=progress,
-    )
-    params = {
-        "reference": reference,
-        "metric": metric,
-        "method": method,
-        "bootstrap": bootstrap,
-        "permutations": permutations,
-        "confidence": confidence,
-        "seed": seed,
-        "top_fraction": top_fraction,
-    }
-    analysis = Analysis(
-        path=str(study.path),
+    _check(study, reference, metric, method, min(bootstrap, permutations))
+    settings = _Settings(
         reference=reference,
         metric=metric,
         method=method,
@@ -248,24 +211,182 @@ def analyze(
         confidence=confidence,
         seed=seed,
         top_fraction=top_fraction,
+    )
+    names, subsets, controls = _order(study, reference)
+    targets = [d for d in names if d not in (reference, *subsets, *controls)] or list(subsets)
+    errors = study.errors(metric)[names]
+    steps = tqdm(total=5, desc="analyze", unit="step", disable=not progress)
+    rng = np.random.default_rng(seed)
+    counts = bootstrap_counts(rng, len(errors), bootstrap)
+    common = _Common(permutations=permutations, confidence=confidence, seed=seed)
+    correlations = {
+        m: correlate(errors, method=m, counts=counts, progress=progress, **common)
+        for m in ("pearson", "spearman")
+    }
+    correlations["kendall"], kendall_null = _kendall(errors, reference, counts, common)
+    steps.update(1)
+    head = headline(
+        study,
+        errors,
+        correlations[method],
+        reference=reference,
+        targets=targets,
+        counts=counts,
+        rng=rng,
+        metric=metric,
+        target_error=headline_error,
+    )
+    steps.update(1)
+    tables = _tables(
+        study, head, correlations[method], reference, names, subsets, controls, targets
+    )
+    as_trained = {c: study.as_trained(c) for c in ("flops", "params")}
+    tables["traits"] = trait_effects(
+        study.architectures, errors, as_trained=as_trained, method=method, counts=counts, **common
+    )
+    steps.update(1)
+    scores = analyze_scores(
+        study,
+        errors,
+        metric=metric,
+        bootstrap=bootstrap,
+        counts=counts,
+        progress=progress,
+        **common,
+    )
+    steps.update(1)
+    resampling = _resampling(head, correlations, method, settings, headline_error, kendall_null)
+    analysis = Analysis(
+        path=str(study.path),
+        **settings,
         targets=targets,
         subsets=subsets,
+        controls=controls,
         errors=errors,
-        datasets=_dataset_table(study, names, reference, subsets, errors, noise, metric),
+        datasets=_dataset_table(
+            study, names, reference, subsets, controls, errors, head.noise, metric
+        ),
         correlations=correlations,
-        noise=noise,
-        against=against,
-        subset_curve=curve,
-        proxies=ranked,
-        recommendations=recommend(ranked, reference=reference),
-        traits=traits,
-        top_agreement=agreement,
-        provenance=_provenance(study, params),
+        noise=head.noise,
+        provenance=_provenance(study, {**settings, **_counts(resampling)}),
+        **_top(errors, top_fraction),
+        **resampling,
+        **tables,
         scores=scores,
     )
     steps.update(1)
     steps.close()
     return analysis
+
+
+def _kendall(
+    errors: pd.DataFrame, reference: str, counts: np.ndarray, common: _Common
+) -> tuple[Correlations, int]:
+    """Kendall's tau of each dataset against the reference, on the first resamples and with
+    the permutations its cost allows (kendall_resamples, kendall_permutations)."""
+    pairs = [(reference, d) for d in errors.columns if d != reference]
+    resamples = kendall_resamples(len(errors), len(pairs), len(counts))
+    permutations = kendall_permutations(len(errors), len(pairs), common["permutations"])
+    table = correlate(
+        errors,
+        method="kendall",
+        pairs=pairs,
+        counts=counts[:resamples],
+        permutations=permutations,
+        confidence=common["confidence"],
+        seed=common["seed"],
+    )
+    return table, permutations
+
+
+def _resampling(
+    head: Headline,
+    correlations: dict[str, Correlations],
+    method: str,
+    settings: _Settings,
+    headline_error: float,
+    kendall_permutations: int,
+) -> dict[str, Any]:
+    """How many resamples each table used and the Monte-Carlo error of its interval ends."""
+    confidence = settings["confidence"]
+    kendall = correlations["kendall"]
+    return {
+        "headline_bootstrap": len(head.counts),
+        "headline_target": headline_error,
+        "kendall_bootstrap": kendall.samples.shape[1],
+        "kendall_permutations": kendall_permutations,
+        "headline_mc_error": head.mc_error,
+        "corrected_mc_error": head.corrected_mc_error,
+        "mc_error": largest_mc_error(correlations[method].samples, confidence),
+        "kendall_mc_error": largest_mc_error(kendall.samples, confidence),
+    }
+
+
+def _counts(resampling: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in resampling.items() if not k.endswith("mc_error")}
+
+
+def _top(errors: pd.DataFrame, fraction: float) -> dict[str, Any]:
+    overlap = top_overlap(errors, fraction)
+    return {
+        "top_agreement": top_agreement(errors, fraction),
+        "top_overlap": overlap,
+        "top_k": top_chance(overlap),
+    }
+
+
+def _tables(
+    study: StudyResults,
+    head: Headline,
+    table: Correlations,
+    reference: str,
+    names: list[str],
+    subsets: dict[str, int],
+    controls: dict[str, int],
+    targets: list[str],
+) -> dict[str, pd.DataFrame]:
+    """The tables drawn from the headline and the matrix: against, the subset curve with
+    its reliabilities and corrections, subsets against their controls, proxies."""
+    against = _against(head.against, reference)
+    against["verdict"] = against.apply(verdict, axis=1)
+    bootstrap = table.samples.shape[1]
+    prefix = {name: reps[:bootstrap] for name, reps in head.replicates.items()}
+    corrected = disattenuate(table, head.reliability, prefix)
+    curve_targets = targets if subsets else []
+    curve = subset_curve(
+        table,
+        reference=reference,
+        reference_classes=study.datasets[reference].classes,
+        subsets=subsets,
+        targets=curve_targets,
+        corrected=corrected,
+        reliability=head.reliability,
+    )
+    images = {name: study.datasets[name].num_train for name in names}
+    matches = match_controls({s: images[s] for s in subsets}, controls)
+    paired = subset_controls(
+        table,
+        reference=reference,
+        targets=curve_targets,
+        subsets=subsets,
+        matches=matches,
+        images=images,
+    )
+    ranked = rank_proxies(
+        table,
+        targets=targets,
+        costs=study.gpu_hours(),
+        reference=reference,
+        subsets=subsets,
+        controls=controls,
+    )
+    return {
+        "against": against,
+        "subset_curve": curve,
+        "subset_controls": paired,
+        "proxies": ranked,
+        "recommendations": recommend(ranked, reference=reference),
+    }
 
 
 def write_tables(analysis: Analysis, folder: Path) -> dict[str, Path]:
@@ -279,11 +400,13 @@ def write_tables(analysis: Analysis, folder: Path) -> dict[str, Path]:
         "against_reference": analysis.against,
         "noise_floor": analysis.noise,
         "subset_curves": analysis.subset_curve,
+        "subset_controls": analysis.subset_controls,
         "proxies": analysis.proxies,
         "recommendations": analysis.recommendations,
         "traits": analysis.traits,
         "errors": analysis.errors.reset_index(),
         "top_agreement": analysis.top_agreement.rename_axis("dataset").reset_index(),
+        "top_overlap": analysis.top_overlap,
     }
     for method, result in analysis.correlations.items():
         tables[f"correlations_{method}"] = result.table

@@ -20,7 +20,8 @@ class Analysis:
     against the reference, with the noise ceiling and the corrected correlation, computed
     on `headline_bootstrap` resamples (chosen so that the Monte-Carlo error of its interval
     ends, `headline_mc_error`, is at most 0.005 where the cap allows); the other tables use
-    `bootstrap` resamples (Kendall's `kendall_bootstrap`)."""
+    the first `bootstrap` of the same draws (Kendall's the first `kendall_bootstrap`).
+    `subset_controls` pairs each subset with its size-matched control, per target."""
 
     path: str
     reference: str
@@ -46,11 +47,16 @@ class Analysis:
     provenance: dict[str, Any] = field(default_factory=dict)
     controls: dict[str, int] = field(default_factory=dict)  # size controls: name -> images
     subset_controls: pd.DataFrame = field(default_factory=pd.DataFrame)
+    top_overlap: pd.DataFrame = field(default_factory=pd.DataFrame)  # pairs: n, k, chance, p
     headline_bootstrap: int = 0
+    headline_target: float = 0.005  # the Monte-Carlo error the headline's count aims at
     kendall_bootstrap: int = 0
+    kendall_permutations: int = 0
     headline_mc_error: float = float("nan")  # largest MC standard error of an r interval end
+    corrected_mc_error: float = float("nan")  # the same for finite corrected interval ends
     mc_error: float = float("nan")  # the same for the tables on `bootstrap` resamples
-    top_k: dict[str, float] = field(default_factory=dict)  # n, k and chance of top_agreement
+    kendall_mc_error: float = float("nan")  # and for Kendall's on `kendall_bootstrap`
+    top_k: dict[str, float] = field(default_factory=dict)  # n, k, chance, too_few
     scores: ScoreAnalysis | None = None  # training-free scores, when the results hold them
 
     @property

@@ -1,18 +1,27 @@
 """The one results format: a cell's result file and the study's results.h5.
 
 `hpc` writes through this module and `analysis` reads through it; no other module knows
-the HDF5 layout. Layout of results.h5 (schema_version 1), as `h5ls -r` shows it:
+the HDF5 layout. Layout of results.h5 (schema_version 2), as `h5ls -r` shows it:
 
     /                       attrs: schema_version, created, study, software (JSON)
     /architectures/<col>    one row per architecture (ARCH_COLUMNS; per-stage columns
                             are 2-D, padded with 0 past an architecture's stage count)
-    /datasets/<name>        attrs: DATASET_ATTRS (classes, resolution, recipe, subset ...)
+    /datasets/<name>        attrs: DATASET_ATTRS (classes, resolution, recipe, kind,
+                            parent, subset classes ...)
     /datasets/<name>/<col>  one row per cell (CELL_COLUMNS)
     /datasets/<name>/curves/<curve>  (cells, epochs) per-epoch values, NaN-padded
     /datasets/<name>/scores optional: training-free scores, one row per (architecture,
                             seed) x score (attrs: scores_version, minibatch_size;
                             arrays arch_id (m,), seed (m,), score (k,) names,
                             values (m, k) float64)
+
+A dataset's `kind` says what it is: "dataset" (its own images), "subset" (its `parent`
+restricted to the classes `subset_classes`, all of their training images) or "control"
+(its `parent` restricted to `num_train` training images with every class kept: the
+size-matched control of the parent's subset with that many training images). A
+DatasetInfo given no kind takes it from its parent and declaration: no parent, "dataset";
+a declaration (`spec`) with `n` training images, "control"; else "subset". Version 1 files
+have no `kind` attribute and read the same way.
 
 The scores group is a versioned addition (SCORES_VERSION, on the group): a results.h5
 without it reads as before, with no scores. Version 1 held one seed for the whole table
@@ -39,7 +48,9 @@ import numpy as np
 
 from analysis.files import atomic_file
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # of results.h5
+READABLE_VERSIONS = (1, 2)  # results.h5 versions read_results accepts
+CELL_VERSION = 1  # of a cell's result file
 SCORES_VERSION = 2  # of the optional /datasets/<name>/scores groups and of score files
 READ_SCORES_VERSIONS = (1, 2)  # 1: one seed per table, as an attribute
 STATUSES = ("done", "diverged", "failed")
@@ -78,10 +89,12 @@ DATASET_ATTRS = (
     "num_test",
     "source",
     "recipe",
+    "kind",
     "parent",
     "subset_classes",
     "spec",
 )
+KINDS = ("dataset", "subset", "control")
 
 
 class CorruptResultError(ValueError):
@@ -150,9 +163,35 @@ class DatasetInfo:
     source: str = ""
     class_names: tuple[str, ...] = ()
     recipe: str = "{}"  # JSON
-    parent: str = ""  # a subset's parent dataset
+    parent: str = ""  # a subset's or a control's parent dataset
     subset_classes: tuple[int, ...] = ()  # the parent's class indices a subset keeps
     spec: str = "{}"  # JSON of the dataset's full declaration
+    kind: str = ""  # KINDS; "" reads the kind off parent and spec (see _inferred_kind)
+
+    def __post_init__(self) -> None:
+        kind = self.kind or self._inferred_kind()
+        if kind not in KINDS:
+            raise ValueError(f"dataset {self.name!r}: kind {kind!r}; valid: {', '.join(KINDS)}")
+        if (kind == "dataset") == bool(self.parent):
+            raise ValueError(
+                f"dataset {self.name!r}: a {kind} "
+                + ("names no parent" if kind == "dataset" else "needs its parent")
+            )
+        if kind == "control" and self.subset_classes:
+            raise ValueError(f"control {self.name!r} keeps every class: no subset_classes")
+        object.__setattr__(self, "kind", kind)
+
+    def _inferred_kind(self) -> str:
+        """No parent: "dataset"; a parent and a declaration (spec) with a number of training
+        images `n`: "control"; any other parent: "subset"."""
+        if not self.parent:
+            return "dataset"
+        try:
+            declared = json.loads(self.spec or "{}")
+        except ValueError:
+            declared = {}
+        control = isinstance(declared, dict) and declared.get("n") is not None
+        return "control" if control else "subset"
 
 
 @dataclass
@@ -246,7 +285,7 @@ def _atomic_h5(path: Path, *, copy: bool = False) -> Iterator[h5py.File]:
 def write_cell(path: Path, cell: CellResult) -> None:
     """Write one cell's result atomically: a reader sees the whole file or none."""
     with _atomic_h5(Path(path)) as handle:
-        handle.attrs["schema_version"] = SCHEMA_VERSION
+        handle.attrs["schema_version"] = CELL_VERSION
         for name in SCALAR_FIELDS:
             handle.attrs[name] = getattr(cell, name)
         for name, values in cell.curves.items():
@@ -263,9 +302,9 @@ def read_cell(path: Path) -> CellResult:
         with h5py.File(path, "r") as handle:
             attrs = dict(handle.attrs)  # one pass over the attributes, not one lookup each
             version = int(attrs.get("schema_version", -1))
-            if version != SCHEMA_VERSION:
+            if version != CELL_VERSION:
                 raise CorruptResultError(
-                    f"{path}: schema_version {version}, expected {SCHEMA_VERSION}"
+                    f"{path}: schema_version {version}, expected {CELL_VERSION}"
                 )
             missing = [n for n in SCALAR_FIELDS if n not in attrs]
             if missing:
@@ -396,9 +435,10 @@ def read_results(path: Path) -> Results:
     """Read results.h5 into columns: whole arrays per dataset, no per-cell Python work."""
     with h5py.File(path, "r") as handle:
         version = int(handle.attrs.get("schema_version", -1))
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_VERSIONS:
             raise CorruptResultError(
-                f"{path}: schema_version {version}; this anysweep reads {SCHEMA_VERSION}"
+                f"{path}: schema_version {version}; this anysweep reads "
+                f"{', '.join(map(str, READABLE_VERSIONS))}"
             )
         attrs = {k: _plain(v) for k, v in handle.attrs.items()}
         archs = {name: _read_array(handle["architectures"][name]) for name in ARCH_COLUMNS}
@@ -418,6 +458,7 @@ def read_results(path: Path) -> Results:
                 parent=str(raw.get("parent", "")),
                 subset_classes=tuple(int(c) for c in np.atleast_1d(raw.get("subset_classes", []))),
                 spec=str(raw.get("spec", "{}")),
+                kind=str(raw.get("kind", "")) if version >= 2 else "",
             )
             columns = {c: _read_array(group[c]) for c in CELL_COLUMNS}
             curves = {c: group["curves"][c][()] for c in CURVES}
@@ -490,7 +531,7 @@ def _read_scores(group: h5py.Group, dataset: str, where: str) -> ScoreTable:
             f"(and {', '.join(map(str, READ_SCORES_VERSIONS[:-1]))})"
         )
     try:
-        seeds = group["seed"][()] if version >= 2 else int(group.attrs["seed"])
+        seeds = np.asarray(group["seed"][()] if version >= 2 else int(group.attrs["seed"]))
         return ScoreTable(
             dataset=dataset,
             arch_ids=group["arch_id"][()],

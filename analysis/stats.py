@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import combinations, permutations
 
 import numpy as np
@@ -31,7 +32,7 @@ from analysis.kendall import kendall_null, kendall_replicates
 
 METHODS = ("pearson", "spearman", "kendall")
 MIN_N = 3  # fewer architectures than this give no correlation
-_BATCH_ELEMENTS = 4_000_000  # floats per bootstrap batch array (~32 MB)
+_BATCH_ELEMENTS = 131_072  # floats per batch array (1 MB): small enough to stay in cache
 
 
 @dataclass(frozen=True)
@@ -58,13 +59,20 @@ class Correlations:
             np.fill_diagonal(values, 1.0)
         return pd.DataFrame(values, index=list(self.names), columns=list(self.names))
 
+    @cached_property
+    def _positions(self) -> dict[tuple[str, str], int]:
+        out: dict[tuple[str, str], int] = {}
+        for i, (a, b) in enumerate(zip(self.table["a"], self.table["b"], strict=True)):
+            out.setdefault((a, b), i)
+            out.setdefault((b, a), i)
+        return out
+
     def row(self, a: str, b: str) -> int:
         """Position of the pair (a, b) in either order; ValueError if it was not computed."""
-        t = self.table
-        hit = np.flatnonzero(((t["a"] == a) & (t["b"] == b)) | ((t["a"] == b) & (t["b"] == a)))
-        if not len(hit):
+        position = self._positions.get((a, b))
+        if position is None:
             raise ValueError(f"no correlation computed between {a!r} and {b!r}")
-        return int(hit[0])
+        return position
 
     def get(self, a: str, b: str) -> pd.Series:
         return self.table.iloc[self.row(a, b)]
@@ -96,19 +104,28 @@ def percentile_interval(samples: np.ndarray, confidence: float) -> tuple[np.ndar
     return np.where(finite, lo, np.nan), np.where(finite, hi, np.nan)
 
 
-def monte_carlo_error(samples: np.ndarray, confidence: float, groups: int = 20) -> np.ndarray:
-    """Monte-Carlo standard error of the percentile interval's ends along the last axis:
-    the spread of each end over `groups` disjoint batches of the replicates, divided by
-    sqrt(groups) (batch means). Returns (..., 2): the error of lo and of hi."""
-    count = samples.shape[-1]
-    if count < 2 * groups:
-        return np.full((*samples.shape[:-1], 2), np.nan)
-    size = count // groups
-    batches = samples[..., : size * groups].reshape(*samples.shape[:-1], groups, size)
-    lo, hi = percentile_interval(batches, confidence)
-    with np.errstate(all="ignore"):
-        spread = np.stack([np.nanstd(lo, axis=-1, ddof=1), np.nanstd(hi, axis=-1, ddof=1)], -1)
-    return spread / np.sqrt(groups)
+def monte_carlo_error(samples: np.ndarray, confidence: float) -> np.ndarray:
+    """Monte-Carlo standard error of the percentile interval's ends along the last axis,
+    from the order statistics around each end: with m replicates (NaN left out), the
+    p-quantile's sampling sd is about half the distance between the order statistics at
+    m p - s and m p + s, s = sqrt(m p (1 - p)) (one binomial sd of the count below it).
+    Returns (..., 2): the error of lo and of hi; NaN with fewer than 20 replicates."""
+    tail = (1 - confidence) / 2
+    ordered = np.sort(samples, axis=-1)  # NaN sorts last
+    m = np.count_nonzero(~np.isnan(samples), axis=-1)
+    out = []
+    for p in (tail, 1 - tail):
+        spread = np.sqrt(m * p * (1 - p))
+        top = np.maximum(m - 1, 0)
+        lo = np.clip(np.floor(m * p - spread), 0, top).astype(np.intp)
+        hi = np.clip(np.ceil(m * p + spread), 0, top).astype(np.intp)
+        a = np.take_along_axis(ordered, lo[..., None], axis=-1)[..., 0]
+        b = np.take_along_axis(ordered, hi[..., None], axis=-1)[..., 0]
+        with np.errstate(all="ignore"):
+            # An end among infinite replicates is infinite whatever the draw: no error.
+            error = np.where(a == b, 0.0, (b - a) / 2)
+        out.append(np.where(m >= 20, error, np.nan))
+    return np.stack(out, axis=-1)
 
 
 def paired_difference(
@@ -173,21 +190,43 @@ def _batch(samples: int, n: int, columns: int) -> int:
     return int(max(1, min(samples, _BATCH_ELEMENTS // max(1, n * columns))))
 
 
-def pearson_replicates(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+Pairs = tuple[np.ndarray, np.ndarray]  # column indices (left, right) of the pairs wanted
+
+
+def _pair_correlations(cov: np.ndarray, var: np.ndarray, pairs: Pairs) -> np.ndarray:
+    """(b, pairs) correlations from the pairs' co-variation and every column's variation."""
+    left, right = pairs
+    with np.errstate(all="ignore"):
+        return cov / np.sqrt(np.clip(var[:, left], 0, None) * np.clip(var[:, right], 0, None))
+
+
+def pearson_replicates(
+    values: np.ndarray, counts: np.ndarray, pairs: Pairs | None = None
+) -> np.ndarray:
     """(samples, c, c) Pearson matrices of the resamples `counts` describes: one product
-    of the counts with the rows' cross products."""
+    of the counts with the rows' cross products. With `pairs`, (samples, pairs): only
+    those correlations (the cross products of those pairs alone)."""
     n, c = values.shape
     centred = values - values.mean(axis=0)
-    cross = (centred[:, :, None] * centred[:, None, :]).reshape(n, c * c)
-    out = np.empty((len(counts), c, c))
-    step = _batch(len(counts), c * c, 1)
+    if pairs is None:
+        cross = (centred[:, :, None] * centred[:, None, :]).reshape(n, c * c)
+    else:
+        cross = np.concatenate([centred[:, pairs[0]] * centred[:, pairs[1]], centred**2], axis=1)
+    out = np.empty((len(counts), c, c) if pairs is None else (len(counts), len(pairs[0])))
+    step = _batch(len(counts), cross.shape[1], 1)
     for start in range(0, len(counts), step):
         w = counts[start : start + step].astype(float)
         total = w.sum(axis=1)
         with np.errstate(all="ignore"):
             mean = w @ centred / total[:, None]
-            second = (w @ cross).reshape(-1, c, c) / total[:, None, None]
-        out[start : start + step] = _normalise(second - mean[:, :, None] * mean[:, None, :])
+            second = (w @ cross) / total[:, None]
+        if pairs is None:
+            moment = second.reshape(-1, c, c) - mean[:, :, None] * mean[:, None, :]
+            out[start : start + step] = _normalise(moment)
+            continue
+        left, right = pairs
+        cov = second[:, : len(left)] - mean[:, left] * mean[:, right]
+        out[start : start + step] = _pair_correlations(cov, second[:, len(left) :] - mean**2, pairs)
     return out
 
 
@@ -204,9 +243,13 @@ def _tie_bounds(ordered: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return start, end
 
 
-def spearman_replicates(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+def spearman_replicates(
+    values: np.ndarray, counts: np.ndarray, pairs: Pairs | None = None
+) -> np.ndarray:
     """(samples, c, c) Spearman matrices of the resamples: average ranks of each resample
-    from cumulative counts along each column's sort order, then weighted Pearson."""
+    from cumulative counts along each column's sort order, then weighted Pearson. With
+    `pairs`, (samples, pairs): only those correlations (each column ranked once, then one
+    weighted product per pair instead of the whole matrix)."""
     n, c = values.shape
     order = np.argsort(values, axis=0, kind="stable")
     start, end = _tie_bounds(np.take_along_axis(values, order, axis=0))
@@ -214,27 +257,34 @@ def spearman_replicates(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
     order, inverse = order.T.copy(), np.argsort(order, axis=0).T.copy()
     start, end = start.T.ravel(), end.T.ravel()
     base = np.repeat(np.arange(c) * n, n)
-    tied = np.flatnonzero(start != end)
-    first_of, last_of = (base + start)[tied], (base + end)[tied]
-    row = np.arange(c)[:, None]
-    out = np.empty((len(counts), c, c))
-    step = _batch(len(counts), n, c)
+    tied = bool((start != end).any())
+    first_of, last_of = base + start, base + end
+    # Flat positions: a gather over one axis is several times faster than a 2-D fancy index.
+    by_rank, by_row = order.ravel(), (inverse + np.arange(c)[:, None] * n).ravel()
+    out = np.empty((len(counts), c, c) if pairs is None else (len(counts), len(pairs[0])))
+    step = _batch(len(counts), n, c if pairs is None else c + len(pairs[0]))
     for first in range(0, len(counts), step):
         # float32 holds every count, cumulative count and half-integer rank exactly.
         w = counts[first : first + step].astype(np.float32)
-        w_sorted = w[:, order]  # (b, c, n): counts in each column's sort order
+        w_sorted = w[:, by_rank].reshape(len(w), c, n)  # counts in each column's sort order
         cum = np.cumsum(w_sorted, axis=2)
-        ranks = cum - (w_sorted - 1) / 2
-        if len(tied):
-            flat_cum, flat_w = cum.reshape(len(w), -1), w_sorted.reshape(len(w), -1)
-            ranks.reshape(len(w), -1)[:, tied] = (
-                flat_cum[:, first_of] - flat_w[:, first_of] + flat_cum[:, last_of] + 1
-            ) / 2
+        if tied:  # a run of equal values shares the mean of the ranks it spans
+            flat_cum = cum.reshape(len(w), -1)
+            before = flat_cum - w_sorted.reshape(len(w), -1)
+            ranks = (before[:, first_of] + flat_cum[:, last_of] + 1) / 2
+        else:
+            ranks = cum - (w_sorted - 1) / 2
         # Ranks run 1..W with W the resample's size (the drawn rows this column has).
         total = w.sum(axis=1, dtype=np.float64)[:, None, None]
-        centred = ranks[:, row, inverse].astype(np.float64) - (total + 1) / 2
-        gram = np.matmul(centred * w[:, None, :], centred.transpose(0, 2, 1))
-        out[first : first + step] = _normalise(gram)
+        back = ranks.reshape(len(w), -1)[:, by_row].reshape(len(w), c, n)
+        centred = back.astype(np.float64) - (total + 1) / 2
+        weighted = centred * w[:, None, :]
+        if pairs is None:
+            out[first : first + step] = _normalise(np.matmul(weighted, centred.transpose(0, 2, 1)))
+            continue
+        var = np.einsum("bcn,bcn->bc", weighted, centred)
+        cov = np.einsum("bpn,bpn->bp", weighted[:, pairs[0]], centred[:, pairs[1]])
+        out[first : first + step] = _pair_correlations(cov, var, pairs)
     return out
 
 
@@ -325,7 +375,7 @@ def correlate(
             continue
         cols = sorted({c for k in members for c in pair_idx[k]})
         local = {c: m for m, c in enumerate(cols)}
-        sub = data[np.ix_(rows, cols)]
+        sub = data[np.ix_(rows, np.array(cols, dtype=np.intp))]
         left = np.array([local[pair_idx[k][0]] for k in members])
         right = np.array([local[pair_idx[k][1]] for k in members])
         draws = shared[:, rows]
@@ -345,7 +395,10 @@ def correlate(
         r[members] = (z[:, left] * z[:, right]).mean(axis=0)
         if bootstrap:
             replicate = pearson_replicates if method == "pearson" else spearman_replicates
-            samples[members] = replicate(sub, draws)[:, left, right].T
+            if 4 * len(members) < len(cols) * (len(cols) - 1) / 2:  # few of the matrix's pairs
+                samples[members] = replicate(sub, draws, (left, right)).T
+            else:
+                samples[members] = replicate(sub, draws)[:, left, right].T
         if permutations:
             p[members] = permutation_pvalue(r[members], _null_matrix(z, perms, left, right), exact)
         bar.update(len(members))
@@ -373,7 +426,7 @@ def spearman_brown(r: np.ndarray | float, seeds: np.ndarray | float) -> np.ndarr
     NaN only where r itself is undefined."""
     r = np.clip(np.asarray(r, dtype=float), 0.0, 1.0)
     with np.errstate(all="ignore"):
-        return seeds * r / (1 + (seeds - 1) * r)
+        return np.asarray(seeds * r / (1 + (seeds - 1) * r))
 
 
 def seed_reliability(
@@ -451,6 +504,24 @@ def _corrected(r: np.ndarray, ceiling: np.ndarray) -> np.ndarray:
         return np.where(zero, np.where(r == 0, np.nan, np.sign(r) * np.inf), ratio)
 
 
+def corrected_replicates(
+    correlations: Correlations, replicates: dict[str, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of `correlations` and replicate: the noise ceiling sqrt(rel_a * rel_b) and
+    the corrected r (NaN where a dataset has no reliability replicates)."""
+    table = correlations.table
+    count = correlations.samples.shape[1]
+    nan = np.full(count, np.nan)
+    ceiling = np.array(
+        [
+            np.sqrt(replicates.get(a, nan) * replicates.get(b, nan))
+            for a, b in zip(table["a"], table["b"], strict=True)
+        ],
+        dtype=float,
+    ).reshape(len(table), count)
+    return ceiling, _corrected(correlations.samples, ceiling)
+
+
 def disattenuate(
     correlations: Correlations,
     reliability: dict[str, float],
@@ -467,17 +538,16 @@ def disattenuate(
     ceiling is 0 is undefined (NaN); an interval reaching resamples with ceiling 0 is
     unbounded (+-inf) on that side."""
     table = correlations.table.copy()
-    count = correlations.samples.shape[1]
-    nan = np.full(count, np.nan)
-    ceiling, ceiling_reps = [], []
-    for a, b in zip(table["a"], table["b"], strict=True):
-        ceiling.append(np.sqrt(reliability.get(a, np.nan) * reliability.get(b, np.nan)))
-        ceiling_reps.append(np.sqrt(replicates.get(a, nan) * replicates.get(b, nan)))
-    ceiling_arr = np.array(ceiling, dtype=float)
-    ceiling_samples = np.array(ceiling_reps, dtype=float).reshape(len(table), count)
+    ceiling_arr = np.array(
+        [
+            np.sqrt(reliability.get(a, np.nan) * reliability.get(b, np.nan))
+            for a, b in zip(table["a"], table["b"], strict=True)
+        ],
+        dtype=float,
+    )
     point = _corrected(table["r"].to_numpy(dtype=float), ceiling_arr)
     corrected = np.where(np.isfinite(point), point, np.nan)
-    corrected_samples = _corrected(correlations.samples, ceiling_samples)
+    ceiling_samples, corrected_samples = corrected_replicates(correlations, replicates)
     table["ceiling"] = ceiling_arr
     table["ceiling_lo"], table["ceiling_hi"] = percentile_interval(
         ceiling_samples, correlations.confidence

@@ -1,6 +1,19 @@
-"""Realistic synthetic results.h5 files with planted correlations, for tests and benchmarks.
+"""Synthetic studies drawn from a generating model with known parameters, for tests,
+benchmarks and the calibration of the report's intervals.
 
-Written through `schema.write_results`, so they are exactly what `anysweep collect` writes."""
+Every architecture gets fresh random latent qualities (nothing is planted exactly in the
+sample): the true error of dataset d is base - spread * L_d with
+
+    L_d = rho_d * z0 + small_d * z1 + sqrt(1 - rho_d^2 - small_d^2) * u_d,
+
+z0 (the reference's factor), z1 (a factor shared by small data: subsets, controls, small
+targets) and u_d independent standard normals per architecture. So the population Pearson
+correlation of the true errors of datasets a and b is rho_a rho_b + small_a small_b, and
+each seed adds independent normal noise of sd `seed_noise`. `trait_signal` > 0 ties z0 to
+the architectures' complexity and z1 to their depth (then the latents are not exactly
+normal). `synthetic_study` gives the study in memory, `synthetic_results` writes it through
+`schema.write_results`, exactly as `anysweep collect` does.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +21,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,31 +37,50 @@ class SyntheticDataset:
     resolution: int
     num_train: int
     num_test: int
-    rho: float = 0.0  # planted Pearson correlation of true error with the reference's
-    small: float = 0.0  # loading on the shared "small data" factor (subsets carry it too)
+    rho: float = 0.0  # loading on the reference's factor z0
+    small: float = 0.0  # loading on the shared "small data" factor z1
     base: float = 30.0  # mean error, percent
     spread: float = 4.0  # standard deviation of true error across architectures
     seed_noise: float = 1.0  # standard deviation of error between seeds
     coverage: float = 1.0  # share of architectures trained so far (a study still running)
     parent: str = ""
     subset_classes: tuple[int, ...] = ()
+    kind: str = ""  # schema.KINDS; "" means "subset" with a parent, else "dataset"
+
+    def __post_init__(self) -> None:
+        if self.rho**2 + self.small**2 > 1 + 1e-12:
+            raise ValueError(
+                f"{self.name}: rho^2 + small^2 must be at most 1, got {self.rho}, {self.small}"
+            )
 
 
 @dataclass(frozen=True)
 class SyntheticTruth:
-    """What was planted: per dataset, the correlation of true error with the reference's,
-    the single-seed reliability, and the true (noise-free) error of every architecture."""
+    """What the generating model says: per dataset, the population Pearson correlation of
+    true error with the reference's, the single-seed reliability (Pearson, before errors
+    are clipped and rounded), and this sample's true (noise-free) errors."""
 
     reference: str
     rho: dict[str, float]
     reliability: dict[str, float]
     true_error: dict[str, np.ndarray] = field(repr=False)
+    loadings: dict[str, tuple[float, float]] = field(default_factory=dict)  # (rho, small)
+
+    def latent_correlation(self, a: str, b: str) -> float:
+        """Population Pearson correlation of the true errors of datasets a and b."""
+        if a == b:
+            return 1.0
+        (ra, sa), (rb, sb) = self.loadings[a], self.loadings[b]
+        return ra * rb + sa * sb
 
 
 def default_datasets(
-    reference: str = "imagenet", subset_ks: Sequence[int] = (10, 50, 100, 500)
+    reference: str = "imagenet",
+    subset_ks: Sequence[int] = (10, 50, 100, 500),
+    controls: bool = False,
 ) -> list[SyntheticDataset]:
-    """ImageNet, its class subsets, and the paper's kinds of target datasets."""
+    """ImageNet, its class subsets (with `controls`, a size-matched control of each: all
+    classes, the subset's number of training images), and the paper's kinds of targets."""
     rng = np.random.default_rng(12345)
     out = [
         SyntheticDataset(
@@ -55,23 +88,7 @@ def default_datasets(
         )
     ]
     for k in subset_ks:
-        alpha = 0.35 + 0.65 * np.log(k) / np.log(1000)
-        out.append(
-            SyntheticDataset(
-                f"{reference}_k{k}",
-                k,
-                224,
-                1300 * k,
-                50 * k,
-                rho=float(alpha),
-                small=float(np.sqrt(1 - alpha**2)),
-                base=20 + 0.02 * k,
-                spread=3,
-                seed_noise=1.2 - 0.1 * np.log10(k),
-                parent=reference,
-                subset_classes=tuple(sorted(rng.choice(1000, k, replace=False).tolist())),
-            )
-        )
+        out += _subset(reference, k, rng, controls)
     targets = (
         ("cifar10", 10, 32, 50_000, 10_000, 0.55, 0.6, 9, 2.0, 0.5),
         ("cifar100", 100, 32, 50_000, 10_000, 0.7, 0.4, 33, 3.0, 0.8),
@@ -88,6 +105,51 @@ def default_datasets(
         small = min(small, 0.95 * np.sqrt(1 - rho**2))
         out.append(
             SyntheticDataset(name, classes, res, ntr, nte, rho, float(small), base, spread, noise)
+        )
+    return out
+
+
+def _subset(
+    reference: str, k: int, rng: np.random.Generator, control: bool
+) -> list[SyntheticDataset]:
+    """ImageNet restricted to k classes and, with `control`, its size-matched control."""
+    alpha = 0.35 + 0.65 * np.log(k) / np.log(1000)
+    small = float(np.sqrt(1 - alpha**2))
+    noise = 1.2 - 0.1 * np.log10(k)
+    out = [
+        SyntheticDataset(
+            f"{reference}_k{k}",
+            k,
+            224,
+            1300 * k,
+            50 * k,
+            rho=float(alpha),
+            small=small,
+            base=20 + 0.02 * k,
+            spread=3,
+            seed_noise=noise,
+            parent=reference,
+            subset_classes=tuple(sorted(rng.choice(1000, k, replace=False).tolist())),
+        )
+    ]
+    if control:
+        # Every class, the subset's images: nearer the reference, as small as the subset.
+        keep = float(min(1.0, alpha + 0.15))
+        out.append(
+            SyntheticDataset(
+                f"{reference}_n{1300 * k}",
+                1000,
+                224,
+                1300 * k,
+                50_000,
+                rho=keep,
+                small=float(min(small, 0.95 * np.sqrt(1 - keep**2))),
+                base=60 - 0.01 * k,
+                spread=3,
+                seed_noise=noise,
+                parent=reference,
+                kind="control",
+            )
         )
     return out
 
@@ -172,22 +234,53 @@ def _complexity(
     return flops.astype(np.int64), params.astype(np.int64), acts.astype(np.int64)
 
 
-def _latents(rng: np.random.Generator, archs: Mapping[str, np.ndarray], count: int) -> np.ndarray:
-    """Orthonormal latent columns (sample mean 0, variance 1, zero sample correlation), the
-    first two shaped by complexity and depth so that traits carry signal."""
+def _latents(
+    rng: np.random.Generator, archs: Mapping[str, np.ndarray], count: int, trait_signal: float
+) -> np.ndarray:
+    """(architectures, count) independent standard normal latents, fresh for each study;
+    with `trait_signal` the first two load on complexity and on depth (standardised in the
+    sample), so that traits carry signal."""
     n = len(archs["id"])
-    traits = np.stack([np.log(archs["flops"]), -np.log(archs["depths"].sum(axis=1))], axis=1)
-    traits = (traits - traits.mean(0)) / traits.std(0)
-    raw = rng.standard_normal((n, count))
-    raw[:, 0] = 0.6 * traits[:, 0] + 0.8 * raw[:, 0]
-    raw[:, 1] = 0.6 * traits[:, 1] + 0.8 * raw[:, 1]
-    q, r = np.linalg.qr(raw - raw.mean(0))
-    # QR may flip a column's sign; undo it so the trait directions hold.
-    return q * np.sign(np.diagonal(r)) * np.sqrt(n)
+    z = rng.standard_normal((n, count))
+    if trait_signal:
+        traits = np.stack([np.log(archs["flops"]), -np.log(archs["depths"].sum(axis=1))], axis=1)
+        with np.errstate(all="ignore"):
+            traits = np.nan_to_num((traits - traits.mean(0)) / traits.std(0))
+        rest = np.sqrt(1 - trait_signal**2)
+        z[:, :2] = trait_signal * traits + rest * z[:, :2]
+    return z
 
 
-def synthetic_results(
-    path: str | Path,
+def _info(spec: SyntheticDataset, recipe: str) -> schema.DatasetInfo:
+    return schema.DatasetInfo(
+        name=spec.name,
+        classes=spec.classes,
+        resolution=spec.resolution,
+        num_train=spec.num_train,
+        num_test=spec.num_test,
+        source="synthetic",
+        class_names=tuple(f"class{i}" for i in range(spec.classes)),
+        recipe=recipe,
+        parent=spec.parent,
+        subset_classes=spec.subset_classes,
+        spec=json.dumps({"name": spec.name, "source": "synthetic"}),
+        kind=spec.kind,
+    )
+
+
+@dataclass(frozen=True)
+class _Options:
+    seeds: int
+    missing: float
+    diverged: float
+    failed: float
+    epochs: int
+    curves: bool
+    quantize: bool
+    recipe: str
+
+
+def synthetic_study(
     *,
     architectures: int = 200,
     seeds: int = 2,
@@ -200,15 +293,13 @@ def synthetic_results(
     curves: bool = True,
     quantize: bool = True,
     flops_range: tuple[float, float] = (340e6, 400e6),
+    trait_signal: float = 0.6,
     seed: int = 0,
-) -> SyntheticTruth:
-    """Write a results.h5 of architectures x datasets x seeds cells and return what was planted.
-
-    True error of dataset d = base - spread * (rho z0 + small z1 + rest * u_d), with z0 the
-    reference's factor, z1 a factor shared by small data (subsets and targets), all sample-
-    orthonormal, so the true errors have exactly the planted Pearson correlation `rho` with
-    the reference. Each seed adds independent noise; errors are rounded to whole test images.
-    """
+) -> tuple[schema.Results, SyntheticTruth]:
+    """One fresh draw of a study of architectures x datasets x seeds from the generating
+    model (module docstring), in memory as `schema.read_results` would return it, and the
+    model's truth. Errors are clipped to [0, chance] and, with `quantize`, rounded to whole
+    test images."""
     if seeds < 1 or architectures < 3:
         raise ValueError(f"need seeds >= 1 and architectures >= 3, got {seeds} and {architectures}")
     specs = list(datasets) if datasets is not None else default_datasets(reference)
@@ -218,47 +309,18 @@ def synthetic_results(
         )
     rng = np.random.default_rng(seed)
     archs = _architectures(rng, architectures, flops_range)
-    z = _latents(rng, archs, 2 + len(specs))
-    truth, reliability, cells, infos = {}, {}, [], []
+    z = _latents(rng, archs, 2 + len(specs), trait_signal)
     recipe = json.dumps({"epochs": epochs, "batch_size": 128, "lr": 0.05, "optimizer": "sgd"})
+    options = _Options(seeds, missing, diverged, failed, epochs, curves, quantize, recipe)
+    truth, tables = {}, {}
     for d, spec in enumerate(specs):
         rest = np.sqrt(max(0.0, 1.0 - spec.rho**2 - spec.small**2))
         latent = spec.rho * z[:, 0] + spec.small * z[:, 1] + rest * z[:, 2 + d]
-        true = spec.base - spec.spread * latent
-        truth[spec.name] = true
-        reliability[spec.name] = spec.spread**2 / (spec.spread**2 + spec.seed_noise**2)
-        infos.append(
-            schema.DatasetInfo(
-                name=spec.name,
-                classes=spec.classes,
-                resolution=spec.resolution,
-                num_train=spec.num_train,
-                num_test=spec.num_test,
-                source="synthetic",
-                class_names=tuple(f"class{i}" for i in range(spec.classes)),
-                recipe=recipe,
-                parent=spec.parent,
-                subset_classes=spec.subset_classes,
-                spec=json.dumps({"name": spec.name, "source": "synthetic"}),
-            )
-        )
-        cells.extend(
-            _cells(
-                rng,
-                spec,
-                archs,
-                true,
-                seeds,
-                missing,
-                diverged,
-                failed,
-                epochs,
-                curves,
-                quantize,
-                recipe,
-            )
-        )
+        truth[spec.name] = spec.base - spec.spread * latent
+        info = _info(spec, recipe)
+        tables[spec.name] = _table(rng, spec, info, archs, truth[spec.name], options)
     attrs = {
+        "schema_version": schema.SCHEMA_VERSION,
         "created": "2024-01-01T00:00:00",
         "study": "synthetic",
         "reference": reference,
@@ -266,78 +328,148 @@ def synthetic_results(
             {"anysweep": "0.1.0", "generator": "analysis.synthetic", "seed": seed}
         ),
     }
-    schema.write_results(Path(path), architectures=archs, datasets=infos, cells=cells, attrs=attrs)
-    rho = {s.name: float(np.corrcoef(truth[reference], truth[s.name])[0, 1]) for s in specs}
-    return SyntheticTruth(reference=reference, rho=rho, reliability=reliability, true_error=truth)
+    loadings = {s.name: (s.rho, s.small) for s in specs}
+    ref = loadings[reference]
+    result = SyntheticTruth(
+        reference=reference,
+        rho={n: ref[0] * r + ref[1] * s for n, (r, s) in loadings.items()},
+        reliability={s.name: s.spread**2 / (s.spread**2 + s.seed_noise**2) for s in specs},
+        true_error=truth,
+        loadings=loadings,
+    )
+    tables = dict(sorted(tables.items()))  # the order results.h5 reads them in
+    return schema.Results(attrs=attrs, architectures=archs, datasets=tables), result
 
 
-def _cells(
+def synthetic_results(path: str | Path, **options: Any) -> SyntheticTruth:
+    """Write one fresh draw of `synthetic_study(**options)` as a results.h5 at `path`
+    (through `schema.write_results`) and return the model's truth."""
+    results, truth = synthetic_study(**options)
+    attrs = {k: v for k, v in results.attrs.items() if k != "schema_version"}
+    schema.write_results(
+        Path(path),
+        architectures=results.architectures,
+        datasets=[t.info for t in results.datasets.values()],
+        cells=[cell for t in results.datasets.values() for cell in _cell_results(t)],
+        attrs=attrs,
+    )
+    return truth
+
+
+def _table(
     rng: np.random.Generator,
     spec: SyntheticDataset,
+    info: schema.DatasetInfo,
     archs: Mapping[str, np.ndarray],
     true: np.ndarray,
-    seeds: int,
-    missing: float,
-    diverged: float,
-    failed: float,
-    epochs: int,
-    curves: bool,
-    quantize: bool,
-    recipe: str,
-) -> list[schema.CellResult]:
+    o: _Options,
+) -> schema.DatasetTable:
+    """The dataset's cells as columns, in (architecture, seed) order as results.h5 holds
+    them: every seed's errors first, then which cells exist and how they ended."""
     n = len(true)
-    ceiling = 100.0 * (1 - 1 / spec.classes)
-    scale = (spec.resolution / 224) ** 2
-    flops = (archs["flops"] * scale).astype(np.int64)
+    chance = 100.0 * (1 - 1 / spec.classes)
+    noise = spec.seed_noise * rng.standard_normal((o.seeds, n))
+    err = np.clip(true[None, :] + noise, 0.0, chance)
+    if o.quantize:
+        err = np.round(err / 100 * spec.num_test) / spec.num_test * 100
+    fate = rng.random((o.seeds, n))
+    time = _seconds(spec, archs, o.epochs)[None, :] * rng.lognormal(0, 0.05, (o.seeds, n))
+    trained = np.arange(n)[None, :] < int(round(spec.coverage * n))
+    exists = (fate >= o.missing) & trained
+    status = np.where(
+        fate < o.missing + o.failed,
+        "failed",
+        np.where(fate < o.missing + o.failed + o.diverged, "diverged", "done"),
+    )
+    seed_idx, arch_idx = np.nonzero(exists)
+    order = np.lexsort((seed_idx, arch_idx))
+    seed_idx, arch_idx = seed_idx[order], arch_idx[order]
+    return _columns(spec, info, archs, o, arch_idx, seed_idx, status, err, time, chance)
+
+
+def _seconds(spec: SyntheticDataset, archs: Mapping[str, np.ndarray], epochs: int) -> np.ndarray:
     # Training time follows the work done: images x epochs x flops, at a plausible GPU rate.
-    seconds = epochs * spec.num_train * 3 * archs["flops"] * scale / 4e12 + 30
+    scale = (spec.resolution / 224) ** 2
+    return epochs * spec.num_train * 3 * archs["flops"] * scale / 4e12 + 30
+
+
+def _as_trained(spec: SyntheticDataset, archs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+    """flops and params of the model as trained: the dataset's resolution and classes."""
+    head = archs["widths"][:, -1]
+    scale = (spec.resolution / 224) ** 2
+    flops = (archs["flops"] - 1000 * head) * scale + spec.classes * head
+    params = archs["params"] - 1000 * head + spec.classes * head
+    return flops.astype(np.int64), params.astype(np.int64)
+
+
+def _columns(
+    spec: SyntheticDataset,
+    info: schema.DatasetInfo,
+    archs: Mapping[str, np.ndarray],
+    o: _Options,
+    arch_idx: np.ndarray,
+    seed_idx: np.ndarray,
+    status_grid: np.ndarray,
+    err_grid: np.ndarray,
+    time_grid: np.ndarray,
+    chance: float,
+) -> schema.DatasetTable:
+    count = len(arch_idx)
+    status = status_grid[seed_idx, arch_idx]
+    done, diverged = status == "done", status == "diverged"
+    err = np.where(done, err_grid[seed_idx, arch_idx], np.where(diverged, chance, np.nan))
+    flops, params = _as_trained(spec, archs)
+    text = lambda value: np.full(count, value, dtype=object)  # noqa: E731
+    columns: dict[str, np.ndarray] = {
+        "arch_id": arch_idx.astype(np.int64),
+        "seed": seed_idx.astype(np.int64),
+        "status": status.astype(object),
+        "top1_err": err,
+        "top5_err": np.where(done, np.clip(err * 0.3, 0, 100), np.nan),
+        "best_top1_err": err,
+        "best_epoch": np.where(done, o.epochs - 1, -1).astype(np.int64),
+        "epochs": np.where(diverged, 2, o.epochs).astype(np.int64),
+        "diverged_epoch": np.where(diverged, 1, -1).astype(np.int64),
+        "train_seconds": np.where(done, time_grid[seed_idx, arch_idx], np.nan),
+        "data_seconds": np.full(count, np.nan),
+        "images_per_s": np.full(count, np.nan),
+        "peak_mem_bytes": np.zeros(count, dtype=np.int64),
+        "flops": flops[arch_idx],
+        "params": params[arch_idx],
+        "acts": archs["acts"][arch_idx].astype(np.int64),
+        "attempts": np.ones(count, dtype=np.int64),
+        "error": np.where(
+            status == "failed", "Traceback (most recent call last):\nRuntimeError: CUDA error", ""
+        ).astype(object),
+        "job_id": np.array(
+            [f"{1000 + s}_{a}" for s, a in zip(seed_idx, arch_idx, strict=True)], dtype=object
+        ),
+        "host": text("node01"),
+        "gpu": text("synthetic"),
+        "versions": text('{"anysweep": "0.1.0"}'),
+        "recipe": text(o.recipe),
+        "started": text(""),
+        "finished": text(""),
+    }
+    curves = {name: np.empty((count, 0), dtype=np.float32) for name in schema.CURVES}
+    if o.curves and done.any():
+        decay = np.exp(-np.arange(o.epochs) / 3.0)
+        rows = err[:, None] + (chance - err[:, None]) * decay[None, :]
+        seconds = np.repeat(columns["train_seconds"][:, None] / o.epochs, o.epochs, axis=1)
+        curves["test_top1_err"] = np.where(done[:, None], rows, np.nan).astype(np.float32)
+        curves["epoch_seconds"] = np.where(done[:, None], seconds, np.nan).astype(np.float32)
+    return schema.DatasetTable(info=info, columns=columns, curves=curves)
+
+
+def _cell_results(table: schema.DatasetTable) -> list[schema.CellResult]:
+    """The table's cells as the records a worker writes (curves only where present)."""
+    names = [c for c in schema.CELL_COLUMNS if c in table.columns]
+    rows = zip(*(table.columns[c].tolist() for c in names), strict=True)
     out = []
-    for s in range(seeds):
-        err = np.clip(true + spec.seed_noise * rng.standard_normal(n), 0.0, ceiling)
-        if quantize:
-            err = np.round(err / 100 * spec.num_test) / spec.num_test * 100
-        top5 = np.clip(err * 0.3, 0, 100)
-        fate = rng.random(n)
-        time = seconds * rng.lognormal(0, 0.05, n)
-        trained = int(round(spec.coverage * n))
-        for a in range(n):
-            if fate[a] < missing or a >= trained:
-                continue
-            status = "done"
-            if fate[a] < missing + failed:
-                status = "failed"
-            elif fate[a] < missing + failed + diverged:
-                status = "diverged"
-            cell = schema.CellResult(
-                dataset=spec.name,
-                arch_id=a,
-                seed=s,
-                status=status,
-                epochs=epochs,
-                flops=int(flops[a]),
-                params=int(archs["params"][a]),
-                acts=int(archs["acts"][a]),
-                host="node01",
-                gpu="synthetic",
-                job_id=f"{1000 + s}_{a}",
-                recipe=recipe,
-                versions='{"anysweep": "0.1.0"}',
-            )
-            if status == "done":
-                cell.top1_err, cell.top5_err = float(err[a]), float(top5[a])
-                cell.best_top1_err, cell.best_epoch = float(err[a]), epochs - 1
-                cell.train_seconds = float(time[a])
-                if curves:
-                    decay = np.exp(-np.arange(epochs) / 3.0)
-                    cell.curves = {
-                        "test_top1_err": err[a] + (ceiling - err[a]) * decay,
-                        "epoch_seconds": np.full(epochs, time[a] / epochs),
-                    }
-            elif status == "diverged":
-                cell.top1_err = cell.best_top1_err = ceiling
-                cell.diverged_epoch = 1
-                cell.epochs = 2
-            else:
-                cell.error = "Traceback (most recent call last):\nRuntimeError: CUDA error"
-            out.append(cell)
+    for i, values in enumerate(rows):
+        cell = schema.CellResult(dataset=table.info.name, **dict(zip(names, values, strict=True)))
+        for name, matrix in table.curves.items():
+            if matrix.shape[1] and np.isfinite(matrix[i]).any():
+                cell.curves[name] = matrix[i].astype(np.float64)
+        out.append(cell)
     return out

@@ -1,6 +1,8 @@
 """Time the analysis of a large study on one core: loading 100,000 cells (2,000 architectures
 x 25 datasets x 2 seeds) plus the full Spearman matrix with 1,000-resample bootstrap
-intervals (goal: under 10 s), and, for information, the other steps of `anysweep analyze`.
+intervals (goal: under 10 s), and, for information, the other steps of `anysweep analyze`
+(Kendall with the resample and permutation counts `analyze` gives it at this size) and,
+with --full, the whole analysis and report.
 
     .venv/bin/python benchmarks/analysis.py [--architectures 2000] [--full]
 """
@@ -24,6 +26,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.frame import open_results  # noqa: E402
+from analysis.headline import kendall_permutations, kendall_resamples  # noqa: E402
 from analysis.stats import correlate  # noqa: E402
 from analysis.synthetic import SyntheticDataset, default_datasets, synthetic_results  # noqa: E402
 
@@ -114,19 +117,29 @@ def main() -> int:
                 errors, method="pearson", bootstrap=args.bootstrap, permutations=args.bootstrap
             )
         reference = [(study.reference, d) for d in errors.columns if d != study.reference]
-        with Clock(f"Kendall against the reference ({len(reference)} pairs)"):
+        resamples = kendall_resamples(len(errors), len(reference), args.bootstrap)
+        permutations = kendall_permutations(len(errors), len(reference), args.bootstrap)
+        with Clock(
+            f"Kendall against the reference ({len(reference)} pairs, "
+            f"{resamples} resamples, {permutations} permutations)"
+        ):
             correlate(
                 errors,
                 method="kendall",
                 pairs=reference,
-                bootstrap=args.bootstrap,
-                permutations=args.bootstrap,
+                bootstrap=resamples,
+                permutations=permutations,
             )
         if args.full:
             from analysis.report import analyze, write_report
 
             with Clock("whole analysis (anysweep analyze without output)"):
                 analysis = analyze(study, bootstrap=args.bootstrap, permutations=args.bootstrap)
+            print(
+                f"  headline: {analysis.headline_bootstrap} resamples, Monte-Carlo error "
+                f"{analysis.headline_mc_error:.4f}; tables: {analysis.mc_error:.4f}; "
+                f"Kendall: {analysis.kendall_bootstrap} resamples, {analysis.kendall_mc_error:.4f}"
+            )
             with Clock("tables, figures and report.html"):
                 write_report(analysis, Path(tmp) / "report")
     return 0

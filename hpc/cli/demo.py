@@ -84,47 +84,12 @@ def summarize(root: Path, *, bootstrap: int = 1000) -> str:
     """Analyze results.h5, write the report, and return the demo's closing table."""
     from analysis.frame import open_results
     from analysis.report import analyze, write_report
+    from analysis.summary import summary_text
 
     study = open_results(root / "results.h5")
     analysis = analyze(study, bootstrap=bootstrap, permutations=bootstrap, progress=False)
     write_report(analysis, root / "report")
-    corr = analysis.correlations[analysis.method]
-    ref = analysis.reference
-    subsets = sorted(analysis.subsets, key=lambda name: analysis.subsets[name])
-    columns = [ref, *subsets]
-    width = max(len(name) for name in [*analysis.targets, *columns, "target"]) + 2
-    lines = [
-        f"Does the ranking on {ref} transfer? {analysis.method.title()} correlation of "
-        f"test error over {len(analysis.errors)} architectures, 95% bootstrap interval:",
-        "",
-        "target".ljust(width) + "".join(f"vs {c}".ljust(26) for c in columns),
-    ]
-    for target in analysis.targets:
-        cells = []
-        for column in columns:
-            row = corr.get(target, column)
-            cells.append(_fmt(row["r"], row["lo"], row["hi"]).ljust(26))
-        lines.append(target.ljust(width) + "".join(cells))
-    noise = analysis.noise.set_index("dataset")
-    if ref in noise.index:
-        floor = noise.loc[ref]
-        lines += [
-            "",
-            f"noise floor: seed-to-seed correlation on {ref}: "
-            f"{_fmt(floor['seed_r'], floor['seed_lo'], floor['seed_hi'])}",
-        ]
-    recs = analysis.recommendations
-    if len(recs):
-        lines.append("recommended proxy (cheapest within the interval of the best):")
-        for row in recs.itertuples():
-            if row.found:
-                lines.append(
-                    f"  {row.target}: {row.recommended} (r={row.recommended_r:+.2f}, "
-                    f"{row.recommended_gpu_hours * 3600:.1f} s per training)"
-                )
-            else:
-                lines.append(f"  {row.target}: no candidate correlates clearly")
-    return "\n".join(line.rstrip() for line in lines)
+    return summary_text(analysis)
 
 
 if __name__ == "__main__":

@@ -183,6 +183,69 @@ def test_results_refuse_missing_architecture_columns(tmp_path: Path) -> None:
         write_results(tmp_path / "r.h5", architectures=cols, datasets=[], cells=[])
 
 
+# --- dataset kinds: subsets and size-matched controls (schema_version 2) -------------------
+def _kinds_file(path: Path) -> None:
+    infos = [
+        DatasetInfo("mnist", 10, 28, 100, 20),
+        DatasetInfo("mnist_k2", 2, 28, 20, 4, parent="mnist", subset_classes=(3, 7)),
+        DatasetInfo("mnist_n20", 10, 28, 20, 20, parent="mnist", kind="control"),
+    ]
+    write_results(path, architectures=_archs(), datasets=infos, cells=[])
+
+
+def test_a_control_and_a_subset_read_back_with_their_kind_parent_and_images(tmp_path: Path) -> None:
+    _kinds_file(tmp_path / "r.h5")
+    datasets = read_results(tmp_path / "r.h5").datasets
+    kinds = {name: (t.info.kind, t.info.parent, t.info.num_train) for name, t in datasets.items()}
+    assert kinds == {
+        "mnist": ("dataset", "", 100),
+        "mnist_k2": ("subset", "mnist", 20),
+        "mnist_n20": ("control", "mnist", 20),
+    }
+    with h5py.File(tmp_path / "r.h5") as handle:
+        assert handle.attrs["schema_version"] == SCHEMA_VERSION == 2
+        assert handle["datasets/mnist_n20"].attrs["kind"] == "control"
+
+
+def test_a_version_1_file_reads_its_derived_datasets_as_subsets(tmp_path: Path) -> None:
+    path = tmp_path / "r.h5"
+    _kinds_file(path)
+    with h5py.File(path, "a") as handle:  # what version 1 wrote: no kind attribute
+        handle.attrs["schema_version"] = 1
+        for group in handle["datasets"].values():
+            del group.attrs["kind"]
+    datasets = read_results(path).datasets
+    assert [t.info.kind for t in datasets.values()] == ["dataset", "subset", "subset"]
+
+
+def test_without_a_kind_a_control_is_known_by_its_declared_number_of_images() -> None:
+    spec = '{"name": "mnist_n20", "parent": "mnist", "n": 20, "k": null}'
+    assert DatasetInfo("mnist_n20", 10, 28, 20, 20, parent="mnist", spec=spec).kind == "control"
+    subset = '{"name": "mnist_k2", "parent": "mnist", "n": null, "k": 2}'
+    assert DatasetInfo("mnist_k2", 2, 28, 20, 4, parent="mnist", spec=subset).kind == "subset"
+    assert DatasetInfo("mnist", 10, 28, 100, 20, spec='{"n": 5}').kind == "dataset"
+
+
+def test_a_kind_that_contradicts_the_parent_is_refused() -> None:
+    with pytest.raises(ValueError, match="kind 'size'; valid: dataset, subset, control"):
+        DatasetInfo("a", 10, 28, 1, 1, parent="b", kind="size")
+    with pytest.raises(ValueError, match="'a': a control needs its parent"):
+        DatasetInfo("a", 10, 28, 1, 1, kind="control")
+    with pytest.raises(ValueError, match="'a': a dataset names no parent"):
+        DatasetInfo("a", 10, 28, 1, 1, parent="b", kind="dataset")
+    with pytest.raises(ValueError, match="control 'a' keeps every class"):
+        DatasetInfo("a", 2, 28, 1, 1, parent="b", subset_classes=(1, 2), kind="control")
+
+
+def test_results_of_an_unknown_version_name_the_versions_read(tmp_path: Path) -> None:
+    path = tmp_path / "r.h5"
+    _kinds_file(path)
+    with h5py.File(path, "a") as handle:
+        handle.attrs["schema_version"] = 3
+    with pytest.raises(CorruptResultError, match="schema_version 3; this anysweep reads 1, 2"):
+        read_results(path)
+
+
 # --- training-free scores: the versioned /datasets/<name>/scores addition -------------------
 
 

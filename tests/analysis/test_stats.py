@@ -331,3 +331,25 @@ def test_monte_carlo_error_of_interval_ends_shrinks_with_the_resample_count():
     error_many = monte_carlo_error(many.samples, 0.95)
     assert error_few.shape == (1, 2)
     assert 2.5 < float(error_few.mean() / error_many.mean()) < 6.5  # about sqrt(16) = 4
+
+
+def test_monte_carlo_error_matches_the_spread_of_interval_ends_over_resampling_seeds():
+    data = _frame(24, 0.5, seed=2)
+    runs = [correlate(data, bootstrap=1000, permutations=0, seed=s) for s in range(40)]
+    ends = np.array([[run.table["lo"].iloc[0], run.table["hi"].iloc[0]] for run in runs])
+    estimates = np.array([monte_carlo_error(run.samples, 0.95)[0] for run in runs])
+    spread = ends.std(axis=0, ddof=1)  # about 0.019 and 0.011 at n = 24
+    np.testing.assert_allclose(estimates.mean(axis=0), spread, rtol=0.35)
+
+
+@pytest.mark.parametrize("method", ["pearson", "spearman"])
+def test_replicates_of_a_few_pairs_equal_those_of_the_whole_matrix(method):
+    data = _frame(40, 0.5, seed=14, ties=True)
+    data["c"] = np.round(np.random.default_rng(5).standard_normal(40), 1)
+    values = data.to_numpy()
+    counts = bootstrap_counts(np.random.default_rng(6), 40, 30)
+    replicate = pearson_replicates if method == "pearson" else spearman_replicates
+    left, right = np.array([0, 2]), np.array([2, 1])
+    some = replicate(values, counts, (left, right))
+    whole = replicate(values, counts)
+    np.testing.assert_allclose(some, whole[:, left, right], atol=1e-12)

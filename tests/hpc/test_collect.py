@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from analysis.schema import CellResult, read_results, write_cell
+from analysis.schema import SCHEMA_VERSION, CellResult, read_results, write_cell
 from anynet.complexity import complexity
 from hpc.study.clean import clean
 from hpc.study.collect import collect
@@ -179,7 +179,7 @@ def test_collect_leaves_no_temporary_file(study) -> None:
     collect(study)
     assert sorted(p.name for p in study.root.iterdir() if p.name.startswith(".")) == []
     with h5py.File(study.root / "results.h5") as handle:
-        assert handle.attrs["schema_version"] == 1
+        assert handle.attrs["schema_version"] == SCHEMA_VERSION == 2
 
 
 def test_clean_removes_checkpoints_of_finished_cells_only(study) -> None:
