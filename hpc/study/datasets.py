@@ -141,8 +141,8 @@ def dataset_sizes(entry: DatasetEntry) -> tuple[int, int, int, bool]:
 
 
 def results_info(study: Study, entry: DatasetEntry) -> DatasetInfo:
-    """What results.h5 records of a dataset: from its prepared files when they are there,
-    else from the registry."""
+    """What results.h5 records of a dataset (its kind, parent and training images among it):
+    from its prepared files when they are there, else from the registry."""
     from loaders.prepare import open_prepared
 
     spec = entry.spec
@@ -166,7 +166,16 @@ def results_info(study: Study, entry: DatasetEntry) -> DatasetInfo:
         parent=spec.parent or "",
         subset_classes=subset,
         spec=json.dumps(spec.to_dict(), sort_keys=True),
+        kind=dataset_kind(spec),
     )
+
+
+def dataset_kind(spec: Any) -> str:
+    """What results.h5 calls a dataset (analysis.schema.KINDS): a control (n of its parent's
+    training images, every class), a subset (k of its parent's classes), or a dataset."""
+    if spec.is_control:
+        return "control"
+    return "subset" if spec.is_subset else "dataset"
 
 
 def prepared_files(study: Study, unfinished: set[str]) -> list[Path]:
