@@ -56,8 +56,11 @@ def add_init(parser: argparse.ArgumentParser) -> None:
 def run_init(args: argparse.Namespace) -> int:
     target = init_study(args.study_dir, args.preset, args.force)
     load_study(args.study_dir)  # a preset that does not validate is a bug; say so now
+    folder = args.study_dir
     _print(
-        f"wrote {target} (preset {args.preset}); edit it, then `anysweep launch {args.study_dir} --dry-run`"
+        f"wrote {target} (preset {args.preset}); edit it, then `anysweep run {folder}` to run it "
+        f"on this machine, or on a Slurm cluster `anysweep launch {folder} --dry-run` to see "
+        f"the plan and `anysweep launch {folder}` to submit it"
     )
     return 0
 

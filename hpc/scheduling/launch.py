@@ -18,7 +18,7 @@ from hpc.scheduling.plan import Plan, make_plan
 from hpc.scheduling.records import next_record_id, read_records
 from hpc.scheduling.schedulers import Scheduler, Submission
 from hpc.scheduling.status import active_cells
-from hpc.study.datasets import source_problems, unprepared
+from hpc.study.datasets import files_owners, source_problems, unprepared
 from hpc.study.layout import study_lock
 from hpc.study.population import Population, sample_architectures
 from hpc.study.results import Cell, is_finished, scan_results
@@ -101,8 +101,9 @@ def dry_checks(study: Study) -> tuple[tuple[str, ...], tuple[str, ...]]:
     missing = unprepared(study, [d.name for d in study.datasets])
     if not missing:
         return (), ()
+    sources = [e.prepared_spec.name for e in files_owners(study, missing)]
     note = (
-        f"not checked by a dry run: the images of {', '.join(missing)} (whether each reads, "
+        f"not checked by a dry run: the images of {', '.join(sources)} (whether each reads, "
         "its channels and size); `anysweep prepare` checks them before any training"
     )
     return (note,), tuple(source_problems(study, missing))

@@ -69,6 +69,10 @@ def source_problems(study: Study, names: Sequence[str] | None = None) -> list[st
         except DatasetError as exc:
             if str(exc) not in problems:
                 problems.append(str(exc))
+    if len(problems) > 1:  # one layout sentence per problem would drown the line
+        short = [p.split("; expected ")[0] for p in problems]
+        if short != problems:
+            problems = [*short, "docs/study-toml.md says where each source's files go"]
     return problems
 
 

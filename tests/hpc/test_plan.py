@@ -225,7 +225,7 @@ def test_flops_are_counted_at_each_datasets_resolution(study) -> None:
     assert costs["fashion_mnist"].flops[1] == complexity(arch, resolution=28, num_classes=10).flops
 
 
-def test_paper_dry_run_plans_7500_cells_within_seconds_without_touching_data(
+def test_paper_dry_run_plans_9500_cells_within_seconds_without_touching_data(
     tmp_path: Path,
 ) -> None:
     (tmp_path / "study.toml").write_text((PRESETS_DIR / "paper.toml").read_text())
@@ -244,8 +244,8 @@ def test_paper_dry_run_plans_7500_cells_within_seconds_without_touching_data(
     assert done.stderr.count("\n") == 1 and "anysweep launch: error: " in done.stderr
     assert "folder /path/to/imagenet does not exist" in done.stderr
     assert "/path/to/cifar100/cifar-100-python/meta not found" in done.stderr
-    assert "7,500 cells, 0 finished, 0 queued or running, 7,500 to run" in done.stdout
-    assert "in 15 arrays (MaxArraySize 1,001)" in done.stdout
+    assert "9,500 cells, 0 finished, 0 queued or running, 9,500 to run" in done.stdout
+    assert "in 19 arrays (MaxArraySize 1,001)" in done.stdout
     hours = float(done.stdout.split("estimated ")[1].split(" GPU-hours")[0].replace(",", ""))
     assert 1000 < hours < 5000  # the paper: 85 GPU-days, about 2,000 GPU-hours
     # An ImageNet cell (about 2 GPU-hours) fills a task of 300 min at 75 %.

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from hpc.procfs import process_alive, process_start
-from hpc.scheduling.records import ArrayRecord, LaunchRecord, job_name, write_record
+from hpc.scheduling.records import ArrayRecord, LaunchRecord, write_record
 from hpc.scheduling.schedulers import Scheduler, Submission, Submitted, TaskKey, TaskState
 from hpc.study.layout import LaneDirs
 from hpc.study.spec import Study
@@ -86,6 +87,53 @@ class Lane(Checkpointable):
         return DelayedSubmission(Lane(self.dirs, self.lane))
 
 
+def lane_executor(folder: Path) -> Any:
+    """submitit's local executor, whose job controllers run in a session of their own with
+    their output in FOLDER/controllers.log: Ctrl-C in a terminal reaches the command
+    alone, which stops its lanes (SIGINT to each controller), and no controller's
+    KeyboardInterrupt traceback lands on the terminal."""
+    import submitit
+    from submitit.local.local import LocalJob
+
+    class LaneExecutor(submitit.LocalExecutor):  # type: ignore[misc]
+        def _submit_command(self, command: str) -> Any:
+            process = _start_controller(self.folder, command, self.parameters)
+            return LocalJob(folder=self.folder, job_id=str(process.pid), process=process, tasks=[0])
+
+    return LaneExecutor(folder)
+
+
+def _start_controller(folder: Path, command: str, parameters: dict[str, Any]) -> Any:
+    """What `submitit.local.local.start_controller` does (one task, no GPU, no set-up lines),
+    in a session of its own, its output to a file."""
+    import subprocess
+
+    env = {
+        **os.environ,
+        "SUBMITIT_LOCAL_NTASKS": "1",
+        "SUBMITIT_LOCAL_COMMAND": command,
+        "SUBMITIT_LOCAL_TIMEOUT_S": str(int(60 * parameters.get("timeout_min", 2.0))),
+        "SUBMITIT_LOCAL_SIGNAL_DELAY_S": str(int(parameters.get("signal_delay_s", 30))),
+        "SUBMITIT_LOCAL_NODEID": "0",
+        "SUBMITIT_LOCAL_JOB_NUM_NODES": "1",
+        "SUBMITIT_STDERR_TO_STDOUT": "1" if parameters.get("stderr_to_stdout") else "",
+        "SUBMITIT_EXECUTOR": "local",
+        # As submitit's executor without gpus_per_node: lanes see no GPU (one core each).
+        "CUDA_VISIBLE_DEVICES": "",
+        "SUBMITIT_LOCAL_WITH_SHELL": "",
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "controllers.log", "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "submitit.local._local", str(folder)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
 def _lane_of(claim: Path) -> int:
     """The lane index in a claimed manifest's name, `<chunk>.lane<k>.json`."""
     return int(claim.name.rsplit(".", 2)[1].removeprefix("lane"))
@@ -133,8 +181,6 @@ class LocalScheduler(Scheduler):
         return jobs or default_jobs()
 
     def submit(self, submission: Submission) -> Submitted:
-        import submitit
-
         study, record_id = submission.study, submission.record_id
         dirs = study.layout.lanes(record_id)
         rank = _ranked(submission)
@@ -142,14 +188,8 @@ class LocalScheduler(Scheduler):
         submission.write_manifests(
             lambda a, i: dirs.queue / f"{rank[(a.label, i)]:05d}-{a.label}.{i}.json", threads=1
         )
-        executor = submitit.AutoExecutor(
-            folder=study.layout.submitit_dir(record_id, self.name), cluster="local"
-        )
-        executor.update_parameters(
-            timeout_min=LOCAL_TIMEOUT_MIN,
-            stderr_to_stdout=True,
-            name=job_name(study, record_id, "local"),
-        )
+        executor = lane_executor(study.layout.submitit_dir(record_id, self.name))
+        executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN, stderr_to_stdout=True)
         lanes = min(self.lanes(submission.jobs) or 1, len(rank))
         started: list[Any] = []
         try:
