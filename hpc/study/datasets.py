@@ -72,7 +72,7 @@ def source_problems(study: Study, names: Sequence[str] | None = None) -> list[st
     if len(problems) > 1:  # one layout sentence per problem would drown the line
         short = [p.split("; expected ")[0] for p in problems]
         if short != problems:
-            problems = [*short, "docs/study-toml.md says where each source's files go"]
+            problems = [*short, "`anysweep prepare DIR --dataset NAME` says what each expects"]
     return problems
 
 
