@@ -164,14 +164,14 @@ class Chunk(submitit.helpers.Checkpointable):
 
     def __call__(self) -> list[CellResult]:
         # submitit's job runner installed its handler: it checkpoints and requeues the task.
-        # It runs below, between two steps, where a refused requeue can be told apart.
+        # It runs below, between two steps, where a refused requeue can be told apart, and
+        # with the flag handler still in: a second USR2 (scancel retries) only sets the flag.
         requeue = signal.getsignal(signal.SIGUSR2)
         with preempt.caught() as stop:
             try:
                 return run_chunk(self.manifest_path, stop_flag=stop)
             except CellInterrupted as exc:
-                interrupted = exc
-        return self._requeue(requeue, interrupted)
+                return self._requeue(requeue, exc)
 
     def _requeue(self, requeue: Any, interrupted: CellInterrupted) -> list[CellResult]:
         """Requeue the task through submitit's handler (which exits the process); if the
