@@ -113,7 +113,7 @@ def _start_controller(folder: Path, command: str, parameters: dict[str, Any]) ->
         "SUBMITIT_LOCAL_NTASKS": "1",
         "SUBMITIT_LOCAL_COMMAND": command,
         "SUBMITIT_LOCAL_TIMEOUT_S": str(int(60 * parameters.get("timeout_min", 2.0))),
-        "SUBMITIT_LOCAL_SIGNAL_DELAY_S": str(int(parameters.get("signal_delay_s", 30))),
+        "SUBMITIT_LOCAL_SIGNAL_DELAY_S": "30",  # submitit's default: a week's limit is far
         "SUBMITIT_LOCAL_NODEID": "0",
         "SUBMITIT_LOCAL_JOB_NUM_NODES": "1",
         "SUBMITIT_STDERR_TO_STDOUT": "1" if parameters.get("stderr_to_stdout") else "",
