@@ -122,9 +122,10 @@ def stopped_tasks(study: Study, states: Mapping[Cell, str], task_list: list[Task
             latest[Cell(task.dataset, arch_id, seed)] = task
     found: dict[tuple[str, str, int], dict[str, Any]] = {}
     for cell, state in sorted(states.items()):
-        task = latest.get(cell)
-        if state not in ("missing", "failed") or task is None or task.state != "ended":
+        last = latest.get(cell)
+        if state not in ("missing", "failed") or last is None or last.state != "ended":
             continue
+        task = last
         key = (task.record.id, task.label, task.index)
         if key not in found:
             log = schedulers.of(task.record).task_log(study, task.record, task.array, task.index)
