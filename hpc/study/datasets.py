@@ -144,6 +144,20 @@ def dataset_sizes(entry: DatasetEntry) -> tuple[int, int, int, bool]:
     return train, test, classes or ASSUMED_CLASSES, assumed
 
 
+def planned_backend(entry: DatasetEntry) -> str:
+    """The backend `prepare` gives the files a dataset reads, from the registry's facts alone
+    (three channels assumed, the most a training image has)."""
+    from loaders.prepare import choose_backend
+    from loaders.registry import REGISTRY
+
+    spec = entry.prepared_spec
+    info = REGISTRY.get(spec.name)
+    train = info.num_train if info is not None and info.num_train else ASSUMED_TRAIN_IMAGES
+    if spec.max_train:
+        train = min(train, spec.max_train)
+    return str(choose_backend(spec, train, 3))
+
+
 def results_info(study: Study, entry: DatasetEntry) -> DatasetInfo:
     """What results.h5 records of a dataset (its kind, parent and training images among it):
     from its prepared files when they are there, else from the registry."""

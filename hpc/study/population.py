@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from analysis.files import write_json
 from anynet.arch import Architecture
@@ -142,3 +145,32 @@ def dataset_arch(arch: Architecture, entry: DatasetEntry) -> Architecture:
     if entry.stem and entry.stem != arch.stem:
         return dataclasses.replace(arch, stem=entry.stem)
     return arch
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchGroup:
+    """Architectures that anynet's complexity_batch counts in one call: one stem and stage
+    count; `stages` holds their depths, widths, bottleneck ratios and group widths (ids x
+    stages)."""
+
+    ids: np.ndarray
+    stem: str
+    stem_width: int
+    se_ratio: float
+    stages: tuple[np.ndarray, ...]
+
+
+def arch_groups(archs: Sequence[Architecture]) -> list[ArchGroup]:
+    """Architectures grouped for complexity_batch (counting 5,000 takes one call a group)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, a in enumerate(archs):
+        groups.setdefault((a.stem, a.stem_width, a.se_ratio, a.num_stages), []).append(i)
+    out = []
+    for (stem, stem_width, se_ratio, _), ids in groups.items():
+        rows = [archs[i] for i in ids]
+        stages = tuple(
+            np.asarray([getattr(a, key) for a in rows])
+            for key in ("depths", "widths", "bottleneck_ratios", "group_widths")
+        )
+        out.append(ArchGroup(np.asarray(ids), stem, stem_width, se_ratio, stages))
+    return out

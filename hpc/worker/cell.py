@@ -1,6 +1,7 @@
 """One attempt at one cell inside a chunk: its files and log, its training (alone, or as a
-member of a cohort), and its result (done, diverged, or failed with the traceback), written
-through analysis.schema. Everything a chunk's cells share travels in one `ChunkRun`.
+member of a cohort), and its result (done, diverged, or failed with the traceback), appended
+with its log to the task's pack (hpc.study.packs). Everything a chunk's cells share travels
+in one `ChunkRun`.
 """
 
 from __future__ import annotations
@@ -15,17 +16,19 @@ from typing import Any
 import torch
 from submitit.core.utils import UncompletedJobError
 
-from analysis.schema import CellResult, CorruptResultError, read_cell, write_cell
+from analysis.schema import CellResult, CorruptResultError, read_cell
 from anynet.arch import Architecture
 from anynet.complexity import Complexity, complexity
 from hpc import provenance
 from hpc.scheduling.manifest import Manifest, ManifestCell
+from hpc.study import fingerprint, packs
 from hpc.study.layout import CellPaths, StudyLayout, cell_stem
 from hpc.study.results import is_final
 from hpc.worker.checkpoint import remove_temporaries
 from hpc.worker.cohort import train_cohort
 from hpc.worker.data import Loaders, loaders_for
 from hpc.worker.device import DeviceLost, device_lost, is_cuda_error
+from hpc.worker.graphs import member_class
 from hpc.worker.train import CellInterrupted, CellRun, TrainOutcome, cell_seed, validate
 
 # A result file the system would not let us read is asked this many times, this far apart.
@@ -55,8 +58,14 @@ class ChunkRun:
     manifest: Manifest
     layout: StudyLayout
     device: str
+    pack: Path  # where the chunk's records go
     stop_flag: Callable[[], bool] | None = None
     timings: dict[str, float] = field(default_factory=dict)
+
+    def trained(self, cell: ManifestCell) -> fingerprint.Trained:
+        """What a cell of the chunk trains with, as its record keeps it."""
+        recipe = self.manifest.recipe.to_dict()
+        return fingerprint.trained(self.manifest.dataset, recipe, cell.arch)
 
     def add_time(self, key: str, seconds: float) -> None:
         self.timings[key] = self.timings.get(key, 0.0) + seconds
@@ -73,17 +82,26 @@ class ChunkRun:
 
 
 class CellLog:
-    """A cell's log file, appended to by every run of the cell, one timestamped line each."""
+    """A cell's log file while it runs, appended to by every run of the cell, one timestamped
+    line each; its text goes into the cell's record, and the file away, when one is written."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
         self._handle = path.open("a", buffering=1)
 
     def __call__(self, message: str) -> None:
+        if self._handle.closed:  # a stop after the record was written
+            self._handle = self.path.open("a", buffering=1)
         self._handle.write(f"{provenance.now()} {message}\n")
 
     def close(self) -> None:
         self._handle.close()
+
+    def text(self) -> str:
+        """What the log holds so far (it is closed first)."""
+        self.close()
+        return self.path.read_text(errors="replace")
 
 
 @dataclass
@@ -119,8 +137,9 @@ def begin(chunk: ChunkRun, cell: ManifestCell, number: int, cohort: int = 0) -> 
     return attempt
 
 
-def previous_result(path: Path, tries: int = PREVIOUS_TRIES) -> CellResult | None:
-    """The cell's existing result; a corrupt one (never written by write_cell) is ignored.
+def previous_file_result(path: Path, tries: int = PREVIOUS_TRIES) -> CellResult | None:
+    """A cell's one-cell result file (a study from before packs); a corrupt one (never
+    written whole) is ignored.
 
     A file the system will not let us read (another process's lock, an I/O error) is asked
     again a few times, then the error is raised: retraining a cell that may be finished,
@@ -207,10 +226,14 @@ def _build(chunk: ChunkRun, attempt: Attempt) -> Loaders:
 
 
 def _cell_run(chunk: ChunkRun, attempt: Attempt, data: Loaders) -> CellRun:
-    """The cell's training, seeded, built and restored from its checkpoint."""
+    """The cell's training, seeded, built and restored from its checkpoint; stepped as CUDA
+    graphs where the manifest asks for them and CUDA is here (speed only)."""
     cell, manifest = attempt.cell, chunk.manifest
     assert attempt.arch is not None  # read by _build
-    return CellRun(
+    member, said = member_class(manifest.cuda_graphs, chunk.device)
+    if said:
+        attempt.log(said)
+    return member(
         attempt.arch,
         manifest.recipe,
         seed=cell.seed,
@@ -309,14 +332,18 @@ def finished(chunk: ChunkRun, attempt: Attempt, outcome: TrainOutcome) -> CellRe
 
 
 def write(chunk: ChunkRun, attempt: Attempt, result: CellResult) -> None:
-    """Write the result file; a final one frees the cell's checkpoint (a failed cell keeps
-    it: the retry resumes from it)."""
+    """Append the cell's record (its result and log) to the task's pack; then the log file
+    goes, and a final result frees the cell's checkpoint (a failed cell keeps it: the retry
+    resumes from it)."""
     start = time.perf_counter()
-    write_cell(attempt.paths.result, result)
-    chunk.add_time("write", time.perf_counter() - start)
+    made = chunk.trained(attempt.cell)
+    entry = packs.Entry(result, attempt.log.text(), made.config, made.arch)
+    packs.append(chunk.pack, [entry])
+    attempt.paths.log.unlink(missing_ok=True)
     if is_final(result.status):
         attempt.paths.checkpoint.unlink(missing_ok=True)
         remove_temporaries(attempt.paths.checkpoint)
+    chunk.add_time("write", time.perf_counter() - start)
 
 
 def stopped(attempt: Attempt, exc: BaseException) -> None:
@@ -352,6 +379,7 @@ def _result(
         counts = attempt.counts
         fields.update(flops=counts.flops, params=counts.params, acts=counts.acts)
     manifest = chunk.manifest
+    made = chunk.trained(attempt.cell)
     return CellResult(
         dataset=manifest.dataset_name,
         arch_id=attempt.cell.arch_id,
@@ -363,8 +391,10 @@ def _result(
         host=provenance.host(),
         gpu=provenance.device_name(chunk.device),
         versions=provenance.versions_json(),
-        recipe=manifest.recipe.to_json(),
+        recipe=made.recipe,
         started=attempt.started,
         finished=provenance.now(),
+        spec=made.spec,
+        fingerprint=made.fingerprint,
         **fields,
     )

@@ -184,6 +184,48 @@ def test_cluster_values_are_checked() -> None:
     assert message == "study.toml:18: margin must be in (0, 1], got 1.5"
 
 
+def test_cohort_keys_default_to_auto_and_the_tables_default_kind() -> None:
+    cluster = parse_study(BASE, root="/tmp/x").cluster
+    assert (cluster.cohort, cluster.cuda_graphs, cluster.gpu, cluster.throughput) == (
+        "auto",
+        "auto",
+        "",
+        0.0,
+    )
+    text = BASE + '\n[cluster]\ngpu = "h200"\ncohort = 4\ncuda_graphs = false\n'
+    cluster = parse_study(text, root="/tmp/x").cluster
+    assert (cluster.gpu, cluster.cohort, cluster.cuda_graphs) == ("h200", 4, False)
+    paper = load_study(PRESETS_DIR / "paper.toml").cluster
+    assert (paper.gpu, paper.cohort, paper.cuda_graphs) == ("h200", "auto", "auto")
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('gpu = "a100"', "gpu 'a100' is not a device kind of the throughput table "
+         "(hpc/study/throughput.toml); kinds: cpu-2, h200, v100"),
+        ("gpu = 100", "gpu must be a string, got int 100"),
+        ("cohort = 0", 'cohort must be "auto" or an integer >= 1, got 0'),
+        ('cohort = "many"', "cohort must be \"auto\" or an integer >= 1, got 'many'"),
+        ("cohort = 2.5", 'cohort must be "auto" or an integer >= 1, got 2.5'),
+        ("cohort = true", 'cohort must be "auto" or an integer >= 1, got True'),
+        ('cuda_graphs = "yes"', "cuda_graphs must be \"auto\", true or false, got 'yes'"),
+        ("cuda_graphs = 1", 'cuda_graphs must be "auto", true or false, got 1'),
+        ("throughput = -1.0", "throughput must be >= 0 (0: the throughput table), got -1.0"),
+    ],
+)  # fmt: skip
+def test_cohort_keys_are_checked_with_the_valid_choices(line: str, message: str) -> None:
+    assert _error(BASE + f"\n[cluster]\n{line}\n") == f"study.toml:18: {message}"
+
+
+def test_a_dataset_may_name_its_own_gpu_kind_and_cohort() -> None:
+    text = BASE + '\n[datasets.fashion_mnist]\ncluster = { gpu = "cpu-2", cohort = 2 }\n'
+    fashion = parse_study(text, root="/tmp/x").dataset("fashion_mnist")
+    assert (fashion.cluster.gpu, fashion.cluster.cohort) == ("cpu-2", 2)
+    message = _error(BASE + '\n[datasets.fashion_mnist]\ncluster = { cohort = "x" }\n')
+    assert message == "study.toml:18: cohort must be \"auto\" or an integer >= 1, got 'x'"
+
+
 def test_dataset_recipe_and_cluster_override_the_study_defaults() -> None:
     text = (
         BASE

@@ -19,7 +19,8 @@ import pytest
 
 from analysis.frame import open_results
 from analysis.report import analyze
-from analysis.schema import read_cell, read_results
+from analysis.schema import read_results
+from hpc.study.packs import stored
 
 ROOT = Path(__file__).resolve().parents[2]
 PRESET = ROOT / "hpc" / "study" / "presets" / "demo.toml"
@@ -88,13 +89,19 @@ def _demo(study: Path, *extra: str) -> subprocess.Popen[str]:
     )
 
 
-def _finished(study: Path) -> dict[Path, tuple[int, int]]:
-    """Result files with their inode and modification time (a rewrite changes both)."""
+def _finished(study: Path) -> dict[str, tuple[str, int, float]]:
+    """Each cell's record: its pack, offset and time written (a retraining changes them)."""
     out = {}
-    for path in (study / "results").glob("*/*.h5"):
-        stat = path.stat()
-        out[path] = (stat.st_ino, stat.st_mtime_ns)
+    for pack in (study / "results").glob("*/*.pack"):
+        for record in stored(pack):
+            cell = f"{pack.parent.name}/{record.result.arch_id}-s{record.result.seed}"
+            assert cell not in out, f"{cell} has two records"
+            out[cell] = (pack.name, record.offset, record.written)
     return out
+
+
+def _results(study: Path) -> list:
+    return [r.result for pack in (study / "results").glob("*/*.pack") for r in stored(pack)]
 
 
 @pytest.fixture(scope="module")
@@ -145,10 +152,9 @@ def test_demo_run_again_completes_without_retraining_finished_cells(demo_run: di
     assert code == 0, out[-3000:]
     before, after = demo_run["before"], demo_run["after"]
     assert len(after) == CELLS
-    for path, stamp in before.items():
-        log = path.parents[2] / "logs" / path.parent.name / f"{path.stem}.log"
-        assert after[path] == stamp, f"{path.name} was rewritten; its log:\n{log.read_text()}"
-    cells = [read_cell(p) for p in after]
+    for cell, stamp in before.items():
+        assert after[cell] == stamp, f"{cell} was trained again"
+    cells = _results(demo_run["study"])
     assert {c.status for c in cells} == {"done"}
     assert all(c.attempts == 1 for c in cells)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from hpc.scheduling.plan import Array, Plan
-from hpc.scheduling.records import ArrayRecord, LaunchRecord, planned_arrays
+from hpc.scheduling.records import ArrayRecord, LaunchRecord, planned_arrays, task_pack
 from hpc.study.population import Population, dataset_arch
 from hpc.study.spec import Study
 
@@ -57,16 +57,18 @@ class Submission:
     def write_manifests(
         self, path_of: Callable[[Array, int], Path], threads: int | None = None
     ) -> list[list[Path]]:
-        """One manifest per chunk, at `path_of(array, chunk index)`; `threads` None gives
-        each worker its task's CPUs. Returns the paths per array."""
+        """One manifest per chunk, at `path_of(array, chunk index)` (local lanes claim them
+        one by one); `threads` None gives each worker its task's CPUs. Returns the paths per
+        array."""
         from hpc.scheduling.manifest import write_manifest
 
         study, archs = self.study, self.population.archs
         paths = []
         for array in self.plan.arrays:
             entry = study.dataset(array.dataset)
+            made = self.plan.attempts_of(array.dataset)
             paths.append([path_of(array, i) for i in range(len(array.chunks))])
-            for path, chunk in zip(paths[-1], array.chunks, strict=True):
+            for i, (path, chunk) in enumerate(zip(paths[-1], array.chunks, strict=True)):
                 write_manifest(
                     path,
                     study_dir=study.root,
@@ -77,7 +79,47 @@ class Submission:
                     max_attempts=study.settings.max_attempts,
                     device=study.settings.device,
                     threads=array.cluster.cpus if threads is None else threads,
+                    cohort=chunk.cohort,
+                    cuda_graphs=chunk.cuda_graphs,
+                    task=task_pack(self.record_id, array.label, i),
+                    attempts=made,
                 )
+        return paths
+
+    def write_array_manifests(self) -> list[Path]:
+        """One manifest per array, every task's cells in it (each architecture once);
+        `python -m hpc.worker --array FILE --task-id N` runs task N. Returns the paths."""
+        from hpc.scheduling.manifest import ArrayTask, write_array_manifest
+
+        study, archs = self.study, self.population.archs
+        paths = []
+        for array in self.plan.arrays:
+            entry = study.dataset(array.dataset)
+            made = self.plan.attempts_of(array.dataset)
+            used = sorted({a for chunk in array.chunks for a, _ in chunk.cells})
+            tasks = [
+                ArrayTask(
+                    task_pack(self.record_id, array.label, i),
+                    [(a, s, made.get((a, s), 0)) for a, s in chunk.cells],
+                )
+                for i, chunk in enumerate(array.chunks)
+            ]
+            path = study.layout.array_manifest(self.record_id, array.label)
+            write_array_manifest(
+                path,
+                study_dir=study.root,
+                data_dir=study.data_dir,
+                dataset=entry.spec,
+                recipe=entry.recipe,
+                archs={a: dataset_arch(archs[a], entry) for a in used},
+                tasks=tasks,
+                max_attempts=study.settings.max_attempts,
+                device=study.settings.device,
+                threads=array.cluster.cpus,
+                cohort=array.chunks[0].cohort,  # the planner prices a dataset's chunks alike
+                cuda_graphs=array.chunks[0].cuda_graphs,
+            )
+            paths.append(path)
         return paths
 
 

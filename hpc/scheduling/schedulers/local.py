@@ -213,15 +213,15 @@ class LocalScheduler(Scheduler):
             alive = any(process_alive(lane["pid"], lane["start"]) for lane in lanes)
             dirs = study.layout.lanes(record.id)
             for array in record.arrays:
-                for index, task in enumerate(array.tasks):
+                for index in range(len(array)):
                     key = (record.id, array.label, index)
-                    states[key] = _state(dirs, task.chunk, alive)
+                    states[key] = _state(dirs, array.chunk(index), alive)
         return states
 
     def task_log(
         self, study: Study, record: LaunchRecord, array: ArrayRecord, index: int
     ) -> Path | None:
-        claims = _claims(study.layout.lanes(record.id), array.tasks[index].chunk)
+        claims = _claims(study.layout.lanes(record.id), array.chunk(index))
         if not claims:
             return None
         pid = record.own["lanes"][_lane_of(claims[0])]["pid"]
@@ -243,11 +243,8 @@ def _ranked_tasks(array: ArrayRecord, rank: dict[tuple[str, int], int]) -> Array
     """The array with each task named after its queued manifest, `<rank>-<label>.<index>`."""
     from dataclasses import replace
 
-    tasks = tuple(
-        replace(task, chunk=f"{rank[(array.label, i)]:05d}-{task.chunk}")
-        for i, task in enumerate(array.tasks)
-    )
-    return replace(array, tasks=tasks)
+    names = tuple(f"{rank[(array.label, i)]:05d}-{array.chunk(i)}" for i in range(len(array)))
+    return replace(array, chunks=names)
 
 
 SCHEDULER = LocalScheduler()

@@ -197,7 +197,7 @@ def _task_id(array: ArrayRecord, index: int) -> str:
     if not array.job_id:
         return ""
     # submitit submits a single chunk as a plain job, not an array.
-    return array.job_id if len(array.tasks) == 1 else f"{array.job_id}_{index}"
+    return array.job_id if len(array) == 1 else f"{array.job_id}_{index}"
 
 
 def _reported(
@@ -268,18 +268,16 @@ class SlurmScheduler(Scheduler):
         from hpc.worker import Chunk
 
         study, record_id = submission.study, submission.record_id
-        manifests = submission.write_manifests(
-            lambda array, i: study.layout.array_manifest(record_id, array.label, i)
-        )
+        manifests = submission.write_array_manifests()
         arrays = submission.arrays()
         folder = study.layout.submitit_dir(record_id, self.name)
         try:
-            for k, (array, paths) in enumerate(zip(submission.plan.arrays, manifests, strict=True)):
+            for k, (array, path) in enumerate(zip(submission.plan.arrays, manifests, strict=True)):
                 executor = chunk_executor(folder)
                 params = executor_parameters(array.cluster, arrays[k].job_name)
                 executor.update_parameters(**_native(executor, params))
                 with executor.batch():
-                    jobs = [executor.submit(Chunk(path)) for path in paths]
+                    jobs = [executor.submit(Chunk(path, i)) for i in range(len(array.chunks))]
                 job_id = jobs[0].job_id.partition("_")[0]
                 arrays[k] = dataclasses.replace(arrays[k], job_id=job_id)
         finally:
@@ -299,7 +297,7 @@ class SlurmScheduler(Scheduler):
             )
             for record in records
             for array in record.arrays
-            for index in range(len(array.tasks))
+            for index in range(len(array))
         }
 
     def task_report(
@@ -316,7 +314,7 @@ class SlurmScheduler(Scheduler):
             )
             for record in records
             for array in record.arrays
-            for index in range(len(array.tasks))
+            for index in range(len(array))
         }
 
     def task_log(
