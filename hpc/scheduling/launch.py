@@ -79,11 +79,10 @@ def launch(
     population = sample_architectures(study, write=not dry_run)
     if dry_run:
         now = standing(study, population)
-        plan = _with_stale_note(
-            _plan(study, scheduler, jobs, population, now, project=True), now, retrain_stale
-        )
+        plan = _plan(study, scheduler, jobs, population, now, project=True)
         note, problems = dry_checks(study)
-        return Launch(dataclasses.replace(plan, notes=plan.notes + note), problems=problems)
+        plan = dataclasses.replace(plan, notes=plan.notes + note)
+        return Launch(_with_stale_note(plan, now, retrain_stale), problems=problems)
     with study_lock(study.layout, "launch"):
         now = standing(study, population)
         if reset_retries and reset_failed(study, now):

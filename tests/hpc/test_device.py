@@ -11,10 +11,10 @@ import torch
 
 import hpc.worker.cell as cell_module
 import hpc.worker.chunk as chunk_module
-from analysis.schema import read_cell
 from anynet.arch import Architecture
 from hpc.scheduling.manifest import write_manifest
-from hpc.study.layout import cell_paths
+from hpc.study.layout import PACK_SUFFIX, cell_paths
+from hpc.study.packs import stored
 from hpc.study.recipe import Recipe
 from hpc.worker import main, run_chunk
 from hpc.worker.device import DeviceLost, device_lost, is_cuda_error
@@ -118,8 +118,14 @@ def breaking(monkeypatch):
 
 
 def _result(root, arch_id):
-    path = cell_paths(root, "digits", arch_id, 0).result
-    return read_cell(path) if path.exists() else None
+    """The cell's latest record in the chunk's pack, None when it has none."""
+    found = [
+        s.result
+        for pack in sorted((root / "results" / "digits").glob(f"*{PACK_SUFFIX}"))
+        for s in stored(pack)
+        if s.result.arch_id == arch_id
+    ]
+    return found[-1] if found else None
 
 
 def test_a_sticky_error_fails_its_cell_once_and_stops_the_chunk(tmp_path, data_dir, breaking):

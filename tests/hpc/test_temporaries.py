@@ -66,7 +66,7 @@ def test_clean_removes_temporaries_no_write_has_touched_for_an_hour(tmp_path):
     study = load_study(tmp_path)
     paths = cell_paths(tmp_path, "digits", 0, 0)
     _killed_in_save(paths.checkpoint)
-    old_result = paths.result.parent / ".0-s0.h5.k2j4.tmp"
+    old_result = paths.legacy_result.parent / ".0-s0.h5.k2j4.tmp"
     old_record = tmp_path / "jobs" / "L0001" / ".record.json.x7.tmp"
     fresh = paths.checkpoint.parent / ".1-s0.pt.a1b2.tmp"  # a save in flight
     for path in (old_result, old_record, fresh):
@@ -78,4 +78,4 @@ def test_clean_removes_temporaries_no_write_has_touched_for_an_hour(tmp_path):
     removed, _ = clean(study)
     assert len(removed) == 3
     assert _hidden(paths.checkpoint.parent) == [fresh.name]
-    assert _hidden(paths.result.parent) == [] and _hidden(old_record.parent) == []
+    assert _hidden(paths.legacy_result.parent) == [] and _hidden(old_record.parent) == []
