@@ -10,7 +10,7 @@ import dataclasses
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -27,6 +27,8 @@ DATASET_STUDY_KEYS = ("recipe", "cluster", "stem")
 @dataclass(frozen=True)
 class StudySettings:
     """[study]: what is trained, how often, and where the study's data lives."""
+
+    MINIMUMS: ClassVar[dict[str, int]] = {"architectures": 1, "seeds": 1, "max_attempts": 1}
 
     name: str = ""  # empty: the study folder's name
     reference: str = ""  # the dataset every other is compared with; empty: the first declared
@@ -78,6 +80,10 @@ class Design:
 class ClusterSpec:
     """[cluster] (and [datasets.NAME.cluster]): what one array task asks of the scheduler."""
 
+    MINIMUMS: ClassVar[dict[str, int]] = {
+        key: 1 for key in ("cpus", "mem_gb", "time_min", "array_parallelism", "max_array_size")
+    }
+
     partition: str = ""
     account: str = ""
     qos: str = ""
@@ -90,7 +96,10 @@ class ClusterSpec:
     array_parallelism: int = 256  # at most this many tasks of one array run at once
     max_array_size: int = 1001  # Slurm's MaxArraySize when `scontrol show config` is not asked
     margin: float = 0.75  # the share of the time limit a chunk's estimate may fill
-    throughput: float = 2e12  # multiply-adds per second per GPU, until cells are measured
+    gpu: str = ""  # the device kind of the throughput table ("": its default for GPU or CPU)
+    cohort: str | int = "auto"  # cells trained in lockstep from one loader; auto: the table's K
+    cuda_graphs: str | bool = "auto"  # speed only: members' steps as CUDA graphs on streams
+    throughput: float = 0.0  # > 0: price steps by multiply-adds at this rate, not the table
 
     def __post_init__(self) -> None:
         problems = [
@@ -107,8 +116,11 @@ class ClusterSpec:
         ]
         if not 0 < self.margin <= 1:
             problems.append(f"margin must be in (0, 1], got {self.margin}")
-        if not self.throughput > 0:
-            problems.append(f"throughput must be > 0, got {self.throughput}")
+        if self.throughput < 0:
+            problems.append(
+                f"throughput must be >= 0 (0: the throughput table), got {self.throughput}"
+            )
+        problems += _cohort_problems(self)
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -116,6 +128,26 @@ class ClusterSpec:
         out = dataclasses.asdict(self)
         out["setup"] = list(self.setup)
         return out
+
+
+def _cohort_problems(cluster: ClusterSpec) -> list[str]:
+    from hpc.study.throughput import device_kinds
+
+    problems = []
+    if cluster.cohort != "auto" and not (
+        isinstance(cluster.cohort, int)
+        and not isinstance(cluster.cohort, bool)
+        and cluster.cohort >= 1
+    ):
+        problems.append(f'cohort must be "auto" or an integer >= 1, got {cluster.cohort!r}')
+    if not (cluster.cuda_graphs == "auto" or isinstance(cluster.cuda_graphs, bool)):
+        problems.append(f'cuda_graphs must be "auto", true or false, got {cluster.cuda_graphs!r}')
+    if cluster.gpu and cluster.gpu not in device_kinds():
+        problems.append(
+            f"gpu {cluster.gpu!r} is not a device kind of the throughput table "
+            f"(hpc/study/throughput.toml); kinds: {', '.join(device_kinds())}"
+        )
+    return problems
 
 
 @dataclass(frozen=True)
@@ -149,13 +181,15 @@ class DatasetEntry:
 
     @property
     def prepared_spec(self) -> Any:
-        """The dataset whose prepared files this one reads: its parent's for a subset."""
+        """The dataset whose prepared files this one reads: its parent's for a subset or a
+        size control."""
         return prepared_spec(self.spec)
 
 
 def prepared_spec(spec: Any) -> Any:
-    """The DatasetSpec whose prepared files `spec` reads: a subset reads its parent's."""
-    return spec.parent_spec() if spec.is_subset else spec
+    """The DatasetSpec whose prepared files `spec` reads: a derived dataset (a subset, a size
+    control) reads its parent's."""
+    return spec.parent_spec() if spec.is_derived else spec
 
 
 @dataclass(frozen=True)

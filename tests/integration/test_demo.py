@@ -20,7 +20,8 @@ import pytest
 
 from analysis.frame import open_results
 from analysis.report import analyze
-from analysis.schema import read_cell, read_results
+from analysis.schema import read_results
+from hpc.study.packs import stored
 
 ROOT = Path(__file__).resolve().parents[2]
 PRESET = ROOT / "hpc" / "study" / "presets" / "demo.toml"
@@ -89,14 +90,27 @@ def _demo(study: Path, *extra: str) -> subprocess.Popen[str]:
     )
 
 
-def _finished(study: Path, folder: str = "results") -> dict[Path, tuple[int, int]]:
-    """Result (or score) files with their inode and modification time (a rewrite changes
-    both)."""
+def _finished(study: Path) -> dict[str, tuple[str, int, float]]:
+    """Each cell's record: its pack, offset and time written (a retraining changes them)."""
     out = {}
-    for path in (study / folder).glob("*/*.h5"):
+    for pack in (study / "results").glob("*/*.pack"):
+        for record in stored(pack):
+            cell = f"{pack.parent.name}/{record.result.arch_id}-s{record.result.seed}"
+            assert cell not in out, f"{cell} has two records"
+            out[cell] = (pack.name, record.offset, record.written)
+
+
+def _score_files(study: Path) -> dict[Path, tuple[int, int]]:
+    """Score files with their inode and modification time (a rewrite changes both)."""
+    out = {}
+    for path in (study / "scores").glob("*/*.h5"):
         stat = path.stat()
         out[path] = (stat.st_ino, stat.st_mtime_ns)
     return out
+
+
+def _results(study: Path) -> list:
+    return [r.result for pack in (study / "results").glob("*/*.pack") for r in stored(pack)]
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +126,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     first.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground process
     first_out, _ = first.communicate(timeout=120)
     before = _finished(study)
-    scores_before = _finished(study, "scores")
+    scores_before = _score_files(study)
     second = _demo(study)
     second_out, _ = second.communicate(timeout=600)
     return {
@@ -122,7 +136,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         "scores_before": scores_before,
         "second": (second.returncode, second_out),
         "after": _finished(study),
-        "scores_after": _finished(study, "scores"),
+        "scores_after": _score_files(study),
     }
 
 
@@ -150,10 +164,9 @@ def test_demo_run_again_completes_without_retraining_finished_cells(demo_run: di
     assert code == 0, out[-3000:]
     before, after = demo_run["before"], demo_run["after"]
     assert len(after) == CELLS
-    for path, stamp in before.items():
-        log = path.parents[2] / "logs" / path.parent.name / f"{path.stem}.log"
-        assert after[path] == stamp, f"{path.name} was rewritten; its log:\n{log.read_text()}"
-    cells = [read_cell(p) for p in after]
+    for cell, stamp in before.items():
+        assert after[cell] == stamp, f"{cell} was trained again"
+    cells = _results(demo_run["study"])
     assert {c.status for c in cells} == {"done"}
     assert all(c.attempts == 1 for c in cells)
 

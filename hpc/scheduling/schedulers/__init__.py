@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from hpc.scheduling.plan import Array, Plan
-from hpc.scheduling.records import ArrayRecord, LaunchRecord, planned_arrays
+from hpc.scheduling.records import ArrayRecord, LaunchRecord, planned_arrays, task_pack
 from hpc.study.population import Population, dataset_arch
 from hpc.study.spec import ClusterSpec, Study
 
@@ -38,6 +38,8 @@ class SchedulerError(RuntimeError):
 class TaskState:
     state: str  # queued, running or ended
     job_id: str  # the scheduler's id ("123_4"), a local lane's pid, or "" when not known
+    end: str = ""  # how an ended task ended, in its scheduler's words (FAILED, TIMEOUT, ...)
+    reason: str = ""  # what else the scheduler says of that end ("exit 1", "signal 9")
 
 
 @dataclass(frozen=True)
@@ -56,16 +58,18 @@ class Submission:
     def write_manifests(
         self, path_of: Callable[[Array, int], Path], threads: int | None = None
     ) -> list[list[Path]]:
-        """One manifest per chunk, at `path_of(array, chunk index)`; `threads` None gives
-        each worker its task's CPUs. Returns the paths per array."""
+        """One manifest per chunk, at `path_of(array, chunk index)` (local lanes claim them
+        one by one); `threads` None gives each worker its task's CPUs. Returns the paths per
+        array."""
         from hpc.scheduling.manifest import write_manifest
 
         study, archs = self.study, self.population.archs
         paths = []
         for array in self.plan.arrays:
             entry = study.dataset(array.dataset)
+            made = self.plan.attempts_of(array.dataset)
             paths.append([path_of(array, i) for i in range(len(array.chunks))])
-            for path, chunk in zip(paths[-1], array.chunks, strict=True):
+            for i, (path, chunk) in enumerate(zip(paths[-1], array.chunks, strict=True)):
                 write_manifest(
                     path,
                     study_dir=study.root,
@@ -76,7 +80,47 @@ class Submission:
                     max_attempts=study.settings.max_attempts,
                     device=study.settings.device,
                     threads=array.cluster.cpus if threads is None else threads,
+                    cohort=chunk.cohort,
+                    cuda_graphs=chunk.cuda_graphs,
+                    task=task_pack(self.record_id, array.label, i),
+                    attempts=made,
                 )
+        return paths
+
+    def write_array_manifests(self) -> list[Path]:
+        """One manifest per array, every task's cells in it (each architecture once);
+        `python -m hpc.worker --array FILE --task-id N` runs task N. Returns the paths."""
+        from hpc.scheduling.manifest import ArrayTask, write_array_manifest
+
+        study, archs = self.study, self.population.archs
+        paths = []
+        for array in self.plan.arrays:
+            entry = study.dataset(array.dataset)
+            made = self.plan.attempts_of(array.dataset)
+            used = sorted({a for chunk in array.chunks for a, _ in chunk.cells})
+            tasks = [
+                ArrayTask(
+                    task_pack(self.record_id, array.label, i),
+                    [(a, s, made.get((a, s), 0)) for a, s in chunk.cells],
+                )
+                for i, chunk in enumerate(array.chunks)
+            ]
+            path = study.layout.array_manifest(self.record_id, array.label)
+            write_array_manifest(
+                path,
+                study_dir=study.root,
+                data_dir=study.data_dir,
+                dataset=entry.spec,
+                recipe=entry.recipe,
+                archs={a: dataset_arch(archs[a], entry) for a in used},
+                tasks=tasks,
+                max_attempts=study.settings.max_attempts,
+                device=study.settings.device,
+                threads=array.cluster.cpus,
+                cohort=array.chunks[0].cohort,  # the planner prices a dataset's chunks alike
+                cuda_graphs=array.chunks[0].cuda_graphs,
+            )
+            paths.append(path)
         return paths
 
 
@@ -158,6 +202,13 @@ class Scheduler(ABC):
     ) -> dict[TaskKey, TaskState]:
         """What the scheduler says of every task of these records (of this queue), asked once."""
 
+    def task_report(
+        self, study: Study, records: Sequence[LaunchRecord]
+    ) -> dict[TaskKey, TaskState]:
+        """`task_states` with how ended tasks ended, where the scheduler remembers it: what
+        `status` shows. Asked once per refresh too."""
+        return self.task_states(study, records)
+
     @abstractmethod
     def task_log(
         self, study: Study, record: LaunchRecord, array: ArrayRecord, index: int
@@ -205,6 +256,14 @@ def task_states(study: Study, records: Sequence[LaunchRecord]) -> dict[TaskKey, 
     states: dict[TaskKey, TaskState] = {}
     for scheduler, group in _by_queue(records).values():
         states.update(scheduler.task_states(study, group))
+    return states
+
+
+def task_report(study: Study, records: Sequence[LaunchRecord]) -> dict[TaskKey, TaskState]:
+    """Every task's state and, for ended ones, how they ended; each queue asked once."""
+    states: dict[TaskKey, TaskState] = {}
+    for scheduler, group in _by_queue(records).values():
+        states.update(scheduler.task_report(study, group))
     return states
 
 

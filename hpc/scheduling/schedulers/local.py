@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from hpc.procfs import process_alive, process_start
-from hpc.scheduling.records import ArrayRecord, LaunchRecord, job_name, write_record
+from hpc.scheduling.records import ArrayRecord, LaunchRecord, write_record
 from hpc.scheduling.schedulers import (
     Scheduler,
     Submission,
@@ -63,12 +64,15 @@ class Lane(Checkpointable):
 
     def __call__(self) -> int:
         from hpc.worker import interruption, run_chunk
+        from hpc.worker.device import DeviceLost
 
         run = self.runner or run_chunk
         ran = 0
         while (manifest := self._next()) is not None:
             try:
                 run(manifest)
+            except DeviceLost:
+                raise  # this process's device is gone: its next chunk waits for a fresh lane
             except Exception as exc:  # one bad chunk must not stop the lane's others
                 if (stop := interruption(exc)) is not None:
                     raise stop from None
@@ -94,6 +98,53 @@ class Lane(Checkpointable):
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> DelayedSubmission:
         return DelayedSubmission(Lane(self.dirs, self.lane, self.runner))
+
+
+def lane_executor(folder: Path) -> Any:
+    """submitit's local executor, whose job controllers run in a session of their own with
+    their output in FOLDER/controllers.log: Ctrl-C in a terminal reaches the command
+    alone, which stops its lanes (SIGINT to each controller), and no controller's
+    KeyboardInterrupt traceback lands on the terminal."""
+    import submitit
+    from submitit.local.local import LocalJob
+
+    class LaneExecutor(submitit.LocalExecutor):  # type: ignore[misc]
+        def _submit_command(self, command: str) -> Any:
+            process = _start_controller(self.folder, command, self.parameters)
+            return LocalJob(folder=self.folder, job_id=str(process.pid), process=process, tasks=[0])
+
+    return LaneExecutor(folder)
+
+
+def _start_controller(folder: Path, command: str, parameters: dict[str, Any]) -> Any:
+    """What `submitit.local.local.start_controller` does (one task, no GPU, no set-up lines),
+    in a session of its own, its output to a file."""
+    import subprocess
+
+    env = {
+        **os.environ,
+        "SUBMITIT_LOCAL_NTASKS": "1",
+        "SUBMITIT_LOCAL_COMMAND": command,
+        "SUBMITIT_LOCAL_TIMEOUT_S": str(int(60 * parameters.get("timeout_min", 2.0))),
+        "SUBMITIT_LOCAL_SIGNAL_DELAY_S": "30",  # submitit's default: a week's limit is far
+        "SUBMITIT_LOCAL_NODEID": "0",
+        "SUBMITIT_LOCAL_JOB_NUM_NODES": "1",
+        "SUBMITIT_STDERR_TO_STDOUT": "1" if parameters.get("stderr_to_stdout") else "",
+        "SUBMITIT_EXECUTOR": "local",
+        # As submitit's executor without gpus_per_node: lanes see no GPU (one core each).
+        "CUDA_VISIBLE_DEVICES": "",
+        "SUBMITIT_LOCAL_WITH_SHELL": "",
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "controllers.log", "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "submitit.local._local", str(folder)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 def _lane_of(claim: Path) -> int:
@@ -191,15 +242,15 @@ class LocalScheduler(Scheduler):
             alive = any(process_alive(lane["pid"], lane["start"]) for lane in lanes)
             dirs = study.layout.lanes(record.id)
             for array in record.arrays:
-                for index, task in enumerate(array.tasks):
+                for index in range(len(array)):
                     key = (record.id, array.label, index)
-                    states[key] = _state(dirs, task.chunk, alive)
+                    states[key] = _state(dirs, array.chunk(index), alive)
         return states
 
     def task_log(
         self, study: Study, record: LaunchRecord, array: ArrayRecord, index: int
     ) -> Path | None:
-        claims = _claims(study.layout.lanes(record.id), array.tasks[index].chunk)
+        claims = _claims(study.layout.lanes(record.id), array.chunk(index))
         if not claims:
             return None
         pid = record.own["lanes"][_lane_of(claims[0])]["pid"]
@@ -220,18 +271,10 @@ class LocalScheduler(Scheduler):
 def _start_lanes(
     study: Study, record_id: str, lanes: int, runner: Callable[[Path], Any] | None = None
 ) -> list[Any]:
-    """Start `lanes` lanes on the queue of jobs/<record_id>/ (submitit's local executor); if
-    one fails to start, those started are stopped."""
-    import submitit
-
-    executor = submitit.AutoExecutor(
-        folder=study.layout.submitit_dir(record_id, LocalScheduler.name), cluster="local"
-    )
-    executor.update_parameters(
-        timeout_min=LOCAL_TIMEOUT_MIN,
-        stderr_to_stdout=True,
-        name=job_name(study, record_id, "local"),
-    )
+    """Start `lanes` lanes on the queue of jobs/<record_id>/ (`lane_executor`); if one fails
+    to start, those started are stopped."""
+    executor = lane_executor(study.layout.submitit_dir(record_id, LocalScheduler.name))
+    executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN, stderr_to_stdout=True)
     dirs = study.layout.lanes(record_id)
     started: list[Any] = []
     try:
@@ -247,11 +290,8 @@ def _ranked_tasks(array: ArrayRecord, rank: dict[tuple[str, int], int]) -> Array
     """The array with each task named after its queued manifest, `<rank>-<label>.<index>`."""
     from dataclasses import replace
 
-    tasks = tuple(
-        replace(task, chunk=f"{rank[(array.label, i)]:05d}-{task.chunk}")
-        for i, task in enumerate(array.tasks)
-    )
-    return replace(array, tasks=tasks)
+    names = tuple(f"{rank[(array.label, i)]:05d}-{array.chunk(i)}" for i in range(len(array)))
+    return replace(array, chunks=names)
 
 
 SCHEDULER = LocalScheduler()

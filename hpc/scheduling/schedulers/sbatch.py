@@ -43,7 +43,8 @@ def _template(name: str) -> Template:
 
 
 def render_array(study: Study, array: Array, name: str, script: Path, manifests: Path) -> str:
-    """One array's script from sbatch_templates/array.sbatch."""
+    """One array's script from sbatch_templates/array.sbatch (`manifests`: the array's
+    manifest)."""
     cluster = array.cluster
     options = sbatch_options(cluster)
     return _template("array.sbatch").substitute(
@@ -73,16 +74,13 @@ class SbatchScheduler(SlurmScheduler):
     def submit(self, submission: Submission) -> Submitted:
         study, record_id = submission.study, submission.record_id
         layout = study.layout
-        submission.write_manifests(
-            lambda array, i: layout.array_manifest(record_id, array.label, i)
-        )
+        manifests = submission.write_array_manifests()
         layout.sbatch_logs().mkdir(parents=True, exist_ok=True)
         arrays = submission.arrays()
         scripts = []
-        for array, record in zip(submission.plan.arrays, arrays, strict=True):
+        for array, record, manifest in zip(submission.plan.arrays, arrays, manifests, strict=True):
             script = layout.sbatch_script(record_id, array.label)
-            manifests = layout.array_manifests(record_id, array.label)
-            script.write_text(render_array(study, array, record.job_name, script, manifests))
+            script.write_text(render_array(study, array, record.job_name, script, manifest))
             script.chmod(0o755)
             scripts.append(script)
         submit = layout.submit_script(record_id)
@@ -106,8 +104,8 @@ class SbatchScheduler(SlurmScheduler):
         self, study: Study, record: LaunchRecord, array: ArrayRecord, index: int
     ) -> Path | None:
         # Slurm names the log by job id, unknown here; the script's first line names the
-        # manifest folder.
-        marker = str(study.layout.array_manifests(record.id, array.label))
+        # array's manifest.
+        marker = str(study.layout.array_manifest(record.id, array.label))
         logs = sorted(
             study.layout.sbatch_logs().glob(f"*_{index}.out"),
             key=lambda p: p.stat().st_mtime,
