@@ -27,7 +27,8 @@ The scores group is a versioned addition (SCORES_VERSION, on the group): a resul
 without it reads as before, with no scores. Version 1 held one seed for the whole table
 as a `seed` attribute and no `seed` array; it is still read. A score file
 (`write_score_file`) holds one dataset's table in the same layout at its root, plus a
-`dataset` attribute; `add_scores` stores tables in an existing results.h5.
+`dataset` attribute and, optionally, `inputs` (JSON: what the scores were computed from);
+`add_scores` stores tables in an existing results.h5.
 A cell's result file (`results/<dataset>/<arch_id>-s<seed>.h5`) holds one CellResult:
 its scalars as root attributes and its curves as 1-D datasets.
 Errors are percentages (0-100); flops are multiply-adds.
@@ -38,6 +39,8 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import struct
+import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -48,8 +51,8 @@ import numpy as np
 
 from analysis.files import atomic_file
 
-SCHEMA_VERSION = 2  # of results.h5
-READABLE_VERSIONS = (1, 2)  # results.h5 versions read_results accepts
+SCHEMA_VERSION = 3  # of results.h5
+READABLE_VERSIONS = (1, 2, 3)  # results.h5 versions read_results accepts
 CELL_VERSION = 1  # of a cell's result file
 SCORES_VERSION = 2  # of the optional /datasets/<name>/scores groups and of score files
 READ_SCORES_VERSIONS = (1, 2)  # 1: one seed per table, as an attribute
@@ -131,6 +134,8 @@ class CellResult:
     recipe: str = ""  # JSON of the recipe it trained with
     started: str = ""
     finished: str = ""
+    spec: str = ""  # JSON of the dataset's spec it trained with
+    fingerprint: str = ""  # hex digest of what determines its numbers (hpc.study.fingerprint)
     curves: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -146,6 +151,10 @@ class CellResult:
 
 
 SCALAR_FIELDS = tuple(f.name for f in fields(CellResult) if f.name != "curves")
+# Fields added after cell files and results.h5 version 1 existed: absent there, read as "".
+LATER_FIELDS = ("spec", "fingerprint")
+TIME_FIELDS = ("started", "finished")  # ISO 8601 in UTC; results.h5 keeps them as seconds
+_FLOAT = {f.name: f.type == "float" for f in fields(CellResult)}
 STRING_FIELDS = tuple(f.name for f in fields(CellResult) if f.type == "str" and f.name != "curves")
 # Per-cell columns of /datasets/<name>; `dataset` is the group's name.
 CELL_COLUMNS = tuple(name for name in SCALAR_FIELDS if name != "dataset")
@@ -199,6 +208,9 @@ class DatasetTable:
     info: DatasetInfo
     columns: dict[str, np.ndarray]
     curves: dict[str, np.ndarray]
+    # Version 3: where each row's record is (RECORD_SOURCE: pack path, offset, checksum),
+    # so that a collect reads only the records that changed; empty when not known.
+    records: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.columns["arch_id"])
@@ -269,6 +281,8 @@ class Results:
     architectures: dict[str, np.ndarray]
     datasets: dict[str, DatasetTable]
     scores: dict[str, ScoreTable] = field(default_factory=dict)  # datasets that have them
+    # Cells trained with what the study no longer says, kept apart from `datasets` (v3).
+    stale: dict[str, DatasetTable] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
@@ -306,10 +320,10 @@ def read_cell(path: Path) -> CellResult:
                 raise CorruptResultError(
                     f"{path}: schema_version {version}, expected {CELL_VERSION}"
                 )
-            missing = [n for n in SCALAR_FIELDS if n not in attrs]
+            missing = [n for n in SCALAR_FIELDS if n not in attrs and n not in LATER_FIELDS]
             if missing:
                 raise CorruptResultError(f"{path}: missing attributes {missing}")
-            values = {n: _plain(attrs[n]) for n in SCALAR_FIELDS}
+            values = {n: _plain(attrs.get(n, "")) for n in SCALAR_FIELDS}
             curves = {n: handle[n][()] for n in handle if n in CURVES}
     except CorruptResultError:
         raise
@@ -354,12 +368,16 @@ def write_results(
     *,
     architectures: Mapping[str, np.ndarray],
     datasets: Sequence[DatasetInfo],
-    cells: Iterable[CellResult],
+    cells: Iterable[CellResult] = (),
     attrs: Mapping[str, Any] | None = None,
     scores: Iterable[ScoreTable] = (),
+    tables: Mapping[str, DatasetTable] | None = None,
+    stale: Mapping[str, DatasetTable] | None = None,
 ) -> None:
-    """Write results.h5 atomically (temporary file, then rename) from columns and cells,
-    and the score tables of any declared datasets."""
+    """Write results.h5 atomically (temporary file, then rename): the architectures' columns,
+    each declared dataset's cells (given as `cells`, or as columns in `tables`, rows in
+    (arch_id, seed) order), the stale cells kept apart (`stale`), and the score tables of
+    any declared datasets."""
     path = Path(path)
     missing = [c for c in ARCH_COLUMNS if c not in architectures]
     if missing:
@@ -369,6 +387,10 @@ def write_results(
         if cell.dataset not in by_dataset:
             raise ValueError(f"cell {cell.key} names dataset {cell.dataset!r}, not declared")
         by_dataset[cell.dataset].append(cell)
+    given = dict(tables or {})
+    undeclared = sorted((set(given) | set(stale or {})) - set(by_dataset))
+    if undeclared:
+        raise ValueError(f"tables of undeclared datasets {undeclared}")
     score_tables = _check_score_tables(scores, by_dataset)
     with _atomic_h5(Path(path)) as handle:
         handle.attrs["schema_version"] = SCHEMA_VERSION
@@ -381,9 +403,29 @@ def write_results(
                 values = values.astype(h5py.string_dtype())
             group.create_dataset(name, data=values)
         for info in datasets:
-            _write_dataset(handle, info, sorted(by_dataset[info.name], key=lambda c: c.key))
-        for table in score_tables:
-            _write_scores(handle[f"datasets/{table.dataset}"].create_group("scores"), table)
+            table = given.get(info.name) or cells_table(info, by_dataset[info.name])
+            _write_dataset(handle, "datasets", info, table)
+        for info in datasets:
+            if info.name in (stale or {}):
+                _write_dataset(handle, "stale", info, (stale or {})[info.name])
+        for score_table in score_tables:
+            group = handle[f"datasets/{score_table.dataset}"].create_group("scores")
+            _write_scores(group, score_table)
+
+
+def cells_table(info: DatasetInfo, cells: Sequence[CellResult]) -> DatasetTable:
+    """Cells as a dataset's columns, in (arch_id, seed) order."""
+    ordered = sorted(cells, key=lambda c: c.key)
+    columns = {}
+    for name in CELL_COLUMNS:
+        values = [getattr(c, name) for c in ordered]
+        columns[name] = (
+            np.array(values, dtype=object)
+            if name in STRING_FIELDS
+            else np.array(values, dtype=np.float64 if _FLOAT.get(name) else np.int64)
+        )
+    curves = {name: _curve_matrix(ordered, name) for name in CURVES}
+    return DatasetTable(info=info, columns=columns, curves=curves)
 
 
 def _check_score_tables(tables: Iterable[ScoreTable], declared: Iterable[str]) -> list[ScoreTable]:
@@ -398,8 +440,8 @@ def _check_score_tables(tables: Iterable[ScoreTable], declared: Iterable[str]) -
     return out
 
 
-def _write_dataset(handle: h5py.File, info: DatasetInfo, cells: list[CellResult]) -> None:
-    group = handle.create_group(f"datasets/{info.name}")
+def _write_dataset(handle: h5py.File, root: str, info: DatasetInfo, table: DatasetTable) -> None:
+    group = handle.create_group(f"{root}/{info.name}")
     for key, value in asdict(info).items():
         if key == "name":
             continue
@@ -408,18 +450,90 @@ def _write_dataset(handle: h5py.File, info: DatasetInfo, cells: list[CellResult]
         elif key == "subset_classes":
             value = np.asarray(value, dtype=np.int64)
         group.attrs[key] = value
+    rows = len(table.columns["arch_id"])
     for name in CELL_COLUMNS:
-        column = [getattr(c, name) for c in cells]
-        kind = str if name in STRING_FIELDS else None
-        data = (
-            _column(column)
-            if column
-            else np.array([], dtype=h5py.string_dtype() if kind else float)
-        )
-        group.create_dataset(name, data=data)
+        _write_column(group, name, table.columns.get(name), rows)
     curves = group.create_group("curves")
     for name in CURVES:
-        curves.create_dataset(name, data=_curve_matrix(cells, name))
+        matrix = table.curves.get(name, np.empty((rows, 0)))
+        curves.create_dataset(name, data=np.asarray(matrix, dtype=np.float32))
+    if table.records:
+        records = group.create_group("records")
+        _write_column(records, "pack", table.records["pack"], rows, text=True)
+        records.create_dataset("offset", data=np.asarray(table.records["offset"], dtype=np.int64))
+        records.create_dataset("crc", data=np.asarray(table.records["crc"], dtype=np.uint32))
+
+
+def _write_column(
+    group: h5py.Group, name: str, values: np.ndarray | None, rows: int, text: bool = False
+) -> None:
+    """A column as it is stored: numbers as they are; times (ISO 8601 in UTC, to the second)
+    as int64 seconds; other text as int32 codes into the distinct values (strings/<name>)."""
+    if not (text or name in STRING_FIELDS):
+        data = np.full(rows, np.nan) if values is None else np.asarray(values)
+        group.create_dataset(name, data=data if rows else data.astype(np.float64))
+        return
+    values = np.full(rows, "", dtype=object) if values is None else np.asarray(values, dtype=object)
+    if name in TIME_FIELDS and (seconds := _utc_seconds(values)) is not None:
+        group.create_dataset(name, data=seconds).attrs["encoding"] = "utc-seconds"
+        return
+    import pandas as pd  # its factorize hashes 600,000 strings in milliseconds
+
+    codes, distinct = pd.factorize(values, use_na_sentinel=False)
+    group.create_dataset(name, data=codes.astype(np.int32)).attrs["encoding"] = "dictionary"
+    strings = group.require_group("strings")
+    strings.create_dataset(
+        name, data=np.asarray(distinct, dtype=object).astype(h5py.string_dtype())
+    )
+
+
+_NO_TIME = np.iinfo(np.int64).min
+_UTC = "+00:00"
+
+
+def _utc_seconds(values: np.ndarray) -> np.ndarray | None:
+    """ISO 8601 UTC times to the second (or "") as int64 seconds; None when one is not such
+    a time, or would not read back as the same text."""
+    given = values != ""
+    if not given.any():
+        return np.full(len(values), _NO_TIME, dtype=np.int64)
+    try:  # one character more than a time has: a longer text shows in the last one
+        text = values[given].astype("U26")
+    except (ValueError, TypeError):
+        return None
+    chars = text.view(np.uint32).reshape(-1, 26)
+    suffix = np.frombuffer(_UTC.encode("utf-32-le"), dtype=np.uint32)
+    if not ((chars[:, 19:25] == suffix).all() and (chars[:, 25] == 0).all()):
+        return None
+    head = text.astype("U19")
+    try:
+        stamps = head.astype("datetime64[s]")
+    except ValueError:
+        return None
+    if not (np.datetime_as_string(stamps, unit="s") == head).all():
+        return None
+    out = np.full(len(values), _NO_TIME, dtype=np.int64)
+    out[given] = stamps.astype(np.int64)
+    return out
+
+
+def _read_column(group: h5py.Group, name: str, rows: int) -> np.ndarray:
+    """A column as `_write_column` stored it (or as version 1 and 2 did: plain)."""
+    if name not in group:  # a field added since the file was written
+        return np.full(rows, "", dtype=object)
+    dataset = group[name]
+    encoding = dataset.attrs.get("encoding", "")
+    if encoding == "dictionary":
+        distinct = group["strings"][name].asstr()[()].astype(object)
+        return distinct[dataset[()]] if len(distinct) else np.full(rows, "", dtype=object)
+    if encoding == "utc-seconds":
+        seconds = dataset[()]
+        out = np.full(len(seconds), "", dtype=object)
+        given = seconds != _NO_TIME
+        stamps = seconds[given].astype("datetime64[s]")
+        out[given] = np.datetime_as_string(stamps, unit="s").astype(object) + _UTC
+        return out
+    return _read_array(dataset)
 
 
 def read_root_attr(path: Path, name: str, default: str = "") -> str:
@@ -445,27 +559,41 @@ def read_results(path: Path) -> Results:
         tables = {}
         scores: dict[str, ScoreTable] = {}
         for name, group in handle.get("datasets", {}).items():
-            raw = {k: _plain(v) for k, v in group.attrs.items()}
-            info = DatasetInfo(
-                name=name,
-                classes=int(raw["classes"]),
-                resolution=int(raw["resolution"]),
-                num_train=int(raw["num_train"]),
-                num_test=int(raw["num_test"]),
-                source=str(raw.get("source", "")),
-                class_names=tuple(json.loads(raw.get("class_names", "[]"))),
-                recipe=str(raw.get("recipe", "{}")),
-                parent=str(raw.get("parent", "")),
-                subset_classes=tuple(int(c) for c in np.atleast_1d(raw.get("subset_classes", []))),
-                spec=str(raw.get("spec", "{}")),
-                kind=str(raw.get("kind", "")) if version >= 2 else "",
-            )
-            columns = {c: _read_array(group[c]) for c in CELL_COLUMNS}
-            curves = {c: group["curves"][c][()] for c in CURVES}
-            tables[name] = DatasetTable(info=info, columns=columns, curves=curves)
+            tables[name] = _read_table(name, group, version)
             if "scores" in group:
                 scores[name] = _read_scores(group["scores"], name, f"{path}: {name}")
-    return Results(attrs=attrs, architectures=archs, datasets=tables, scores=scores)
+        stale = {name: _read_table(name, g, version) for name, g in handle.get("stale", {}).items()}
+    return Results(attrs=attrs, architectures=archs, datasets=tables, scores=scores, stale=stale)
+
+
+def _read_table(name: str, group: h5py.Group, version: int) -> DatasetTable:
+    raw = {k: _plain(v) for k, v in group.attrs.items()}
+    info = DatasetInfo(
+        name=name,
+        classes=int(raw["classes"]),
+        resolution=int(raw["resolution"]),
+        num_train=int(raw["num_train"]),
+        num_test=int(raw["num_test"]),
+        source=str(raw.get("source", "")),
+        class_names=tuple(json.loads(raw.get("class_names", "[]"))),
+        recipe=str(raw.get("recipe", "{}")),
+        parent=str(raw.get("parent", "")),
+        subset_classes=tuple(int(c) for c in np.atleast_1d(raw.get("subset_classes", []))),
+        spec=str(raw.get("spec", "{}")),
+        kind=str(raw.get("kind", "")) if version >= 2 else "",
+    )
+    rows = len(group["arch_id"])
+    columns = {c: _read_column(group, c, rows) for c in CELL_COLUMNS}
+    curves = {c: group["curves"][c][()] for c in CURVES}
+    records = {}
+    if "records" in group:
+        source = group["records"]
+        records = {
+            "pack": _read_column(source, "pack", rows),
+            "offset": source["offset"][()],
+            "crc": source["crc"][()],
+        }
+    return DatasetTable(info=info, columns=columns, curves=curves, records=records)
 
 
 def _read_array(dataset: h5py.Dataset) -> np.ndarray:
@@ -474,12 +602,36 @@ def _read_array(dataset: h5py.Dataset) -> np.ndarray:
     return dataset[()]
 
 
-def write_score_file(path: Path, table: ScoreTable) -> None:
+def write_score_file(
+    path: Path, table: ScoreTable, inputs: Mapping[str, Any] | None = None
+) -> None:
     """Write one dataset's score table to its own file atomically (the scores group's
-    layout at the root, plus a `dataset` attribute)."""
+    layout at the root, plus a `dataset` attribute). `inputs`, when given, is kept as JSON in
+    the `inputs` attribute: what the scores were computed from besides the architecture and
+    the seed, so that a reader can tell a file made from other inputs."""
     with _atomic_h5(Path(path)) as handle:
         handle.attrs["dataset"] = table.dataset
+        if inputs is not None:
+            handle.attrs["inputs"] = json.dumps(dict(inputs), sort_keys=True)
         _write_scores(handle, table)
+
+
+def read_score_inputs(path: Path) -> dict[str, Any]:
+    """The `inputs` a score file was written with ({} when none); CorruptResultError when
+    the file cannot be read."""
+    try:
+        with h5py.File(path, "r") as handle:
+            text = str(_plain(handle.attrs.get("inputs", "{}")))
+        inputs = json.loads(text)
+    except OSError as exc:
+        if exc.errno is not None:
+            raise
+        raise CorruptResultError(f"{path}: not a readable score file ({exc})") from exc
+    except ValueError as exc:
+        raise CorruptResultError(f"{path}: its inputs are not JSON ({exc})") from exc
+    if not isinstance(inputs, dict):
+        raise CorruptResultError(f"{path}: its inputs are not a JSON object")
+    return inputs
 
 
 def add_scores(path: Path, tables: Iterable[ScoreTable]) -> None:
@@ -542,3 +694,187 @@ def _read_scores(group: h5py.Group, dataset: str, where: str) -> ScoreTable:
         )
     except (KeyError, ValueError) as exc:
         raise CorruptResultError(f"{where}: not a readable score table ({exc})") from exc
+
+
+# --- cell records: what a task's pack file holds --------------------------------------------
+# A pack is a sequence of records, each a fixed header and a payload:
+#   header (RECORD_HEADER, 64 bytes, little-endian): magic "ASr1", record version, kind (0: a
+#     cell), flags, payload length, payload crc32, written (POSIX seconds), arch_id, seed,
+#     status (index in STATUSES), attempts, train_seconds, config and arch digests (8 bytes
+#     each: what the cell trained with, named by hpc.study.fingerprint), the header's crc32;
+#   payload: u32 n, then n bytes of zlib'd JSON (the CellResult's scalars and its curves'
+#     names), each curve as u32 count and float64 values, then the zlib'd log text.
+# The header carries what status and planning read, so an index reads no payload; a record
+# whose header or payload fails its crc is never read as a cell.
+RECORD_MAGIC = b"ASr1"
+RECORD_VERSION = 1
+RECORD_HEADER = struct.Struct("<4sBBHIIdiiBxHd8s8sI")
+_COUNT = struct.Struct("<I")
+
+
+@dataclass
+class PackScan:
+    """The whole records of a pack's bytes from `start` on, as columns (one entry each), and
+    what could not be read: `end` is the offset after the last whole record; bytes after it
+    that hold no whole record are a write in flight or cut short (`torn`); a record that
+    fails its checks but is followed by whole ones is corruption (`corrupt`: offset, why)."""
+
+    end: int
+    torn: bool = False
+    corrupt: list[tuple[int, str]] = field(default_factory=list)
+    columns: dict[str, list[Any]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.columns.get("offset", ()))
+
+
+HEADER_COLUMNS = (
+    "offset",
+    "length",
+    "crc",
+    "written",
+    "arch_id",
+    "seed",
+    "status",
+    "attempts",
+    "train_seconds",
+    "config",
+    "arch",
+)
+
+
+def encode_record(
+    cell: CellResult, log: str, *, config: bytes, arch: bytes, written: float
+) -> bytes:
+    """One record (header and payload) holding a cell's result, its log and the digests of
+    what it trained with (`config`, `arch`: 8 bytes each)."""
+    values = {name: getattr(cell, name) for name in SCALAR_FIELDS}
+    values["curves"] = list(cell.curves)
+    head = zlib.compress(json.dumps(values).encode(), 1)
+    parts = [_COUNT.pack(len(head)), head]
+    for name in cell.curves:
+        data = np.asarray(cell.curves[name], dtype="<f8")
+        parts += [_COUNT.pack(len(data)), data.tobytes()]
+    parts.append(zlib.compress(log.encode(), 1))
+    payload = b"".join(parts)
+    fields_ = (
+        RECORD_MAGIC,
+        RECORD_VERSION,
+        0,
+        0,
+        len(payload),
+        zlib.crc32(payload),
+        written,
+        cell.arch_id,
+        cell.seed,
+        STATUSES.index(cell.status),
+        min(cell.attempts, 0xFFFF),
+        cell.train_seconds,
+        config,
+        arch,
+    )
+    header = RECORD_HEADER.pack(*fields_, 0)
+    return header[:-4] + _COUNT.pack(zlib.crc32(header[:-4])) + payload
+
+
+def _header_at(data: bytes | memoryview, pos: int) -> tuple[Any, ...] | str:
+    """The header's fields at `pos`, or why there is no whole, sound record there."""
+    size = RECORD_HEADER.size
+    if len(data) - pos < size:
+        return "short"
+    fields_ = RECORD_HEADER.unpack_from(data, pos)
+    if fields_[0] != RECORD_MAGIC or zlib.crc32(data[pos : pos + size - 4]) != fields_[-1]:
+        return "bad header"
+    if fields_[1] != RECORD_VERSION or fields_[8] >= len(STATUSES):
+        return f"record version {fields_[1]} unknown"
+    end = pos + size + fields_[4]
+    if end > len(data):
+        return "short"
+    if zlib.crc32(data[pos + size : end]) != fields_[5]:
+        return "bad payload checksum"
+    return fields_
+
+
+def scan_records(data: bytes | memoryview, start: int = 0, base: int = 0) -> PackScan:
+    """The records of `data` from offset `start` on (offsets reported plus `base`); a bad
+    record is skipped up to the next sound one, and reported when one follows it."""
+    columns: dict[str, list[Any]] = {name: [] for name in HEADER_COLUMNS}
+    scan = PackScan(end=base + start, columns=columns)
+    pos = start
+    while pos < len(data):
+        found = _header_at(data, pos)
+        if isinstance(found, str):
+            after = _resync(data, pos + 1)
+            if after is None:
+                scan.torn = True
+                break
+            scan.corrupt.append((base + pos, found))
+            pos = after
+            continue
+        _add(columns, base + pos, found)
+        pos += RECORD_HEADER.size + found[4]
+        scan.end = base + pos
+    return scan
+
+
+def _add(columns: dict[str, list[Any]], offset: int, f: tuple[Any, ...]) -> None:
+    values = (offset, f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11], f[12], f[13])
+    for name, value in zip(HEADER_COLUMNS, values, strict=True):
+        columns[name].append(value)
+
+
+def _resync(data: bytes | memoryview, pos: int) -> int | None:
+    """The offset of the next sound record at or after `pos`, if any."""
+    raw = bytes(data) if isinstance(data, memoryview) else data
+    while (pos := raw.find(RECORD_MAGIC, pos)) >= 0:
+        if not isinstance(_header_at(raw, pos), str):
+            return pos
+        pos += 1
+    return None
+
+
+def whole_records_end(data: bytes) -> int:
+    """Where a writer appends: after the last sound record (a torn tail is cut off)."""
+    return scan_records(data).end
+
+
+def record_payload(data: bytes | memoryview, offset: int) -> bytes:
+    """The payload of the record whose header is at `offset`; CorruptResultError if the
+    record there is not whole and sound."""
+    found = _header_at(data, offset)
+    if isinstance(found, str):
+        raise CorruptResultError(f"no sound record at offset {offset}: {found}")
+    start = offset + RECORD_HEADER.size
+    return bytes(data[start : start + found[4]])
+
+
+def _payload_parts(payload: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray], int]:
+    (size,) = _COUNT.unpack_from(payload, 0)
+    values = json.loads(zlib.decompress(payload[4 : 4 + size]))
+    pos, curves = 4 + size, {}
+    for name in values.pop("curves"):
+        (count,) = _COUNT.unpack_from(payload, pos)
+        curves[name] = np.frombuffer(payload, "<f8", count, pos + 4)
+        pos += 4 + 8 * count
+    return values, curves, pos
+
+
+def decode_record(payload: bytes) -> tuple[CellResult, str]:
+    """A record's cell result and log; CorruptResultError when it is not one."""
+    try:
+        values, curves, pos = _payload_parts(payload)
+        log = zlib.decompress(payload[pos:]).decode()
+        values = {name: values.get(name, "") for name in SCALAR_FIELDS}
+        return CellResult(**values, curves={k: v.copy() for k, v in curves.items()}), log
+    except (ValueError, TypeError, KeyError, zlib.error, struct.error) as exc:
+        raise CorruptResultError(f"not a cell record ({exc})") from exc
+
+
+def decode_record_values(payload: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """A record's scalars and curves, without building a CellResult or reading its log
+    (collect reads many)."""
+    try:
+        values, curves, _ = _payload_parts(payload)
+    except (ValueError, KeyError, zlib.error, struct.error) as exc:
+        raise CorruptResultError(f"not a cell record ({exc})") from exc
+    return values, curves

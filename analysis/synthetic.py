@@ -450,6 +450,8 @@ def _columns(
         "recipe": text(o.recipe),
         "started": text(""),
         "finished": text(""),
+        "spec": text(info.spec),
+        "fingerprint": text(""),
     }
     curves = {name: np.empty((count, 0), dtype=np.float32) for name in schema.CURVES}
     if o.curves and done.any():

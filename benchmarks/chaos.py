@@ -8,8 +8,9 @@ undisturbed run of the same study (`anysweep run --cluster local`).
 Faults: USR2 (to steps, `--full`, `--batch`), SIGKILL of a task's worker (its pid from
 `scontrol listpids`), `scontrol requeue`, a restart of slurmd (`python -m hpc.localslurm
 restart-slurmd`; not in --short, the cluster is shared), two launches at once, a collect
-beside a launch, and a truncated cell result file. A fault is survived when no cell it hit
-ends lost, duplicated or changed and no cell newly failed because of it (a failure seen by
+beside a launch, and a task's pack of cell records truncated to half (its cells' records
+lost, as a disk could lose them). A fault is survived when no cell it hit ends lost,
+duplicated or changed and no cell newly failed because of it (a failure seen by
 `status` after a fault is blamed on the latest fault that hit the cell's task, else on the
 latest that hit the cell).
 Prints faults injected / survived / cells lost / duplicated / changed; exits 1 unless zero
@@ -186,7 +187,7 @@ def worker_pids(task: str) -> list[int]:
         except OSError:
             continue
         program = Path(cmd.split(b" ", 1)[0].decode()).name
-        if program.startswith("python") and b"submitit" in cmd:  # not srun's own line
+        if program.startswith("python") and b"hpc.worker" in cmd:  # not srun's own line
             pids.append(pid)
     return pids
 
@@ -227,14 +228,15 @@ def inject(kind: str, study: Path, rng: random.Random) -> Fault | None:
         )
         return Fault(kind, "slurmd", every, done.stderr.strip()[-200:])
     if kind == "truncate":
-        files = sorted((study / "results").glob("*/*.h5"))
+        from hpc.study.packs import stored
+
+        files = sorted((study / "results").glob("*/*.pack"))
         if not files:
             return None
         victim = rng.choice(files)
+        cells = {(victim.parent.name, s.result.arch_id, s.result.seed) for s in stored(victim)}
         victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
-        dataset, stem = victim.parent.name, victim.stem
-        arch, seed = stem.split("-s")
-        return Fault(kind, f"{dataset}/{stem}", {(dataset, int(arch), int(seed))})
+        return Fault(kind, f"{victim.parent.name}/{victim.name}", cells)
     verbs = ("launch", "launch") if kind == "launch_pair" else ("collect", "launch")
     procs = [
         subprocess.Popen(

@@ -1,10 +1,12 @@
-"""Turn a run of benchmarks/gpu.py (gpu_results.json) into measured rows for hpc/scheduling/throughput.toml.
+"""Turn a run of benchmarks/gpu.py (gpu_results.json) into measured rows for hpc/study/throughput.toml.
 
-Rows printed (TOML, to paste into hpc/scheduling/throughput.toml):
+Rows printed (TOML, to paste into hpc/study/throughput.toml):
 - model "paper-224": the member image-steps per second of the fastest eager paper-224 cohort
-  trained through `hpc.worker.train.train_cells` (what a study runs today); hpc.scheduling.cost charges each
-  member `images / images_per_s`, so a cohort of K costs K x images / this rate, its measured
-  epoch. The rates of every K, of the variants and of compiled cohorts follow as comments.
+  trained through `hpc.worker.train.train_cells`; hpc.scheduling.cost charges each member
+  `images / images_per_s`, so a cohort of K costs K x images / this rate, its measured epoch.
+- model "paper-224-graphs": the same for the graphs+streams variant, which is hpc's stepping
+  with `[cluster] cuda_graphs` (hpc.worker.graphs). The rates of every K, of the other
+  variants and of compiled cohorts follow as comments.
 - loader "ffcv-jpeg-224": anysweep's FFCV training loader with every CPU core as a worker.
 Comments also say whether loading overlapped training in the FFCV-fed cohorts (`overlap`).
 
@@ -30,19 +32,30 @@ def device_key(env: dict[str, Any]) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "unknown"
 
 
-def _row(device: str, kind: str, name: str, rate: float, date: str, by: str) -> str:
+# The paper preset's band (multiply-adds at 224 px): which architectures a paper-224 row is for.
+PAPER_FLOPS = "[340_000_000, 400_000_000]"
+
+
+def _row(device: str, kind: str, name: str, rate: float, date: str, by: str, **fields: str) -> str:
+    """One [[rows]] entry; `fields` are further keys, their values as TOML text."""
     return "\n".join(
         [
             "[[rows]]",
             f'device = "{device}"',
             f'kind = "{kind}"',
             f'name = "{name}"',
+            *(f"{key} = {value}" for key, value in fields.items()),
             f"images_per_s = {rate:.1f}",
             'source = "measured"',
             f'date = "{date}"',
             f"by = {json.dumps(by)}",
         ]
     )
+
+
+def _model_row(device: str, name: str, r: dict[str, Any], date: str, by: str, **extra: str) -> str:
+    fields = dict(resolution=str(r.get("resolution", 224)), flops=PAPER_FLOPS, cohort=str(r["k"]))
+    return _row(device, "model", name, r["sum_images_per_s"], date, by, **fields, **extra)
 
 
 def _clean(rows: list[dict[str, Any]], **match: Any) -> list[dict[str, Any]]:
@@ -68,8 +81,11 @@ def model_rows(results: dict[str, Any], device: str) -> list[str]:
         f"epoch, bf16, channels_last, batch {results['args']['batch_size']}, "
         f"MFU {best['mfu_matmul']:.1%} of the measured matmul"
     )
-    out = [_row(device, "model", "paper-224", best["sum_images_per_s"], env["date"], by)]
-    out.append("# paper-224 member image-steps/s by configuration (hpc runs eager ones):")
+    memory = f"{best['mem_per_member_bytes'] / 2**30:.3f}" if "mem_per_member_bytes" in best else ""
+    extra = {"memory_gb": memory} if memory else {}
+    out = [_model_row(device, "paper-224", best, env["date"], by, **extra)]
+    out += _graph_rows(results, device)
+    out.append("# paper-224 member image-steps/s by configuration:")
     paper = _clean(rows, kind="paper-224")
     for r in sorted(paper, key=_order):
         if r["k"] > 1 or r["first"] == 0:
@@ -89,6 +105,25 @@ def _describe(r: dict[str, Any]) -> str:
     return f"K={r['k']}{extra}"
 
 
+def _graph_rows(results: dict[str, Any], device: str) -> list[str]:
+    """The row of hpc's CUDA-graph stepping (the graphs+streams variant), when it ran; its
+    memory is left to the estimate (graph pools keep their activations reserved, which
+    `max_memory_allocated` does not count)."""
+    rows = _clean(results.get("cohort", []), kind="paper-224", variant="graphs+streams")
+    rows = [r for r in rows if r["loader"] == "MemoryTrainLoader" and not r["compile"]]
+    if not rows:
+        return []
+    best = max(rows, key=lambda r: r["sum_images_per_s"])
+    by = (
+        f"benchmarks/gpu.py variant graphs+streams on {results['env']['device']}: K = "
+        f"{best['k']}, each member's forward+backward a CUDA graph on a stream of its own "
+        "(hpc.worker.graphs), bf16, channels_last"
+    )
+    return [
+        _model_row(device, "paper-224-graphs", best, results["env"]["date"], by, cuda_graphs="true")
+    ]
+
+
 def loader_rows(results: dict[str, Any], device: str) -> list[str]:
     env = results["env"]
     full = [
@@ -105,7 +140,8 @@ def loader_rows(results: dict[str, Any], device: str) -> list[str]:
         f"{r['kb_per_image']:.0f} KB each) -> rrc {r['resolution']} + flip, to the device"
     )
     name = f"ffcv-jpeg-{r['resolution']}"
-    out = [_row(device, "loader", name, r["images_per_s"], env["date"], by)]
+    fields = dict(backend='"ffcv"', encoding='"jpg"', resolution=str(r["resolution"]))
+    out = [_row(device, "loader", name, r["images_per_s"], env["date"], by, **fields)]
     for other in results.get("ffcv", []):
         if other is not r:
             out.append(

@@ -1,5 +1,5 @@
-"""The study verbs of `anysweep` (init, sample, prepare, launch, sbatch, status, collect, run,
-cancel, clean, logs): argument parsers and thin handlers over hpc's functions.
+"""The study verbs of `anysweep` (init, sample, prepare, score, launch, sbatch, status, collect,
+run, cancel, clean, logs): argument parsers and thin handlers over hpc's functions.
 
 Each handler returns the exit code; bad input raises ValueError or FileNotFoundError, which
 `hpc.cli` prints as a one-line error. Heavy modules are imported inside the handlers.
@@ -56,8 +56,11 @@ def add_init(parser: argparse.ArgumentParser) -> None:
 def run_init(args: argparse.Namespace) -> int:
     target = init_study(args.study_dir, args.preset, args.force)
     load_study(args.study_dir)  # a preset that does not validate is a bug; say so now
+    folder = args.study_dir
     _print(
-        f"wrote {target} (preset {args.preset}); edit it, then `anysweep launch {args.study_dir} --dry-run`"
+        f"wrote {target} (preset {args.preset}); edit it, then `anysweep run {folder}` to run it "
+        f"on this machine, or on a Slurm cluster `anysweep launch {folder} --dry-run` to see "
+        f"the plan and `anysweep launch {folder}` to submit it"
     )
     return 0
 
@@ -116,6 +119,42 @@ def run_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- score --------------------------------------------------------------------------------
+
+
+def add_score(parser: argparse.ArgumentParser) -> None:
+    add_study_dir(parser)
+    parser.add_argument(
+        "--dataset", action="append", metavar="NAME", help="only this dataset (repeatable)"
+    )
+    parser.add_argument(
+        "--cluster",
+        choices=("local", "slurm"),
+        default="local",
+        help="local (default): one process per core, waited for; slurm: one array job "
+        "per dataset, submitted (like prepare)",
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=None, help="local: processes at once (default: cores)"
+    )
+
+
+@_scheduler_errors
+def run_score(args: argparse.Namespace) -> int:
+    from hpc.scheduling.scores import score_study, summary
+
+    study = load_study(args.study_dir)
+    run = score_study(
+        study,
+        cluster=args.cluster,
+        jobs=args.jobs,
+        names=args.dataset,
+        wait=args.cluster == "local",
+    )
+    _print(summary(run, study))
+    return 1 if run.unscored else 0
+
+
 # --- launch, sbatch -----------------------------------------------------------------------
 
 
@@ -139,6 +178,16 @@ def add_launch(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="run failed cells again even if they used up their attempts",
     )
+    add_retrain_stale(parser)
+
+
+def add_retrain_stale(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--retrain-stale",
+        action="store_true",
+        help="train again the cells study.toml no longer describes (their results are kept "
+        "under jobs/stale/); without it, launch and run refuse while such cells exist",
+    )
 
 
 @_scheduler_errors
@@ -154,8 +203,12 @@ def run_launch(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         dry_run=args.dry_run,
         reset_retries=args.reset_retries,
+        retrain_stale=args.retrain_stale,
     )
     _print(format_plan(launched.plan, study))
+    if launched.problems:
+        print(f"anysweep launch: error: {'; '.join(launched.problems)}", file=sys.stderr)
+        return 2
     if args.dry_run:
         _print("dry run: nothing submitted")
     elif not launched.record:
@@ -197,13 +250,22 @@ def run_sbatch(args: argparse.Namespace) -> int:
 def add_status(parser: argparse.ArgumentParser) -> None:
     add_study_dir(parser)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=20,
+        metavar="N",
+        help="failed and stale cells listed by name, the rest counted (default 20; 0: all)",
+    )
 
 
 @_scheduler_errors
 def run_status(args: argparse.Namespace) -> int:
     from hpc.scheduling.status import format_status, study_status
 
-    status = study_status(load_study(args.study_dir))
+    if args.limit < 0:
+        raise ValueError(f"--limit must be >= 0 (0 lists every cell), got {args.limit}")
+    status = study_status(load_study(args.study_dir), limit=args.limit)
     _print(json.dumps(status.to_dict(), indent=1) if args.json else format_status(status))
     return 0
 
@@ -219,10 +281,18 @@ def run_collect(args: argparse.Namespace) -> int:
     for line in collected.skipped:
         print(f"skipped {line}", file=sys.stderr)
     state = "wrote" if collected.written else "up to date:"
-    _print(
-        f"{state} {collected.path} ({collected.cells} cells"
-        + (f", {len(collected.skipped)} unreadable files skipped)" if collected.skipped else ")")
-    )
+    details = [f"{collected.cells:,} cells"]
+    if collected.written:
+        kept = collected.cells + collected.stale - collected.read
+        details.append(
+            f"{collected.read:,} records read"
+            + (f", {kept:,} kept from the last collect" if kept > 0 else "")
+        )
+    if collected.stale:
+        details.append(f"{collected.stale:,} stale cells kept apart in /stale")
+    if collected.skipped:
+        details.append(f"{len(collected.skipped)} unreadable records skipped")
+    _print(f"{state} {collected.path} ({', '.join(details)})")
     return 0
 
 
@@ -242,6 +312,7 @@ def add_run(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-analyze", action="store_true", help="stop after collect")
     add_poll(parser)
+    add_retrain_stale(parser)
 
 
 @_scheduler_errors
@@ -254,6 +325,7 @@ def run_run(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         analyze=not args.no_analyze,
         poll_s=args.poll,
+        retrain_stale=args.retrain_stale,
     )
 
 
@@ -302,14 +374,17 @@ def add_logs(parser: argparse.ArgumentParser) -> None:
 def run_logs(args: argparse.Namespace) -> int:
     from hpc.scheduling.status import cell_logs
 
-    cell_log, task_log = cell_logs(load_study(args.study_dir), args.cell)
-    if cell_log is not None:
-        _print(f"==> {cell_log} <==")
-        _print(cell_log.read_text(errors="replace").rstrip())
-    if task_log is not None:
-        lines = task_log.read_text(errors="replace").splitlines()[-args.lines :]
-        _print(f"==> {task_log} (last {len(lines)} lines) <==")
+    logs = cell_logs(load_study(args.study_dir), args.cell)
+    for number, text in enumerate(logs.records, 1):
+        _print(f"==> {args.cell}: record {number} of {len(logs.records)} <==")
+        _print(text.rstrip())
+    if logs.live is not None:
+        _print(f"==> {logs.live} (running) <==")
+        _print(logs.live.read_text(errors="replace").rstrip())
+    if logs.task_log is not None:
+        lines = logs.task_log.read_text(errors="replace").splitlines()[-args.lines :]
+        _print(f"==> {logs.task_log} (last {len(lines)} lines) <==")
         _print("\n".join(lines))
-    if cell_log is None and task_log is None:
+    if not logs.records and logs.live is None and logs.task_log is None:
         _print(f"no log of {args.cell} yet: it has not started")
     return 0

@@ -1,25 +1,39 @@
 """The planner: which cells still need a run, what each costs, and how they group into
-chunks (one dataset each, sized to fit a task's time limit) and arrays (split at MaxArraySize).
+cohorts (trained in lockstep from one loader), chunks (whole cohorts of one dataset, sized to
+fit a task's time limit) and arrays (split at MaxArraySize).
 
 Pure bookkeeping over files: no scheduler is asked here (the caller gives its array size)
-and no data is read.
+and no data is read. Prices come from hpc/scheduling/pricing.py.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from analysis.schema import STATUSES
+from hpc.scheduling.pricing import (
+    CELL_OVERHEAD_S,
+    Pricing,
+    Projection,
+    format_cohorts,
+    format_projection,
+    price,
+    projections,
+)
 from hpc.study.datasets import dataset_sizes
-from hpc.study.population import Population, dataset_arch
-from hpc.study.results import ArchSeed, Cell, ResultSummary, is_finished, scan_results, study_cells
+from hpc.study.population import Population
+from hpc.study.results import ArchSeed, Cell, Grid, Outcomes, standing
 from hpc.study.spec import ClusterSpec, Study
 
-CELL_OVERHEAD_S = 30.0  # building the model, the last evaluation, writing the result
+__all__ = ["CELL_OVERHEAD_S", "CHUNK_OVERHEAD_S"]
 CHUNK_OVERHEAD_S = 120.0  # starting Python, building the loaders (FFCV compiles them)
+DONE = STATUSES.index("done")
 
 
 @dataclass(frozen=True)
@@ -29,6 +43,8 @@ class PlannedChunk:
     dataset: str
     cells: tuple[ArchSeed, ...]
     seconds: float  # estimated, chunk overhead included
+    cohort: int = 1  # the most cells the worker trains in lockstep (whole cohorts per chunk)
+    cuda_graphs: bool = False  # members step as CUDA graphs where the worker finds CUDA
 
 
 @dataclass(frozen=True)
@@ -43,7 +59,8 @@ class Array:
 
 @dataclass(frozen=True)
 class DatasetCost:
-    """What planning assumes about a dataset's cells."""
+    """What planning assumes about a dataset's cells: their pricing on the study's device
+    kind, calibrated by the cells already measured."""
 
     name: str
     train_images: int
@@ -52,77 +69,95 @@ class DatasetCost:
     flops: np.ndarray  # per architecture id, at the dataset's resolution
     calibration: float  # measured / estimated seconds of its finished cells (1: none yet)
     assumed: bool  # the image counts are a guess (the registry does not know them)
+    pricing: Pricing
 
-    def seconds(self, arch_id: int, throughput: float) -> float:
-        work = self.flops[arch_id] * self.epochs * (3 * self.train_images + self.test_images)
-        return self.calibration * (work / throughput + CELL_OVERHEAD_S)
+    def cohort_seconds(self, arch_ids: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+        """Wall seconds of cohorts (their members share them), start-up included: `arch_ids`
+        are their members one after another, `sizes` how many each has."""
+        work = self.pricing.work
+        member = work.member_seconds(arch_ids)
+        ends = np.cumsum(sizes)
+        compute = np.add.reduceat(member, ends - sizes) if len(member) else np.zeros(0)
+        wall = work.combine(work.data_seconds, compute, sizes) + CELL_OVERHEAD_S * sizes
+        return self.calibration * wall
+
+    def seconds(self, arch_id: int | np.ndarray) -> float | np.ndarray:
+        """The wall seconds a cell of these architectures records: its cohort's, taken as K
+        members like it (cells measured in cohorts of another size calibrate off by that)."""
+        k = self.pricing.k
+        ids = np.atleast_1d(np.asarray(arch_id, dtype=np.int64))
+        wall = self.cohort_seconds(np.repeat(ids, k), np.full(len(ids), k))
+        return wall if np.ndim(arch_id) else float(wall[0])
 
 
 @dataclass(frozen=True)
 class Plan:
     """The cells that still need a run, grouped for submission."""
 
-    total: int  # cells of the study
+    total: int  # cells of the study: finished + active + len(to_run)
     finished: int  # done, diverged, or failed past the retry limit
-    active: int  # queued or running now
-    missing: tuple[Cell, ...]
-    chunks: tuple[PlannedChunk, ...]
-    arrays: tuple[Array, ...]
-    gpu_hours: float  # estimated for the missing cells
-    max_array_size: int
+    active: int  # not finished, and queued or running now
+    grid: Grid
+    to_run: np.ndarray = field(repr=False)  # grid positions of the cells that need a run
+    attempts: np.ndarray = field(repr=False)  # failed attempts each of them has made
+    chunks: tuple[PlannedChunk, ...] = ()
+    arrays: tuple[Array, ...] = ()
+    gpu_hours: float = 0.0  # estimated for the cells to run of datasets asking for GPUs
+    max_array_size: int = 1
     notes: tuple[str, ...] = field(default=())
     lanes: int | None = None  # local runs: workers at once (arrays do not apply)
+    pricing: dict[str, Pricing] = field(default_factory=dict)  # per dataset: K, rows, why
+    projections: tuple[Projection, ...] = ()  # the whole study per device kind (dry runs)
+    cpu_hours: float = 0.0  # estimated for the cells to run of datasets with `gpus = 0`
+
+    @functools.cached_property
+    def missing(self) -> tuple[Cell, ...]:
+        """The cells that need a run, in study order."""
+        return tuple(self.grid.cells(self.to_run))
+
+    def attempts_of(self, dataset: str) -> dict[ArchSeed, int]:
+        """Failed attempts made before, of one dataset's cells to run (those with any)."""
+        d, a, s = self.grid.parts(self.to_run)
+        mine = (d == self.grid.datasets.index(dataset)) & (self.attempts > 0)
+        rows = zip(a[mine].tolist(), s[mine].tolist(), self.attempts[mine].tolist(), strict=True)
+        return {(arch, seed): n for arch, seed, n in rows}
 
 
 def dataset_costs(
-    study: Study, population: Population, results: Mapping[Cell, ResultSummary]
+    study: Study, population: Population, outcomes: Outcomes | None
 ) -> dict[str, DatasetCost]:
-    """Cost model per dataset: flops x images x epochs, calibrated by measured cells."""
-    from anynet.complexity import complexity_batch
-
+    """Cost model per dataset: its cells priced on the study's device kind in cohorts,
+    calibrated by measured cells."""
     costs: dict[str, DatasetCost] = {}
     for entry in study.datasets:
-        train, test, classes, assumed = dataset_sizes(entry)
-        archs = [dataset_arch(a, entry) for a in population.archs]
-        flops = np.zeros(len(archs), dtype=np.float64)
-        # complexity_batch takes one stem and stage count per call: group by them.
-        groups: dict[tuple, list[int]] = {}
-        for i, a in enumerate(archs):
-            groups.setdefault((a.stem, a.stem_width, a.se_ratio, a.num_stages), []).append(i)
-        for (stem, stem_width, se_ratio, _), ids in groups.items():
-            rows = [archs[i] for i in ids]
-            values = complexity_batch(
-                np.asarray([a.depths for a in rows]),
-                np.asarray([a.widths for a in rows]),
-                np.asarray([a.bottleneck_ratios for a in rows]),
-                np.asarray([a.group_widths for a in rows]),
-                stem=stem,
-                stem_width=stem_width,
-                se_ratio=se_ratio,
-                resolution=entry.resolution,
-                num_classes=classes,
-            )[0]
-            flops[ids] = values
+        train, test, _, assumed = dataset_sizes(entry)
+        pricing = price(study, entry, population)
+        flops = pricing.flops
         costs[entry.name] = DatasetCost(
-            entry.name, train, test, entry.recipe.epochs, flops, 1.0, assumed
+            entry.name, train, test, entry.recipe.epochs, flops, 1.0, assumed, pricing
         )
-    return _calibrate(study, costs, results)
+    return _calibrate(costs, outcomes)
 
 
-def _calibrate(
-    study: Study, costs: dict[str, DatasetCost], results: Mapping[Cell, ResultSummary]
-) -> dict[str, DatasetCost]:
-    ratios: dict[str, list[float]] = {name: [] for name in costs}
-    for cell, summary in results.items():
-        cost = costs.get(cell.dataset)
-        if cost is None or summary.status != "done" or not summary.train_seconds > 0:
-            continue
-        if cell.arch_id >= len(cost.flops):
-            continue
-        throughput = study.dataset(cell.dataset).cluster.throughput
-        ratios[cell.dataset].append(summary.train_seconds / cost.seconds(cell.arch_id, throughput))
-    everything = [r for values in ratios.values() for r in values]
-    fallback = float(np.median(everything)) if everything else 1.0
+def _calibrate(costs: dict[str, DatasetCost], outcomes: Outcomes | None) -> dict[str, DatasetCost]:
+    """Each dataset's median of measured / estimated seconds over its done cells (the
+    median over all datasets for one without any)."""
+    ratios: dict[str, np.ndarray] = {name: np.zeros(0) for name in costs}
+    if outcomes is not None:
+        grid = outcomes.grid
+        done = outcomes.final() & (outcomes.status == DONE) & (outcomes.train_seconds > 0)
+        d, a, _ = grid.parts(np.flatnonzero(done))
+        for i, name in enumerate(grid.datasets):
+            cost = costs.get(name)
+            mine = np.flatnonzero(done)[d == i]
+            archs = a[d == i]
+            if cost is None or not len(mine):
+                continue
+            inside = archs < len(cost.flops)
+            estimate = cost.seconds(archs[inside])
+            ratios[name] = outcomes.train_seconds[mine[inside]] / estimate
+    everything = np.concatenate(list(ratios.values())) if ratios else np.zeros(0)
+    fallback = float(np.median(everything)) if len(everything) else 1.0
     return {
         name: DatasetCost(
             c.name,
@@ -130,8 +165,9 @@ def _calibrate(
             c.test_images,
             c.epochs,
             c.flops,
-            float(np.median(ratios[name])) if ratios[name] else fallback,
+            float(np.median(ratios[name])) if len(ratios[name]) else fallback,
             c.assumed,
+            c.pricing,
         )
         for name, c in costs.items()
     }
@@ -160,6 +196,29 @@ def chunk_cells(
     return [
         PlannedChunk(dataset, tuple(cells[b:e]), float(t) + CHUNK_OVERHEAD_S)
         for b, e, t in zip(bounds[:-1].tolist(), bounds[1:].tolist(), sums, strict=True)
+    ]
+
+
+def chunk_cohorts(
+    dataset: str,
+    groups: list[list[ArchSeed]],
+    seconds: list[float],
+    capacity: float,
+    cohort: int = 1,
+    cuda_graphs: bool = False,
+) -> list[PlannedChunk]:
+    """Whole cohorts (their members share the wall `seconds`) grouped into chunks as
+    `chunk_cells` groups cells; a cohort longer than the capacity gets a chunk of its own."""
+    units = chunk_cells(dataset, [(i, 0) for i in range(len(groups))], seconds, capacity)
+    return [
+        PlannedChunk(
+            dataset,
+            tuple(cell for i, _ in unit.cells for cell in groups[i]),
+            unit.seconds,
+            cohort,
+            cuda_graphs,
+        )
+        for unit in units
     ]
 
 
@@ -225,32 +284,34 @@ def make_plan(
     population: Population,
     *,
     array_size: int,
-    results: Mapping[Cell, ResultSummary] | None = None,
-    active: Iterable[Cell] = (),
+    outcomes: Outcomes | None = None,
+    active: np.ndarray | Iterable[Cell] = (),
     lanes: int | None = None,
+    project: bool = False,
 ) -> Plan:
-    """Plan the cells that are neither finished nor queued or running, in arrays of at most
-    `array_size` chunks (the scheduler's limit).
+    """Plan the cells that are neither finished nor queued or running (`active`: a mask
+    over the study's grid, or cells), in arrays of at most `array_size` chunks (the
+    scheduler's limit). A stale cell (trained with what the study no longer says) is to run.
 
-    `lanes` (local runs) splits the work into enough chunks to keep that many workers busy.
+    `lanes` (local runs) splits the work into enough chunks to keep that many workers busy;
+    `project` adds the whole study's projections per device kind (for dry runs).
     """
-    if results is None:
-        results = scan_results(study)
-    active = set(active)
-    costs = dataset_costs(study, population, results)
-    cells = study_cells(study)
-    attempts = study.settings.max_attempts
-    missing = [c for c in cells if c not in active and not is_finished(results.get(c), attempts)]
-    seconds = {
-        c: costs[c.dataset].seconds(c.arch_id, study.dataset(c.dataset).cluster.throughput)
-        for c in missing
-    }
+    if outcomes is None:
+        outcomes = standing(study, population).outcomes
+    grid = outcomes.grid
+    finished = outcomes.finished(study.settings.max_attempts)
+    # A queued or running task lists cells it has finished already: they count as finished.
+    busy = _active_mask(grid, active) & ~finished
+    to_run = np.flatnonzero(~finished & ~busy)
+    costs = dataset_costs(study, population, outcomes)
+    units = _cohorts(grid, costs, to_run)
     spread = None
     if lanes:
         # About four chunks per worker: they take the next chunk as they finish, so the
         # last ones end close together.
-        spread = sum(seconds.values()) / (4 * lanes) + CHUNK_OVERHEAD_S
-    chunks, arrays, gpu_hours = _group(study, missing, seconds, spread, array_size)
+        total = sum(float(seconds.sum()) for _, seconds in units.values())
+        spread = total / (4 * lanes) + CHUNK_OVERHEAD_S
+    chunks, arrays, hours = _group(study, costs, units, spread, array_size)
     notes = tuple(
         f"{name}: image counts unknown to the registry; assumed {c.train_images:,} train / "
         f"{c.test_images:,} test"
@@ -258,83 +319,163 @@ def make_plan(
         if c.assumed
     )
     return Plan(
-        total=len(cells),
-        finished=sum(is_finished(results.get(c), attempts) for c in cells),
-        active=len(active & set(cells)),
-        missing=tuple(missing),
+        total=len(grid),
+        finished=int(finished.sum()),
+        active=int(busy.sum()),
+        grid=grid,
+        to_run=to_run,
+        attempts=np.where(outcomes.stale[to_run], 0, outcomes.attempts[to_run]),
         chunks=tuple(chunks),
         arrays=tuple(arrays),
-        gpu_hours=gpu_hours,
+        gpu_hours=hours["GPU"],
+        cpu_hours=hours["CPU"],
         max_array_size=array_size,
         notes=notes,
         lanes=lanes,
+        pricing={name: c.pricing for name, c in costs.items()},
+        projections=tuple(projections(study, population)) if project else (),
     )
+
+
+def _active_mask(grid: Grid, active: np.ndarray | Iterable[Cell]) -> np.ndarray:
+    if isinstance(active, np.ndarray):
+        return active.astype(bool)
+    mask = np.zeros(len(grid), dtype=bool)
+    cells = [c for c in active if c.dataset in grid.datasets]
+    if cells:
+        found = grid.index(
+            grid.dataset_index([c.dataset for c in cells]),
+            [c.arch_id for c in cells],
+            [c.seed for c in cells],
+        )
+        mask[found[found >= 0]] = True
+    return mask
+
+
+Units = dict[str, tuple[list[list[ArchSeed]], np.ndarray]]
+
+
+def _cohorts(grid: Grid, costs: Mapping[str, DatasetCost], cells: np.ndarray) -> Units:
+    """Per dataset, its cells to run (grid positions, study order) in cohorts (one seed
+    each, at most K, seeds in order of first appearance, as `cost.cohorts` groups them) and
+    each cohort's wall seconds, which its members share."""
+    d, a, s = grid.parts(cells)
+    units: Units = {}
+    for i, name in enumerate(grid.datasets):
+        mine = np.flatnonzero(d == i)
+        if not len(mine):
+            continue
+        archs, seeds = a[mine], s[mine]
+        _, first, rank = np.unique(seeds, return_index=True, return_inverse=True)
+        order = np.argsort(np.argsort(first)[rank], kind="stable")
+        archs, seeds = archs[order], seeds[order]
+        k = costs[name].pricing.k
+        starts = np.flatnonzero(np.r_[True, seeds[1:] != seeds[:-1]])
+        sizes = np.diff(np.r_[starts, len(seeds)])
+        cuts = np.concatenate([np.arange(b, b + n, k) for b, n in zip(starts, sizes, strict=True)])
+        counts = np.diff(np.r_[cuts, len(seeds)])
+        pairs = list(zip(archs.tolist(), seeds.tolist(), strict=True))
+        groups = [pairs[b : b + n] for b, n in zip(cuts.tolist(), counts.tolist(), strict=True)]
+        units[name] = (groups, costs[name].cohort_seconds(archs, counts))
+    return units
 
 
 def _group(
     study: Study,
-    missing: list[Cell],
-    seconds: Mapping[Cell, float],
+    costs: Mapping[str, DatasetCost],
+    units: Units,
     spread: float | None,
     array_size: int,
-) -> tuple[list[PlannedChunk], list[Array], float]:
-    """The missing cells in chunks per dataset, the chunks in arrays, and their GPU-hours."""
+) -> tuple[list[PlannedChunk], list[Array], dict[str, float]]:
+    """The missing cells' cohorts in chunks per dataset, the chunks in arrays, and their
+    GPU-hours and CPU-hours."""
     chunks: list[PlannedChunk] = []
     arrays: list[Array] = []
-    gpu_hours = 0.0
-    by_dataset: dict[str, list[Cell]] = {}
-    for c in missing:
-        by_dataset.setdefault(c.dataset, []).append(c)
+    hours = {"GPU": 0.0, "CPU": 0.0}
     for entry in study.datasets:
-        mine = by_dataset.get(entry.name, [])
-        if not mine:
+        if entry.name not in units:
             continue
+        groups, seconds = units[entry.name]
+        pricing = costs[entry.name].pricing
         limit = entry.cluster.margin * entry.cluster.time_min * 60
-        mine_seconds = [seconds[c] for c in mine]
-        own = chunk_cells(
-            entry.name,
-            [(c.arch_id, c.seed) for c in mine],
-            mine_seconds,
-            min(limit, spread) if spread else limit,
+        capacity = min(limit, spread) if spread else limit
+        own = chunk_cohorts(
+            entry.name, groups, seconds.tolist(), capacity, pricing.k, pricing.graphs
         )
         chunks.extend(own)
-        gpu_hours += sum(mine_seconds) * max(entry.cluster.gpus, 1) / 3600
+        kind, spent = device_hours(entry.cluster, float(seconds.sum()))
+        hours[kind] += spent
         for k, start in enumerate(range(0, len(own), array_size)):
             part = tuple(own[start : start + array_size])
             arrays.append(Array(f"{entry.name}-{k}", entry.name, part, entry.cluster))
-    return chunks, arrays, gpu_hours
+    return chunks, arrays, hours
 
 
-def remaining_gpu_hours(
-    study: Study, population: Population, results: Mapping[Cell, ResultSummary]
-) -> float:
-    """Estimated GPU-hours of every cell not finished yet (queued and running included)."""
-    return make_plan(study, population, results=results, array_size=1 << 30).gpu_hours
+def device_hours(cluster: ClusterSpec, seconds: Any) -> tuple[str, Any]:
+    """What `seconds` of a task cost: ("GPU", GPU-hours) where tasks ask for GPUs, else
+    ("CPU", CPU-hours), each at what a task asks for."""
+    if cluster.gpus:
+        return "GPU", seconds * cluster.gpus / 3600
+    return "CPU", seconds * cluster.cpus / 3600
+
+
+def remaining_hours(
+    study: Study, population: Population, outcomes: Outcomes
+) -> tuple[float, float]:
+    """Estimated (GPU-hours, CPU-hours) of every cell not finished yet (queued and running
+    included)."""
+    plan = make_plan(study, population, outcomes=outcomes, array_size=1 << 30)
+    return plan.gpu_hours, plan.cpu_hours
+
+
+def hours_text(gpu_hours: float, cpu_hours: float, digits: int = 1) -> str:
+    """`12.0 GPU-hours`, `3.0 CPU-hours`, or both: what a study's tasks ask for."""
+    parts = [
+        f"{value:,.{digits}f} {kind}-hours"
+        for kind, value in (("GPU", gpu_hours), ("CPU", cpu_hours))
+        if value
+    ]
+    return " and ".join(parts) or f"{0:.{digits}f} GPU-hours"
 
 
 def format_plan(plan: Plan, study: Study) -> str:
     """The `launch --dry-run` text: cells, chunks, arrays and GPU-hours."""
     lines = [
         f"study {study.name}: {plan.total:,} cells, {plan.finished:,} finished, "
-        f"{plan.active:,} queued or running, {len(plan.missing):,} to run",
+        f"{plan.active:,} queued or running, {len(plan.to_run):,} to run",
         f"{len(plan.chunks):,} chunks "
         + (
             f"for {plan.lanes} local workers"
             if plan.lanes
             else f"in {len(plan.arrays):,} arrays (MaxArraySize {plan.max_array_size:,})"
         )
-        + f"; estimated {plan.gpu_hours:,.1f} GPU-hours",
+        + f"; estimated {hours_text(plan.gpu_hours, plan.cpu_hours)}",
     ]
     if plan.arrays:
         lines.append(
-            f"  {'array':<24} {'tasks':>6} {'cells':>7} {'longest task':>13} {'time limit':>11}"
+            f"  {'array':<24} {'tasks':>6} {'cells':>7} {'K':>3} {'longest task':>13} "
+            f"{'time limit':>11}"
         )
     for array in plan.arrays:
         cells = sum(len(c.cells) for c in array.chunks)
         longest = max(c.seconds for c in array.chunks) / 60
         lines.append(
-            f"  {array.label:<24} {len(array.chunks):>6} {cells:>7} {longest:>10.0f} min "
-            f"{array.cluster.time_min:>7} min"
+            f"  {array.label:<24} {len(array.chunks):>6} {cells:>7} {array.chunks[0].cohort:>3} "
+            f"{longest:>10.0f} min {array.cluster.time_min:>7} min"
         )
+    lines += format_cohorts(plan.pricing, _cohort_counts(plan))
+    lines += format_projection(plan.projections)
     lines.extend(f"note: {n}" for n in plan.notes)
     return "\n".join(lines)
+
+
+def _cohort_counts(plan: Plan) -> dict[str, int]:
+    """Cohorts to run per dataset: per chunk, its cells of each seed in groups of K."""
+    counts: dict[str, int] = {}
+    for chunk in plan.chunks:
+        seeds: dict[int, int] = {}
+        for _, seed in chunk.cells:
+            seeds[seed] = seeds.get(seed, 0) + 1
+        n = sum(math.ceil(v / chunk.cohort) for v in seeds.values())
+        counts[chunk.dataset] = counts.get(chunk.dataset, 0) + n
+    return counts

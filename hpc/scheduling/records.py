@@ -3,11 +3,17 @@ jobs/<id>/record.json for status, cancel and logs to read. The one module that w
 reads them; what only one scheduler needs (a local launch's lanes) rides along in `own`,
 which that scheduler alone reads.
 
+An array keeps its tasks' cells compact, as one flat list of arch ids and seeds and the
+bounds of each task in it, so that a launch of 50,000 tasks reads back in a fraction of a
+second; records written before keep a list of tasks and still read.
+
 Job names tie the queue to the study: `anysweep-<study>-<digest of its folder>.<record>.<array>`.
+A task's records go to the pack named `<record>.<array>.<task index>` (`task_pack`).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -15,6 +21,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from analysis.files import write_json
 from hpc.provenance import now
@@ -40,30 +48,84 @@ class TaskRecord:
         return cls(data["chunk"], tuple((int(a), int(s)) for a, s in data["cells"]))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ArrayRecord:
     """One array of a launch: its dataset, job name, Slurm job id (None where there is none
-    to know: local lanes, scripts not yet submitted) and tasks."""
+    to know: local lanes, scripts not yet submitted) and its tasks' cells: task i runs
+    `cells[bounds[i]:bounds[i + 1]]` ((arch_id, seed) rows) and is named `chunks[i]`."""
 
     label: str
     dataset: str
     job_name: str
     job_id: str | None
-    tasks: tuple[TaskRecord, ...]
+    cells: np.ndarray  # (n, 2) int64: arch_id, seed
+    bounds: np.ndarray  # (tasks + 1,) int64
+    chunks: tuple[str, ...] = ()  # task names when not `<label>.<index>`
+
+    @classmethod
+    def of_tasks(
+        cls,
+        label: str,
+        dataset: str,
+        job_name: str,
+        job_id: str | None,
+        tasks: Sequence[TaskRecord],
+    ) -> ArrayRecord:
+        cells = np.array([c for t in tasks for c in t.cells], dtype=np.int64).reshape(-1, 2)
+        bounds = np.concatenate(([0], np.cumsum([len(t.cells) for t in tasks]))).astype(np.int64)
+        names = tuple(t.chunk for t in tasks)
+        default = tuple(f"{label}.{i}" for i in range(len(tasks)))
+        return cls(
+            label, dataset, job_name, job_id, cells, bounds, () if names == default else names
+        )
+
+    def __len__(self) -> int:
+        return len(self.bounds) - 1
+
+    def chunk(self, index: int) -> str:
+        return self.chunks[index] if self.chunks else f"{self.label}.{index}"
+
+    def task_cells(self, index: int) -> tuple[ArchSeed, ...]:
+        rows = self.cells[self.bounds[index] : self.bounds[index + 1]]
+        return tuple((int(a), int(s)) for a, s in rows.tolist())
+
+    @functools.cached_property
+    def tasks(self) -> tuple[TaskRecord, ...]:
+        return tuple(TaskRecord(self.chunk(i), self.task_cells(i)) for i in range(len(self)))
+
+    def task_of_cells(self) -> np.ndarray:
+        """The task index of each row of `cells`."""
+        return np.repeat(np.arange(len(self)), np.diff(self.bounds))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "label": self.label,
             "dataset": self.dataset,
             "job_name": self.job_name,
             "job_id": self.job_id,
-            "tasks": [t.to_dict() for t in self.tasks],
+            "cells": self.cells.reshape(-1).tolist(),
+            "bounds": self.bounds.tolist(),
         }
+        if self.chunks:
+            out["chunks"] = list(self.chunks)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ArrayRecord:
-        tasks = tuple(TaskRecord.from_dict(t) for t in data["tasks"])
-        return cls(data["label"], data["dataset"], data["job_name"], data.get("job_id"), tasks)
+        if "tasks" in data:  # a record from before compact arrays
+            tasks = [TaskRecord.from_dict(t) for t in data["tasks"]]
+            return cls.of_tasks(
+                data["label"], data["dataset"], data["job_name"], data.get("job_id"), tasks
+            )
+        return cls(
+            data["label"],
+            data["dataset"],
+            data["job_name"],
+            data.get("job_id"),
+            np.asarray(data["cells"], dtype=np.int64).reshape(-1, 2),
+            np.asarray(data["bounds"], dtype=np.int64),
+            tuple(data.get("chunks", ())),
+        )
 
 
 @dataclass(frozen=True)
@@ -114,21 +176,22 @@ def next_record_id(study: Study, kind: str) -> str:
     return f"{kind}{number:04d}"
 
 
+def task_pack(record_id: str, label: str, index: int) -> str:
+    """The name of the pack a task's records go to."""
+    return f"{record_id}.{label}.{index}"
+
+
 def planned_arrays(study: Study, record_id: str, arrays: Sequence[Array]) -> list[ArrayRecord]:
     """A plan's arrays as a record lists them: label, dataset, job name, each task's cells;
     no job ids yet."""
-    return [
-        ArrayRecord(
-            label=a.label,
-            dataset=a.dataset,
-            job_name=job_name(study, record_id, a.label),
-            job_id=None,
-            tasks=tuple(
-                TaskRecord(f"{a.label}.{i}", chunk.cells) for i, chunk in enumerate(a.chunks)
-            ),
-        )
-        for a in arrays
-    ]
+    out = []
+    for a in arrays:
+        cells = np.array([c for chunk in a.chunks for c in chunk.cells], dtype=np.int64)
+        sizes = [len(chunk.cells) for chunk in a.chunks]
+        bounds = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+        name = job_name(study, record_id, a.label)
+        out.append(ArrayRecord(a.label, a.dataset, name, None, cells.reshape(-1, 2), bounds))
+    return out
 
 
 def write_record(

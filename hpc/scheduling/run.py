@@ -1,5 +1,6 @@
-"""A whole study in one call: sample, prepare, launch, wait (with a progress bar), collect,
-analyze; launched again while failed cells have attempts left. Ctrl-C stops it and the
+"""A whole study in one call: sample, prepare, score (the training-free scores, unless
+[scores] enabled = false), launch, wait (with a progress bar), collect, analyze; launched
+again while failed cells have attempts left. Ctrl-C stops it and the
 workers it started here; run again, it continues where it stopped.
 """
 
@@ -15,11 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from hpc.scheduling import schedulers, status
-from hpc.scheduling.launch import Launch, launch
+from hpc.scheduling.launch import Launch, check_jobs, launch
 from hpc.study import results
 from hpc.study.collect import collect
-from hpc.study.datasets import prepare_datasets
+from hpc.study.datasets import check_sources, prepare_datasets
 from hpc.study.population import sample_architectures
 from hpc.study.spec import Study, load_study
 
@@ -34,19 +37,27 @@ def run_study(
     progress: bool = True,
     analyze: bool = True,
     poll_s: float | None = None,
+    retrain_stale: bool = False,
 ) -> int:
-    """sample, prepare, launch, wait (with a progress bar), collect, analyze: the whole study.
+    """sample, prepare, score, launch, wait (with a progress bar), collect, analyze: the
+    whole study.
 
     Interrupted (Ctrl-C) and run again, it continues where it stopped. Failed cells are
-    launched again while they have attempts left. Returns 0 when every cell finished as
-    done or diverged, 1 when some failed.
+    launched again while they have attempts left. Refuses while cells are stale, unless
+    `retrain_stale` (see `launch`). Returns 0 when every cell finished as done or diverged,
+    1 when some failed.
     """
     study = load_study(study_dir)
     poll_s = poll_s if poll_s is not None else schedulers.get(cluster).poll_s
-    sample_architectures(study, progress=progress)
+    check_jobs(jobs)
+    check_sources(study)  # before sampling and preparing: an error here costs nothing
+    population = sample_architectures(study, progress=progress)
+    _check_stale(study, population, retrain_stale)
     prepare_datasets(study, progress=progress)
     with CtrlC() as ctrl_c:
-        _launch_until_finished(study, cluster, jobs, poll_s, progress, ctrl_c.check)
+        if study.scores.enabled:
+            _score(study, cluster, jobs, poll_s, progress, ctrl_c.check)
+        _launch_until_finished(study, cluster, jobs, poll_s, progress, ctrl_c.check, retrain_stale)
     collected = collect(study, progress=progress)
     for line in collected.skipped:
         print(f"skipped {line}", file=sys.stderr)
@@ -56,7 +67,7 @@ def run_study(
     return _outcome(study)
 
 
-def _launch_until_finished(
+def _score(
     study: Study,
     cluster: str,
     jobs: int | None,
@@ -64,12 +75,43 @@ def _launch_until_finished(
     progress: bool,
     check: Callable[[], None],
 ) -> None:
+    """The training-free scores before training, waited for; networks left unscored are
+    reported and the training goes on (`anysweep score` computes them later)."""
+    from hpc.scheduling.scores import score_study, summary
+
+    scored = score_study(
+        study, cluster=cluster, jobs=jobs, progress=progress, poll_s=poll_s, check=check
+    )
+    if scored.unscored or scored.busy:
+        print(summary(scored, study), file=sys.stderr, flush=True)
+
+
+def _check_stale(study: Study, population: Any, retrain: bool) -> None:
+    """Refuse before preparing anything while cells are stale (launch would refuse too)."""
+    from hpc.scheduling.launch import StaleCellsError
+    from hpc.study.stale import refusal
+
+    now = results.standing(study, population)
+    stale = len(now.stale_cells())
+    if stale and not retrain:
+        raise StaleCellsError(refusal(now.stale, stale, "run"))
+
+
+def _launch_until_finished(
+    study: Study,
+    cluster: str,
+    jobs: int | None,
+    poll_s: float,
+    progress: bool,
+    check: Callable[[], None],
+    retrain_stale: bool = False,
+) -> None:
     """Launch and wait, again while failed cells have attempts left or cells that another
     launch ran are left unfinished."""
     rounds = waits = 0  # launches that submitted cells; looks at cells run elsewhere
     while rounds <= study.settings.max_attempts and waits <= WAIT_ROUNDS:
         since = time.time()
-        launched = launch(study, cluster=cluster, jobs=jobs)
+        launched = launch(study, cluster=cluster, jobs=jobs, retrain_stale=retrain_stale)
         try:
             wait(study, launched, since, poll_s, progress, check)
         except BaseException:
@@ -125,23 +167,22 @@ def wait(
     `check` is called at every look (it raises to stop the waiting)."""
     from tqdm import tqdm  # type: ignore[import-untyped]
 
-    cells = results.study_cells(study)
     attempts = study.settings.max_attempts
-    submitted = list(launched.plan.missing) if launched.record else []
-    found = results.scan_results(study)
+    submitted = launched.plan.to_run if launched.record else np.zeros(0, dtype=np.int64)
+    out = results.standing(study).outcomes
     with tqdm(
-        total=len(cells),
-        initial=sum(results.is_finished(found.get(c), attempts) for c in cells),
+        total=len(out.grid),
+        initial=int(out.finished(attempts).sum()),
         desc=study.name,
         unit="cell",
         disable=not progress,
         smoothing=0.1,
     ) as bar:
         while True:
-            found = results.scan_results(study)
+            out = results.standing(study).outcomes
             check()
-            bar.update(sum(results.is_finished(found.get(c), attempts) for c in cells) - bar.n)
-            if submitted and all(c in found and found[c].mtime >= since for c in submitted):
+            bar.update(int(out.finished(attempts).sum()) - bar.n)
+            if len(submitted) and bool((out.written[submitted] >= since).all()):
                 break
             launched.running()  # reaps this process's lanes that ended
             if not any(t.state != "ended" for t in status.tasks(study)):
@@ -165,16 +206,13 @@ def _analyze(root: Path) -> None:
 
 
 def _outcome(study: Study) -> int:
-    found = results.scan_results(study)
-    bad = [
-        c.key
-        for c in results.study_cells(study)
-        if found.get(c) is None or not results.is_final(found[c].status)
-    ]
-    if bad:
+    out = results.standing(study).outcomes
+    bad = out.grid.cells(np.flatnonzero(~out.final())[:10])
+    count = int((~out.final()).sum())
+    if count:
         print(
-            f"anysweep run: {len(bad)} cell(s) did not finish: {', '.join(bad[:10])}"
-            + (" ..." if len(bad) > 10 else "")
+            f"anysweep run: {count} cell(s) did not finish: {', '.join(c.key for c in bad)}"
+            + (" ..." if count > 10 else "")
             + f"; see `anysweep status {study.root}`",
             file=sys.stderr,
         )

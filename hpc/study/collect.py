@@ -1,11 +1,15 @@
-"""`anysweep collect`: merge the cells' result files into results.h5 through analysis.schema.
+"""`anysweep collect`: the cells' records into results.h5 through analysis.schema.
 
-One writer at a time (a lock), atomic replacement, and idempotent: unchanged inputs leave
-results.h5 untouched. A corrupt or half-written result file is reported and never merged.
+One writer at a time (a lock), atomic replacement, idempotent (unchanged inputs leave
+results.h5 untouched) and incremental: rows whose record has not changed since the last
+collect are taken from the previous results.h5, so only new records are read. A stale cell
+(trained with what the study no longer says) goes to /stale, apart from what analysis reads;
+a record that cannot be read is reported and never merged.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -14,17 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from analysis.schema import CellResult, read_root_attr, write_results
+from analysis.schema import DatasetTable, Results, read_results, read_root_attr, write_results
+from hpc.study import gather
 from hpc.study.datasets import prepared_manifest, results_info
 from hpc.study.layout import study_lock
-from hpc.study.population import Population, load_population
-from hpc.study.results import (
-    ResultFile,
-    UnreadableNowError,
-    read_cell_files,
-    result_files,
-    scan_results,
-)
+from hpc.study.population import Population, arch_groups, load_population
+from hpc.study.results import Standing, standing
+from hpc.study.scores import files_stamp, score_tables
 from hpc.study.spec import Study
 
 REFERENCE_RESOLUTION = 224  # the /architectures complexity columns are counted here
@@ -36,14 +36,16 @@ class Collected:
     """What a collect did."""
 
     path: Path
-    cells: int  # cells in results.h5
-    skipped: tuple[str, ...]  # "cell: why" for result files not merged
+    cells: int  # cells in results.h5 (stale ones not counted)
+    skipped: tuple[str, ...]  # "what: why" for records not merged
     written: bool  # False: results.h5 was up to date
+    stale: int = 0  # cells kept apart in /stale
+    read: int = 0  # records read from packs (the rest came from the previous results.h5)
 
 
 def architecture_columns(population: Population) -> dict[str, np.ndarray]:
     """/architectures: one row per id; per-stage columns padded with 0 to the deepest network."""
-    from anynet.complexity import complexity
+    from anynet.complexity import complexity_batch
 
     archs, sampled = population.archs, population.sampled
     stages = max((a.num_stages for a in archs), default=0)
@@ -54,9 +56,16 @@ def architecture_columns(population: Population) -> dict[str, np.ndarray]:
             out[i, : len(row)] = row
         return out
 
-    counts = [
-        complexity(a, resolution=REFERENCE_RESOLUTION, num_classes=REFERENCE_CLASSES) for a in archs
-    ]
+    counts = np.zeros((3, len(archs)), dtype=np.int64)  # flops, params, acts at 224 px
+    for group in arch_groups(archs):
+        counts[:, group.ids] = complexity_batch(
+            *group.stages,
+            stem=group.stem,
+            stem_width=group.stem_width,
+            se_ratio=group.se_ratio,
+            resolution=REFERENCE_RESOLUTION,
+            num_classes=REFERENCE_CLASSES,
+        )
     return {
         "id": np.arange(len(archs), dtype=np.int64),
         "name": np.array([a.name for a in archs], dtype=object),
@@ -70,15 +79,16 @@ def architecture_columns(population: Population) -> dict[str, np.ndarray]:
         "stem": np.array([a.stem for a in archs], dtype=object),
         "stem_width": np.array([a.stem_width for a in archs], dtype=np.int64),
         "se_ratio": np.array([a.se_ratio for a in archs], dtype=np.float64),
-        "flops": np.array([c.flops for c in counts], dtype=np.int64),
-        "params": np.array([c.params for c in counts], dtype=np.int64),
-        "acts": np.array([c.acts for c in counts], dtype=np.int64),
+        "flops": counts[0],
+        "params": counts[1],
+        "acts": counts[2],
     }
 
 
-def _fingerprint(study: Study, files: list[ResultFile]) -> str:
-    """Changes when any input of results.h5 changes: result files, architectures, study.toml
-    and the prepared datasets' manifests (where /datasets takes its sizes and classes)."""
+def _inputs(study: Study, now: Standing) -> str:
+    """Changes when any input of results.h5 changes: the records that count (and which are
+    stale), architectures, study.toml, the prepared datasets' manifests (where /datasets
+    takes its sizes and classes) and the score files."""
     digest = hashlib.sha256(study.source.encode())
     architectures = study.layout.architectures
     stat = architectures.stat()
@@ -90,64 +100,205 @@ def _fingerprint(study: Study, files: list[ResultFile]) -> str:
             digest.update(f"{manifest.name}:{stat.st_mtime_ns}:{stat.st_size}".encode())
         except FileNotFoundError:
             digest.update(f"{manifest.name}:absent".encode())
-    for found in files:
-        digest.update(f"{found.cell.key}:{found.mtime}:{found.size}:{found.inode}".encode())
+    out, records = now.outcomes, now.index.records
+    rows = out.row[out.row >= 0]
+    for name in ("pack", "offset", "crc"):
+        digest.update(np.ascontiguousarray(records[name][rows]).tobytes())
+    digest.update(out.stale.tobytes() + np.asarray(out.row >= 0).tobytes())
+    digest.update("\n".join(now.index.pack_paths).encode())
+    digest.update(repr(now.index.corrupt).encode())
+    digest.update(files_stamp(study).encode())
     return digest.hexdigest()
 
 
-def _current_fingerprint(path: Path) -> str:
-    return read_root_attr(path, "inputs")
-
-
 def collect(study: Study, *, progress: bool = False) -> Collected:
-    """Merge every readable result file of the study's cells into STUDY/results.h5."""
-    from hpc.provenance import now
+    """Merge every readable record of the study's cells into STUDY/results.h5."""
+    from hpc.provenance import now as clock
 
     population = load_population(study)
     target = study.layout.results_file
-    n_archs, seeds = study.settings.architectures, study.settings.seeds
     with study_lock(study.layout, "collect"):
-        files = [f for f in result_files(study) if f.cell.arch_id < n_archs and f.cell.seed < seeds]
-        fingerprint = _fingerprint(study, files)
-        if target.exists() and _current_fingerprint(target) == fingerprint:
-            summaries = scan_results(study)
-            skipped = tuple(
-                f"{f.cell.key}: {summaries[f.cell].error}"
-                for f in files
-                if summaries[f.cell].status == "corrupt"
-            )
-            return Collected(target, len(files) - len(skipped), skipped, False)
-        cells: list[CellResult] = []
-        skipped_cells: list[str] = []
-        unread = False
-        for found, result in zip(
-            files, read_cell_files([f.path for f in files], progress), strict=True
-        ):
-            cell = found.cell
-            unread = unread or isinstance(result, UnreadableNowError)
-            if not isinstance(result, CellResult):
-                skipped_cells.append(f"{cell.key}: {result}")
-            elif result.key != (cell.dataset, cell.arch_id, cell.seed):
-                skipped_cells.append(f"{cell.key}: the file holds cell {result.key}")
-            else:
-                cells.append(result)
+        now = standing(study, population)
+        inputs = _inputs(study, now)
+        corrupt = tuple(f"{f} at byte {o}: {why}" for f, o, why in now.index.corrupt)
+        out = now.outcomes
+        kept = int((out.row >= 0).sum())
+        stale = int(out.stale.sum())
+        if target.exists() and read_root_attr(target, "inputs") == inputs:
+            return Collected(target, kept - stale, corrupt, False, stale)
+        previous = _previous(target)
+        tables, aside, skipped, read = _tables(study, now, previous, progress)
         attrs = {
-            "created": now(),
+            "created": clock(),
             "study": study.name,
             "reference": study.reference,
             "software": _software(),
             "study_toml": study.source,
-            # A file the system would not let us read now: the next collect reads it again.
-            "inputs": f"{fingerprint}+unread" if unread else fingerprint,
+            # A record that could not be read now: the next collect reads it again.
+            "inputs": f"{inputs}+unread" if skipped else inputs,
         }
         write_results(
             target,
             architectures=architecture_columns(population),
             datasets=[results_info(study, entry) for entry in study.datasets],
-            cells=cells,
+            tables=tables,
+            stale=aside,
             attrs=attrs,
+            scores=score_tables(study),
         )
-    return Collected(target, len(cells), tuple(skipped_cells), True)
+    cells = sum(len(t) for t in tables.values())
+    return Collected(
+        target, cells, corrupt + skipped, True, sum(len(t) for t in aside.values()), read
+    )
+
+
+def _previous(path: Path) -> Results | None:
+    """The last results.h5, when it says where its rows came from (version 3)."""
+    try:
+        results = read_results(path)
+    except (OSError, ValueError, KeyError):
+        return None
+    return results if int(results.attrs.get("schema_version", 0)) >= 3 else None
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """The records that count, one per cell that has one: where each is (its pack's code in
+    the index, path, offset, checksum), whether its cell is stale, and its cell's dataset
+    (its index in the study)."""
+
+    code: np.ndarray
+    pack: np.ndarray  # path, object
+    offset: np.ndarray
+    crc: np.ndarray
+    stale: np.ndarray
+    dataset: np.ndarray
+    legacy: np.ndarray
+
+    @classmethod
+    def of(cls, now: Standing) -> Wanted:
+        out, index = now.outcomes, now.index
+        cells = np.flatnonzero(out.row >= 0)
+        rows = out.row[cells]
+        records = index.records
+        code = records["pack"][rows].astype(np.int64)
+        return cls(
+            code,
+            np.asarray([*index.pack_paths, ""], dtype=object)[code],
+            records["offset"][rows],
+            records["crc"][rows],
+            out.stale[cells],
+            out.grid.parts(cells)[0],
+            index.pack["legacy"][code] if len(code) else np.zeros(0, dtype=bool),
+        )
+
+    def __len__(self) -> int:
+        return len(self.code)
+
+    def sources(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Where the records at these positions are, as results.h5 keeps it."""
+        return {"pack": self.pack[rows], "offset": self.offset[rows], "crc": self.crc[rows]}
+
+
+_SHIFT = 40  # a record's key: its pack's code above the offset's bits
+
+
+def _tables(
+    study: Study, now: Standing, previous: Results | None, progress: bool
+) -> tuple[dict[str, DatasetTable], dict[str, DatasetTable], tuple[str, ...], int]:
+    """Each dataset's current and stale cells as tables, rows from the previous results.h5
+    where their record is the same, else read; what could not be read; how many were."""
+    wanted = Wanted.of(now)
+    names = now.outcomes.grid.datasets
+    infos = {e.name: results_info(study, e) for e in study.datasets}
+    before = {name: _before(previous, name) for name in names}
+    hit = np.full(len(wanted), -1, dtype=np.int64)  # the row in its dataset's last table
+    lookup = {path: i for i, path in enumerate(now.index.pack_paths)}
+    for i, name in enumerate(names):
+        mine = np.flatnonzero(wanted.dataset == i)
+        old = before[name]
+        if old is not None and len(mine):
+            hit[mine] = _match(old, lookup, wanted, mine)
+    fresh = gather.read_records(study.layout.root, _jobs(wanted, hit < 0), progress)
+    columns, curves = fresh.arrays()
+    fresh_table = DatasetTable(infos[names[0]], columns, curves, wanted.sources(fresh.rows))
+    at = np.full(len(wanted), -1, dtype=np.int64)
+    at[fresh.rows] = np.arange(len(fresh.rows))
+    tables: dict[str, DatasetTable] = {}
+    aside: dict[str, DatasetTable] = {}
+    for i, name in enumerate(names):
+        for stale, into in ((False, tables), (True, aside)):
+            mine = (wanted.dataset == i) & (wanted.stale == stale)
+            kept, read = hit[mine & (hit >= 0)], at[mine & (at >= 0)]
+            old = before[name]
+            if old is not None and not len(read) and len(kept) == len(old) and not stale:
+                table = old  # every row as it was (in order already)
+            else:
+                parts = [gather.take(fresh_table, read)]
+                if old is not None:
+                    parts.insert(0, gather.take(old, kept))
+                table = gather.concat(infos[name], parts)
+            if len(table) or not stale:
+                into[name] = dataclasses.replace(table, info=infos[name])
+    skipped = tuple(f"{p} at byte {o}: {why}" for p, o, why in fresh.failed)
+    return tables, aside, skipped, len(fresh.rows)
+
+
+def _before(previous: Results | None, name: str) -> DatasetTable | None:
+    """A dataset's rows in the previous results.h5 (current and stale together) that say
+    where their record is."""
+    if previous is None:
+        return None
+    parts = [t for t in (previous.datasets.get(name), previous.stale.get(name)) if t is not None]
+    parts = [t for t in parts if t.records]
+    return gather.concat(parts[0].info, parts) if parts else None
+
+
+def _match(
+    old: DatasetTable, lookup: dict[str, int], wanted: Wanted, mine: np.ndarray
+) -> np.ndarray:
+    """For each wanted record at `mine`, its row in `old` (the same pack, offset and
+    checksum), or -1."""
+    import pandas as pd
+
+    codes, distinct = pd.factorize(old.records["pack"])
+    known = np.array([lookup.get(p, -1) for p in distinct], dtype=np.int64)
+    pack = known[codes] if len(codes) else np.zeros(0, dtype=np.int64)
+    keys = np.where(pack >= 0, (pack << _SHIFT) | old.records["offset"].astype(np.int64), -1)
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    asked = (wanted.code[mine] << _SHIFT) | wanted.offset[mine].astype(np.int64)
+    at = np.clip(np.searchsorted(ordered, asked), 0, max(len(ordered) - 1, 0))
+    if not len(ordered):
+        return np.full(len(mine), -1, dtype=np.int64)
+    row = order[at]
+    same = (ordered[at] == asked) & (old.records["crc"][row] == wanted.crc[mine])
+    return np.where(same, row, -1)
+
+
+def _jobs(wanted: Wanted, mask: np.ndarray) -> list[gather.Job]:
+    """The records to read, grouped by the file they are in, each with its position."""
+    by_file: dict[str, list[tuple[int, int]]] = {}
+    legacy: dict[str, bool] = {}
+    positions = np.flatnonzero(mask)
+    for position, path, offset, old in zip(
+        positions.tolist(),
+        wanted.pack[positions].tolist(),
+        wanted.offset[positions].tolist(),
+        wanted.legacy[positions].tolist(),
+        strict=True,
+    ):
+        by_file.setdefault(path, []).append((offset, position))
+        legacy[path] = old
+    return [
+        gather.Job(
+            path,
+            tuple(o for o, _ in sorted(found)),
+            legacy[path],
+            tuple(p for _, p in sorted(found)),
+        )
+        for path, found in by_file.items()
+    ]
 
 
 def _software() -> str:

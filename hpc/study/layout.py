@@ -4,16 +4,25 @@ a `StudyLayout` for its paths.
 
     study.toml  architectures.json  results.h5  report/
     data/<dataset>.*                             ([study] data_dir may put it elsewhere)
-    results/<dataset>/<arch_id>-s<seed>.h5       one file per finished cell
+    results/<dataset>/<task>.pack                the records (result and log) of the cells
+                                                 one array task ran, appended as they end
+    results/<dataset>/<arch_id>-s<seed>.h5       one cell's result (studies from before packs)
     checkpoints/<dataset>/<arch_id>-s<seed>.pt   the last epoch-end checkpoint
-    logs/<dataset>/<arch_id>-s<seed>.log         the cell's own log
+    logs/<dataset>/<arch_id>-s<seed>.log         a running cell's log (then in its record)
+    scores/<dataset>/<first>-<last>.h5           training-free scores of architectures
+                                                 first..last (every seed), one file each
     logs/slurm/                                  sbatch arrays' task logs (%A_%a.out)
     jobs/<record>/record.json                    what a launch submitted
-    jobs/<record>/<array>/<task>.json            manifests of arrays (sbatch, Slurm)
+    jobs/<record>/<array>.json                   an array's manifest: every task's cells
     jobs/<record>/<array>.sbatch, submit.sh      rendered sbatch scripts
     jobs/<record>/queue|claimed|done/            manifests of local lanes, by their state
     jobs/<record>/slurm|local/                   submitit's folders (pickles, task logs)
-    jobs/prepare/  jobs/reset/  jobs/*.lock  jobs/results-index.json
+    jobs/Z<number>/                              a score run: its tasks (queue|claimed|done
+                                                 locally, <dataset>/<task>.json on Slurm),
+                                                 submitit's folders; no record.json
+    jobs/reset|stale/<stamp>/<dataset>.pack      records set aside (--reset-retries,
+                                                 --retrain-stale), kept for reading
+    jobs/prepare/  jobs/*.lock  jobs/results-index.npz
 """
 
 from __future__ import annotations
@@ -27,6 +36,8 @@ from pathlib import Path
 STUDY_FILE = "study.toml"
 DATA_DIR = "data"  # the default of [study] data_dir
 RECORD_FILE = "record.json"
+PACK_SUFFIX = ".pack"
+LEGACY_SUFFIX = ".h5"  # one cell's result file, as studies from before packs hold them
 
 
 def cell_stem(arch_id: int, seed: int) -> str:
@@ -44,7 +55,7 @@ def parse_stem(stem: str) -> tuple[int, int] | None:
 
 @dataclass(frozen=True)
 class CellPaths:
-    result: Path  # results/<dataset>/<arch_id>-s<seed>.h5
+    legacy_result: Path  # results/<dataset>/<arch_id>-s<seed>.h5, from before packs
     checkpoint: Path  # checkpoints/<dataset>/<arch_id>-s<seed>.pt
     log: Path  # logs/<dataset>/<arch_id>-s<seed>.log
 
@@ -91,22 +102,57 @@ class StudyLayout:
         """Where a dataset's cell result files are."""
         return self.root / "results" / dataset
 
+    def pack(self, dataset: str, task: str) -> Path:
+        """The pack a task appends its cells' records to."""
+        return self.results_dir(dataset) / f"{task}{PACK_SUFFIX}"
+
     def cell(self, dataset: str, arch_id: int, seed: int) -> CellPaths:
-        """Where a cell's result, checkpoint and log are."""
+        """Where a cell's checkpoint and running log are (and its result file, in a study from
+        before packs)."""
         stem = cell_stem(arch_id, seed)
         return CellPaths(
-            result=self.results_dir(dataset) / f"{stem}.h5",
+            legacy_result=self.results_dir(dataset) / f"{stem}{LEGACY_SUFFIX}",
             checkpoint=self.root / "checkpoints" / dataset / f"{stem}.pt",
             log=self.root / "logs" / dataset / f"{stem}.log",
         )
 
     @property
+    def scores(self) -> Path:
+        """The training-free scores' files, a folder per dataset."""
+        return self.root / "scores"
+
+    def scores_dir(self, dataset: str) -> Path:
+        """Where a dataset's score files are."""
+        return self.scores / dataset
+
+    def score_file(self, dataset: str, first: int, last: int) -> Path:
+        """The score file of architectures first..last of a dataset, every seed."""
+        return self.scores_dir(dataset) / f"{first}-{last}.h5"
+
+    def score_files(self, dataset: str) -> list[Path]:
+        """Every score file of a dataset, in name order."""
+        return sorted(self.scores_dir(dataset).glob("*.h5"))
+
+    @property
     def jobs(self) -> Path:
         return self.root / "jobs"
 
+    def written_folders(self) -> list[Path]:
+        """The folders the study's own files are written to (atomically): results,
+        checkpoints, logs, jobs. Prepared data is the loaders' business."""
+        return [self.root / name for name in ("results", "checkpoints", "logs")] + [self.jobs]
+
     @property
     def results_index(self) -> Path:
-        return self.jobs / "results-index.json"
+        return self.jobs / "results-index.npz"
+
+    def set_aside(self, why: str, stamp: str, dataset: str) -> Path:
+        """Where records set aside (`why`: reset, stale) at `stamp` are kept, per dataset."""
+        return self.jobs / why / stamp / f"{dataset}{PACK_SUFFIX}"
+
+    def relative(self, path: Path) -> str:
+        """A path inside the study folder as the index keeps it (POSIX, relative)."""
+        return Path(path).relative_to(self.root).as_posix()
 
     def lock_file(self, name: str) -> Path:
         return self.jobs / f"{name}.lock"
@@ -121,17 +167,19 @@ class StudyLayout:
         """Every record.json under jobs/, in name order."""
         return sorted(self.jobs.glob(f"*/{RECORD_FILE}"))
 
+    def task_manifests(self) -> list[Path]:
+        """Manifests of one task each (launches before one manifest per array, and local
+        lanes): jobs/<record>/<array>/<task>.json, jobs/<record>/queue|claimed|done/*.json."""
+        return sorted(self.jobs.glob("*/*/*.json"))
+
     def record_ids(self, kind: str) -> list[str]:
         """Ids of the record folders of one kind (`L0001`, `S0002`, ...) that exist."""
         pattern = f"{kind}[0-9][0-9][0-9][0-9]*"
         return sorted(p.name for p in self.jobs.glob(pattern) if p.is_dir())
 
-    def array_manifest(self, record_id: str, label: str, index: int) -> Path:
-        """A task's manifest: what `python -m hpc.worker --array DIR --task-id N` reads."""
-        return task_manifest(self.array_manifests(record_id, label), index)
-
-    def array_manifests(self, record_id: str, label: str) -> Path:
-        return self.record_dir(record_id) / label
+    def array_manifest(self, record_id: str, label: str) -> Path:
+        """An array's manifest: what `python -m hpc.worker --array FILE --task-id N` reads."""
+        return self.record_dir(record_id) / f"{label}.json"
 
     def sbatch_script(self, record_id: str, label: str) -> Path:
         return self.record_dir(record_id) / f"{label}.sbatch"
@@ -157,13 +205,43 @@ class StudyLayout:
         return self.jobs / "prepare"
 
     def reset_dir(self, stamp: str, dataset: str) -> Path:
-        """Where `launch --reset-retries` keeps the result files it moves away."""
+        """Where `launch --reset-retries` keeps the cell result files (from before packs) it
+        moves away."""
         return self.jobs / "reset" / stamp / dataset
 
 
 def task_manifest(folder: Path, index: int) -> Path:
-    """The manifest of an array's task `index` in the array's manifest folder."""
+    """Task `index`'s manifest in a folder of one manifest per task (launches before
+    one manifest per array)."""
     return folder / f"{index}.json"
+
+
+def result_file(name: str) -> str | None:
+    """What a file in a dataset's results folder is: "pack", "legacy" (a one-cell result
+    file) or None (a temporary, anything else)."""
+    if name.endswith(PACK_SUFFIX):
+        return "pack" if pack_task(name) is not None else None
+    if name.endswith(LEGACY_SUFFIX):
+        return "legacy" if legacy_cell(name) is not None else None
+    return None
+
+
+def pack_task(path: Path | str) -> str | None:
+    """The task a pack file (a path or a file name) belongs to (its name without suffix),
+    None when not a pack."""
+    name = path if isinstance(path, str) else path.name
+    if name.startswith(".") or not name.endswith(PACK_SUFFIX):
+        return None
+    return name[: -len(PACK_SUFFIX)]
+
+
+def legacy_cell(path: Path | str) -> tuple[int, int] | None:
+    """(arch_id, seed) of a one-cell result file (a path or a file name), None when it is
+    not one."""
+    name = path if isinstance(path, str) else path.name
+    if name.startswith(".") or not name.endswith(LEGACY_SUFFIX):
+        return None
+    return parse_stem(name[: -len(LEGACY_SUFFIX)])
 
 
 def cell_paths(study_dir: Path | str, dataset: str, arch_id: int, seed: int) -> CellPaths:

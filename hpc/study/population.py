@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from analysis.files import write_json
 from anynet.arch import Architecture
@@ -124,10 +127,14 @@ def _write_population(study: Study, population: Population) -> None:
 def load_population(study: Study) -> Population:
     """architectures.json, holding at least the study's number of architectures."""
     population = read_population(study)
-    if population is None or len(population) < study.settings.architectures:
-        have = 0 if population is None else len(population)
+    if population is None:
         raise FileNotFoundError(
-            f"{study.layout.architectures} holds {have} of the study's "
+            f"no architectures sampled yet ({study.layout.architectures} does not exist): run "
+            f"`anysweep sample {study.root}` (launch and run sample too), then train"
+        )
+    if len(population) < study.settings.architectures:
+        raise FileNotFoundError(
+            f"{study.layout.architectures} holds {len(population)} of the study's "
             f"{study.settings.architectures} architectures; run `anysweep sample {study.root}`"
         )
     return population
@@ -138,3 +145,32 @@ def dataset_arch(arch: Architecture, entry: DatasetEntry) -> Architecture:
     if entry.stem and entry.stem != arch.stem:
         return dataclasses.replace(arch, stem=entry.stem)
     return arch
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchGroup:
+    """Architectures that anynet's complexity_batch counts in one call: one stem and stage
+    count; `stages` holds their depths, widths, bottleneck ratios and group widths (ids x
+    stages)."""
+
+    ids: np.ndarray
+    stem: str
+    stem_width: int
+    se_ratio: float
+    stages: tuple[np.ndarray, ...]
+
+
+def arch_groups(archs: Sequence[Architecture]) -> list[ArchGroup]:
+    """Architectures grouped for complexity_batch (counting 5,000 takes one call a group)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, a in enumerate(archs):
+        groups.setdefault((a.stem, a.stem_width, a.se_ratio, a.num_stages), []).append(i)
+    out = []
+    for (stem, stem_width, se_ratio, _), ids in groups.items():
+        rows = [archs[i] for i in ids]
+        stages = tuple(
+            np.asarray([getattr(a, key) for a in rows])
+            for key in ("depths", "widths", "bottleneck_ratios", "group_widths")
+        )
+        out.append(ArchGroup(np.asarray(ids), stem, stem_width, se_ratio, stages))
+    return out

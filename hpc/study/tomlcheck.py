@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+import types
 from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any, get_args, get_type_hints
@@ -61,11 +62,15 @@ def fill(
 
 def check_value(cls: type, key: str, value: Any) -> Any:
     """`value` for the field `key` of the dataclass `cls`, in the type of the field's default
-    (a whole float for an integer, an int for a float, a list for a tuple); a wrong type is a
-    ValueError naming the key. A field whose default is None is the caller's to check."""
+    (a whole float for an integer, an int for a float, a list for a tuple); a wrong type, or
+    an integer below the class's `MINIMUMS` for the key (0 by default), is a ValueError naming
+    the key. A field whose default is None, or whose type is a union, is the caller's to
+    check."""
     default = getattr(cls(), key)
     if default is None:
         return value
+    if _is_union(cls, key):
+        return value  # a field of several types (`str | int`) is its class's to check
     expected = type(default)
     if isinstance(default, tuple):
         item = get_args(get_type_hints(cls)[key])[0]
@@ -80,9 +85,14 @@ def check_value(cls: type, key: str, value: Any) -> Any:
         raise ValueError(
             f"{key} must be {_KINDS[expected][0]}, got {type(value).__name__} {value!r}"
         )
-    if expected is int and value < 0:
-        raise ValueError(f"{key} must be >= 0, got {value}")
+    low = getattr(cls, "MINIMUMS", {}).get(key, 0)  # a field's own bound, else >= 0
+    if expected is int and value < low:
+        raise ValueError(f"{key} must be >= {low}, got {value}")
     return value
+
+
+def _is_union(cls: type, key: str) -> bool:
+    return isinstance(get_type_hints(cls)[key], types.UnionType)
 
 
 def _is(value: Any, expected: type) -> bool:

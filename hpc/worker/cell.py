@@ -1,6 +1,7 @@
 """One attempt at one cell inside a chunk: its files and log, its training (alone, or as a
-member of a cohort), and its result (done, diverged, or failed with the traceback), written
-through analysis.schema. Everything a chunk's cells share travels in one `ChunkRun`.
+member of a cohort), and its result (done, diverged, or failed with the traceback), appended
+with its log to the task's pack (hpc.study.packs). Everything a chunk's cells share travels
+in one `ChunkRun`.
 """
 
 from __future__ import annotations
@@ -15,15 +16,19 @@ from typing import Any
 import torch
 from submitit.core.utils import UncompletedJobError
 
-from analysis.schema import CellResult, CorruptResultError, read_cell, write_cell
+from analysis.schema import CellResult, CorruptResultError, read_cell
 from anynet.arch import Architecture
 from anynet.complexity import Complexity, complexity
 from hpc import provenance
 from hpc.scheduling.manifest import Manifest, ManifestCell
+from hpc.study import fingerprint, packs
 from hpc.study.layout import CellPaths, StudyLayout, cell_stem
 from hpc.study.results import is_final
+from hpc.worker.checkpoint import remove_temporaries
 from hpc.worker.cohort import train_cohort
 from hpc.worker.data import Loaders, loaders_for
+from hpc.worker.device import DeviceLost, device_lost, is_cuda_error
+from hpc.worker.graphs import member_class
 from hpc.worker.train import CellInterrupted, CellRun, TrainOutcome, cell_seed, validate
 
 # A result file the system would not let us read is asked this many times, this far apart.
@@ -53,8 +58,14 @@ class ChunkRun:
     manifest: Manifest
     layout: StudyLayout
     device: str
+    pack: Path  # where the chunk's records go
     stop_flag: Callable[[], bool] | None = None
     timings: dict[str, float] = field(default_factory=dict)
+
+    def trained(self, cell: ManifestCell) -> fingerprint.Trained:
+        """What a cell of the chunk trains with, as its record keeps it."""
+        recipe = self.manifest.recipe.to_dict()
+        return fingerprint.trained(self.manifest.dataset, recipe, cell.arch)
 
     def add_time(self, key: str, seconds: float) -> None:
         self.timings[key] = self.timings.get(key, 0.0) + seconds
@@ -71,23 +82,33 @@ class ChunkRun:
 
 
 class CellLog:
-    """A cell's log file, appended to by every run of the cell, one timestamped line each."""
+    """A cell's log file while it runs, appended to by every run of the cell, one timestamped
+    line each; its text goes into the cell's record, and the file away, when one is written."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
         self._handle = path.open("a", buffering=1)
 
     def __call__(self, message: str) -> None:
+        if self._handle.closed:  # a stop after the record was written
+            self._handle = self.path.open("a", buffering=1)
         self._handle.write(f"{provenance.now()} {message}\n")
 
     def close(self) -> None:
         self._handle.close()
 
+    def text(self) -> str:
+        """What the log holds so far (it is closed first)."""
+        self.close()
+        return self.path.read_text(errors="replace")
+
 
 @dataclass
 class Attempt:
     """One attempt at one cell: its files and log, when it began, its architecture and what
-    it counts, and (in a cohort) its training, or its result when it failed to build."""
+    it counts, (in a cohort) its training, or its result when it failed to build, and the
+    error it failed with."""
 
     cell: ManifestCell
     number: int
@@ -98,6 +119,8 @@ class Attempt:
     counts: Complexity | None = None
     run: CellRun | None = None
     result: CellResult | None = None
+    error: BaseException | None = None
+    failed_at: float = 0.0  # when it failed (time.monotonic); a cohort's first is the culprit
 
 
 def begin(chunk: ChunkRun, cell: ManifestCell, number: int, cohort: int = 0) -> Attempt:
@@ -114,8 +137,9 @@ def begin(chunk: ChunkRun, cell: ManifestCell, number: int, cohort: int = 0) -> 
     return attempt
 
 
-def previous_result(path: Path, tries: int = PREVIOUS_TRIES) -> CellResult | None:
-    """The cell's existing result; a corrupt one (never written by write_cell) is ignored.
+def previous_file_result(path: Path, tries: int = PREVIOUS_TRIES) -> CellResult | None:
+    """A cell's one-cell result file (a study from before packs); a corrupt one (never
+    written whole) is ignored.
 
     A file the system will not let us read (another process's lock, an I/O error) is asked
     again a few times, then the error is raised: retraining a cell that may be finished,
@@ -154,6 +178,8 @@ def run_cell(chunk: ChunkRun, cell: ManifestCell, number: int) -> CellResult:
     try:
         result = _train_alone(chunk, attempt)
         write(chunk, attempt, result)
+        if attempt.error is not None and device_lost(chunk.device, attempt.error):
+            raise device_lost_error(chunk, attempt)
         return result
     except STOPS as exc:
         # submitit's preemption handler exits (or gives up) from inside the step it interrupts.
@@ -200,10 +226,14 @@ def _build(chunk: ChunkRun, attempt: Attempt) -> Loaders:
 
 
 def _cell_run(chunk: ChunkRun, attempt: Attempt, data: Loaders) -> CellRun:
-    """The cell's training, seeded, built and restored from its checkpoint."""
+    """The cell's training, seeded, built and restored from its checkpoint; stepped as CUDA
+    graphs where the manifest asks for them and CUDA is here (speed only)."""
     cell, manifest = attempt.cell, chunk.manifest
     assert attempt.arch is not None  # read by _build
-    return CellRun(
+    member, said = member_class(manifest.cuda_graphs, chunk.device)
+    if said:
+        attempt.log(said)
+    return member(
         attempt.arch,
         manifest.recipe,
         seed=cell.seed,
@@ -225,6 +255,7 @@ def join_cohort(chunk: ChunkRun, attempt: Attempt, data: Loaders) -> None:
         if interruption(exc) is not None:
             raise
         attempt.result = failed(chunk, attempt, exc)
+        attempt.failed_at = time.monotonic()
 
 
 def member_result(chunk: ChunkRun, attempt: Attempt) -> CellResult:
@@ -240,8 +271,52 @@ def member_result(chunk: ChunkRun, attempt: Attempt) -> CellResult:
     return finished(chunk, attempt, attempt.run.outcome())
 
 
+def _failure(attempt: Attempt) -> tuple[float, BaseException] | None:
+    """When and with what a cohort member failed (to build, or while training), if it did."""
+    if attempt.run is not None and attempt.run.error is not None:
+        return attempt.run.failed_at, attempt.run.error
+    if attempt.error is not None:
+        return attempt.failed_at, attempt.error
+    return None
+
+
+def lost_device(chunk: ChunkRun, members: list[Attempt]) -> Attempt | None:
+    """The cohort member whose failure left the device unusable, if one did: the first to
+    fail with a CUDA error (else the first to fail)."""
+    failures = sorted(
+        ((found[0], i, found[1]) for i, m in enumerate(members) if (found := _failure(m))),
+        key=lambda item: item[:2],
+    )
+    if not failures or not device_lost(chunk.device, failures[0][2]):
+        return None
+    cuda = [item for item in failures if is_cuda_error(item[2])]
+    return members[(cuda or failures)[0][1]]
+
+
+def collateral(culprit: Attempt | None, member: Attempt) -> bool:
+    """A member that failed with a CUDA error after `culprit` broke the device: it only met
+    the broken device, so it is stopped, not charged an attempt."""
+    found, first = _failure(member), culprit and _failure(culprit)
+    if culprit is None or member is culprit or not found or not first:
+        return False
+    return found[0] >= first[0] and is_cuda_error(found[1])
+
+
+def device_lost_error(chunk: ChunkRun, attempt: Attempt) -> DeviceLost:
+    """The stop of a chunk whose cell `attempt` left the device unusable (logged there)."""
+    key = f"{chunk.manifest.dataset_name}/{cell_stem(attempt.cell.arch_id, attempt.cell.seed)}"
+    error = attempt.error
+    last = (str(error).strip().splitlines() or [""])[-1] if error is not None else ""
+    attempt.log("the device is unusable after this error: the chunk stops here")
+    return DeviceLost(
+        f"{chunk.device} is unusable after cell {key} failed ({type(error).__name__}: {last}); "
+        "the chunk stops: the next launch retries its other cells in a fresh process"
+    )
+
+
 def failed(chunk: ChunkRun, attempt: Attempt, exc: BaseException) -> CellResult:
     """The failed result of an attempt that raised `exc`, its traceback logged."""
+    attempt.error = exc
     error = "".join(traceback.format_exception(exc))
     attempt.log(f"failed (attempt {attempt.number}/{chunk.manifest.max_attempts}):\n{error}")
     return _result(chunk, attempt, "failed", error=error)
@@ -257,13 +332,18 @@ def finished(chunk: ChunkRun, attempt: Attempt, outcome: TrainOutcome) -> CellRe
 
 
 def write(chunk: ChunkRun, attempt: Attempt, result: CellResult) -> None:
-    """Write the result file; a final one frees the cell's checkpoint (a failed cell keeps
-    it: the retry resumes from it)."""
+    """Append the cell's record (its result and log) to the task's pack; then the log file
+    goes, and a final result frees the cell's checkpoint (a failed cell keeps it: the retry
+    resumes from it)."""
     start = time.perf_counter()
-    write_cell(attempt.paths.result, result)
-    chunk.add_time("write", time.perf_counter() - start)
+    made = chunk.trained(attempt.cell)
+    entry = packs.Entry(result, attempt.log.text(), made.config, made.arch)
+    packs.append(chunk.pack, [entry])
+    attempt.paths.log.unlink(missing_ok=True)
     if is_final(result.status):
         attempt.paths.checkpoint.unlink(missing_ok=True)
+        remove_temporaries(attempt.paths.checkpoint)
+    chunk.add_time("write", time.perf_counter() - start)
 
 
 def stopped(attempt: Attempt, exc: BaseException) -> None:
@@ -299,6 +379,7 @@ def _result(
         counts = attempt.counts
         fields.update(flops=counts.flops, params=counts.params, acts=counts.acts)
     manifest = chunk.manifest
+    made = chunk.trained(attempt.cell)
     return CellResult(
         dataset=manifest.dataset_name,
         arch_id=attempt.cell.arch_id,
@@ -310,8 +391,10 @@ def _result(
         host=provenance.host(),
         gpu=provenance.device_name(chunk.device),
         versions=provenance.versions_json(),
-        recipe=manifest.recipe.to_json(),
+        recipe=made.recipe,
         started=attempt.started,
         finished=provenance.now(),
+        spec=made.spec,
+        fingerprint=made.fingerprint,
         **fields,
     )

@@ -1,8 +1,9 @@
 """Cohorts: cells of one (dataset, seed, recipe) trained in lockstep from one loader.
 
 Each batch is produced once and stepped through every live member in turn (its own model,
-optimiser, schedule, checkpoint and result), so decoding and augmenting is paid once per
-cohort instead of once per cell. Data order belongs to (dataset, seed): every member would
+optimiser, schedule, checkpoint and result), and each epoch's test set is loaded once and
+evaluated by every member batch by batch, so decoding and augmenting is paid once per cohort
+instead of once per cell. Data order belongs to (dataset, seed): every member would
 see these very batches alone (`loader.epoch(seed, epoch)`), and each member's random
 generators are parked between its steps, so on CPU a member's numbers are bit-identical to
 training its cell alone. Solo training is a cohort of one (`hpc.worker.train.train_cell`).
@@ -12,9 +13,9 @@ different times) are brought level first: an epoch trains only the members whose
 it is, so the ones behind train alone until they catch up. A member that diverges or raises
 leaves the cohort; the others go on.
 
-On CUDA the members' steps are queued one after another on the default stream; nothing here
-overlaps them yet (separate streams, CUDA graphs or one compiled graph per member are the
-candidates), and no figure in docs/benchmarks.md measures such overlap.
+On CUDA the members' steps are queued one after another; members of hpc.worker.graphs
+(`[cluster] cuda_graphs`) replay each step as a CUDA graph on a stream of their own, so that
+their kernels overlap (2.0x the eager cohort's rate at K = 8 on an H200, docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -48,14 +49,21 @@ class Member(Protocol):
 
     def begin_epoch(self) -> None: ...
     def step(self, inputs: torch.Tensor, labels: torch.Tensor, step: int) -> bool: ...
-    def end_epoch(self, test_loader: Iterable[Batch], data_seconds: float) -> None: ...
+    def end_training(self, data_seconds: float) -> bool: ...  # False: diverged
+    def begin_eval(self) -> None: ...
+    def eval_step(self, inputs: torch.Tensor, labels: torch.Tensor) -> None: ...
+    def end_epoch(self, eval_data_seconds: float) -> None: ...
     def fail(self, exc: Exception) -> None: ...
     def swapped_in(self) -> contextlib.AbstractContextManager[None]: ...
 
 
 def batches(loader: EpochSource, seed: int, epoch: int) -> Iterator[tuple[float, Batch]]:
     """The epoch's batches, each with the seconds spent waiting for it."""
-    source = iter(loader.epoch(seed, epoch))
+    return _waited(loader.epoch(seed, epoch))
+
+
+def _waited(source_batches: Iterable[Batch]) -> Iterator[tuple[float, Batch]]:
+    source = iter(source_batches)
     while True:
         start = time.perf_counter()
         batch = next(source, None)
@@ -119,11 +127,38 @@ def _train_epoch(
         count = step
         for member in [m for m in live if m.active]:
             _guarded(member, swap, functools.partial(member.step, inputs, labels, step))
+        if not any(m.active for m in live):
+            return  # every member diverged or failed: the rest of the epoch serves no one
         if stop_flag is not None and stop_flag():
             raise CellInterrupted(
                 f"stopped in epoch {epoch + 1}/{live[0].epochs} at step {step}/{steps}"
             )
     if not count:
         raise ValueError(f"the train loader yielded no batches in epoch {epoch}")
-    for member in [m for m in live if m.active]:
-        _guarded(member, swap, functools.partial(member.end_epoch, test_loader, data_seconds))
+    trained = [
+        m
+        for m in live
+        if m.active and _guarded(m, swap, functools.partial(m.end_training, data_seconds))
+    ]
+    eval_data_seconds = _evaluate(trained, test_loader)
+    for member in [m for m in trained if m.active]:
+        _guarded(member, swap, functools.partial(member.end_epoch, eval_data_seconds))
+
+
+def _evaluate(members: list[Member], test_loader: Iterable[Batch]) -> float:
+    """Evaluate every member in one pass over the test set, each batch loaded once for the
+    cohort; returns the seconds spent waiting for test batches. Evaluation draws no random
+    numbers, so the members' generators stay where they are."""
+    for member in members:
+        _guarded(member, False, member.begin_eval)
+    waited = 0.0
+    count = 0
+    for wait, (inputs, labels) in _waited(test_loader):
+        waited += wait
+        count += 1
+        for member in [m for m in members if m.active]:
+            _guarded(member, False, functools.partial(member.eval_step, inputs, labels))
+    if not count:
+        for member in [m for m in members if m.active]:
+            member.fail(ValueError("the test loader yielded no batches"))
+    return waited

@@ -119,6 +119,31 @@ def autocast_for(
     return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
 
 
+class Misses:
+    """Top-1 and top-5 misses over test batches, summed on the device until `errors()`."""
+
+    def __init__(self) -> None:
+        self.wrong1: torch.Tensor | None = None
+        self.wrong5: torch.Tensor | None = None
+        self.total = 0
+
+    def add(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        k = min(5, logits.shape[1])
+        hits = logits.topk(k, dim=1).indices == labels[:, None]
+        w1, w5 = (~hits[:, 0]).sum(), (~hits.any(dim=1)).sum()
+        if self.wrong1 is None or self.wrong5 is None:
+            self.wrong1, self.wrong5 = w1, w5
+        else:
+            self.wrong1, self.wrong5 = self.wrong1 + w1, self.wrong5 + w5
+        self.total += labels.shape[0]
+
+    def errors(self) -> tuple[float, float]:
+        """(top-1, top-5) error in percent."""
+        if self.wrong1 is None or self.wrong5 is None or not self.total:
+            raise ValueError("the test loader yielded no batches")
+        return 100.0 * self.wrong1.item() / self.total, 100.0 * self.wrong5.item() / self.total
+
+
 @torch.inference_mode()
 def evaluate(
     model: nn.Module,
@@ -127,19 +152,12 @@ def evaluate(
 ) -> tuple[float, float]:
     """(top-1, top-5) test error in percent; counts stay on the device until the end."""
     model.eval()
-    wrong: tuple[torch.Tensor, torch.Tensor] | None = None
-    total = 0
+    misses = Misses()
     for images, labels in test_loader:
         with autocast():
             logits = model(images)
-        k = min(5, logits.shape[1])
-        hits = logits.topk(k, dim=1).indices == labels[:, None]
-        w1, w5 = (~hits[:, 0]).sum(), (~hits.any(dim=1)).sum()
-        wrong = (w1, w5) if wrong is None else (wrong[0] + w1, wrong[1] + w5)
-        total += labels.shape[0]
-    if wrong is None or not total:
-        raise ValueError("the test loader yielded no batches")
-    return 100.0 * wrong[0].item() / total, 100.0 * wrong[1].item() / total
+        misses.add(logits, labels)
+    return misses.errors()
 
 
 def _fingerprint(
@@ -220,6 +238,10 @@ class CellRun:
     stepped batch by batch by `hpc.worker.cohort.train_cohort`, evaluated and checkpointed at
     every epoch end. `outcome()` is its result; an error it raised is kept in `error`."""
 
+    # A step frees the gradients before the backward pass; a member whose gradients live in
+    # a CUDA graph's pool (hpc.worker.graphs) zeroes them in place instead.
+    grads_to_none = True
+
     def __init__(
         self,
         arch: Architecture,
@@ -259,6 +281,7 @@ class CellRun:
         self.rng = rng_state()  # parked here while other members of a cohort step
         self.diverged_epoch = -1
         self.error: Exception | None = None
+        self.failed_at = 0.0  # when `fail` took it out of its cohort (time.monotonic)
         self.active = self.epoch < self.epochs
         if self.epoch:
             self.say(f"resumed after epoch {self.epoch}/{self.epochs} from {checkpoint_path}")
@@ -278,8 +301,8 @@ class CellRun:
     def _compile(self) -> None:
         self.step_model: nn.Module = self.model
         if self.recipe.compile and self.device.type == "cuda":
-            # One compiled graph per member; on CUDA these are what CUDA graphs
-            # (mode="reduce-overhead") could replay back to back. Not measured here.
+            # One compiled graph per member (measured on an H200: no faster than eager for
+            # one paper-band member, 50 s to compile; hpc.worker.graphs is what pays there).
             self.step_model = torch.compile(self.model)  # type: ignore[assignment]
         self.autocast = autocast_for(self.recipe, self.device)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=self.recipe.label_smoothing)
@@ -308,7 +331,7 @@ class CellRun:
         with self.autocast():
             logits = self.step_model(inputs)
             loss = self.criterion(logits, labels)
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad(set_to_none=self.grads_to_none)
         loss.backward()
         self.optimizer.step()
         self.scheduler.step()
@@ -342,21 +365,41 @@ class CellRun:
     def fail(self, exc: Exception) -> None:
         """Leave the cohort with `exc` as this cell's result."""
         self.error, self.active = exc, False
+        self.failed_at = time.monotonic()
 
-    def end_epoch(self, test_loader: Iterable[Batch], data_seconds: float) -> None:
-        """Evaluate, record, checkpoint and log the epoch just trained."""
+    def end_training(self, data_seconds: float) -> bool:
+        """The epoch's steps are done: False (and out of the cohort) if its loss diverged."""
         start = time.perf_counter()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        seconds = data_seconds + self.compute_seconds + time.perf_counter() - start
-        mean_loss = self.loss_sum.item() / self.images
-        if not math.isfinite(mean_loss):
+        self.data_seconds = data_seconds
+        self.train_seconds = data_seconds + self.compute_seconds + time.perf_counter() - start
+        self.mean_loss = self.loss_sum.item() / self.images
+        if not math.isfinite(self.mean_loss):
             self._diverge()
-            return
+            return False
+        return True
+
+    def begin_eval(self) -> None:
+        self.step_model.eval()
+        self.misses = Misses()
+        self.eval_compute = 0.0
+
+    @torch.inference_mode()
+    def eval_step(self, inputs: torch.Tensor, labels: torch.Tensor) -> None:
+        start = time.perf_counter()
+        with self.autocast():
+            logits = self.step_model(inputs)
+        self.misses.add(logits, labels)
+        self.eval_compute += time.perf_counter() - start
+
+    def end_epoch(self, eval_data_seconds: float) -> None:
+        """Record, checkpoint and log the epoch just trained and evaluated."""
+        start = time.perf_counter()
+        top1, top5 = self.misses.errors()
+        eval_seconds = eval_data_seconds + self.eval_compute + time.perf_counter() - start
         train_err = 100.0 * self.wrong.item() / self.images
-        eval_start = time.perf_counter()
-        top1, top5 = evaluate(self.step_model, test_loader, self.autocast)
-        eval_seconds = time.perf_counter() - eval_start
+        seconds, data_seconds, mean_loss = self.train_seconds, self.data_seconds, self.mean_loss
         values = (mean_loss, train_err, top1, top5, seconds, data_seconds, eval_seconds)
         names: tuple[str, ...] = ("train_loss", "train_top1_err", "test_top1_err", "test_top5_err")
         names += ("epoch_seconds", "data_seconds", "eval_seconds")

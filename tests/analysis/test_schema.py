@@ -203,7 +203,7 @@ def test_a_control_and_a_subset_read_back_with_their_kind_parent_and_images(tmp_
         "mnist_n20": ("control", "mnist", 20),
     }
     with h5py.File(tmp_path / "r.h5") as handle:
-        assert handle.attrs["schema_version"] == SCHEMA_VERSION == 2
+        assert handle.attrs["schema_version"] == SCHEMA_VERSION == 3
         assert handle["datasets/mnist_n20"].attrs["kind"] == "control"
 
 
@@ -241,8 +241,8 @@ def test_results_of_an_unknown_version_name_the_versions_read(tmp_path: Path) ->
     path = tmp_path / "r.h5"
     _kinds_file(path)
     with h5py.File(path, "a") as handle:
-        handle.attrs["schema_version"] = 3
-    with pytest.raises(CorruptResultError, match="schema_version 3; this anysweep reads 1, 2"):
+        handle.attrs["schema_version"] = 4
+    with pytest.raises(CorruptResultError, match="schema_version 4; this anysweep reads 1, 2, 3"):
         read_results(path)
 
 

@@ -1,4 +1,4 @@
-"""benchmarks/gpu_throughput.py: a GPU run's JSON becomes rows hpc.scheduling.cost reads."""
+"""benchmarks/gpu_throughput.py: a GPU run's JSON becomes rows of hpc/study/throughput.toml."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import tomllib
 import pytest
 
 from benchmarks.gpu_throughput import device_key, main, toml_rows
-from hpc.scheduling.cost import parse_table
+from hpc.study.throughput import parse_table
 
 
 def cohort(k: int, rate: float, **extra: object) -> dict:
@@ -67,8 +67,20 @@ def results() -> dict:
     }
 
 
+DEVICE = """default_gpu = "h200"
+default_cpu = "h200"
+[devices.h200]
+gpu = true
+overlap = true
+bound = "launch"
+memory_gb = 139.8
+member_overhead = 0.0
+
+"""
+
+
 def table(text: str) -> dict:
-    return tomllib.loads("[devices.h200]\noverlap = true\n\n" + text)
+    return tomllib.loads(DEVICE + text)
 
 
 def test_model_row_is_the_fastest_clean_eager_cohort(results: dict) -> None:
@@ -92,6 +104,20 @@ def test_rows_are_measured_h200_rows_hpc_cost_accepts(results: dict) -> None:
     assert parsed.row("h200", "loader", "ffcv-jpeg-224").images_per_s == 11000.0
 
 
+def test_model_rows_name_their_band_cohort_and_memory(results: dict) -> None:
+    model = parse_table(table(toml_rows(results))).row("h200", "model", "paper-224")
+    assert (model.resolution, model.flops, model.cohort) == (224, (340e6, 400e6), 8)
+    assert not model.cuda_graphs
+
+
+def test_the_graphs_and_streams_variant_gives_the_cuda_graph_row(results: dict) -> None:
+    results["cohort"].append(cohort(8, 35000.0, variant="graphs+streams"))
+    parsed = parse_table(table(toml_rows(results)))
+    graphs = parsed.row("h200", "model", "paper-224-graphs")
+    assert (graphs.images_per_s, graphs.cuda_graphs, graphs.cohort) == (35000.0, True, 8)
+    assert graphs.memory_gb == 0.0  # left to the estimate: graph pools stay reserved
+
+
 def test_comments_list_each_configuration_and_the_overlap(results: dict) -> None:
     text = toml_rows(results)
     assert "#   K=8 graphs: 30,000" in text
@@ -103,7 +129,7 @@ def test_comments_list_each_configuration_and_the_overlap(results: dict) -> None
 
 def test_no_rows_without_figures() -> None:
     empty = {"env": {"device": "NVIDIA H200", "date": "2026-12-05"}, "args": {}}
-    assert table(toml_rows(empty)) == {"devices": {"h200": {"overlap": True}}}
+    assert "rows" not in table(toml_rows(empty))
 
 
 @pytest.mark.parametrize(

@@ -14,22 +14,28 @@ from pathlib import Path
 
 import pytest
 
-from analysis.schema import read_cell, read_results
+from analysis.schema import read_results
 from hpc.cli import main
 from hpc.procfs import process_alive
 from hpc.scheduling.launch import cancel, launch
 from hpc.scheduling.records import read_records as read_launch_records
 from hpc.scheduling.run import run_study
 from hpc.scheduling.status import study_status
+from hpc.study import packs
 from hpc.study.datasets import prepare_datasets
 from hpc.study.population import sample_architectures
 from hpc.study.presets import PRESETS_DIR
 from hpc.study.spec import Study, load_study
 
 
-def read_records(study) -> list[dict]:
-    """The study's launch records as their record.json files hold them."""
-    return [record.to_dict() for record in read_launch_records(study)]
+def read_records(study) -> list:
+    """The study's launch records."""
+    return read_launch_records(study)
+
+
+def _cells(record) -> list[list[int]]:
+    """The cells a launch record's tasks run, in order."""
+    return [list(c) for a in record.arrays for t in a.tasks for c in t.cells]
 
 
 STUDY = """\
@@ -53,6 +59,10 @@ batch_size = 256
 """
 
 
+def _records(study: Study, arch_id: int, seed: int = 0) -> list:
+    return packs.cell_records(study.layout, "digits", arch_id, seed)
+
+
 def _prepared(folder: Path, toml: str) -> Study:
     """A study written to `folder`, its architectures sampled and its data prepared."""
     (folder / "study.toml").write_text(toml)
@@ -64,7 +74,7 @@ def _prepared(folder: Path, toml: str) -> Study:
 
 def _lane_ends(study: Study, timeout_s: float = 30) -> bool:
     """Whether the first launch's worker process ends within `timeout_s`."""
-    lane = read_records(study)[0]["lanes"][0]
+    lane = read_records(study)[0].to_dict()["lanes"][0]
     deadline = time.monotonic() + timeout_s
     while process_alive(lane["pid"], lane["start"]) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -80,7 +90,11 @@ def test_init_writes_the_commented_preset(tmp_path: Path, capsys) -> None:
     written = (tmp_path / "s" / "study.toml").read_text()
     assert written == (PRESETS_DIR / "paper.toml").read_text()
     assert written.count("\n#") > 10
-    assert "wrote" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "wrote" in out
+    # The next step for either kind of machine: run here, or launch (Slurm's default).
+    assert f"`anysweep run {tmp_path / 's'}` to run it on this machine" in out
+    assert f"`anysweep launch {tmp_path / 's'} --dry-run`" in out and "Slurm" in out
 
 
 def test_init_refuses_to_overwrite_a_study(tmp_path: Path, capsys) -> None:
@@ -142,8 +156,13 @@ def test_launch_asks_for_prepared_data_before_submitting(tmp_path: Path, capsys)
     assert read_records(load_study(tmp_path)) == []
 
 
-def _mtimes(folder: Path) -> dict[str, int]:
-    return {p.name: p.stat().st_mtime_ns for p in folder.glob("*.h5")}
+def _mtimes(folder: Path) -> dict[str, float]:
+    """When each cell's record in the dataset's packs was written, by its stem."""
+    found = {}
+    for pack in folder.glob("*.pack"):
+        for s in packs.stored(pack):
+            found[f"{s.result.arch_id}-s{s.result.seed}"] = s.written
+    return found
 
 
 def test_run_interrupted_continues_and_a_grown_study_trains_only_its_new_cells(
@@ -172,13 +191,16 @@ def test_run_interrupted_continues_and_a_grown_study_trains_only_its_new_cells(
     _, err = run.communicate(timeout=60)
     assert run.returncode == 130
     assert "run the same command again to continue" in err
+    # One clean line: the workers' controllers run in a session of their own, so no
+    # KeyboardInterrupt traceback of theirs reaches the terminal.
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
     first = _mtimes(results)
     assert 1 <= len(first) < 3
 
     assert run_study(tmp_path, jobs=2, progress=False, analyze=False) == 0
     records = read_records(load_study(tmp_path))
-    resumed = [c for a in records[-1]["arrays"] for t in a["tasks"] for c in t["cells"]]
-    assert sorted(resumed) == [[a, 0] for a in range(3) if f"{a}-s0.h5" not in first]
+    resumed = _cells(records[-1])
+    assert sorted(resumed) == [[a, 0] for a in range(3) if f"{a}-s0" not in first]
     assert {k: v for k, v in _mtimes(results).items() if k in first} == first
     assert sorted(read_results(tmp_path / "results.h5").datasets["digits"].columns["arch_id"]) == [
         0,
@@ -190,13 +212,14 @@ def test_run_interrupted_continues_and_a_grown_study_trains_only_its_new_cells(
     assert run_study(tmp_path, jobs=2, progress=False, analyze=False) == 0
     assert len(read_records(load_study(tmp_path))) == len(records)
     before = _mtimes(results)
-    (tmp_path / "study.toml").write_text(STUDY.replace("architectures = 2", "architectures = 4"))
+    # The same recipe (another would make the trained cells stale: see test_stale.py).
+    (tmp_path / "study.toml").write_text(grown.replace("architectures = 3", "architectures = 4"))
     assert run_study(tmp_path, jobs=2, progress=False, analyze=False) == 0
     records = read_records(load_study(tmp_path))
-    assert [c for a in records[-1]["arrays"] for t in a["tasks"] for c in t["cells"]] == [[3, 0]]
+    assert _cells(records[-1]) == [[3, 0]]
     after = _mtimes(results)
     assert {k: after[k] for k in before} == before
-    assert sorted(after) == ["0-s0.h5", "1-s0.h5", "2-s0.h5", "3-s0.h5"]
+    assert sorted(after) == ["0-s0", "1-s0", "2-s0", "3-s0"]
     assert study_status(load_study(tmp_path)).counts["digits"]["done"] == 4
 
 
@@ -226,8 +249,7 @@ def test_launch_reset_retries_runs_failed_cells_that_used_up_their_attempts(
     (blocker / "x").touch()
     for job in launch(study, cluster="local", jobs=1).jobs:
         job.result()
-    result = tmp_path / "results" / "digits" / "0-s0.h5"
-    failed = read_cell(result)
+    [failed] = [r.result for r in _records(study, 0)]
     assert (failed.status, failed.attempts) == ("failed", 1)
     assert "IsADirectoryError" in failed.error
 
@@ -239,12 +261,13 @@ def test_launch_reset_retries_runs_failed_cells_that_used_up_their_attempts(
     deadline = time.monotonic() + 120
     while study_status(study).tasks_active and time.monotonic() < deadline:
         time.sleep(0.2)
-    again = read_cell(result)
+    [again] = [r.result for r in _records(study, 0)]
     assert (again.status, again.attempts) == ("done", 1)
     records = read_records(study)
-    assert [c for a in records[-1]["arrays"] for t in a["tasks"] for c in t["cells"]] == [[0, 0]]
-    kept = list((tmp_path / "jobs" / "reset").glob("*/digits/0-s0.h5"))
-    assert len(kept) == 1 and read_cell(kept[0]).error == failed.error
+    assert _cells(records[-1]) == [[0, 0]]
+    kept = list((tmp_path / "jobs" / "reset").glob("*/digits.pack"))
+    assert len(kept) == 1
+    assert [s.result.error for s in packs.stored(kept[0])] == [failed.error]
 
 
 def test_run_that_fails_while_waiting_stops_its_local_workers(tmp_path: Path, monkeypatch) -> None:
@@ -286,10 +309,10 @@ def test_a_ctrl_c_that_library_code_swallows_still_stops_the_run(
     import hpc.study.results
 
     (tmp_path / "study.toml").write_text(STUDY.replace("epochs = 1", "epochs = 50"))
-    real = hpc.study.results.scan_results
+    real = hpc.study.results.standing
     looks = []
 
-    def swallowing_scan(study):
+    def swallowing_scan(study, population=None):
         looks.append(1)
         if len(looks) == 3:
             try:  # as h5py's weak-reference callbacks do: "Exception ignored", and on
@@ -297,9 +320,9 @@ def test_a_ctrl_c_that_library_code_swallows_still_stops_the_run(
                 time.sleep(0.2)
             except KeyboardInterrupt:
                 pass
-        return real(study)
+        return real(study, population)
 
-    monkeypatch.setattr(hpc.study.results, "scan_results", swallowing_scan)
+    monkeypatch.setattr(hpc.study.results, "standing", swallowing_scan)
     before = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
         run_study(tmp_path, jobs=1, progress=False, analyze=False, poll_s=0.2)

@@ -119,6 +119,42 @@ def test_cohort_members_are_bit_identical_to_training_each_cell_alone(digits, so
         _assert_same_numbers(outcome, alone)
 
 
+class CountingPasses:
+    """A test loader that counts the passes made over it."""
+
+    def __init__(self, loader):
+        self.loader, self.passes = loader, 0
+
+    def __iter__(self):
+        self.passes += 1
+        return iter(self.loader)
+
+
+def test_a_cohort_loads_the_test_set_once_per_epoch_for_all_its_members(digits, solo):
+    train, test, classes = digits
+    counting = CountingPasses(test)
+    outcomes = train_cells(
+        ARCHS[:3],
+        train,
+        counting,
+        RECIPE,
+        seed=0,
+        num_classes=classes,
+        init_seeds=[_init(i) for i in range(3)],
+    )
+    assert counting.passes == RECIPE.epochs == 3
+    for outcome, alone in zip(outcomes, solo, strict=False):
+        _assert_same_numbers(outcome, alone)
+
+
+def test_an_empty_test_set_fails_every_member_with_a_clear_error(digits):
+    train, _, classes = digits
+    outcomes = train_cells(
+        ARCHS[:2], train, [], RECIPE, seed=0, num_classes=classes, init_seeds=[_init(0), _init(1)]
+    )
+    assert [str(o) for o in outcomes] == ["the test loader yielded no batches"] * 2
+
+
 def test_a_diverging_member_leaves_and_the_others_finish_as_alone(digits, solo):
     train, test, classes = digits
     runs = [

@@ -8,7 +8,10 @@ from hpc.study.layout import StudyLayout, cell_paths, cell_stem, parse_stem
 
 
 def test_cell_path_follows_the_study_layout(tmp_path: Path) -> None:
-    assert cell_paths(tmp_path, "mnist", 7, 1).result == tmp_path / "results" / "mnist" / "7-s1.h5"
+    assert (
+        cell_paths(tmp_path, "mnist", 7, 1).legacy_result
+        == tmp_path / "results" / "mnist" / "7-s1.h5"
+    )
 
 
 def test_a_cell_has_its_result_checkpoint_and_log_under_one_stem(tmp_path: Path) -> None:

@@ -34,8 +34,9 @@ FOLDER_NAMES = {
     "reset",
     "slurm",
     "local",
+    "scores",
 }
-FILE_NAMES = {"study.toml", "architectures.json", "results.h5", "record.json", "results-index.json"}
+FILE_NAMES = {"study.toml", "architectures.json", "results.h5", "record.json", "results-index.npz"}
 JOINED_NAMES = FOLDER_NAMES | FILE_NAMES | {"submit.sh"}
 # The demo's closing table opens results.h5 and writes report/ as `anysweep analyze` does.
 ANALYSIS_SIDE = {("hpc/cli/demo.py", "summarize")}
@@ -255,6 +256,36 @@ def test_each_class_and_function_name_means_one_thing() -> None:
                 defined.setdefault(node.name, []).append(path)
     for name in ("Study", "DatasetInfo", "Chunk", "Cell", "read_results", "cancel", "render"):
         assert len(defined.get(name, [])) <= 1, (name, defined[name])
+
+
+def test_the_cell_record_format_is_written_in_the_schema_alone() -> None:
+    packers = sorted(
+        path
+        for path, tree in _files("hpc", "analysis")
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        and "struct" in [a.name for a in node.names] + [getattr(node, "module", None)]
+    )
+    assert packers == ["analysis/schema.py"]
+    suffixes = [
+        f"{path}:{node.lineno}"
+        for path, tree in _files("hpc")
+        for node in _strings(tree)
+        if node.value.endswith(".pack") or node.value == ".h5"
+    ]
+    assert [s.partition(":")[0] for s in suffixes] == [LAYOUT, LAYOUT], suffixes
+
+
+def test_one_rule_picks_the_record_that_counts() -> None:
+    sorters = sorted(
+        {
+            path
+            for path, tree in _files("hpc")
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and node.attr == "lexsort"
+        }
+    )
+    assert sorters == ["hpc/study/results.py"]
 
 
 def test_no_function_in_hpc_is_over_60_lines() -> None:

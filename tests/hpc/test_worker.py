@@ -1,4 +1,5 @@
-"""The chunk worker on real data (digits at 8 px): result files, logs, skips, failures, retries."""
+"""The chunk worker on real data (digits at 8 px): records in the task's pack, logs, skips,
+failures, retries."""
 
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ import torch
 
 import hpc.worker.cell as cell_module
 import hpc.worker.chunk as worker
-from analysis.schema import read_cell
+from analysis.schema import read_cell, write_cell
 from anynet.arch import Architecture
 from anynet.complexity import complexity
-from hpc.scheduling.manifest import read_manifest, write_manifest
-from hpc.study.layout import cell_paths
+from hpc.scheduling.manifest import ArrayTask, read_manifest, write_array_manifest, write_manifest
+from hpc.study import packs
+from hpc.study.layout import StudyLayout, cell_paths
 from hpc.study.recipe import Recipe
 from hpc.worker import main, run_chunk
 from hpc.worker.train import CellInterrupted
@@ -81,18 +83,29 @@ def _with_arch_dict(path, index, arch):
     path.write_text(json.dumps(data))
 
 
+def _records(study, arch_id, seed=0):
+    return packs.cell_records(StudyLayout.at(study), "digits", arch_id, seed)
+
+
+def _log(study, arch_id, seed=0):
+    """The cell's whole log: its records' logs, then the log of a run in progress."""
+    live = cell_paths(study, "digits", arch_id, seed).log
+    text = "".join(r.log for r in _records(study, arch_id, seed))
+    return text + (live.read_text() if live.exists() else "")
+
+
 def _attempt_lines(study, arch_id, seed=0):
-    return cell_paths(study, "digits", arch_id, seed).log.read_text().count(" attempt ")
+    return _log(study, arch_id, seed).count(" attempt ")
 
 
-def test_chunk_writes_one_result_file_per_cell_with_provenance(study):
+def test_chunk_appends_one_record_per_cell_with_provenance_to_its_pack(study):
     results = run_chunk(_manifest(study, [(0, 0, SMALL), (1, 0, WIDER)]))
-    assert sorted(p.name for p in (study / "results" / "digits").iterdir()) == [
-        "0-s0.h5",
-        "1-s0.h5",
-    ]
+    files = sorted((study / "results" / "digits").iterdir())
+    assert len(files) == 1 and files[0].suffix == ".pack"
+    assert [(s.result.arch_id, s.result.seed) for s in packs.stored(files[0])] == [(0, 0), (1, 0)]
     for arch_id, arch in ((0, SMALL), (1, WIDER)):
-        cell = read_cell(cell_paths(study, "digits", arch_id, 0).result)
+        [record] = _records(study, arch_id)
+        cell = record.result
         assert (cell.dataset, cell.arch_id, cell.seed, cell.status, cell.attempts) == (
             "digits",
             arch_id,
@@ -108,18 +121,17 @@ def test_chunk_writes_one_result_file_per_cell_with_provenance(study):
         assert json.loads(cell.versions)["torch"] == torch.__version__
         assert (cell.host, cell.gpu, cell.job_id) == (socket.gethostname(), "cpu", "")
         assert cell.started <= cell.finished
-    assert [r.top1_err for r in results] == [
-        read_cell(cell_paths(study, "digits", a, 0).result).top1_err for a in (0, 1)
-    ]
+        assert json.loads(cell.spec) == SPEC.to_dict() and len(cell.fingerprint) == 16
+    assert [r.top1_err for r in results] == [_records(study, a)[0].result.top1_err for a in (0, 1)]
 
 
-def test_finished_cell_leaves_its_log_and_no_checkpoint(study):
+def test_finished_cell_keeps_its_log_in_its_record_and_leaves_no_file(study):
     run_chunk(_manifest(study, [(0, 0, SMALL)]))
     paths = cell_paths(study, "digits", 0, 0)
-    log = paths.log.read_text()
-    assert "cell digits/0-s0 attempt 1/3" in log
-    assert "epoch 1/2: loss" in log and "epoch 2/2: loss" in log
-    assert not paths.checkpoint.exists()
+    [record] = _records(study, 0)
+    assert "cell digits/0-s0 attempt 1/3" in record.log
+    assert "epoch 1/2: loss" in record.log and "epoch 2/2: loss" in record.log
+    assert not paths.checkpoint.exists() and not paths.log.exists()
 
 
 def test_second_run_skips_finished_cells(study):
@@ -151,11 +163,12 @@ def test_failing_cell_is_recorded_with_its_traceback_and_the_chunk_goes_on(study
     _with_arch_dict(manifest, 0, UNBUILDABLE)
     results = run_chunk(manifest)
     assert [r.status for r in results] == ["failed", "done"]
-    failed = read_cell(cell_paths(study, "digits", 0, 0).result)
+    [record] = _records(study, 0)
+    failed = record.result
     assert failed.status == "failed" and failed.attempts == 1
     assert failed.error.startswith("Traceback (most recent call last):")
     assert "ValueError" in failed.error and "group" in failed.error
-    assert failed.error in cell_paths(study, "digits", 0, 0).log.read_text()
+    assert failed.error in record.log
 
 
 def test_failed_cell_is_retried_until_max_attempts(study):
@@ -195,9 +208,9 @@ def test_stopped_chunk_keeps_the_checkpoint_and_resumes_to_the_same_numbers(
     with pytest.raises(CellInterrupted):
         run_chunk(manifest, stop_flag=lambda: polls.append(1) or len(polls) == 30)
     paths = cell_paths(study, "digits", 0, 0)
-    assert paths.checkpoint.exists() and not paths.result.exists()
+    assert paths.checkpoint.exists() and not _records(study, 0)
     resumed = run_chunk(manifest)[0]
-    assert "resumed after epoch 1/2" in paths.log.read_text()
+    assert "resumed after epoch 1/2" in _log(study, 0)
     assert resumed.curves["test_top1_err"].tolist() == expected.curves["test_top1_err"].tolist()
     assert resumed.curves["train_loss"].tolist() == expected.curves["train_loss"].tolist()
 
@@ -221,7 +234,7 @@ def test_a_signal_inside_torch_save_stops_the_cell_and_keeps_its_attempt(study, 
     with pytest.raises(KeyboardInterrupt):
         run_chunk(manifest)
     paths = cell_paths(study, "digits", 0, 0)
-    assert not paths.result.exists()
+    assert not _records(study, 0)
     assert "stopped (KeyboardInterrupt)" in paths.log.read_text()
     monkeypatch.undo()
     again = run_chunk(manifest)[0]
@@ -243,17 +256,18 @@ def test_a_requeue_submitit_gives_up_on_leaves_the_cell_unfinished_not_failed(st
     with pytest.raises(UncompletedJobError):
         run_chunk(manifest)
     paths = cell_paths(study, "digits", 0, 0)
-    assert not paths.result.exists() and not cell_paths(study, "digits", 1, 0).log.exists()
+    assert not _records(study, 0) and not cell_paths(study, "digits", 1, 0).log.exists()
     assert "stopped (UncompletedJobError)" in paths.log.read_text()
 
 
 def test_a_finished_cell_whose_file_is_locked_is_never_retrained(study, monkeypatch):
+    # A study from before packs: the cell's result is a file of its own.
     import fcntl
     import threading
 
     manifest = _manifest(study, [(0, 0, SMALL)], Recipe(epochs=1, batch_size=64))
-    first = run_chunk(manifest)[0]
-    path = cell_paths(study, "digits", 0, 0).result
+    first = _legacy(study, run_chunk(manifest)[0])
+    path = cell_paths(study, "digits", 0, 0).legacy_result
     monkeypatch.setattr(cell_module, "PREVIOUS_RETRY_S", 0.2)
     fd = os.open(path, os.O_RDWR)
     fcntl.flock(fd, fcntl.LOCK_EX)
@@ -261,7 +275,7 @@ def test_a_finished_cell_whose_file_is_locked_is_never_retrained(study, monkeypa
     threading.Timer(0.5, os.close, (fd,)).start()
     again = run_chunk(manifest)[0]
     assert (again.status, again.finished) == ("done", first.finished)
-    assert _attempt_lines(study, 0) == 1
+    assert _attempt_lines(study, 0) == 0  # not run again (its log went with the old record)
     # Held for good: the chunk stops with the error instead of training the cell again.
     fd = os.open(path, os.O_RDWR)
     fcntl.flock(fd, fcntl.LOCK_EX)
@@ -270,15 +284,71 @@ def test_a_finished_cell_whose_file_is_locked_is_never_retrained(study, monkeypa
             run_chunk(manifest)
     finally:
         os.close(fd)
-    assert _attempt_lines(study, 0) == 1 and read_cell(path).finished == first.finished
+    assert _attempt_lines(study, 0) == 0 and read_cell(path).finished == first.finished
+
+
+def _legacy(study, result):
+    """Turn a cell's record into a one-cell result file, as studies before packs hold it."""
+    for pack in (study / "results" / "digits").glob("*.pack"):
+        pack.unlink()
+    write_cell(cell_paths(study, "digits", result.arch_id, result.seed).legacy_result, result)
+    return result
+
+
+def test_a_study_from_before_packs_skips_cells_its_result_files_finished(study):
+    manifest = _manifest(study, [(0, 0, SMALL)], Recipe(epochs=1, batch_size=64))
+    first = _legacy(study, run_chunk(manifest)[0])
+    again = run_chunk(manifest)[0]
+    assert (again.status, again.finished) == ("done", first.finished)
+    assert not list((study / "results" / "digits").glob("*.pack"))
 
 
 def test_array_task_runs_the_manifest_named_by_its_task_id(study, capsys):
+    # Launches before array manifests: a folder of one manifest per task.
     _manifest(study, [(0, 0, SMALL)], Recipe(epochs=1, batch_size=64), name="0.json")
     _manifest(study, [(1, 0, WIDER)], Recipe(epochs=1, batch_size=64), name="1.json")
     assert main(["--array", str(study / "jobs"), "--task-id", "1"]) == worker.EXIT_DONE
-    assert [p.name for p in (study / "results" / "digits").iterdir()] == ["1-s0.h5"]
+    assert [(r.result.arch_id, r.result.seed) for r in _records(study, 1)] == [(1, 0)]
+    assert not _records(study, 0)
     assert "1 done, 0 diverged, 0 failed" in capsys.readouterr().err
+
+
+def _array_manifest(study, tasks):
+    path = study / "jobs" / "L0001" / "digits-0.json"
+    write_array_manifest(
+        path,
+        study_dir=study,
+        dataset=SPEC,
+        recipe=Recipe(epochs=1, batch_size=64),
+        archs={0: SMALL, 1: WIDER},
+        tasks=[ArrayTask(f"L0001.digits-0.{i}", cells) for i, cells in enumerate(tasks)],
+        device="cpu",
+    )
+    return path
+
+
+def test_array_task_runs_its_task_of_the_arrays_manifest_into_its_own_pack(study, capsys):
+    path = _array_manifest(study, [[(0, 0, 0)], [(1, 0, 0), (0, 1, 0)]])
+    assert main(["--array", str(path), "--task-id", "1"]) == worker.EXIT_DONE
+    pack = study / "results" / "digits" / "L0001.digits-0.1.pack"
+    assert [(s.result.arch_id, s.result.seed) for s in packs.stored(pack)] == [(1, 0), (0, 1)]
+    assert "2 done, 0 diverged, 0 failed" in capsys.readouterr().err
+    assert read_manifest(path, 0).cells[0].arch == SMALL.to_dict()
+    with pytest.raises(ValueError, match="no task 2; the array has tasks 0..1"):
+        read_manifest(path, 2)
+    with pytest.raises(ValueError, match="an array's manifest: give a task id"):
+        read_manifest(path)
+
+
+def test_attempts_made_before_the_launch_count_toward_the_limit(study):
+    manifest = _array_manifest(study, [[(0, 0, 2)]])
+    data = json.loads(manifest.read_text())
+    data["archs"]["0"] = UNBUILDABLE
+    data["max_attempts"] = 3
+    manifest.write_text(json.dumps(data))
+    assert [r.attempts for r in run_chunk(manifest, task=0)] == [3]
+    assert run_chunk(manifest, task=0)[0].attempts == 3  # the limit: not run again
+    assert _attempt_lines(study, 0) == 1
 
 
 def test_worker_exits_1_when_a_cell_failed(study):
@@ -311,11 +381,11 @@ def test_cuda_asked_for_without_cuda_exits_2_before_any_cell(study, capsys):
 
 
 def test_an_error_while_writing_results_is_no_bad_input(study, monkeypatch):
-    def broken(path, cell):
-        raise ValueError("h5py refused an attribute")
+    def broken(path, entries, sync=True):
+        raise ValueError("the pack refused a record")
 
-    monkeypatch.setattr(cell_module, "write_cell", broken)
-    with pytest.raises(ValueError, match="h5py refused"):
+    monkeypatch.setattr(cell_module.packs, "append", broken)
+    with pytest.raises(ValueError, match="the pack refused"):
         main([str(_manifest(study, [(0, 0, SMALL)], Recipe(epochs=1, batch_size=64)))])
 
 
@@ -354,7 +424,7 @@ def test_a_chunk_runs_on_data_prepared_outside_the_study_folder(tmp_path, data_d
     )
     assert main([str(path)]) == 0
     assert not (study / "data").exists()
-    assert read_cell(cell_paths(study, "digits", 0, 0).result).status == "done"
+    assert [r.result.status for r in _records(study, 0)] == ["done"]
 
 
 def test_manifest_with_an_unknown_device_lists_the_valid_ones(tmp_path):

@@ -7,10 +7,10 @@ import shutil
 
 import pytest
 
-from analysis.schema import read_cell
 from anynet.arch import Architecture
 from hpc.scheduling.manifest import write_manifest
-from hpc.study.layout import cell_paths
+from hpc.study.layout import StudyLayout, cell_paths
+from hpc.study.packs import cell_records
 from hpc.study.recipe import Recipe
 from hpc.worker import run_chunk
 from hpc.worker.train import CellInterrupted
@@ -55,6 +55,12 @@ def solo(tmp_path_factory, data_dir):
     return run_chunk(_study(tmp_path_factory.mktemp("solo"), data_dir, 1))
 
 
+def _record(study, arch_id, seed):
+    """The cell's one record (its result and its log)."""
+    [record] = cell_records(StudyLayout.at(study), "digits", arch_id, seed)
+    return record
+
+
 def _curves(result):
     return {k: v.tolist() for k, v in result.curves.items() if k in ("train_loss", "test_top1_err")}
 
@@ -70,9 +76,9 @@ def test_a_chunk_in_cohorts_gives_every_cell_its_solo_numbers_in_manifest_order(
         (3, 0, "done"),
     ]
     assert [_curves(r) for r in results] == [_curves(r) for r in solo]
-    assert read_cell(cell_paths(tmp_path, "digits", 2, 0).result).top1_err == solo[2].top1_err
-    assert "(cohort of 3)" in cell_paths(tmp_path, "digits", 3, 0).log.read_text()
-    assert "(cohort of 1)" in cell_paths(tmp_path, "digits", 1, 1).log.read_text()
+    assert _record(tmp_path, 2, 0).result.top1_err == solo[2].top1_err
+    assert "(cohort of 3)" in _record(tmp_path, 3, 0).log
+    assert "(cohort of 1)" in _record(tmp_path, 1, 1).log
 
 
 def test_a_cell_that_cannot_be_built_fails_alone_and_its_cohort_trains(tmp_path, data_dir, solo):
@@ -95,7 +101,9 @@ def test_a_stopped_cohort_resumes_every_member_to_its_solo_numbers(tmp_path, dat
         run_chunk(path, stop_flag=lambda: polls.append(1) or len(polls) == 30)
     for arch_id in (0, 2, 3):
         paths = cell_paths(tmp_path, "digits", arch_id, 0)
-        assert paths.checkpoint.exists() and not paths.result.exists()
+        assert paths.checkpoint.exists() and not cell_records(
+            StudyLayout.at(tmp_path), "digits", arch_id, 0
+        )
     results = run_chunk(path)
-    assert "resumed after epoch 1/2" in cell_paths(tmp_path, "digits", 3, 0).log.read_text()
+    assert "resumed after epoch 1/2" in _record(tmp_path, 3, 0).log
     assert [_curves(r) for r in results] == [_curves(r) for r in solo]

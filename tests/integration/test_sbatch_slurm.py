@@ -67,7 +67,7 @@ def test_rendered_arrays_split_survive_preemption_and_collect_each_cell_once(
     first = rendered.scripts[0].read_text()
     assert f"#SBATCH --array=0-{size - 1}%256" in first
     assert "#SBATCH --signal=B:USR2@120" in first and "#SBATCH --requeue" in first
-    assert f"-m hpc.worker --array {rendered.scripts[0].with_suffix('')}" in first
+    assert f"-m hpc.worker --array {rendered.scripts[0].with_suffix('.json')}" in first
 
     env = {**os.environ, **slurm_cluster.env()}
     out = subprocess.run(

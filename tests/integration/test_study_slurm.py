@@ -27,8 +27,14 @@ pytestmark = pytest.mark.slurm
 
 
 def read_records(study) -> list[dict]:
-    """The study's launch records as their record.json files hold them."""
-    return [record.to_dict() for record in read_launch_records(study)]
+    """The study's launch records as plain data, each array's tasks listed with their cells."""
+    out = []
+    for record in read_launch_records(study):
+        data = record.to_dict()
+        for array, raw in zip(record.arrays, data["arrays"], strict=True):
+            raw["tasks"] = [t.to_dict() for t in array.tasks]
+        out.append(data)
+    return out
 
 
 STUDY = """\

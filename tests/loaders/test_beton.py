@@ -124,6 +124,35 @@ def test_training_epochs_are_deterministic_per_seed_and_epoch_on_one_loader(subs
     assert set(torch.cat([y for _, y in first]).tolist()) == {0, 1, 2}
 
 
+def test_epochs_after_the_first_reuse_its_buffers(subset):
+    _, train, _ = subset
+    for _ in train.epoch(seed=2, epoch=0):
+        pass
+    fresh = train.loader.kept.fresh
+    for epoch in (1, 2, 3):
+        for _ in train.epoch(seed=2, epoch=epoch):
+            pass
+    assert train.loader.kept.fresh == fresh
+
+
+def test_an_abandoned_epoch_leaves_the_next_epochs_batches_intact(subset):
+    _, train, _ = subset
+
+    def run(seed, epoch):
+        return [(x.clone(), y.clone()) for x, y in train.epoch(seed=seed, epoch=epoch)]
+
+    expected = run(3, 1)
+    abandoned = train.epoch(seed=3, epoch=0)
+    next(abandoned)
+    abandoned.close()  # its thread may still be decoding into its buffers
+    again = run(3, 1)
+    assert len(again) == len(expected) == 3
+    assert all(
+        torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+        for a, b in zip(expected, again, strict=True)
+    )
+
+
 def test_torch_threads_are_restored_after_ffcv_runs(subset):
     _, train, _ = subset
     before = torch.get_num_threads()

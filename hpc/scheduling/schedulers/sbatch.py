@@ -13,7 +13,7 @@ from string import Template
 
 from hpc.scheduling.plan import Array, Plan
 from hpc.scheduling.records import ArrayRecord, LaunchRecord, write_record
-from hpc.scheduling.schedulers import Submission, Submitted
+from hpc.scheduling.schedulers import Scheduler, Submission, Submitted, Tasks
 from hpc.scheduling.schedulers.slurm import SIGNAL_DELAY_S, SlurmScheduler, sbatch_options
 from hpc.study.spec import Study
 
@@ -43,7 +43,8 @@ def _template(name: str) -> Template:
 
 
 def render_array(study: Study, array: Array, name: str, script: Path, manifests: Path) -> str:
-    """One array's script from sbatch_templates/array.sbatch."""
+    """One array's script from sbatch_templates/array.sbatch (`manifests`: the array's
+    manifest)."""
     cluster = array.cluster
     options = sbatch_options(cluster)
     return _template("array.sbatch").substitute(
@@ -73,16 +74,13 @@ class SbatchScheduler(SlurmScheduler):
     def submit(self, submission: Submission) -> Submitted:
         study, record_id = submission.study, submission.record_id
         layout = study.layout
-        submission.write_manifests(
-            lambda array, i: layout.array_manifest(record_id, array.label, i)
-        )
+        manifests = submission.write_array_manifests()
         layout.sbatch_logs().mkdir(parents=True, exist_ok=True)
         arrays = submission.arrays()
         scripts = []
-        for array, record in zip(submission.plan.arrays, arrays, strict=True):
+        for array, record, manifest in zip(submission.plan.arrays, arrays, manifests, strict=True):
             script = layout.sbatch_script(record_id, array.label)
-            manifests = layout.array_manifests(record_id, array.label)
-            script.write_text(render_array(study, array, record.job_name, script, manifests))
+            script.write_text(render_array(study, array, record.job_name, script, manifest))
             script.chmod(0o755)
             scripts.append(script)
         submit = layout.submit_script(record_id)
@@ -98,12 +96,16 @@ class SbatchScheduler(SlurmScheduler):
         write_record(study, record_id, self.name, arrays)
         return Submitted(files=(*scripts, submit))
 
+    def submit_tasks(self, tasks: Tasks) -> Submitted:
+        """No scripts for the scores: `anysweep score --cluster slurm` submits them."""
+        return Scheduler.submit_tasks(self, tasks)
+
     def task_log(
         self, study: Study, record: LaunchRecord, array: ArrayRecord, index: int
     ) -> Path | None:
         # Slurm names the log by job id, unknown here; the script's first line names the
-        # manifest folder.
-        marker = str(study.layout.array_manifests(record.id, array.label))
+        # array's manifest.
+        marker = str(study.layout.array_manifest(record.id, array.label))
         logs = sorted(
             study.layout.sbatch_logs().glob(f"*_{index}.out"),
             key=lambda p: p.stat().st_mtime,
