@@ -124,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
         summary = {
             "results": str(file),
             "report": str(files["report"]),
+            "report_bytes": Path(files["report"]).stat().st_size,
             "reference": analysis.reference,
             "method": analysis.method,
             "metric": analysis.metric,
@@ -179,5 +180,6 @@ def run(args: argparse.Namespace) -> int:
             f"  for {row.target}: use {row.recommended} (r={row.recommended_r:.2f}, "
             f"{row.recommended_gpu_hours:.3g} GPU-h per training)"
         )
-    print(f"report: {files['report']}")
+    size = Path(files["report"]).stat().st_size / 1e6
+    print(f"report: {files['report']} ({size:.1f} MB)")
     return 0

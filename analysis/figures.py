@@ -1,13 +1,16 @@
 """The report's figures as PNG files, drawn with matplotlib's Agg canvas (no display, no
-pyplot state): scatter grid, correlation heatmap, subset curves, error EDFs, trait effects."""
+pyplot state): scatter grid (dots, or density for many architectures), correlation heatmap,
+subset curves, error EDFs, trait effects; analysis.layout chooses what each one shows."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import matplotlib
+import matplotlib.colors
 import matplotlib.ticker
 import numpy as np
 import pandas as pd
@@ -16,9 +19,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 if TYPE_CHECKING:
+    from analysis.layout import Layout
     from analysis.result import Analysis
 
 DPI = 96
+_PAGE_WIDTH = 10.5  # inches of figure that the page shows at full size (96 dpi)
 _COLORS = (
     "#1f77b4",
     "#d62728",
@@ -30,6 +35,10 @@ _COLORS = (
     "#17becf",
     "#7f7f7f",
     "#bcbd22",
+)
+# Density panels: the upper part of "Blues", so a hexagon of one architecture still shows.
+_DENSITY = matplotlib.colors.ListedColormap(
+    matplotlib.colormaps["Blues"](np.linspace(0.3, 1.0, 256)), name="density"
 )
 
 
@@ -78,19 +87,35 @@ def _interval(row: pd.Series) -> str:
     return f"r = {row['r']:.2f}"
 
 
-def scatter_grid(errors: pd.DataFrame, reference: str, against: pd.DataFrame) -> Figure:
-    """Reference error (x) against each dataset's error (y), one panel per dataset."""
-    others = [d for d in errors.columns if d != reference]
+def scatter_grid(
+    errors: pd.DataFrame,
+    reference: str,
+    against: pd.DataFrame,
+    panels: Sequence[str] | None = None,
+    *,
+    density: bool = False,
+) -> Figure:
+    """Reference error (x) against each dataset's error (y), one panel per dataset of
+    `panels` (default: every other dataset). With `density`, each panel shows how many
+    architectures fall in each hexagon (one colour scale for all panels) instead of one
+    dot per architecture."""
+    others = list(panels) if panels is not None else [d for d in errors.columns if d != reference]
     rows, cols = _grid(len(others))
-    fig = _figure(3.0 * cols, 2.5 * rows + 0.6)
-    _margins(fig, 0.6, 0.15, 0.5, 0.9, wspace=0.3, hspace=0.6)
+    fig = _figure(3.0 * cols + (0.9 if density else 0.0), 2.5 * rows + 0.6)
+    _margins(fig, 0.6, 1.05 if density else 0.15, 0.5, 0.9, wspace=0.3, hspace=0.6)
     stats = against.set_index("dataset")
     x_all = errors[reference].to_numpy(dtype=float)
+    drawn = []
     for i, name in enumerate(others):
         ax = fig.add_subplot(rows, cols, i + 1)
         y = errors[name].to_numpy(dtype=float)
         both = np.isfinite(x_all) & np.isfinite(y)
-        ax.plot(x_all[both], y[both], "o", ms=2.4, alpha=0.5, color=_COLORS[0], mew=0)
+        if density:
+            drawn.append(
+                ax.hexbin(x_all[both], y[both], gridsize=28, mincnt=1, cmap=_DENSITY, linewidths=0)
+            )
+        else:
+            ax.plot(x_all[both], y[both], "o", ms=2.4, alpha=0.5, color=_COLORS[0], mew=0)
         ax.set_title(
             f"{name}\n{_interval(stats.loc[name])}" if name in stats.index else name, fontsize=8
         )
@@ -99,17 +124,48 @@ def scatter_grid(errors: pd.DataFrame, reference: str, against: pd.DataFrame) ->
             ax.set_ylabel("error (%)", fontsize=8)
         if i >= len(others) - cols:
             ax.set_xlabel(f"{reference} error (%)", fontsize=8)
+    if drawn:
+        _shared_scale(fig, drawn, "architectures per hexagon")
     _title(fig, f"Test error of every architecture: {reference} vs each dataset")
     return fig
 
 
+def _shared_scale(fig: Figure, collections: list[Any], label: str) -> None:
+    """One logarithmic colour scale for every panel's counts, with its bar at the right."""
+    counts = [np.ma.getdata(c.get_array()) for c in collections]
+    top = max((float(v.max()) for v in counts if v.size), default=1.0)
+    norm = matplotlib.colors.LogNorm(vmin=1, vmax=max(top, 2.0))
+    for collection in collections:
+        collection.set_norm(norm)
+    width, height = fig.get_size_inches()
+    bar = fig.add_axes((1 - 0.75 / width, 0.5 / height, 0.15 / width, 1 - 1.4 / height))
+    scale = fig.colorbar(collections[0], cax=bar)
+    scale.set_label(label, fontsize=8)
+    scale.set_ticks(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    scale.ax.yaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:g}"))
+    scale.ax.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    bar.tick_params(labelsize=7)
+
+
 def heatmap(
-    matrix: pd.DataFrame, title: str, *, vmin: float = -1.0, cmap: str = "RdBu_r"
+    matrix: pd.DataFrame,
+    title: str,
+    *,
+    vmin: float = -1.0,
+    cmap: str = "RdBu_r",
+    order: Sequence[str] | None = None,
+    highlight: str | None = None,
 ) -> Figure:
-    """A square table of values in [-1, 1] (or [0, 1]) with the numbers written in."""
+    """A square table of values in [-1, 1] (or [0, 1]) with the numbers written in (up to
+    30 rows), rows and columns in `order` (default: the matrix's), the `highlight` label in
+    bold. Cells shrink with many rows (to 0.2 in) so the figure fits the page, one label
+    per row."""
+    if order is not None:
+        matrix = matrix.loc[list(order), list(order)]
     size = len(matrix)
     label = 0.065 * max((len(str(n)) for n in matrix.index), default=1) + 0.3
-    side = max(3.0, 0.42 * size)
+    cell = min(0.42, max(0.2, (_PAGE_WIDTH - label - 1.3) / max(size, 1)))
+    side = max(3.0, cell * size)
     fig = _figure(side + label + 1.3, side + label + 0.5)
     _margins(fig, label, 1.2, label, 0.4)
     ax = fig.add_subplot()
@@ -117,23 +173,30 @@ def heatmap(
     image = ax.imshow(values, vmin=vmin, vmax=1.0, cmap=cmap)
     ax.set_xticks(range(size), matrix.columns, rotation=60, ha="right", fontsize=7)
     ax.set_yticks(range(size), matrix.index, fontsize=7)
+    for text in [*ax.get_xticklabels(), *ax.get_yticklabels()]:
+        if highlight is not None and text.get_text() == highlight:
+            text.set_fontweight("bold")
     if size <= 30:
-        for i in range(size):
-            for j in range(size):
-                if np.isfinite(values[i, j]):
-                    light = abs(values[i, j]) > 0.6
-                    ax.text(
-                        j,
-                        i,
-                        f"{values[i, j]:.2f}",
-                        ha="center",
-                        va="center",
-                        fontsize=6,
-                        color="white" if light else "black",
-                    )
+        _write_values(ax, values)
     fig.colorbar(image, ax=ax, shrink=0.7, fraction=0.05, pad=0.03)
     ax.set_title(title, fontsize=10)
     return fig
+
+
+def _write_values(ax: Axes, values: np.ndarray) -> None:
+    for i in range(len(values)):
+        for j in range(len(values)):
+            if np.isfinite(values[i, j]):
+                light = abs(values[i, j]) > 0.6
+                ax.text(
+                    j,
+                    i,
+                    f"{values[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if light else "black",
+                )
 
 
 def _controls(ax: Axes, k: Any, r: Any, color: Any, label: str | None = None) -> None:
@@ -150,11 +213,15 @@ def _controls(ax: Axes, k: Any, r: Any, color: Any, label: str | None = None) ->
 
 
 def subset_curves(
-    curve: pd.DataFrame, reference: str, controls: pd.DataFrame | None = None
+    curve: pd.DataFrame,
+    reference: str,
+    controls: pd.DataFrame | None = None,
+    targets: Sequence[str] | None = None,
 ) -> Figure:
-    """Correlation of each target with the reference restricted to k classes, against k;
-    `controls` (subset_controls rows) adds each size-matched control at its subset's k."""
-    targets = list(dict.fromkeys(curve["target"]))
+    """Correlation of each target (default: every target of `curve`) with the reference
+    restricted to k classes, against k; `controls` (subset_controls rows) adds each
+    size-matched control at its subset's k."""
+    targets = list(targets) if targets is not None else list(dict.fromkeys(curve["target"]))
     fig = _figure(8.5 if len(targets) > 6 else 7.5, 4.8, constrained=True)
     ax = fig.add_subplot()
     palette = matplotlib.colormaps["tab20" if len(targets) > len(_COLORS) else "tab10"]
@@ -198,10 +265,10 @@ def subset_curves(
     return fig
 
 
-def error_edfs(errors: pd.DataFrame) -> Figure:
-    """Empirical distribution of error per dataset, as pycls draws design-space EDFs:
-    F(e) = share of architectures with error below e."""
-    names = list(errors.columns)
+def error_edfs(errors: pd.DataFrame, names: Sequence[str] | None = None) -> Figure:
+    """Empirical distribution of error per dataset (default: every one), as pycls draws
+    design-space EDFs: F(e) = share of architectures with error below e."""
+    names = list(names) if names is not None else list(errors.columns)
     rows, cols = _grid(len(names), 5)
     fig = _figure(2.6 * cols, 2.1 * rows + 0.5)
     _margins(fig, 0.55, 0.15, 0.45, 0.65, wspace=0.3, hspace=0.75)
@@ -255,21 +322,36 @@ def trait_effects(traits: pd.DataFrame) -> Figure:
     return fig
 
 
-def write_figures(analysis: Analysis, folder: Path) -> dict[str, Path]:
-    """Draw every figure of the report into `folder`; returns name -> PNG path."""
+def write_figures(
+    analysis: Analysis, folder: Path, layout: Layout | None = None
+) -> dict[str, Path]:
+    """Draw every figure of the report into `folder` as `layout` (default: `plan`) says;
+    returns name -> PNG path."""
+    from analysis.layout import plan
+
+    layout = layout or plan(analysis)
     folder.mkdir(parents=True, exist_ok=True)
     method = analysis.method
+    highlight = analysis.reference if layout.clustered else None
     figures = {
-        "scatter": scatter_grid(analysis.errors, analysis.reference, analysis.against),
+        "scatter": scatter_grid(
+            analysis.errors,
+            analysis.reference,
+            analysis.against,
+            layout.panels,
+            density=layout.density,
+        ),
         "heatmap": heatmap(
             analysis.correlations[method].matrix("r"),
             f"{method.capitalize()} correlation of test error",
+            order=layout.order,
+            highlight=highlight,
         ),
-        "edf": error_edfs(analysis.errors),
+        "edf": error_edfs(analysis.errors, layout.edf),
     }
     if not analysis.subset_curve.empty:
         figures["subsets"] = subset_curves(
-            analysis.subset_curve, analysis.reference, analysis.subset_controls
+            analysis.subset_curve, analysis.reference, analysis.subset_controls, layout.curves
         )
     if not analysis.traits.empty:
         figures["traits"] = trait_effects(analysis.traits)
@@ -278,6 +360,8 @@ def write_figures(analysis: Analysis, folder: Path) -> dict[str, Path]:
         f"Share of the best {analysis.top_fraction:.0%} architectures in common",
         vmin=0.0,
         cmap="viridis",
+        order=layout.order,
+        highlight=highlight,
     )
     if analysis.scores is not None:
         from analysis.zerocost_report import KEY, score_figure

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,29 @@ def atomic_file(path: Path | str) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
         raise
     _fsync(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+
+
+def temporaries(path: Path | str) -> list[Path]:
+    """The hidden temporary files `atomic_file(path)` made beside `path`: one is left behind
+    only when its process was killed (SIGKILL) in the middle of a write."""
+    path = Path(path)
+    return sorted(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
+
+
+def stale_temporaries(
+    folder: Path | str, older_than_s: float, *, recursive: bool = True
+) -> list[Path]:
+    """Temporary files of `atomic_file` under `folder` (in it alone unless `recursive`) not
+    written to for `older_than_s` seconds: no write takes that long, so their writers are
+    gone."""
+    now = time.time()
+    found = []
+    listed = Path(folder).rglob(".*.tmp") if recursive else Path(folder).glob(".*.tmp")
+    for path in sorted(listed):
+        with contextlib.suppress(FileNotFoundError):  # renamed or removed since listed
+            if path.is_file() and now - path.stat().st_mtime > older_than_s:
+                found.append(path)
+    return found
 
 
 def _fsync(path: Path, flags: int) -> None:

@@ -29,7 +29,7 @@ from analysis.stats import (
 
 HEADLINE_MC_ERROR = 0.005  # largest Monte-Carlo standard error of a headline interval end
 MAX_HEADLINE_RESAMPLES = 64_000
-KENDALL_BUDGET = 4e9  # weighted sign products per Kendall table (n^2 per resample and pair)
+KENDALL_BUDGET = 6e9  # Kendall table's cost: n^1.5 per resample and pair (kendall_replicates)
 KENDALL_NULL_BUDGET = 1.3e8  # merge steps of Kendall's permutations (n log2 n each)
 KENDALL_MIN_RESAMPLES = 200  # and permutations
 
@@ -69,11 +69,12 @@ def resamples_needed(current: int, error: float, target: float = HEADLINE_MC_ERR
 
 
 def kendall_resamples(n: int, pairs: int, bootstrap: int) -> int:
-    """Kendall's resampling costs n^2 per resample and pair: `bootstrap` resamples where
-    that fits KENDALL_BUDGET, else as many as fit, but at least KENDALL_MIN_RESAMPLES."""
+    """Kendall's resampling costs about n^1.5 per resample and pair (blocks of rows, see
+    analysis.kendall): `bootstrap` resamples where that fits KENDALL_BUDGET (about 5 s
+    here), else as many as fit, but at least KENDALL_MIN_RESAMPLES."""
     if pairs == 0 or n < 2:
         return bootstrap
-    affordable = int(KENDALL_BUDGET // (n * n * pairs))
+    affordable = int(KENDALL_BUDGET // (n**1.5 * pairs))
     return int(min(bootstrap, max(KENDALL_MIN_RESAMPLES, affordable)))
 
 

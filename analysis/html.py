@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from analysis import html_layout as scaled
+from analysis.layout import Layout, plan
 from analysis.traits import FDR_METHOD
 from analysis.verdicts import NEGATIVE, POSITIVE, RULE, UNCLEAR
 
@@ -151,10 +153,10 @@ def _studied(a: Analysis) -> str:
     return text + _table("studied", headers, rows, text_cols=2)
 
 
-def _headline(a: Analysis, figures: dict[str, Path]) -> str:
+def _headline(a: Analysis, figures: dict[str, Path], layout: Layout) -> str:
     h = a.headline
     rows = []
-    for r in h.itertuples():
+    for r in scaled.rows(h, "r", layout).itertuples():
         cls = "bad" if r.r < 0 and r.hi < 0 else "good" if r.lo > 0 else "muted"
         rows.append(
             [
@@ -197,10 +199,8 @@ def _headline(a: Analysis, figures: dict[str, Path]) -> str:
         summary
         + _headline_note(a)
         + _table("headline", headers, rows)
-        + _figure(
-            figures.get("scatter"),
-            "Each dot is one architecture. Panel titles give r with its interval.",
-        )
+        + scaled.rows_note(len(h), "r", "targets", "headline.csv", layout)
+        + _figure(figures.get("scatter"), scaled.scatter_caption(a, layout))
     )
 
 
@@ -222,9 +222,9 @@ def _headline_note(a: Analysis) -> str:
     )
 
 
-def _methods(a: Analysis) -> str:
+def _methods(a: Analysis, layout: Layout) -> str:
     rows = []
-    for r in a.against.itertuples():
+    for r in scaled.rows(a.against, "r", layout).itertuples():
         cells = [_cell(r.dataset, cls="text")]
         for method in ("pearson", "spearman", "kendall"):
             # The headline's measure shows the headline's interval (its longer resampling).
@@ -244,21 +244,29 @@ def _methods(a: Analysis) -> str:
         f"{m} {c}" for m in ("Pearson", "Spearman", "Kendall") for c in ("r", "interval", "p")
     ]
     other = "Spearman" if a.method == "pearson" else "Pearson"
+    kendall = (
+        "on the same resamples"
+        if a.kendall_bootstrap == a.bootstrap
+        else f"on the first {a.kendall_bootstrap:,} of them (its cost grows as about n<sup>1.5</sup> "
+        "per resample and pair)"
+    )
     return (
         f"<p>Every dataset against {html.escape(a.reference)} by all three measures. Pearson and Spearman "
         "were computed for every pair of datasets (see the heatmap and tables/correlations_*.csv) on "
         f"{a.bootstrap:,} resamples, the first {a.bootstrap:,} of the headline's (the {a.method} column "
-        f"here is the headline's); Kendall's resampling costs n<sup>2</sup> per resample, so it covers "
-        f"the pairs with the reference on the first {a.kendall_bootstrap:,}, with "
-        f"{a.kendall_permutations:,} permutations for its p-values. The Monte-Carlo standard "
+        f"here is the headline's); Kendall's tau, whose resampling costs the most, covers the pairs "
+        f"with the reference {kendall}, with {a.kendall_permutations:,} permutations for its "
+        "p-values. The Monte-Carlo standard "
         f"error of an interval end is at most {_num(a.mc_error, 3)} for the tables on "
         f"{a.bootstrap:,} resamples ({other}, the heatmap, the subset curve, proxies, traits) and "
         f"{_num(a.kendall_mc_error, 3)} for Kendall's: their second decimal can move with the seed "
-        "of the resampling.</p>" + _table("methods", headers, rows)
+        "of the resampling.</p>"
+        + _table("methods", headers, rows)
+        + scaled.rows_note(len(a.against), "r", "datasets", "against_reference.csv", layout)
     )
 
 
-def _noise(a: Analysis) -> str:
+def _noise(a: Analysis, layout: Layout) -> str:
     rows = [
         [
             _cell(r.dataset, cls="text"),
@@ -270,7 +278,7 @@ def _noise(a: Analysis) -> str:
             _cell(_num(r.reliability), r.reliability),
             _cell(_ci(r.reliability_lo, r.reliability_hi)),
         ]
-        for r in a.noise.itertuples()
+        for r in scaled.rows(a.noise, "reliability", layout).itertuples()
     ]
     headers = [
         "dataset",
@@ -290,7 +298,9 @@ def _noise(a: Analysis) -> str:
         "of one dataset is not a bound on its correlation with another: the headline correlates means "
         "over seeds, and for two datasets whose noise-free rankings agree perfectly r is expected near "
         "sqrt(rel_a x rel_b), the noise ceiling. Intervals use the headline's resamples. With one "
-        "seed the noise floor cannot be measured.</p>" + _table("noise", headers, rows)
+        "seed the noise floor cannot be measured.</p>"
+        + _table("noise", headers, rows)
+        + scaled.rows_note(len(a.noise), "reliability", "datasets", "noise_floor.csv", layout)
     )
 
 
@@ -308,10 +318,10 @@ def _pivot_table(
     return _table(ident, [index] + [str(k) for k in keys], rows)
 
 
-def _proxies(a: Analysis) -> str:
+def _proxies(a: Analysis, layout: Layout) -> str:
     rec = a.recommendations
     rows = []
-    for r in rec.itertuples():
+    for r in scaled.rows(rec, "best_r", layout).itertuples():
         if not r.found:
             rows.append(
                 [_cell(r.target, cls="text"), _cell("none: train on it", cls="text bad")]
@@ -361,10 +371,11 @@ def _proxies(a: Analysis) -> str:
         "0, no dataset of the study ranks architectures like the target. All candidates, with the "
         "difference and its interval, are in tables/proxies.csv.</p>"
         + _table("proxies", headers, rows, text_cols=2)
+        + scaled.rows_note(len(rec), "best r", "targets", "recommendations.csv", layout)
     )
 
 
-def _traits(a: Analysis, figures: dict[str, Path]) -> str:
+def _traits(a: Analysis, figures: dict[str, Path], layout: Layout) -> str:
     table = _pivot_table(
         "traits",
         a.traits,
@@ -388,10 +399,7 @@ def _traits(a: Analysis, figures: dict[str, Path]) -> str:
         "independent or positively dependent). tables/traits.csv has p and q.</p>"
         + _figure(figures.get("traits"), "Dots: correlation; bars: intervals.")
         + table
-        + _figure(
-            figures.get("top_agreement"),
-            f"Share of the best {a.top_fraction:.0%} architectures two datasets have in common.",
-        )
+        + _figure(figures.get("top_agreement"), scaled.agreement_caption(a, layout))
         + f"<p>{html.escape(_top_caption(a))}</p>"
     )
 
@@ -416,7 +424,7 @@ def _top_caption(a: Analysis) -> str:
     return text
 
 
-def _per_dataset(a: Analysis, figures: dict[str, Path]) -> str:
+def _per_dataset(a: Analysis, figures: dict[str, Path], layout: Layout) -> str:
     m = a.metric
     rows = [
         [
@@ -442,8 +450,7 @@ def _per_dataset(a: Analysis, figures: dict[str, Path]) -> str:
         "GPU-h in total",
     ]
     return _table("datasets", headers, rows) + _figure(
-        figures.get("edf"),
-        "F(e): share of architectures with error below e, as pycls plots design spaces.",
+        figures.get("edf"), scaled.edf_caption(layout)
     )
 
 
@@ -485,27 +492,24 @@ SECTIONS = (
 )
 
 
-def render(a: Analysis, figures: dict[str, Path]) -> str:
-    """The whole report as one HTML string."""
+def render(a: Analysis, figures: dict[str, Path], layout: Layout | None = None) -> str:
+    """The whole report as one HTML string, as `layout` (default: `plan`) shapes it."""
     from analysis import html_sections
 
+    layout = layout or plan(a)
     bodies = {
         "studied": _studied(a),
-        "headline": _headline(a, figures),
-        "methods": _methods(a),
-        "noise": _noise(a),
-        "subsets": html_sections.subsets(a, figures),
-        "proxies": _proxies(a),
-        "traits": _traits(a, figures),
-        "datasets": _per_dataset(a, figures),
+        "headline": _headline(a, figures, layout),
+        "methods": _methods(a, layout),
+        "noise": _noise(a, layout),
+        "subsets": html_sections.subsets(a, figures, layout),
+        "proxies": _proxies(a, layout),
+        "traits": _traits(a, figures, layout),
+        "datasets": _per_dataset(a, figures, layout),
         "method": html_sections.method(a),
         "provenance": _provenance(a),
     }
-    heat = _figure(
-        figures.get("heatmap"),
-        f"{a.method.capitalize()} correlation of error between every pair of datasets.",
-    )
-    bodies["methods"] += heat
+    bodies["methods"] += _figure(figures.get("heatmap"), scaled.heatmap_caption(a, layout))
     shown = list(SECTIONS)
     if a.scores is not None:  # training-free scores: a section of their own, after proxies
         from analysis.zerocost_report import KEY, TITLE, score_section

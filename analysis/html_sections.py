@@ -9,15 +9,17 @@ import html
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from analysis import html_layout as scaled
 from analysis.controls import HELPS, HURTS
 from analysis.headline import MAX_HEADLINE_RESAMPLES
 from analysis.html import _cell, _ci, _figure, _num, _table
+from analysis.layout import Layout
 
 if TYPE_CHECKING:
     from analysis.result import Analysis
 
 
-def subsets(a: Analysis, figures: dict[str, Path]) -> str:
+def subsets(a: Analysis, figures: dict[str, Path], layout: Layout) -> str:
     if a.subset_curve.empty:
         return f"<p class='muted'>The study has no class subsets of {html.escape(a.reference)}.</p>"
     images = a.datasets.set_index("dataset")["num_train"]
@@ -32,7 +34,7 @@ def subsets(a: Analysis, figures: dict[str, Path]) -> str:
             _cell(_num(r.r_corrected), r.r_corrected),
             _cell(_ci(r.corrected_lo, r.corrected_hi)),
         ]
-        for r in a.subset_curve.itertuples()
+        for r in scaled.curve_targets(layout, a.subset_curve).itertuples()
     ]
     headers = [
         "target",
@@ -51,14 +53,12 @@ def subsets(a: Analysis, figures: dict[str, Path]) -> str:
         "shows it, and the corrected r (r over the noise ceiling of the pair) beside it. Whether fewer "
         "classes help beyond fewer images only a size-matched control can tell (below).</p>"
     )
-    figure = _figure(
-        figures.get("subsets"),
-        "Lines: correlation with the target; bands: intervals; open squares: size-matched controls.",
-    )
-    return text + figure + _table("subset-curves", headers, rows, text_cols=2) + _controls(a)
+    figure = _figure(figures.get("subsets"), scaled.curve_caption(a, layout))
+    table = _table("subset-curves", headers, rows, text_cols=2)
+    return text + figure + table + _controls(a, layout)
 
 
-def _controls(a: Analysis) -> str:
+def _controls(a: Analysis, layout: Layout) -> str:
     reference = html.escape(a.reference)
     if a.subset_controls.empty:
         return (
@@ -81,7 +81,7 @@ def _controls(a: Analysis) -> str:
             _cell(_ci(r.images_lo, r.images_hi)),
             _cell(r.reading, cls="text " + _tone(r.reading)),
         ]
-        for r in a.subset_controls.itertuples()
+        for r in scaled.curve_targets(layout, a.subset_controls).itertuples()
     ]
     headers = [
         "target",

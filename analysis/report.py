@@ -425,12 +425,14 @@ def write_report(analysis: Analysis, out: str | Path) -> dict[str, Any]:
     """Write tables/ (CSV), figures/ (PNG) and report.html into `out`; returns their paths."""
     from analysis.figures import write_figures
     from analysis.html import render
+    from analysis.layout import plan
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tables = write_tables(analysis, out / "tables")
-    figures = write_figures(analysis, out / "figures")
+    layout = plan(analysis)  # what the figures and the page show at this study's size
+    figures = write_figures(analysis, out / "figures", layout)
     html = out / "report.html"
-    html.write_text(render(analysis, figures), encoding="utf-8")
+    html.write_text(render(analysis, figures, layout), encoding="utf-8")
     (out / "provenance.json").write_text(json.dumps(analysis.provenance, indent=2, default=str))
     return {"report": html, "tables": tables, "figures": figures}

@@ -27,7 +27,8 @@ The scores group is a versioned addition (SCORES_VERSION, on the group): a resul
 without it reads as before, with no scores. Version 1 held one seed for the whole table
 as a `seed` attribute and no `seed` array; it is still read. A score file
 (`write_score_file`) holds one dataset's table in the same layout at its root, plus a
-`dataset` attribute; `add_scores` stores tables in an existing results.h5.
+`dataset` attribute and, optionally, `inputs` (JSON: what the scores were computed from);
+`add_scores` stores tables in an existing results.h5.
 A cell's result file (`results/<dataset>/<arch_id>-s<seed>.h5`) holds one CellResult:
 its scalars as root attributes and its curves as 1-D datasets.
 Errors are percentages (0-100); flops are multiply-adds.
@@ -601,12 +602,36 @@ def _read_array(dataset: h5py.Dataset) -> np.ndarray:
     return dataset[()]
 
 
-def write_score_file(path: Path, table: ScoreTable) -> None:
+def write_score_file(
+    path: Path, table: ScoreTable, inputs: Mapping[str, Any] | None = None
+) -> None:
     """Write one dataset's score table to its own file atomically (the scores group's
-    layout at the root, plus a `dataset` attribute)."""
+    layout at the root, plus a `dataset` attribute). `inputs`, when given, is kept as JSON in
+    the `inputs` attribute: what the scores were computed from besides the architecture and
+    the seed, so that a reader can tell a file made from other inputs."""
     with _atomic_h5(Path(path)) as handle:
         handle.attrs["dataset"] = table.dataset
+        if inputs is not None:
+            handle.attrs["inputs"] = json.dumps(dict(inputs), sort_keys=True)
         _write_scores(handle, table)
+
+
+def read_score_inputs(path: Path) -> dict[str, Any]:
+    """The `inputs` a score file was written with ({} when none); CorruptResultError when
+    the file cannot be read."""
+    try:
+        with h5py.File(path, "r") as handle:
+            text = str(_plain(handle.attrs.get("inputs", "{}")))
+        inputs = json.loads(text)
+    except OSError as exc:
+        if exc.errno is not None:
+            raise
+        raise CorruptResultError(f"{path}: not a readable score file ({exc})") from exc
+    except ValueError as exc:
+        raise CorruptResultError(f"{path}: its inputs are not JSON ({exc})") from exc
+    if not isinstance(inputs, dict):
+        raise CorruptResultError(f"{path}: its inputs are not a JSON object")
+    return inputs
 
 
 def add_scores(path: Path, tables: Iterable[ScoreTable]) -> None:

@@ -4,9 +4,9 @@ bootstrap intervals (resampling architectures) and permutation p-values, vectori
 A bootstrap sample is held as counts (how often each architecture was drawn), so a
 resample's statistic is a weighted one over the original rows: Pearson needs one matrix
 product for every sample, Spearman's ranks of a resample come from cumulative counts in
-each column's fixed sort order (no sorting per sample), and Kendall's concordance is
-c^T S c with S the pairwise sign matrix. Missing values are handled pairwise: each pair
-uses the architectures both columns have, and reports that count.
+each column's fixed sort order (no sorting per sample; analysis.replicates), and Kendall's
+concordance comes from blocks of rows (analysis.kendall). Missing values are handled
+pairwise: each pair uses the architectures both columns have, and reports that count.
 
 Resamples can be passed in as counts over all rows (`counts=`), so that every pair, and
 every table computed with the same counts, sees the same draws of architectures: resample
@@ -29,10 +29,10 @@ from scipy import stats as sps
 from tqdm.auto import tqdm
 
 from analysis.kendall import kendall_null, kendall_replicates
+from analysis.replicates import null_matrix, pearson_replicates, spearman_replicates
 
 METHODS = ("pearson", "spearman", "kendall")
 MIN_N = 3  # fewer architectures than this give no correlation
-_BATCH_ELEMENTS = 131_072  # floats per batch array (1 MB): small enough to stay in cache
 
 
 @dataclass(frozen=True)
@@ -180,125 +180,26 @@ def _standardise(values: np.ndarray) -> np.ndarray:
         return centred / np.sqrt((centred**2).mean(axis=0))
 
 
-def _normalise(gram: np.ndarray) -> np.ndarray:
-    diag = np.sqrt(np.clip(np.diagonal(gram, axis1=-2, axis2=-1), 0, None))
-    with np.errstate(all="ignore"):
-        return gram / (diag[..., :, None] * diag[..., None, :])
+def _distinct_columns(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The first of each set of identical columns, and for every column its set's place."""
+    first: dict[bytes, int] = {}
+    back = np.array(
+        [first.setdefault(values[:, j].tobytes(), len(first)) for j in range(values.shape[1])],
+        dtype=np.intp,
+    )
+    return np.unique(back, return_index=True)[1], back
 
 
-def _batch(samples: int, n: int, columns: int) -> int:
-    return int(max(1, min(samples, _BATCH_ELEMENTS // max(1, n * columns))))
-
-
-Pairs = tuple[np.ndarray, np.ndarray]  # column indices (left, right) of the pairs wanted
-
-
-def _pair_correlations(cov: np.ndarray, var: np.ndarray, pairs: Pairs) -> np.ndarray:
-    """(b, pairs) correlations from the pairs' co-variation and every column's variation."""
-    left, right = pairs
-    with np.errstate(all="ignore"):
-        return cov / np.sqrt(np.clip(var[:, left], 0, None) * np.clip(var[:, right], 0, None))
-
-
-def pearson_replicates(
-    values: np.ndarray, counts: np.ndarray, pairs: Pairs | None = None
+def _replicates(
+    method: str, values: np.ndarray, draws: np.ndarray, left: np.ndarray, right: np.ndarray
 ) -> np.ndarray:
-    """(samples, c, c) Pearson matrices of the resamples `counts` describes: one product
-    of the counts with the rows' cross products. With `pairs`, (samples, pairs): only
-    those correlations (the cross products of those pairs alone)."""
-    n, c = values.shape
-    centred = values - values.mean(axis=0)
-    if pairs is None:
-        cross = (centred[:, :, None] * centred[:, None, :]).reshape(n, c * c)
-    else:
-        cross = np.concatenate([centred[:, pairs[0]] * centred[:, pairs[1]], centred**2], axis=1)
-    out = np.empty((len(counts), c, c) if pairs is None else (len(counts), len(pairs[0])))
-    step = _batch(len(counts), cross.shape[1], 1)
-    for start in range(0, len(counts), step):
-        w = counts[start : start + step].astype(float)
-        total = w.sum(axis=1)
-        with np.errstate(all="ignore"):
-            mean = w @ centred / total[:, None]
-            second = (w @ cross) / total[:, None]
-        if pairs is None:
-            moment = second.reshape(-1, c, c) - mean[:, :, None] * mean[:, None, :]
-            out[start : start + step] = _normalise(moment)
-            continue
-        left, right = pairs
-        cov = second[:, : len(left)] - mean[:, left] * mean[:, right]
-        out[start : start + step] = _pair_correlations(cov, second[:, len(left) :] - mean**2, pairs)
-    return out
-
-
-def _tie_bounds(ordered: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each sorted position, the first and last position of its run of equal values."""
-    n = len(ordered)
-    pos = np.broadcast_to(np.arange(n)[:, None], ordered.shape)
-    new = np.ones(ordered.shape, dtype=bool)
-    new[1:] = ordered[1:] != ordered[:-1]
-    last = np.ones(ordered.shape, dtype=bool)
-    last[:-1] = new[1:]
-    start = np.maximum.accumulate(np.where(new, pos, 0), axis=0)
-    end = np.minimum.accumulate(np.where(last, pos, n - 1)[::-1], axis=0)[::-1]
-    return start, end
-
-
-def spearman_replicates(
-    values: np.ndarray, counts: np.ndarray, pairs: Pairs | None = None
-) -> np.ndarray:
-    """(samples, c, c) Spearman matrices of the resamples: average ranks of each resample
-    from cumulative counts along each column's sort order, then weighted Pearson. With
-    `pairs`, (samples, pairs): only those correlations (each column ranked once, then one
-    weighted product per pair instead of the whole matrix)."""
-    n, c = values.shape
-    order = np.argsort(values, axis=0, kind="stable")
-    start, end = _tie_bounds(np.take_along_axis(values, order, axis=0))
-    # Column-major from here on, so the cumulative sums run along contiguous memory.
-    order, inverse = order.T.copy(), np.argsort(order, axis=0).T.copy()
-    start, end = start.T.ravel(), end.T.ravel()
-    base = np.repeat(np.arange(c) * n, n)
-    tied = bool((start != end).any())
-    first_of, last_of = base + start, base + end
-    # Flat positions: a gather over one axis is several times faster than a 2-D fancy index.
-    by_rank, by_row = order.ravel(), (inverse + np.arange(c)[:, None] * n).ravel()
-    out = np.empty((len(counts), c, c) if pairs is None else (len(counts), len(pairs[0])))
-    step = _batch(len(counts), n, c if pairs is None else c + len(pairs[0]))
-    for first in range(0, len(counts), step):
-        # float32 holds every count, cumulative count and half-integer rank exactly.
-        w = counts[first : first + step].astype(np.float32)
-        w_sorted = w[:, by_rank].reshape(len(w), c, n)  # counts in each column's sort order
-        cum = np.cumsum(w_sorted, axis=2)
-        if tied:  # a run of equal values shares the mean of the ranks it spans
-            flat_cum = cum.reshape(len(w), -1)
-            before = flat_cum - w_sorted.reshape(len(w), -1)
-            ranks = (before[:, first_of] + flat_cum[:, last_of] + 1) / 2
-        else:
-            ranks = cum - (w_sorted - 1) / 2
-        # Ranks run 1..W with W the resample's size (the drawn rows this column has).
-        total = w.sum(axis=1, dtype=np.float64)[:, None, None]
-        back = ranks.reshape(len(w), -1)[:, by_row].reshape(len(w), c, n)
-        centred = back.astype(np.float64) - (total + 1) / 2
-        weighted = centred * w[:, None, :]
-        if pairs is None:
-            out[first : first + step] = _normalise(np.matmul(weighted, centred.transpose(0, 2, 1)))
-            continue
-        var = np.einsum("bcn,bcn->bc", weighted, centred)
-        cov = np.einsum("bpn,bpn->bp", weighted[:, pairs[0]], centred[:, pairs[1]])
-        out[first : first + step] = _pair_correlations(cov, var, pairs)
-    return out
-
-
-def _null_matrix(
-    z: np.ndarray, perms: np.ndarray, left: np.ndarray, right: np.ndarray
-) -> np.ndarray:
-    """(permutations, pairs): correlation of column `left` with column `right` permuted."""
-    n, c = z.shape
-    out = np.empty((len(perms), len(left)))
-    step = _batch(len(perms), n, c)
-    for first in range(0, len(perms), step):
-        shuffled = z[perms[first : first + step]]  # (b, n, c)
-        out[first : first + step] = np.matmul(z.T[None], shuffled)[:, left, right] / n
-    return out
+    """(pairs, resamples): Pearson or Spearman replicates of the pairs (left, right) of the
+    columns of `values`: a few of the matrix's pairs alone, else the whole matrix."""
+    replicate = pearson_replicates if method == "pearson" else spearman_replicates
+    columns = values.shape[1]
+    if 4 * len(left) < columns * (columns - 1) / 2:
+        return replicate(values, draws, (left, right)).T
+    return replicate(values, draws)[:, left, right].T
 
 
 # ---- the public entry point ------------------------------------------------------------
@@ -393,14 +294,15 @@ def correlate(
         # Spearman's r is Pearson's r of average ranks.
         z = _standardise(sps.rankdata(sub, axis=0) if method == "spearman" else sub)
         r[members] = (z[:, left] * z[:, right]).mean(axis=0)
+        # Identical columns (e.g. complexity counted alike for datasets of one resolution and
+        # class count) are resampled and permuted once.
+        unique, back = _distinct_columns(sub)
+        left, right = back[left], back[right]
         if bootstrap:
-            replicate = pearson_replicates if method == "pearson" else spearman_replicates
-            if 4 * len(members) < len(cols) * (len(cols) - 1) / 2:  # few of the matrix's pairs
-                samples[members] = replicate(sub, draws, (left, right)).T
-            else:
-                samples[members] = replicate(sub, draws)[:, left, right].T
+            samples[members] = _replicates(method, sub[:, unique], draws, left, right)
         if permutations:
-            p[members] = permutation_pvalue(r[members], _null_matrix(z, perms, left, right), exact)
+            null = null_matrix(z[:, unique], perms, left, right)
+            p[members] = permutation_pvalue(r[members], null, exact)
         bar.update(len(members))
     bar.close()
     lo, hi = percentile_interval(samples, confidence)

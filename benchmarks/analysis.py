@@ -4,7 +4,14 @@ intervals (goal: under 10 s), and, for information, the other steps of `anysweep
 (Kendall with the resample and permutation counts `analyze` gives it at this size) and,
 with --full, the whole analysis and report.
 
+With --scale, `anysweep analyze` as a user runs it (a process of its own: load results.h5,
+Pearson and Spearman with intervals and p-values for every pair, Kendall against the
+reference, the report) at 6,000, 60,000 and 600,000 cells (50, 500 and 5,000 architectures
+x 40 datasets x 3 seeds), each against its goal: wall time < 300 s, peak memory < 4 GB,
+report.html < 10 MB.
+
     .venv/bin/python benchmarks/analysis.py [--architectures 2000] [--full]
+    .venv/bin/python benchmarks/analysis.py --scale [--sizes 50,500,5000]
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402
+import json  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -31,6 +40,18 @@ from analysis.stats import correlate  # noqa: E402
 from analysis.synthetic import SyntheticDataset, default_datasets, synthetic_results  # noqa: E402
 
 GOAL_S = 10.0
+SCALE_GOALS = {"wall_s": 300.0, "peak_gb": 4.0, "html_mb": 10.0}  # anysweep analyze, per size
+ROOT = Path(__file__).resolve().parents[1]
+# The child runs the real command in-process and reports its own peak memory (ru_maxrss, KB).
+_CHILD = (
+    "import json, resource, sys, time\n"
+    "from hpc.cli import main\n"
+    "cpu = time.process_time()\n"
+    "code = main(sys.argv[1:])\n"
+    "usage = resource.getrusage(resource.RUSAGE_SELF)\n"
+    "print(json.dumps({'code': code, 'cpu_s': time.process_time() - cpu,"
+    " 'peak_kb': usage.ru_maxrss}))\n"
+)
 
 
 def _datasets(count: int) -> list[SyntheticDataset]:
@@ -69,6 +90,83 @@ class Clock:
         print(f"{self.label:<58} {self.wall:7.2f} s wall {self.cpu:7.2f} s cpu", flush=True)
 
 
+def _analyze_once(path: Path, out: Path) -> dict[str, float]:
+    """`anysweep analyze` on `path` in a fresh process: wall and CPU seconds, peak memory,
+    the report's size, and the resample counts it printed (--json)."""
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, "analyze", str(path), "--out", str(out), "--json"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=False,
+    )
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"anysweep analyze failed:\n{done.stderr[-3000:]}")
+    *summary, usage = done.stdout.strip().splitlines()
+    measured = json.loads(usage)
+    printed = json.loads("\n".join(summary))
+    return {
+        "wall_s": wall,
+        "cpu_s": measured["cpu_s"],
+        "peak_gb": measured["peak_kb"] / 1e6,
+        "html_mb": (out / "report.html").stat().st_size / 1e6,
+        "headline_bootstrap": printed["headline_bootstrap"],
+    }
+
+
+def _scale(sizes: list[int], datasets: int, seeds: int) -> int:
+    """The --scale table: one row per size, each figure against its goal."""
+    rows = []
+    for architectures in sizes:
+        cells = architectures * datasets * seeds
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "results.h5"
+            with Clock(f"write synthetic results.h5, {cells:,} cells (not part of the goal)"):
+                synthetic_results(
+                    path,
+                    architectures=architectures,
+                    seeds=seeds,
+                    datasets=_datasets(datasets),
+                    curves=True,
+                    seed=0,
+                )
+            load = os.getloadavg()[0]
+            row = _analyze_once(path, Path(tmp) / "report")
+            row.update(cells=cells, architectures=architectures, load=load)
+            row["load_after"] = os.getloadavg()[0]
+            row["file_kb_per_cell"] = path.stat().st_size / cells / 1e3
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    _print_scale(rows, datasets, seeds)
+    return 0 if all(_meets(row) for row in rows) else 1
+
+
+def _meets(row: dict[str, float]) -> bool:
+    return all(row[key] < goal for key, goal in SCALE_GOALS.items())
+
+
+def _print_scale(rows: list[dict[str, float]], datasets: int, seeds: int) -> None:
+    print(
+        f"\nanysweep analyze, architectures x {datasets} datasets x {seeds} seeds, one BLAS thread"
+    )
+    print(
+        "| cells | architectures | wall (goal < 300 s) | CPU | peak memory (goal < 4 GB) "
+        "| report.html (goal < 10 MB) | headline resamples | load (1 min, before/after) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['cells']:,} | {r['architectures']:,} | {r['wall_s']:.1f} s | {r['cpu_s']:.1f} s "
+            f"| {r['peak_gb']:.2f} GB | {r['html_mb']:.2f} MB | {r['headline_bootstrap']:,} "
+            f"| {r['load']:.1f} / {r['load_after']:.1f} |"
+        )
+    verdict = "meets" if all(_meets(r) for r in rows) else "MISSES"
+    print(f"GOAL wall < 300 s, peak < 4 GB, report.html < 10 MB at every size: {verdict}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -80,7 +178,20 @@ def main() -> int:
     parser.add_argument(
         "--full", action="store_true", help="also time the whole analysis and report"
     )
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="time `anysweep analyze` at --sizes architectures x 40 datasets x 3 seeds",
+    )
+    parser.add_argument(
+        "--sizes",
+        default="50,500,5000",
+        help="architectures per --scale row (default 50,500,5000: 6,000 to 600,000 cells)",
+    )
     args = parser.parse_args()
+    if args.scale:
+        sizes = [int(s) for s in args.sizes.split(",") if s]
+        return _scale(sizes, datasets=40, seeds=3)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "results.h5"
         with Clock("write synthetic results.h5 (not part of the goal)"):

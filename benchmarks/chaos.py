@@ -187,7 +187,7 @@ def worker_pids(task: str) -> list[int]:
         except OSError:
             continue
         program = Path(cmd.split(b" ", 1)[0].decode()).name
-        if program.startswith("python") and b"submitit" in cmd:  # not srun's own line
+        if program.startswith("python") and b"hpc.worker" in cmd:  # not srun's own line
             pids.append(pid)
     return pids
 

@@ -207,6 +207,9 @@ def _validate(spec: DatasetSpec) -> None:
             not isinstance(value, int) or isinstance(value, bool) or value < 1
         ):
             raise bad(f"{key} must be a positive integer, not {value!r}")
+    for key in ("k", "num_classes"):  # a subset's num_classes is its k: name k first
+        if getattr(spec, key) == 1:
+            raise bad(f"{key}=1: a classifier needs at least 2 classes to tell apart")
     if not 0.0 < spec.test_fraction < 1.0:
         raise bad(f"test_fraction must be between 0 and 1, not {spec.test_fraction!r}")
     if not 1 <= spec.jpeg_quality <= 100:
@@ -330,16 +333,19 @@ def parent_of(name: str) -> str | None:
     return options["parent"] if options else None
 
 
-def expected_sizes(spec: DatasetSpec) -> tuple[int | None, int | None, int | None]:
+def expected_sizes(
+    spec: DatasetSpec, known: tuple[int, int, int] | None = None
+) -> tuple[int | None, int | None, int | None]:
     """(training images, test images, classes) from the registry's facts, before any file is
-    read; None where the registry does not know (a user's dataset). Caps (max_train, max_test)
-    apply to the parent's files. A subset's image counts are the parent's scaled by k over its
+    read; None where the registry does not know (a user's dataset) unless `known` gives the
+    uncapped (train, test, classes) of the files it reads (its parent's for a subset or a
+    control), e.g. a folder's images counted by name. Caps (max_train, max_test) apply to
+    the parent's files. A subset's image counts are the parent's scaled by k over its
     classes, rounded up (exact for balanced classes, else an estimate); a size control has
     exactly n training images and the parent's whole test split."""
     info = REGISTRY.get(spec.parent or spec.name)
-    train, test, parent_classes = (
-        (info.num_train, info.num_test, info.spec.num_classes) if info else (None, None, None)
-    )
+    facts = (info.num_train, info.num_test, info.spec.num_classes) if info else known
+    train, test, parent_classes = facts or (None, None, None)
     if train is not None and spec.max_train:
         train = min(train, spec.max_train)
     if test is not None and spec.max_test:

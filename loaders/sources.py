@@ -151,6 +151,7 @@ def read_folder(spec: DatasetSpec) -> SourceData:
         classes = _subdirs(root / "train")
         if not classes:
             raise DatasetError(f"{root / 'train'}: no class folders; expected {LAYOUTS['folder']}")
+        _check_two(spec, root / "train", classes)
         train_files, train_labels = _class_tree(root / "train", classes, allow_empty=False)
         _check_known(test_dir, classes)
         test_files, test_labels = _class_tree(test_dir, classes, allow_empty=True)
@@ -159,6 +160,7 @@ def read_folder(spec: DatasetSpec) -> SourceData:
         classes = _subdirs(root)
         if not classes:
             raise DatasetError(f"{root}: no class folders; expected {LAYOUTS['folder']}")
+        _check_two(spec, root, classes)
         files, labels = _class_tree(root, classes, allow_empty=False)
         train_idx, test_idx = stratified_split(labels, spec.test_fraction, spec.split_seed)
         train_files, train_labels = [files[i] for i in train_idx], labels[train_idx]
@@ -169,6 +171,48 @@ def read_folder(spec: DatasetSpec) -> SourceData:
         Split(train_labels, channels, files=tuple(train_files), origin=str(root)),
         Split(test_labels, channels, files=tuple(test_files), origin=str(root)),
     )
+
+
+def _check_two(spec: DatasetSpec, folder: Path, classes: list[str]) -> None:
+    if len(classes) < 2:
+        raise DatasetError(
+            f"dataset {spec.name!r}: {folder} holds one class folder ({classes[0]}); a "
+            f"classifier needs at least 2 classes; expected {LAYOUTS['folder']}"
+        )
+
+
+def check_source(spec: DatasetSpec) -> tuple[int, int, int] | None:
+    """What can be checked of a source without opening an image, raising DatasetError: its
+    files are where its layout says; a folder dataset has 2 classes or more, each with
+    training images, counted by file names. Returns a folder's (train images, test images,
+    classes) as `count_folder` counts them (None for other sources); no image is decoded, so
+    unreadable or unsuitable images are found by prepare."""
+    if spec.source == "folder":
+        root = _root(spec)
+        tree = root / "train" if (root / "train").is_dir() else root
+        names = _subdirs(tree)
+        if not names:
+            raise DatasetError(f"{tree}: no class folders; expected {LAYOUTS['folder']}")
+        _check_two(spec, tree, names)
+        empty = [n for n, count in zip(names, _class_counts(tree), strict=True) if not count]
+        if empty:
+            raise DatasetError(
+                f"dataset {spec.name!r}: class folders without images in {tree}: {empty[:10]}; "
+                "every class needs some"
+            )
+        return count_folder(spec)
+    if spec.source == "imagenet":
+        _root(spec)
+    elif spec.source in ("cifar10", "cifar100"):
+        formats.cifar_dir(spec)
+    elif spec.source == "idx":
+        formats.idx_files(spec)
+    elif spec.source == "arrays":
+        if not (spec.path and Path(spec.path).is_file()):
+            raise DatasetError(f"dataset {spec.name!r}: {spec.path} not found; {LAYOUTS['arrays']}")
+    else:
+        formats.packaged_files(spec)
+    return None
 
 
 def _class_counts(folder: Path) -> list[int]:

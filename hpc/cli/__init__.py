@@ -14,6 +14,12 @@ VERBS: dict[str, tuple[str, str, str, str]] = {
     "init": ("hpc.cli.study", "add_init", "run_init", "write a commented study.toml from a preset"),
     "sample": ("hpc.cli.study", "add_sample", "run_sample", "sample the study's architectures"),
     "prepare": ("hpc.cli.study", "add_prepare", "run_prepare", "build every dataset of the study"),
+    "score": (
+        "hpc.cli.study",
+        "add_score",
+        "run_score",
+        "training-free scores of every architecture on every dataset",
+    ),
     "launch": (
         "hpc.cli.study",
         "add_launch",

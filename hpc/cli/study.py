@@ -1,5 +1,5 @@
-"""The study verbs of `anysweep` (init, sample, prepare, launch, sbatch, status, collect, run,
-cancel, clean, logs): argument parsers and thin handlers over hpc's functions.
+"""The study verbs of `anysweep` (init, sample, prepare, score, launch, sbatch, status, collect,
+run, cancel, clean, logs): argument parsers and thin handlers over hpc's functions.
 
 Each handler returns the exit code; bad input raises ValueError or FileNotFoundError, which
 `hpc.cli` prints as a one-line error. Heavy modules are imported inside the handlers.
@@ -56,8 +56,11 @@ def add_init(parser: argparse.ArgumentParser) -> None:
 def run_init(args: argparse.Namespace) -> int:
     target = init_study(args.study_dir, args.preset, args.force)
     load_study(args.study_dir)  # a preset that does not validate is a bug; say so now
+    folder = args.study_dir
     _print(
-        f"wrote {target} (preset {args.preset}); edit it, then `anysweep launch {args.study_dir} --dry-run`"
+        f"wrote {target} (preset {args.preset}); edit it, then `anysweep run {folder}` to run it "
+        f"on this machine, or on a Slurm cluster `anysweep launch {folder} --dry-run` to see "
+        f"the plan and `anysweep launch {folder}` to submit it"
     )
     return 0
 
@@ -116,6 +119,42 @@ def run_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- score --------------------------------------------------------------------------------
+
+
+def add_score(parser: argparse.ArgumentParser) -> None:
+    add_study_dir(parser)
+    parser.add_argument(
+        "--dataset", action="append", metavar="NAME", help="only this dataset (repeatable)"
+    )
+    parser.add_argument(
+        "--cluster",
+        choices=("local", "slurm"),
+        default="local",
+        help="local (default): one process per core, waited for; slurm: one array job "
+        "per dataset, submitted (like prepare)",
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=None, help="local: processes at once (default: cores)"
+    )
+
+
+@_scheduler_errors
+def run_score(args: argparse.Namespace) -> int:
+    from hpc.scheduling.scores import score_study, summary
+
+    study = load_study(args.study_dir)
+    run = score_study(
+        study,
+        cluster=args.cluster,
+        jobs=args.jobs,
+        names=args.dataset,
+        wait=args.cluster == "local",
+    )
+    _print(summary(run, study))
+    return 1 if run.unscored else 0
+
+
 # --- launch, sbatch -----------------------------------------------------------------------
 
 
@@ -167,6 +206,9 @@ def run_launch(args: argparse.Namespace) -> int:
         retrain_stale=args.retrain_stale,
     )
     _print(format_plan(launched.plan, study))
+    if launched.problems:
+        print(f"anysweep launch: error: {'; '.join(launched.problems)}", file=sys.stderr)
+        return 2
     if args.dry_run:
         _print("dry run: nothing submitted")
     elif not launched.record:

@@ -18,7 +18,7 @@ from hpc.scheduling.plan import Plan, make_plan
 from hpc.scheduling.records import next_record_id, read_records
 from hpc.scheduling.schedulers import Scheduler, Submission
 from hpc.scheduling.status import active_mask, tasks
-from hpc.study.datasets import unprepared
+from hpc.study.datasets import files_owners, source_problems, unprepared
 from hpc.study.layout import study_lock
 from hpc.study.packs import set_aside_rows
 from hpc.study.population import Population, sample_architectures
@@ -40,6 +40,7 @@ class Launch:
     job_ids: tuple[str, ...] = ()  # array job ids (Slurm) or lane pids (local)
     jobs: tuple[Any, ...] = field(default=(), repr=False)  # submitit Jobs that end with us
     files: tuple[Path, ...] = ()  # what a person submits (sbatch scripts, then submit.sh)
+    problems: tuple[str, ...] = ()  # a dry run: what it found wrong (sources not found, ...)
 
     def running(self) -> bool:
         """Whether processes this launch started here still run (looking reaps those that
@@ -67,19 +68,21 @@ def launch(
     scheduler `cluster` names (slurm, local or sbatch).
 
     `cluster="local"` runs at most `jobs` workers at once on this machine (default: one per
-    core, each with one thread). `dry_run` plans without writing or submitting anything.
+    core, each with one thread). `dry_run` plans without writing or submitting anything,
+    and checks what it can of the sources of datasets not prepared yet (`problems`).
     Refuses (StaleCellsError) while cells are stale, unless `retrain_stale` sets their
     results aside under jobs/stale/ and trains them again.
     """
     scheduler = schedulers.get(cluster)
-    if jobs is not None and jobs < 1:
-        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    check_jobs(jobs)
     # A grown study samples its new architectures here (prefix-stable: old ids keep theirs).
     population = sample_architectures(study, write=not dry_run)
     if dry_run:
         now = standing(study, population)
         plan = _plan(study, scheduler, jobs, population, now, project=True)
-        return Launch(_with_stale_note(plan, now, retrain_stale))
+        note, problems = dry_checks(study)
+        plan = dataclasses.replace(plan, notes=plan.notes + note)
+        return Launch(_with_stale_note(plan, now, retrain_stale), problems=problems)
     with study_lock(study.layout, "launch"):
         now = standing(study, population)
         if reset_retries and reset_failed(study, now):
@@ -102,6 +105,26 @@ def launch(
         record_id = next_record_id(study, scheduler.record_kind)
         submitted = scheduler.submit(Submission(study, plan, population, record_id, jobs))
     return Launch(plan, record_id, submitted.job_ids, submitted.jobs, submitted.files)
+
+
+def check_jobs(jobs: int | None) -> None:
+    """`--jobs` (local workers at once), when given, is a positive number."""
+    if jobs is not None and jobs < 1:
+        raise ValueError(f"--jobs must be >= 1 (workers at once), got {jobs}")
+
+
+def dry_checks(study: Study) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What a dry run checks of the datasets not prepared yet, without reading an image:
+    (a note of what it could not check, the problems it found in their sources)."""
+    missing = unprepared(study, [d.name for d in study.datasets])
+    if not missing:
+        return (), ()
+    sources = [e.prepared_spec.name for e in files_owners(study, missing)]
+    note = (
+        f"not checked by a dry run: the images of {', '.join(sources)} (whether each reads, "
+        "its channels and size); `anysweep prepare` checks them before any training"
+    )
+    return (note,), tuple(source_problems(study, missing))
 
 
 def _plan(

@@ -12,6 +12,7 @@ import functools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -93,20 +94,21 @@ class DatasetCost:
 class Plan:
     """The cells that still need a run, grouped for submission."""
 
-    total: int  # cells of the study
+    total: int  # cells of the study: finished + active + len(to_run)
     finished: int  # done, diverged, or failed past the retry limit
-    active: int  # queued or running now
+    active: int  # not finished, and queued or running now
     grid: Grid
     to_run: np.ndarray = field(repr=False)  # grid positions of the cells that need a run
     attempts: np.ndarray = field(repr=False)  # failed attempts each of them has made
     chunks: tuple[PlannedChunk, ...] = ()
     arrays: tuple[Array, ...] = ()
-    gpu_hours: float = 0.0  # estimated for the missing cells
+    gpu_hours: float = 0.0  # estimated for the cells to run of datasets asking for GPUs
     max_array_size: int = 1
     notes: tuple[str, ...] = field(default=())
     lanes: int | None = None  # local runs: workers at once (arrays do not apply)
     pricing: dict[str, Pricing] = field(default_factory=dict)  # per dataset: K, rows, why
     projections: tuple[Projection, ...] = ()  # the whole study per device kind (dry runs)
+    cpu_hours: float = 0.0  # estimated for the cells to run of datasets with `gpus = 0`
 
     @functools.cached_property
     def missing(self) -> tuple[Cell, ...]:
@@ -297,8 +299,9 @@ def make_plan(
     if outcomes is None:
         outcomes = standing(study, population).outcomes
     grid = outcomes.grid
-    busy = _active_mask(grid, active)
     finished = outcomes.finished(study.settings.max_attempts)
+    # A queued or running task lists cells it has finished already: they count as finished.
+    busy = _active_mask(grid, active) & ~finished
     to_run = np.flatnonzero(~finished & ~busy)
     costs = dataset_costs(study, population, outcomes)
     units = _cohorts(grid, costs, to_run)
@@ -308,7 +311,7 @@ def make_plan(
         # last ones end close together.
         total = sum(float(seconds.sum()) for _, seconds in units.values())
         spread = total / (4 * lanes) + CHUNK_OVERHEAD_S
-    chunks, arrays, gpu_hours = _group(study, costs, units, spread, array_size)
+    chunks, arrays, hours = _group(study, costs, units, spread, array_size)
     notes = tuple(
         f"{name}: image counts unknown to the registry; assumed {c.train_images:,} train / "
         f"{c.test_images:,} test"
@@ -324,7 +327,8 @@ def make_plan(
         attempts=np.where(outcomes.stale[to_run], 0, outcomes.attempts[to_run]),
         chunks=tuple(chunks),
         arrays=tuple(arrays),
-        gpu_hours=gpu_hours,
+        gpu_hours=hours["GPU"],
+        cpu_hours=hours["CPU"],
         max_array_size=array_size,
         notes=notes,
         lanes=lanes,
@@ -382,12 +386,12 @@ def _group(
     units: Units,
     spread: float | None,
     array_size: int,
-) -> tuple[list[PlannedChunk], list[Array], float]:
+) -> tuple[list[PlannedChunk], list[Array], dict[str, float]]:
     """The missing cells' cohorts in chunks per dataset, the chunks in arrays, and their
-    GPU-hours."""
+    GPU-hours and CPU-hours."""
     chunks: list[PlannedChunk] = []
     arrays: list[Array] = []
-    gpu_hours = 0.0
+    hours = {"GPU": 0.0, "CPU": 0.0}
     for entry in study.datasets:
         if entry.name not in units:
             continue
@@ -399,16 +403,39 @@ def _group(
             entry.name, groups, seconds.tolist(), capacity, pricing.k, pricing.graphs
         )
         chunks.extend(own)
-        gpu_hours += float(seconds.sum()) * max(entry.cluster.gpus, 1) / 3600
+        kind, spent = device_hours(entry.cluster, float(seconds.sum()))
+        hours[kind] += spent
         for k, start in enumerate(range(0, len(own), array_size)):
             part = tuple(own[start : start + array_size])
             arrays.append(Array(f"{entry.name}-{k}", entry.name, part, entry.cluster))
-    return chunks, arrays, gpu_hours
+    return chunks, arrays, hours
 
 
-def remaining_gpu_hours(study: Study, population: Population, outcomes: Outcomes) -> float:
-    """Estimated GPU-hours of every cell not finished yet (queued and running included)."""
-    return make_plan(study, population, outcomes=outcomes, array_size=1 << 30).gpu_hours
+def device_hours(cluster: ClusterSpec, seconds: Any) -> tuple[str, Any]:
+    """What `seconds` of a task cost: ("GPU", GPU-hours) where tasks ask for GPUs, else
+    ("CPU", CPU-hours), each at what a task asks for."""
+    if cluster.gpus:
+        return "GPU", seconds * cluster.gpus / 3600
+    return "CPU", seconds * cluster.cpus / 3600
+
+
+def remaining_hours(
+    study: Study, population: Population, outcomes: Outcomes
+) -> tuple[float, float]:
+    """Estimated (GPU-hours, CPU-hours) of every cell not finished yet (queued and running
+    included)."""
+    plan = make_plan(study, population, outcomes=outcomes, array_size=1 << 30)
+    return plan.gpu_hours, plan.cpu_hours
+
+
+def hours_text(gpu_hours: float, cpu_hours: float, digits: int = 1) -> str:
+    """`12.0 GPU-hours`, `3.0 CPU-hours`, or both: what a study's tasks ask for."""
+    parts = [
+        f"{value:,.{digits}f} {kind}-hours"
+        for kind, value in (("GPU", gpu_hours), ("CPU", cpu_hours))
+        if value
+    ]
+    return " and ".join(parts) or f"{0:.{digits}f} GPU-hours"
 
 
 def format_plan(plan: Plan, study: Study) -> str:
@@ -422,7 +449,7 @@ def format_plan(plan: Plan, study: Study) -> str:
             if plan.lanes
             else f"in {len(plan.arrays):,} arrays (MaxArraySize {plan.max_array_size:,})"
         )
-        + f"; estimated {plan.gpu_hours:,.1f} GPU-hours",
+        + f"; estimated {hours_text(plan.gpu_hours, plan.cpu_hours)}",
     ]
     if plan.arrays:
         lines.append(

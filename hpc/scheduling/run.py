@@ -1,5 +1,6 @@
-"""A whole study in one call: sample, prepare, launch, wait (with a progress bar), collect,
-analyze; launched again while failed cells have attempts left. Ctrl-C stops it and the
+"""A whole study in one call: sample, prepare, score (the training-free scores, unless
+[scores] enabled = false), launch, wait (with a progress bar), collect, analyze; launched
+again while failed cells have attempts left. Ctrl-C stops it and the
 workers it started here; run again, it continues where it stopped.
 """
 
@@ -18,10 +19,10 @@ from typing import Any
 import numpy as np
 
 from hpc.scheduling import schedulers, status
-from hpc.scheduling.launch import Launch, launch
+from hpc.scheduling.launch import Launch, check_jobs, launch
 from hpc.study import results
 from hpc.study.collect import collect
-from hpc.study.datasets import prepare_datasets
+from hpc.study.datasets import check_sources, prepare_datasets
 from hpc.study.population import sample_architectures
 from hpc.study.spec import Study, load_study
 
@@ -38,7 +39,8 @@ def run_study(
     poll_s: float | None = None,
     retrain_stale: bool = False,
 ) -> int:
-    """sample, prepare, launch, wait (with a progress bar), collect, analyze: the whole study.
+    """sample, prepare, score, launch, wait (with a progress bar), collect, analyze: the
+    whole study.
 
     Interrupted (Ctrl-C) and run again, it continues where it stopped. Failed cells are
     launched again while they have attempts left. Refuses while cells are stale, unless
@@ -47,10 +49,14 @@ def run_study(
     """
     study = load_study(study_dir)
     poll_s = poll_s if poll_s is not None else schedulers.get(cluster).poll_s
+    check_jobs(jobs)
+    check_sources(study)  # before sampling and preparing: an error here costs nothing
     population = sample_architectures(study, progress=progress)
     _check_stale(study, population, retrain_stale)
     prepare_datasets(study, progress=progress)
     with CtrlC() as ctrl_c:
+        if study.scores.enabled:
+            _score(study, cluster, jobs, poll_s, progress, ctrl_c.check)
         _launch_until_finished(study, cluster, jobs, poll_s, progress, ctrl_c.check, retrain_stale)
     collected = collect(study, progress=progress)
     for line in collected.skipped:
@@ -59,6 +65,25 @@ def run_study(
     if analyze:
         _analyze(study.root)
     return _outcome(study)
+
+
+def _score(
+    study: Study,
+    cluster: str,
+    jobs: int | None,
+    poll_s: float,
+    progress: bool,
+    check: Callable[[], None],
+) -> None:
+    """The training-free scores before training, waited for; networks left unscored are
+    reported and the training goes on (`anysweep score` computes them later)."""
+    from hpc.scheduling.scores import score_study, summary
+
+    scored = score_study(
+        study, cluster=cluster, jobs=jobs, progress=progress, poll_s=poll_s, check=check
+    )
+    if scored.unscored or scored.busy:
+        print(summary(scored, study), file=sys.stderr, flush=True)
 
 
 def _check_stale(study: Study, population: Any, retrain: bool) -> None:

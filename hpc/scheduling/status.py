@@ -1,9 +1,10 @@
 """What each cell of a study is doing: done, running, queued, failed, diverged, stale or
-missing.
+missing, and how the tasks that left cells unfinished ended.
 
 Reads the launch records under jobs/, the results index (hpc.study.index) and each scheduler
-once (one `squeue` for all of a study's Slurm jobs, however many); every cell is one entry of
-a few arrays, so a study of 600,000 cells is summed in seconds. Never imports torch or ffcv.
+once (one `squeue` for all of a study's Slurm jobs, however many, when planning; one `sacct`
+for `status`, which also remembers ended tasks); every cell is one entry of a few arrays, so
+a study of 600,000 cells is summed in seconds. Never imports torch or ffcv.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class Task:
     index: int  # the task's index in its array
     state: str  # queued, running or ended
     job_id: str  # scheduler id ("123_4"), the local lane, or "" when not known
+    end: str = ""  # how an ended task ended, in its scheduler's words ("" when not known)
+    reason: str = ""  # what else its scheduler says of that end ("exit 1", "signal 9")
 
     @property
     def label(self) -> str:
@@ -53,16 +56,21 @@ class Task:
         return self.record.created_ts
 
 
-def tasks(study: Study, records: list[LaunchRecord] | None = None) -> list[Task]:
-    """Every task of every record with its state now; each scheduler is asked once."""
+def tasks(
+    study: Study, records: list[LaunchRecord] | None = None, *, report: bool = False
+) -> list[Task]:
+    """Every task of every record with its state now; each scheduler is asked once. With
+    `report`, ended tasks say how they ended where the scheduler remembers it (Slurm asks
+    its accounting, sacct, instead of squeue: what `status` shows)."""
     records = read_records(study) if records is None else records
-    states = schedulers.task_states(study, records)
+    ask = schedulers.task_report if report else schedulers.task_states
+    states = ask(study, records)
     out = []
     for record in records:
         for array in record.arrays:
             for index in range(len(array)):
                 now = states[(record.id, array.label, index)]
-                out.append(Task(record, array, index, now.state, now.job_id))
+                out.append(Task(record, array, index, now.state, now.job_id, now.end, now.reason))
     return out
 
 
@@ -170,6 +178,9 @@ class StudyStatus:
     stale: list[dict[str, Any]] = field(default_factory=list)  # {dataset, cells, changes, listed}
     stale_total: int = 0
     duplicates: int = 0  # cells with more than one final record (each counted once)
+    stopped: list[dict[str, Any]] = field(default_factory=list)  # see stopped_tasks
+    cpu_hours_spent: float = 0.0  # of datasets whose tasks ask for no GPU
+    cpu_hours_remaining: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -182,23 +193,27 @@ class StudyStatus:
             "stale_total": self.stale_total,
             "corrupt": self.corrupt,
             "duplicates": self.duplicates,
+            "stopped": self.stopped,
             "gpu_hours_spent": self.gpu_hours_spent,
             "gpu_hours_remaining": self.gpu_hours_remaining,
+            "cpu_hours_spent": self.cpu_hours_spent,
+            "cpu_hours_remaining": self.cpu_hours_remaining,
             "tasks_active": self.tasks_active,
         }
 
 
 def study_status(study: Study, limit: int = LIST_LIMIT) -> StudyStatus:
-    """The matrix of cells by dataset and state, GPU-hours, and the failed and stale cells
-    (`limit` of each by name, 0 for all)."""
-    from hpc.scheduling.plan import remaining_gpu_hours
+    """The matrix of cells by dataset and state, GPU-hours (CPU-hours where tasks ask for no
+    GPU), the failed and stale cells (`limit` of each by name, 0 for all), and how the tasks
+    that left cells unfinished ended."""
+    from hpc.scheduling.plan import remaining_hours
     from hpc.study.population import read_population, sample_architectures
 
     population = read_population(study)
     if population is None or len(population) < study.settings.architectures:
         population = sample_architectures(study, write=False)
     now = standing(study, population)
-    task_list = tasks(study)
+    task_list = tasks(study, report=True)
     codes = state_codes(study, now, task_list)
     grid = now.outcomes.grid
     per = np.bincount(
@@ -211,19 +226,24 @@ def study_status(study: Study, limit: int = LIST_LIMIT) -> StudyStatus:
     }
     failed = np.flatnonzero(codes == _CODE["failed"])
     stale = _stale_groups(now, limit)
+    gpu_spent, cpu_spent = _spent(study, now)
+    gpu_left, cpu_left = remaining_hours(study, population, now.outcomes)
     return StudyStatus(
         study=study.name,
         counts=counts,
         failed=_failed(now, failed[: limit or None]),
         corrupt=[{"file": f, "offset": o, "error": e} for f, o, e in now.index.corrupt],
-        gpu_hours_spent=_spent(study, now),
-        gpu_hours_remaining=remaining_gpu_hours(study, population, now.outcomes),
+        gpu_hours_spent=gpu_spent,
+        gpu_hours_remaining=gpu_left,
         tasks_active=sum(t.state != "ended" for t in task_list),
         failed_total=len(failed),
         failed_errors=_errors(now, failed),
         stale=stale,
         stale_total=int(now.outcomes.stale.sum()),
         duplicates=int(now.outcomes.duplicates.sum()),
+        stopped=stopped_tasks(study, grid, codes, task_list),
+        cpu_hours_spent=cpu_spent,
+        cpu_hours_remaining=cpu_left,
     )
 
 
@@ -284,17 +304,54 @@ def _stale_groups(now: Standing, limit: int) -> list[dict[str, Any]]:
     return groups
 
 
-def _spent(study: Study, now: Standing) -> float:
+def _spent(study: Study, now: Standing) -> tuple[float, float]:
+    """(GPU-hours, CPU-hours) the recorded cells took, each dataset at what its tasks ask."""
+    from hpc.scheduling.plan import device_hours
+
     out = now.outcomes
-    seconds = out.train_seconds
-    known = np.isfinite(seconds)
-    d, _, _ = out.grid.parts(np.flatnonzero(known))
-    gpus = np.array([max(e.cluster.gpus, 1) for e in study.datasets], dtype=np.float64)
-    return float((seconds[known] * gpus[d]).sum() / 3600) if known.any() else 0.0
+    seconds = np.nan_to_num(out.train_seconds, nan=0.0, posinf=0.0, neginf=0.0)
+    per = np.bincount(out.grid.parts(np.arange(len(seconds)))[0], seconds, len(study.datasets))
+    spent = {"GPU": 0.0, "CPU": 0.0}
+    for entry, total in zip(study.datasets, per.tolist(), strict=True):
+        kind, hours = device_hours(entry.cluster, total)
+        spent[kind] += hours
+    return spent["GPU"], spent["CPU"]
+
+
+def stopped_tasks(
+    study: Study, grid: Grid, codes: np.ndarray, task_list: list[Task]
+) -> list[dict[str, Any]]:
+    """The ended tasks that left cells unfinished (missing, or failed), each with its job id,
+    how it ended, its log and those cells: every such cell under the latest task that had it."""
+    along = task_cells(grid, task_list)
+    known = along.cell >= 0  # cells of datasets the study dropped since are not its own
+    latest = np.full(len(grid), -1, dtype=np.int64)
+    np.maximum.at(latest, along.cell[known], along.task[known])  # records oldest first
+    ended = np.array([t.state == "ended" for t in task_list] + [False])
+    unfinished = np.isin(codes, [_CODE["missing"], _CODE["failed"]])
+    cells = np.flatnonzero(unfinished & ended[latest])  # latest -1: the False appended
+    found = []
+    for i in np.unique(latest[cells]).tolist():
+        task = task_list[i]
+        log = schedulers.of(task.record).task_log(study, task.record, task.array, task.index)
+        mine = grid.cells(cells[latest[cells] == i])
+        found.append(
+            {
+                "task": task.job_id or f"{task.record.id} {task.label}.{task.index}",
+                "state": task.end or "ended",
+                "reason": task.reason,
+                "log": str(log) if log is not None else "",
+                "cells": [c.key for c in mine],
+            }
+        )
+    return found
 
 
 def format_status(status: StudyStatus) -> str:
-    """The `anysweep status` table, then what failed, what is stale, what is unreadable."""
+    """The `anysweep status` table, then what failed, what is stale, which tasks ended before
+    their cells did, what is unreadable."""
+    from hpc.scheduling.plan import hours_text
+
     width = max([7, *(len(n) for n in status.counts)])
     head = f"{'dataset':<{width}} " + " ".join(f"{s:>8}" for s in (*STATES, "total"))
     lines = [f"study {status.study}", head]
@@ -310,8 +367,9 @@ def format_status(status: StudyStatus) -> str:
         + f" {sum(totals.values()):>8}"
     )
     lines.append(
-        f"GPU-hours: {status.gpu_hours_spent:,.2f} spent, about {status.gpu_hours_remaining:,.2f} "
-        f"remaining; {status.tasks_active} tasks queued or running"
+        f"{hours_text(status.gpu_hours_spent, status.cpu_hours_spent, 2)} spent, about "
+        f"{hours_text(status.gpu_hours_remaining, status.cpu_hours_remaining, 2)} remaining; "
+        f"{status.tasks_active} tasks queued or running"
     )
     lines += _failed_lines(status) + _stale_lines(status)
     if status.duplicates:
@@ -319,6 +377,9 @@ def format_status(status: StudyStatus) -> str:
             f"{status.duplicates:,} cells were trained more than once (two launches); each "
             "counts once, its earliest result"
         )
+    if status.stopped:
+        lines.append(f"tasks that ended before their cells did ({len(status.stopped)}):")
+        lines.extend(_stopped_line(task) for task in status.stopped)
     if status.corrupt:
         lines.append(f"unreadable results ({len(status.corrupt)}), their cells run again:")
         lines.extend(f"  {c['file']} at byte {c['offset']}: {c['error']}" for c in status.corrupt)
@@ -365,6 +426,14 @@ def _stale_lines(status: StudyStatus) -> list[str]:
             "    " + ", ".join(group["listed"]) + (f" ... and {more:,} more" if more > 0 else "")
         )
     return lines
+
+
+def _stopped_line(task: dict[str, Any]) -> str:
+    cells = task["cells"]
+    listed = ", ".join(cells[:4]) + (f" and {len(cells) - 4} more" if len(cells) > 4 else "")
+    how = task["state"] + (f" ({task['reason']})" if task["reason"] else "")
+    log = f"; log {task['log']}" if task["log"] else "; no log"
+    return f"  {task['task']} {how}: {len(cells)} cell(s) unfinished: {listed}{log}"
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from pathlib import Path
 
 import numpy as np
 
+from analysis.files import stale_temporaries
 from hpc.study import packs
 from hpc.study.datasets import prepared_files
 from hpc.study.index import UNKNOWN_DIGEST, ResultsIndex
@@ -25,7 +25,6 @@ from hpc.study.spec import Study
 # seconds; launches and collects hold the locks clean takes).
 TEMPORARY_AGE_S = 3600.0
 LEGACY_PACK = "legacy"  # results/<dataset>/legacy.pack: one-cell files moved in by clean
-TEMPORARY_FOLDERS = ("results", "checkpoints", "logs", "jobs")
 
 
 def clean(study: Study, *, betons: bool = False) -> tuple[list[Path], int]:
@@ -75,10 +74,9 @@ def _finished_files(study: Study, now: Standing) -> list[Path]:
 def _temporaries(layout: StudyLayout) -> list[Path]:
     """Hidden temporaries of atomic writes (`.<name>.<random>.tmp`) old enough to be
     leftovers of a writer that was killed."""
-    limit = time.time() - TEMPORARY_AGE_S
-    found = [p for p in layout.root.glob(".*.tmp") if p.stat().st_mtime < limit]
-    for name in TEMPORARY_FOLDERS:
-        found += [p for p in (layout.root / name).rglob(".*.tmp") if p.stat().st_mtime < limit]
+    found = stale_temporaries(layout.root, TEMPORARY_AGE_S, recursive=False)
+    for folder in layout.written_folders():
+        found += stale_temporaries(folder, TEMPORARY_AGE_S)
     return found
 
 

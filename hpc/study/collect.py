@@ -24,6 +24,7 @@ from hpc.study.datasets import prepared_manifest, results_info
 from hpc.study.layout import study_lock
 from hpc.study.population import Population, arch_groups, load_population
 from hpc.study.results import Standing, standing
+from hpc.study.scores import files_stamp, score_tables
 from hpc.study.spec import Study
 
 REFERENCE_RESOLUTION = 224  # the /architectures complexity columns are counted here
@@ -86,8 +87,8 @@ def architecture_columns(population: Population) -> dict[str, np.ndarray]:
 
 def _inputs(study: Study, now: Standing) -> str:
     """Changes when any input of results.h5 changes: the records that count (and which are
-    stale), architectures, study.toml and the prepared datasets' manifests (where /datasets
-    takes its sizes and classes)."""
+    stale), architectures, study.toml, the prepared datasets' manifests (where /datasets
+    takes its sizes and classes) and the score files."""
     digest = hashlib.sha256(study.source.encode())
     architectures = study.layout.architectures
     stat = architectures.stat()
@@ -106,6 +107,7 @@ def _inputs(study: Study, now: Standing) -> str:
     digest.update(out.stale.tobytes() + np.asarray(out.row >= 0).tobytes())
     digest.update("\n".join(now.index.pack_paths).encode())
     digest.update(repr(now.index.corrupt).encode())
+    digest.update(files_stamp(study).encode())
     return digest.hexdigest()
 
 
@@ -142,6 +144,7 @@ def collect(study: Study, *, progress: bool = False) -> Collected:
             tables=tables,
             stale=aside,
             attrs=attrs,
+            scores=score_tables(study),
         )
     cells = sum(len(t) for t in tables.values())
     return Collected(

@@ -7,8 +7,9 @@ folder is `[study] data_dir`, and what is inside it belongs to `loaders.prepare`
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,62 @@ def prepare_datasets(
     study: Study, names: Sequence[str] | None = None, *, progress: bool = True
 ) -> list[Any]:
     """Build every dataset of the study (or those named); idempotent. A subset is prepared
-    through its parent's files."""
+    through its parent's files. Every source is checked (`check_sources`) before the first
+    is prepared."""
     from loaders.prepare import prepare
 
     entries = [study.dataset(n) for n in names] if names else list(study.datasets)
+    check_sources(study, [e.name for e in entries])
     return [prepare(entry.spec, study.data_dir, progress=progress) for entry in entries]
+
+
+def check_sources(study: Study, names: Sequence[str] | None = None) -> None:
+    """Check the named datasets' sources (default: all) as far as can be done without
+    opening an image (`loaders.sources.check_source`: paths, a folder's classes counted by
+    file names, a subset's k or a control's n against them); every problem in one
+    DatasetError (a ValueError), before anything is prepared or trained."""
+    from loaders.registry import DatasetError
+
+    problems = source_problems(study, names)
+    if problems:
+        raise DatasetError("; ".join(problems))
+
+
+def source_problems(study: Study, names: Sequence[str] | None = None) -> list[str]:
+    """What `check_sources` finds wrong, one line per problem."""
+    from loaders.registry import DatasetError, check_control_size
+
+    problems: list[str] = []
+    for entry in [study.dataset(n) for n in names] if names else study.datasets:
+        spec = entry.spec
+        try:
+            counted = _source_counts(entry.prepared_spec)
+            if counted is None:
+                continue
+            train, _, classes = counted
+            if spec.is_subset and spec.k is not None and spec.k > classes:
+                raise DatasetError(
+                    f"dataset {spec.name!r}: k={spec.k} is more than the {classes} classes "
+                    f"of {spec.parent!r}"
+                )
+            if spec.is_control:
+                check_control_size(spec.name, spec.parent, spec.n, classes, train)
+        except DatasetError as exc:
+            if str(exc) not in problems:
+                problems.append(str(exc))
+    if len(problems) > 1:  # one layout sentence per problem would drown the line
+        short = [p.split("; expected ")[0] for p in problems]
+        if short != problems:
+            problems = [*short, "`anysweep prepare DIR --dataset NAME` says what each expects"]
+    return problems
+
+
+@functools.lru_cache(maxsize=64)
+def _source_counts(spec: Any) -> tuple[int, int, int] | None:
+    """`check_source` of the files a dataset reads, once per process (a folder is listed)."""
+    from loaders.sources import check_source
+
+    return check_source(spec)
 
 
 def files_owners(study: Study, names: Sequence[str] | None = None) -> list[DatasetEntry]:
@@ -73,27 +125,23 @@ def prepared_manifest(study: Study, entry: DatasetEntry) -> Path:
 
 
 def dataset_sizes(entry: DatasetEntry) -> tuple[int, int, int, bool]:
-    """(train images, test images, classes, assumed?) from the registry, without data."""
-    from loaders.registry import REGISTRY
+    """(train images, test images, classes, assumed?) without reading an image: the
+    registry's facts (`loaders.registry.expected_sizes`), or a folder's images counted by
+    file names; what neither knows is assumed (caps still apply)."""
+    from loaders.registry import DatasetError, expected_sizes
 
     spec = entry.spec
-    info = REGISTRY.get(entry.prepared_spec.name)
-    parent_classes = info.spec.num_classes if info is not None else None
-    train = info.num_train if info is not None else None
-    test = info.num_test if info is not None else None
+    train, test, classes = expected_sizes(spec)
+    if (train is None or test is None) and entry.prepared_spec.source == "folder":
+        with contextlib.suppress(DatasetError):  # a missing folder: check_sources says so
+            known = _source_counts(entry.prepared_spec)
+            train, test, classes = expected_sizes(spec, known)
     assumed = train is None or test is None
-    train = ASSUMED_TRAIN_IMAGES if train is None else train
-    test = ASSUMED_TEST_IMAGES if test is None else test
-    classes = spec.num_classes or parent_classes or ASSUMED_CLASSES
-    # Caps apply to the files a subset selects from: its parent's.
-    if spec.max_train:
-        train = min(train, spec.max_train)
-    if spec.max_test:
-        test = min(test, spec.max_test)
-    if spec.is_subset and parent_classes:
-        train = math.ceil(train * classes / parent_classes)
-        test = math.ceil(test * classes / parent_classes)
-    return train, test, classes, assumed
+    if train is None:
+        train = min(ASSUMED_TRAIN_IMAGES, spec.max_train or ASSUMED_TRAIN_IMAGES)
+    if test is None:
+        test = min(ASSUMED_TEST_IMAGES, spec.max_test or ASSUMED_TEST_IMAGES)
+    return train, test, classes or ASSUMED_CLASSES, assumed
 
 
 def planned_backend(entry: DatasetEntry) -> str:
@@ -111,8 +159,8 @@ def planned_backend(entry: DatasetEntry) -> str:
 
 
 def results_info(study: Study, entry: DatasetEntry) -> DatasetInfo:
-    """What results.h5 records of a dataset: from its prepared files when they are there,
-    else from the registry."""
+    """What results.h5 records of a dataset (its kind, parent and training images among it):
+    from its prepared files when they are there, else from the registry."""
     from loaders.prepare import open_prepared
 
     spec = entry.spec
@@ -136,7 +184,16 @@ def results_info(study: Study, entry: DatasetEntry) -> DatasetInfo:
         parent=spec.parent or "",
         subset_classes=subset,
         spec=json.dumps(spec.to_dict(), sort_keys=True),
+        kind=dataset_kind(spec),
     )
+
+
+def dataset_kind(spec: Any) -> str:
+    """What results.h5 calls a dataset (analysis.schema.KINDS): a control (n of its parent's
+    training images, every class), a subset (k of its parent's classes), or a dataset."""
+    if spec.is_control:
+        return "control"
+    return "subset" if spec.is_subset else "dataset"
 
 
 def prepared_files(study: Study, unfinished: set[str]) -> list[Path]:

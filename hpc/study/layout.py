@@ -9,12 +9,17 @@ a `StudyLayout` for its paths.
     results/<dataset>/<arch_id>-s<seed>.h5       one cell's result (studies from before packs)
     checkpoints/<dataset>/<arch_id>-s<seed>.pt   the last epoch-end checkpoint
     logs/<dataset>/<arch_id>-s<seed>.log         a running cell's log (then in its record)
+    scores/<dataset>/<first>-<last>.h5           training-free scores of architectures
+                                                 first..last (every seed), one file each
     logs/slurm/                                  sbatch arrays' task logs (%A_%a.out)
     jobs/<record>/record.json                    what a launch submitted
     jobs/<record>/<array>.json                   an array's manifest: every task's cells
     jobs/<record>/<array>.sbatch, submit.sh      rendered sbatch scripts
     jobs/<record>/queue|claimed|done/            manifests of local lanes, by their state
     jobs/<record>/slurm|local/                   submitit's folders (pickles, task logs)
+    jobs/Z<number>/                              a score run: its tasks (queue|claimed|done
+                                                 locally, <dataset>/<task>.json on Slurm),
+                                                 submitit's folders; no record.json
     jobs/reset|stale/<stamp>/<dataset>.pack      records set aside (--reset-retries,
                                                  --retrain-stale), kept for reading
     jobs/prepare/  jobs/*.lock  jobs/results-index.npz
@@ -112,8 +117,30 @@ class StudyLayout:
         )
 
     @property
+    def scores(self) -> Path:
+        """The training-free scores' files, a folder per dataset."""
+        return self.root / "scores"
+
+    def scores_dir(self, dataset: str) -> Path:
+        """Where a dataset's score files are."""
+        return self.scores / dataset
+
+    def score_file(self, dataset: str, first: int, last: int) -> Path:
+        """The score file of architectures first..last of a dataset, every seed."""
+        return self.scores_dir(dataset) / f"{first}-{last}.h5"
+
+    def score_files(self, dataset: str) -> list[Path]:
+        """Every score file of a dataset, in name order."""
+        return sorted(self.scores_dir(dataset).glob("*.h5"))
+
+    @property
     def jobs(self) -> Path:
         return self.root / "jobs"
+
+    def written_folders(self) -> list[Path]:
+        """The folders the study's own files are written to (atomically): results,
+        checkpoints, logs, jobs. Prepared data is the loaders' business."""
+        return [self.root / name for name in ("results", "checkpoints", "logs")] + [self.jobs]
 
     @property
     def results_index(self) -> Path:

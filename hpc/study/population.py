@@ -127,10 +127,14 @@ def _write_population(study: Study, population: Population) -> None:
 def load_population(study: Study) -> Population:
     """architectures.json, holding at least the study's number of architectures."""
     population = read_population(study)
-    if population is None or len(population) < study.settings.architectures:
-        have = 0 if population is None else len(population)
+    if population is None:
         raise FileNotFoundError(
-            f"{study.layout.architectures} holds {have} of the study's "
+            f"no architectures sampled yet ({study.layout.architectures} does not exist): run "
+            f"`anysweep sample {study.root}` (launch and run sample too), then train"
+        )
+    if len(population) < study.settings.architectures:
+        raise FileNotFoundError(
+            f"{study.layout.architectures} holds {len(population)} of the study's "
             f"{study.settings.architectures} architectures; run `anysweep sample {study.root}`"
         )
     return population

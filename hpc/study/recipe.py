@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, ClassVar
 
 from hpc.study.tomlcheck import check_value
 from loaders.registry import AUGMENTS
@@ -20,6 +20,9 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 @dataclass(frozen=True)
 class Recipe:
+    # The least whole number each count may be (tomlcheck.check_value reads it).
+    MINIMUMS: ClassVar[dict[str, int]] = {"epochs": 1, "batch_size": 1, "test_batch_size": 1}
+
     epochs: int = 10
     batch_size: int = 128  # per GPU; the only GPU, the study trains on one
     base_lr: float = 0.05  # at batch 128; the lr used is base_lr * batch_size / 128
@@ -60,7 +63,8 @@ class Recipe:
             problems.append(f"precision {self.precision!r} is not one of {PRECISIONS}")
         if not 0 <= self.label_smoothing < 1:
             problems.append(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
+        # Against a valid epoch count only: a bad one is reported once, above.
+        if self.warmup_epochs < 0 or (self.epochs >= 1 and self.warmup_epochs > self.epochs):
             problems.append(f"warmup_epochs must be in [0, epochs], got {self.warmup_epochs}")
         if problems:
             raise ValueError("invalid recipe: " + "; ".join(problems))

@@ -10,7 +10,7 @@ import dataclasses
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from hpc.study.layout import DATA_DIR, STUDY_FILE, StudyLayout
 from hpc.study.recipe import Recipe
 from hpc.study.tomlcheck import StudyError, Where, check_keys, fill, first_key, frozen, table_at
 
-SECTIONS = ("study", "design", "recipe", "cluster", "datasets")
+SECTIONS = ("study", "design", "recipe", "cluster", "scores", "datasets")
 DEVICES = ("auto", "cpu", "cuda")  # [study] device; a manifest may name cuda:N too
 # Keys of a [datasets.NAME] table that belong to the study, not to the dataset's files.
 DATASET_STUDY_KEYS = ("recipe", "cluster", "stem")
@@ -27,6 +27,8 @@ DATASET_STUDY_KEYS = ("recipe", "cluster", "stem")
 @dataclass(frozen=True)
 class StudySettings:
     """[study]: what is trained, how often, and where the study's data lives."""
+
+    MINIMUMS: ClassVar[dict[str, int]] = {"architectures": 1, "seeds": 1, "max_attempts": 1}
 
     name: str = ""  # empty: the study folder's name
     reference: str = ""  # the dataset every other is compared with; empty: the first declared
@@ -77,6 +79,10 @@ class Design:
 @dataclass(frozen=True)
 class ClusterSpec:
     """[cluster] (and [datasets.NAME.cluster]): what one array task asks of the scheduler."""
+
+    MINIMUMS: ClassVar[dict[str, int]] = {
+        key: 1 for key in ("cpus", "mem_gb", "time_min", "array_parallelism", "max_array_size")
+    }
 
     partition: str = ""
     account: str = ""
@@ -145,6 +151,21 @@ def _cohort_problems(cluster: ClusterSpec) -> list[str]:
 
 
 @dataclass(frozen=True)
+class ScoreSettings:
+    """[scores]: the training-free scores of every (architecture, dataset), before training."""
+
+    enabled: bool = True  # `anysweep run` (and the demo) computes them before training
+    minibatch_size: int = 64  # images of the one minibatch each score looks at
+    architectures_per_file: int = 100  # a score file (and a task) holds this many ids
+
+    def __post_init__(self) -> None:
+        # NASWOT's kernel and jacob_cov's correlations compare images: one is not enough.
+        for key, low in (("minibatch_size", 2), ("architectures_per_file", 1)):
+            if getattr(self, key) < low:
+                raise ValueError(f"{key} must be >= {low}, got {getattr(self, key)}")
+
+
+@dataclass(frozen=True)
 class DatasetEntry:
     """One [datasets.NAME] table: the dataset (loaders' DatasetSpec), its recipe and resources."""
 
@@ -160,13 +181,15 @@ class DatasetEntry:
 
     @property
     def prepared_spec(self) -> Any:
-        """The dataset whose prepared files this one reads: its parent's for a subset."""
+        """The dataset whose prepared files this one reads: its parent's for a subset or a
+        size control."""
         return prepared_spec(self.spec)
 
 
 def prepared_spec(spec: Any) -> Any:
-    """The DatasetSpec whose prepared files `spec` reads: a subset reads its parent's."""
-    return spec.parent_spec() if spec.is_subset else spec
+    """The DatasetSpec whose prepared files `spec` reads: a derived dataset (a subset, a size
+    control) reads its parent's."""
+    return spec.parent_spec() if spec.is_derived else spec
 
 
 @dataclass(frozen=True)
@@ -180,6 +203,7 @@ class Study:
     cluster: ClusterSpec
     datasets: tuple[DatasetEntry, ...]
     source: str = field(default="", repr=False)  # the file's text, kept for `launch` records
+    scores: ScoreSettings = ScoreSettings()
 
     @property
     def name(self) -> str:
@@ -244,6 +268,7 @@ def parse_study(text: str, root: Path | str, filename: str = STUDY_FILE) -> Stud
     design = _design(table_at(data, "design", where), where)
     recipe = _recipe(table_at(data, "recipe", where), Recipe(), ("recipe",), where)
     cluster = _cluster(table_at(data, "cluster", where), ClusterSpec(), ("cluster",), where)
+    scores = fill(ScoreSettings, table_at(data, "scores", where), ("scores",), where)
     datasets = _datasets(table_at(data, "datasets", where), recipe, cluster, where)
     names = [d.name for d in datasets]
     if settings.reference and settings.reference not in names:
@@ -251,7 +276,7 @@ def parse_study(text: str, root: Path | str, filename: str = STUDY_FILE) -> Stud
             ("study", "reference"),
             f"reference {settings.reference!r} is not a declared dataset; declared: {', '.join(names)}",
         )
-    return Study(Path(root).resolve(), settings, design, recipe, cluster, datasets, text)
+    return Study(Path(root).resolve(), settings, design, recipe, cluster, datasets, text, scores)
 
 
 # --- sections -----------------------------------------------------------------------------

@@ -62,9 +62,10 @@ def fill(
 
 def check_value(cls: type, key: str, value: Any) -> Any:
     """`value` for the field `key` of the dataclass `cls`, in the type of the field's default
-    (a whole float for an integer, an int for a float, a list for a tuple); a wrong type is a
-    ValueError naming the key. A field whose default is None, or whose type is a union, is
-    the caller's to check."""
+    (a whole float for an integer, an int for a float, a list for a tuple); a wrong type, or
+    an integer below the class's `MINIMUMS` for the key (0 by default), is a ValueError naming
+    the key. A field whose default is None, or whose type is a union, is the caller's to
+    check."""
     default = getattr(cls(), key)
     if default is None:
         return value
@@ -84,8 +85,9 @@ def check_value(cls: type, key: str, value: Any) -> Any:
         raise ValueError(
             f"{key} must be {_KINDS[expected][0]}, got {type(value).__name__} {value!r}"
         )
-    if expected is int and value < 0:
-        raise ValueError(f"{key} must be >= 0, got {value}")
+    low = getattr(cls, "MINIMUMS", {}).get(key, 0)  # a field's own bound, else >= 0
+    if expected is int and value < low:
+        raise ValueError(f"{key} must be >= {low}, got {value}")
     return value
 
 

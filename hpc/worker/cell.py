@@ -24,8 +24,10 @@ from hpc.scheduling.manifest import Manifest, ManifestCell
 from hpc.study import fingerprint, packs
 from hpc.study.layout import CellPaths, StudyLayout, cell_stem
 from hpc.study.results import is_final
+from hpc.worker.checkpoint import remove_temporaries
 from hpc.worker.cohort import train_cohort
 from hpc.worker.data import Loaders, loaders_for
+from hpc.worker.device import DeviceLost, device_lost, is_cuda_error
 from hpc.worker.graphs import member_class
 from hpc.worker.train import CellInterrupted, CellRun, TrainOutcome, cell_seed, validate
 
@@ -105,7 +107,8 @@ class CellLog:
 @dataclass
 class Attempt:
     """One attempt at one cell: its files and log, when it began, its architecture and what
-    it counts, and (in a cohort) its training, or its result when it failed to build."""
+    it counts, (in a cohort) its training, or its result when it failed to build, and the
+    error it failed with."""
 
     cell: ManifestCell
     number: int
@@ -116,6 +119,8 @@ class Attempt:
     counts: Complexity | None = None
     run: CellRun | None = None
     result: CellResult | None = None
+    error: BaseException | None = None
+    failed_at: float = 0.0  # when it failed (time.monotonic); a cohort's first is the culprit
 
 
 def begin(chunk: ChunkRun, cell: ManifestCell, number: int, cohort: int = 0) -> Attempt:
@@ -173,6 +178,8 @@ def run_cell(chunk: ChunkRun, cell: ManifestCell, number: int) -> CellResult:
     try:
         result = _train_alone(chunk, attempt)
         write(chunk, attempt, result)
+        if attempt.error is not None and device_lost(chunk.device, attempt.error):
+            raise device_lost_error(chunk, attempt)
         return result
     except STOPS as exc:
         # submitit's preemption handler exits (or gives up) from inside the step it interrupts.
@@ -248,6 +255,7 @@ def join_cohort(chunk: ChunkRun, attempt: Attempt, data: Loaders) -> None:
         if interruption(exc) is not None:
             raise
         attempt.result = failed(chunk, attempt, exc)
+        attempt.failed_at = time.monotonic()
 
 
 def member_result(chunk: ChunkRun, attempt: Attempt) -> CellResult:
@@ -263,8 +271,52 @@ def member_result(chunk: ChunkRun, attempt: Attempt) -> CellResult:
     return finished(chunk, attempt, attempt.run.outcome())
 
 
+def _failure(attempt: Attempt) -> tuple[float, BaseException] | None:
+    """When and with what a cohort member failed (to build, or while training), if it did."""
+    if attempt.run is not None and attempt.run.error is not None:
+        return attempt.run.failed_at, attempt.run.error
+    if attempt.error is not None:
+        return attempt.failed_at, attempt.error
+    return None
+
+
+def lost_device(chunk: ChunkRun, members: list[Attempt]) -> Attempt | None:
+    """The cohort member whose failure left the device unusable, if one did: the first to
+    fail with a CUDA error (else the first to fail)."""
+    failures = sorted(
+        ((found[0], i, found[1]) for i, m in enumerate(members) if (found := _failure(m))),
+        key=lambda item: item[:2],
+    )
+    if not failures or not device_lost(chunk.device, failures[0][2]):
+        return None
+    cuda = [item for item in failures if is_cuda_error(item[2])]
+    return members[(cuda or failures)[0][1]]
+
+
+def collateral(culprit: Attempt | None, member: Attempt) -> bool:
+    """A member that failed with a CUDA error after `culprit` broke the device: it only met
+    the broken device, so it is stopped, not charged an attempt."""
+    found, first = _failure(member), culprit and _failure(culprit)
+    if culprit is None or member is culprit or not found or not first:
+        return False
+    return found[0] >= first[0] and is_cuda_error(found[1])
+
+
+def device_lost_error(chunk: ChunkRun, attempt: Attempt) -> DeviceLost:
+    """The stop of a chunk whose cell `attempt` left the device unusable (logged there)."""
+    key = f"{chunk.manifest.dataset_name}/{cell_stem(attempt.cell.arch_id, attempt.cell.seed)}"
+    error = attempt.error
+    last = (str(error).strip().splitlines() or [""])[-1] if error is not None else ""
+    attempt.log("the device is unusable after this error: the chunk stops here")
+    return DeviceLost(
+        f"{chunk.device} is unusable after cell {key} failed ({type(error).__name__}: {last}); "
+        "the chunk stops: the next launch retries its other cells in a fresh process"
+    )
+
+
 def failed(chunk: ChunkRun, attempt: Attempt, exc: BaseException) -> CellResult:
     """The failed result of an attempt that raised `exc`, its traceback logged."""
+    attempt.error = exc
     error = "".join(traceback.format_exception(exc))
     attempt.log(f"failed (attempt {attempt.number}/{chunk.manifest.max_attempts}):\n{error}")
     return _result(chunk, attempt, "failed", error=error)
@@ -290,6 +342,7 @@ def write(chunk: ChunkRun, attempt: Attempt, result: CellResult) -> None:
     attempt.paths.log.unlink(missing_ok=True)
     if is_final(result.status):
         attempt.paths.checkpoint.unlink(missing_ok=True)
+        remove_temporaries(attempt.paths.checkpoint)
     chunk.add_time("write", time.perf_counter() - start)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from analysis.files import atomic_file
+from analysis.files import atomic_file, temporaries
 
 
 class CorruptCheckpointError(ValueError):
@@ -24,10 +24,17 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Write `payload` to `path` so that a reader sees the old file or the whole new one.
 
     A crash or a signal in the middle leaves at most a hidden temporary file, removed here
-    when Python still runs.
+    when Python still runs; one left by a SIGKILL is removed by the cell's next save.
     """
+    remove_temporaries(path)
     with atomic_file(path) as tmp, open(tmp, "wb") as handle:
         torch.save(payload, handle)
+
+
+def remove_temporaries(path: Path) -> None:
+    """Remove what killed writes of this checkpoint left beside it (one cell has one writer)."""
+    for leftover in temporaries(path):
+        leftover.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:

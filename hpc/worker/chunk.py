@@ -13,13 +13,13 @@ import hashlib
 import os
 import signal
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import submitit
 import torch
+from submitit.core.utils import UncompletedJobError
 from tqdm import tqdm  # type: ignore[import-untyped]
 
 from analysis.schema import STATUSES, CellResult
@@ -29,11 +29,16 @@ from hpc.scheduling.schedulers.slurm import requeue_this_job
 from hpc.study import packs
 from hpc.study.layout import StudyLayout, cell_stem, task_manifest
 from hpc.study.results import counting, is_finished
+from hpc.worker import preempt
 from hpc.worker.cell import (
     STOPS,
+    Attempt,
     ChunkRun,
     begin,
+    collateral,
+    device_lost_error,
     join_cohort,
+    lost_device,
     member_result,
     previous_file_result,
     run_cell,
@@ -41,13 +46,11 @@ from hpc.worker.cell import (
     write,
 )
 from hpc.worker.cohort import train_cohort
+from hpc.worker.device import DeviceLost
 from hpc.worker.train import CellInterrupted
 
 # Exit codes of `python -m hpc.worker`.
 EXIT_DONE, EXIT_SOME_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 3
-
-# Set by the SIGUSR2 handler of `main`; polled by the trainer after every step.
-_stop = threading.Event()
 
 Pending = list[tuple[ManifestCell, int]]  # cells left to train, with their attempt numbers
 
@@ -103,7 +106,9 @@ def run_chunk(
     A `done` or `diverged` cell is skipped, a `failed` one retried until `max_attempts`
     (counting the attempts the manifest says were made before). `timings`, when given, sums
     seconds spent on loaders, build, restore, checkpoint and write (the per-cell overhead)
-    and on train and eval. Raises CellInterrupted when `stop_flag` stops a cell.
+    and on train and eval. Raises CellInterrupted when `stop_flag` stops a cell, and
+    DeviceLost (its failed result written) when a cell's error left the device unusable for
+    this process.
     """
     manifest = read_manifest(Path(manifest_path), task)
     layout = StudyLayout(manifest.study_dir, manifest.data_dir)
@@ -157,10 +162,7 @@ def _run_cohort(chunk: ChunkRun, group: Pending) -> list[CellResult]:
         runs = [m.run for m in members if m.run is not None]
         seed = group[0][0].seed
         train_cohort(runs, data.train, data.test, seed=seed, stop_flag=chunk.stop_flag)
-        results = [member_result(chunk, m) for m in members]
-        for member, result in zip(members, results, strict=True):
-            write(chunk, member, result)
-        return results
+        return _write_members(chunk, members)
     except STOPS as exc:
         for member in members:
             stopped(member, exc)
@@ -170,11 +172,29 @@ def _run_cohort(chunk: ChunkRun, group: Pending) -> list[CellResult]:
             member.log.close()
 
 
+def _write_members(chunk: ChunkRun, members: list[Attempt]) -> list[CellResult]:
+    """Each member's result written. When a member's error left the device unusable, those
+    that failed after it only met the broken device: they keep their attempts, the chunk
+    stops."""
+    culprit = lost_device(chunk, members)
+    results = []
+    for member in members:
+        if collateral(culprit, member):
+            stopped(member, DeviceLost("the device was lost to another member's error"))
+            continue
+        results.append(member_result(chunk, member))
+        write(chunk, member, results[-1])
+    if culprit is not None:
+        raise device_lost_error(chunk, culprit)
+    return results
+
+
 class Chunk(submitit.helpers.Checkpointable):
     """The submitit job of one chunk: `Chunk(manifest_path)()` runs it.
 
-    On SIGUSR2 submitit calls `checkpoint`, requeues the job and exits; the requeued job
-    skips finished cells and resumes the running one from its last epoch-end checkpoint.
+    On SIGUSR2 the chunk stops at the next step and submitit's handler requeues the job
+    (calling `checkpoint`) and exits; the requeued job skips finished cells and resumes the
+    running one from its last epoch-end checkpoint. A refused requeue ends the chunk cleanly.
     """
 
     def __init__(self, manifest_path: Path | str, task: int | None = None) -> None:
@@ -182,8 +202,49 @@ class Chunk(submitit.helpers.Checkpointable):
         self.task = task
 
     def __call__(self) -> list[CellResult]:
-        # Jobs pickled before array manifests have no task.
-        return run_chunk(self.manifest_path, task=getattr(self, "task", None))
+        # submitit's job runner installed its handler: it checkpoints and requeues the task.
+        # It runs below, between two steps, where a refused requeue can be told apart, and
+        # with the flag handler still in: a second USR2 (scancel retries) only sets the flag.
+        requeue = signal.getsignal(signal.SIGUSR2)
+        with preempt.caught() as stop:
+            try:
+                # Jobs pickled before array manifests have no task.
+                return run_chunk(self.manifest_path, task=self._task(), stop_flag=stop)
+            except CellInterrupted as exc:
+                return self._requeue(requeue, exc)
+
+    def _task(self) -> int | None:
+        return getattr(self, "task", None)
+
+    def _requeue(self, requeue: Any, interrupted: CellInterrupted) -> list[CellResult]:
+        """Requeue the task through submitit's handler (which exits the process); if the
+        requeue fails (scontrol refused, or was killed by a preemption's SIGTERM), the chunk
+        stops here: no cell is charged an attempt, and the next launch resumes them."""
+        if not callable(requeue) or preempt.is_ours(requeue):  # not under submitit's runner
+            print(f"hpc.worker: {interrupted}; {requeue_this_job()}", file=sys.stderr, flush=True)
+            return self.results()
+        try:
+            requeue(signal.SIGUSR2, None)
+        except UncompletedJobError:
+            raise  # out of time-out requeues: submitit ends the task
+        except Exception as exc:  # noqa: BLE001 - whatever stopped scontrol, the chunk stops
+            print(
+                f"hpc.worker: {interrupted}; the requeue failed ({type(exc).__name__}: {exc}); "
+                "the chunk stops here and the next launch resumes its cells",
+                file=sys.stderr,
+                flush=True,
+            )
+        return self.results()
+
+    def results(self) -> list[CellResult]:
+        """The results on record of this chunk's cells (those that have one), in order."""
+        path, task = Path(self.manifest_path), self._task()
+        manifest = read_manifest(path, task)
+        layout = StudyLayout(manifest.study_dir, manifest.data_dir)
+        pack = layout.pack(manifest.dataset_name, task_name(manifest, path, task))
+        found = previous_results(ChunkRun(manifest, layout, "cpu", pack, None, {}))
+        cells = [(c.arch_id, c.seed) for c in manifest.cells]
+        return [found[c] for c in cells if c in found]
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         # Epoch-end checkpoints are on disk already; the interrupted epoch restarts.
@@ -234,10 +295,10 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m hpc.worker`: exit 0 when every cell is final, 1 when some failed, 2 on bad
-    input, 3 when interrupted by SIGUSR2 (requeued inside Slurm)."""
+    """`python -m hpc.worker`: exit 0 when every cell is final, 1 when some failed (or one
+    left the device unusable: the chunk stopped), 2 on bad input, 3 when interrupted by
+    SIGUSR2 (requeued inside Slurm when Slurm accepts)."""
     args = _parse(argv)
-    _stop.clear()
     try:  # bad input is told apart before any cell runs: an error later is not the input's
         resolve_device(read_manifest(args.manifest, args.task).device)
     except (ValueError, FileNotFoundError) as exc:
@@ -245,14 +306,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     # Slurm's `--signal=B:USR2@T` warns before the end: stop at the next step, keep the
     # last epoch-end checkpoint, requeue.
-    previous = signal.signal(signal.SIGUSR2, lambda _signum, _frame: _stop.set())
-    try:
-        results = run_chunk(args.manifest, task=args.task, stop_flag=_stop.is_set)
-    except CellInterrupted as exc:
-        print(f"hpc.worker: {exc}; {requeue_this_job()}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    finally:
-        signal.signal(signal.SIGUSR2, previous)
+    with preempt.caught() as stop:
+        try:
+            results = run_chunk(args.manifest, task=args.task, stop_flag=stop)
+        except CellInterrupted as exc:
+            print(f"hpc.worker: {exc}; {requeue_this_job()}", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except DeviceLost as exc:
+            print(f"hpc.worker: {exc}", file=sys.stderr)
+            return EXIT_SOME_FAILED
     counts = {s: sum(r.status == s for r in results) for s in STATUSES}
     print(
         f"hpc.worker: {args.manifest}: " + ", ".join(f"{n} {s}" for s, n in counts.items()),

@@ -127,6 +127,8 @@ def _train_epoch(
         count = step
         for member in [m for m in live if m.active]:
             _guarded(member, swap, functools.partial(member.step, inputs, labels, step))
+        if not any(m.active for m in live):
+            return  # every member diverged or failed: the rest of the epoch serves no one
         if stop_flag is not None and stop_flag():
             raise CellInterrupted(
                 f"stopped in epoch {epoch + 1}/{live[0].epochs} at step {step}/{steps}"

@@ -281,6 +281,7 @@ class CellRun:
         self.rng = rng_state()  # parked here while other members of a cohort step
         self.diverged_epoch = -1
         self.error: Exception | None = None
+        self.failed_at = 0.0  # when `fail` took it out of its cohort (time.monotonic)
         self.active = self.epoch < self.epochs
         if self.epoch:
             self.say(f"resumed after epoch {self.epoch}/{self.epochs} from {checkpoint_path}")
@@ -364,6 +365,7 @@ class CellRun:
     def fail(self, exc: Exception) -> None:
         """Leave the cohort with `exc` as this cell's result."""
         self.error, self.active = exc, False
+        self.failed_at = time.monotonic()
 
     def end_training(self, data_seconds: float) -> bool:
         """The epoch's steps are done: False (and out of the cohort) if its loss diverged."""

@@ -73,7 +73,7 @@ def test_analyze_writes_the_report_and_imports_neither_torch_nor_ffcv(small_stud
     assert [row["dataset"] for row in summary["headline"]] == ["cifar10", "concrete"]
     assert (
         Path(summary["report"]) == out / "report.html"
-        and (out / "report.html").stat().st_size > 10_000
+        and summary["report_bytes"] == (out / "report.html").stat().st_size > 10_000
     )
     assert (out / "tables" / "headline.csv").is_file() and (
         out / "figures" / "heatmap.png"
@@ -151,4 +151,5 @@ def test_reference_defaults_to_the_one_the_study_declares(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "correlation of top1_err with places365" in text
     assert "  mine " in text
-    assert f"report: {out / 'report.html'}" in text
+    size = (out / "report.html").stat().st_size / 1e6
+    assert f"report: {out / 'report.html'} ({size:.1f} MB)" in text

@@ -45,8 +45,9 @@ def test_resamples_needed_grows_with_the_square_of_the_error_ratio():
 
 def test_kendall_uses_fewer_resamples_only_where_they_cost_too_much():
     assert kendall_resamples(24, 10, 1000) == 1000
-    assert kendall_resamples(2000, 24, 1000) == 200  # n^2 per resample and pair
-    assert kendall_resamples(600, 24, 1000) == 462
+    assert kendall_resamples(2000, 24, 1000) == 1000
+    assert kendall_resamples(5000, 39, 1000) == 435  # n^1.5 per resample and pair
+    assert kendall_resamples(20000, 39, 1000) == 200  # never fewer
 
 
 def test_reliabilities_use_the_correlations_draws_with_missing_cells(gappy):

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from analysis.kendall import inversions, kendall_null, kendall_tau_batch
+from analysis.kendall import (
+    block_size,
+    inversions,
+    kendall_null,
+    kendall_replicates,
+    kendall_tau_batch,
+)
+from analysis.stats import bootstrap_counts
 
 
 def _brute_inversions(row: np.ndarray) -> int:
@@ -40,3 +47,23 @@ def test_null_is_shared_between_pairs_with_the_same_tie_pattern():
     np.testing.assert_allclose(
         first, [sps.kendalltau(x, y[p]).statistic for p in perms], atol=1e-12
     )
+
+
+@pytest.mark.parametrize("block", [4, 8, 64])
+@pytest.mark.parametrize("ties", ["none", "x", "both"])
+def test_replicates_from_blocks_equal_scipy_on_the_resampled_rows(block, ties):
+    rng = np.random.default_rng(block)
+    x = rng.standard_normal(61)
+    y = 0.5 * x + rng.standard_normal(61)
+    if ties != "none":
+        x = np.round(x, 0)
+    if ties == "both":
+        y = np.round(y, 0)
+    counts = bootstrap_counts(rng, 61, 15)
+    expected = [sps.kendalltau(np.repeat(x, c), np.repeat(y, c)).statistic for c in counts]
+    mine = kendall_replicates(x, y, counts, block=block)
+    np.testing.assert_allclose(mine, expected, atol=1e-12)
+
+
+def test_blocks_grow_as_the_square_root_of_the_rows():
+    assert [block_size(n) for n in (24, 500, 5000, 80_000)] == [64, 128, 512, 2048]

@@ -8,15 +8,14 @@ import pytest
 from scipy import stats as sps
 
 from analysis.kendall import kendall_replicates
+from analysis.replicates import pearson_replicates, spearman_replicates
 from analysis.stats import (
     bootstrap_counts,
     correlate,
     disattenuate,
     monte_carlo_error,
-    pearson_replicates,
     seed_reliability,
     spearman_brown,
-    spearman_replicates,
 )
 
 SCIPY = {
@@ -353,3 +352,21 @@ def test_replicates_of_a_few_pairs_equal_those_of_the_whole_matrix(method):
     some = replicate(values, counts, (left, right))
     whole = replicate(values, counts)
     np.testing.assert_allclose(some, whole[:, left, right], atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["pearson", "spearman"])
+def test_identical_columns_are_resampled_once_and_give_the_same_replicates(method):
+    data = _frame(40, 0.5, seed=15, ties=True)
+    data["copy"] = data["ref"]
+    data["other"] = np.round(np.random.default_rng(6).standard_normal(40), 1)
+    counts = bootstrap_counts(np.random.default_rng(7), 40, 30)
+    pairs = [("ref", "target"), ("copy", "target"), ("ref", "copy"), ("other", "copy")]
+    result = correlate(data, method=method, pairs=pairs, permutations=0, counts=counts)
+    alone = correlate(data[["ref", "target"]], method=method, permutations=0, counts=counts)
+    np.testing.assert_array_equal(result.samples[0], alone.samples[0])
+    np.testing.assert_array_equal(result.samples[1], result.samples[0])
+    np.testing.assert_allclose(result.samples[2], 1.0)
+    for b in (0, 7):
+        rows = np.repeat(np.arange(40), counts[b])
+        x, y = data["other"].to_numpy()[rows], data["ref"].to_numpy()[rows]
+        assert result.samples[3, b] == pytest.approx(SCIPY[method](x, y), abs=1e-12)

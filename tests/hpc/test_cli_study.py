@@ -90,7 +90,11 @@ def test_init_writes_the_commented_preset(tmp_path: Path, capsys) -> None:
     written = (tmp_path / "s" / "study.toml").read_text()
     assert written == (PRESETS_DIR / "paper.toml").read_text()
     assert written.count("\n#") > 10
-    assert "wrote" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "wrote" in out
+    # The next step for either kind of machine: run here, or launch (Slurm's default).
+    assert f"`anysweep run {tmp_path / 's'}` to run it on this machine" in out
+    assert f"`anysweep launch {tmp_path / 's'} --dry-run`" in out and "Slurm" in out
 
 
 def test_init_refuses_to_overwrite_a_study(tmp_path: Path, capsys) -> None:
@@ -187,6 +191,9 @@ def test_run_interrupted_continues_and_a_grown_study_trains_only_its_new_cells(
     _, err = run.communicate(timeout=60)
     assert run.returncode == 130
     assert "run the same command again to continue" in err
+    # One clean line: the workers' controllers run in a session of their own, so no
+    # KeyboardInterrupt traceback of theirs reaches the terminal.
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
     first = _mtimes(results)
     assert 1 <= len(first) < 3
 

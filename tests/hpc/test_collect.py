@@ -220,6 +220,27 @@ def test_clean_betons_keeps_prepared_files_that_unfinished_cells_read(study) -> 
     assert not [p for p in data.iterdir() if p.name.startswith("digits")]
 
 
+def test_results_h5_says_what_each_dataset_is_and_how_many_images_it_trained_on(
+    tmp_path: Path,
+) -> None:
+    text = STUDY.replace(
+        "[datasets.digits]", "[datasets.fashion_mnist_k2]\n[datasets.fashion_mnist_n60]"
+    )
+    (tmp_path / "study.toml").write_text(text)
+    study = load_study(tmp_path)
+    sample_architectures(study)
+    prepare_datasets(study, progress=False)
+    collect(study)
+    infos = {n: t.info for n, t in read_results(tmp_path / "results.h5").datasets.items()}
+    facts = {n: (i.kind, i.parent, i.num_train, i.classes) for n, i in infos.items()}
+    assert facts == {
+        "fashion_mnist": ("dataset", "", 300, 10),
+        "fashion_mnist_k2": ("subset", "fashion_mnist", 60, 2),
+        "fashion_mnist_n60": ("control", "fashion_mnist", 60, 10),
+    }
+    assert infos["fashion_mnist_n60"].num_test == infos["fashion_mnist"].num_test
+
+
 def test_clean_removes_old_temporaries_and_keeps_those_of_writes_in_flight(study) -> None:
     import os
     import time

@@ -12,7 +12,7 @@ import torch
 
 from anynet.arch import Architecture
 from hpc.scheduling.manifest import read_manifest, write_manifest
-from hpc.study.layout import cell_paths
+from hpc.study.packs import stored
 from hpc.study.recipe import Recipe
 from hpc.worker import run_chunk
 from hpc.worker.cohort import train_cohort
@@ -260,7 +260,8 @@ def test_a_chunk_with_cuda_graphs_on_a_cpu_gives_the_eager_numbers_and_logs_why(
         )
         assert read_manifest(path).cuda_graphs is graphs
         results[graphs] = run_chunk(path)
-        log = cell_paths(root, "digits", 1, 0).log.read_text()
+        packs = sorted((root / "results" / "digits").glob("*.pack"))
+        log = [s.log for p in packs for s in stored(p) if s.result.arch_id == 1][-1]
         assert ("cuda_graphs is on but the device is cpu: steps eagerly" in log) is graphs
     for ours, theirs in zip(results[True], results[False], strict=True):
         assert ours.status == theirs.status == "done"

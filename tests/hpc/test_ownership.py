@@ -34,6 +34,7 @@ FOLDER_NAMES = {
     "reset",
     "slurm",
     "local",
+    "scores",
 }
 FILE_NAMES = {"study.toml", "architectures.json", "results.h5", "record.json", "results-index.npz"}
 JOINED_NAMES = FOLDER_NAMES | FILE_NAMES | {"submit.sh"}

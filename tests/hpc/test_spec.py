@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from hpc.study.datasets import dataset_sizes
 from hpc.study.presets import PRESETS_DIR
 from hpc.study.spec import StudyError, load_study, parse_study
 
@@ -53,18 +54,28 @@ def test_paper_preset_declares_500_architectures_on_imagenet_its_subsets_and_8_d
         "imagenet_k250",
         "imagenet_k500",
     ]
-    assert len(names) == 15
+    assert len(names) == 19
     # Subsets read their parent's files: they inherit its path.
     assert study.dataset("imagenet_k10").spec.path == study.dataset("imagenet").spec.path
     assert study.dataset("imagenet_k10").spec.num_classes == 10
+    # Size controls of the four smallest subsets: as many training images, all classes.
+    controls = [study.dataset(n) for n in names if n.startswith("imagenet_n")]
+    assert [c.spec.n for c in controls] == [
+        dataset_sizes(study.dataset(f"imagenet_k{k}"))[0] for k in (10, 25, 50, 100)
+    ]
+    assert {(c.spec.parent, c.spec.num_classes, c.prepared_spec.name) for c in controls} == {
+        ("imagenet", 1000, "imagenet")
+    }
 
 
-def test_demo_preset_has_7_datasets_with_binary_elpv_at_32_px() -> None:
+def test_demo_preset_has_9_datasets_with_binary_elpv_at_32_px() -> None:
     study = load_study(PRESETS_DIR / "demo.toml")
     assert [d.name for d in study.datasets] == [
         "fashion_mnist",
         "fashion_mnist_k2",
         "fashion_mnist_k5",
+        "fashion_mnist_n400",
+        "fashion_mnist_n1000",
         "mnist",
         "animal_mnist",
         "elpv",
@@ -78,6 +89,11 @@ def test_demo_preset_has_7_datasets_with_binary_elpv_at_32_px() -> None:
     assert study.dataset("fashion_mnist_k5").spec.max_train == cap  # inherited from the parent
     elpv = study.dataset("elpv").spec
     assert (elpv.binary, elpv.resolution, elpv.num_classes) == (True, 32, 2)
+    # Each control has its subset's training images (balanced classes: exactly), all classes.
+    for k, n in ((2, 400), (5, 1000)):
+        subset, control = study.dataset(f"fashion_mnist_k{k}"), study.dataset(f"fashion_mnist_n{n}")
+        assert dataset_sizes(subset)[0] == dataset_sizes(control)[0] == n
+        assert (control.spec.num_classes, control.spec.max_train) == (10, cap)
 
 
 def test_unknown_key_names_it_with_file_line_and_valid_keys() -> None:
@@ -95,7 +111,7 @@ def test_wrong_type_names_key_line_and_expected_type() -> None:
 def test_unknown_top_level_table_lists_the_sections() -> None:
     message = _error(BASE + "\n[trainer]\nepochs = 3\n")
     assert message.startswith("study.toml:17: unknown key 'trainer'")
-    assert "valid keys: study, design, recipe, cluster, datasets" in message
+    assert "valid keys: study, design, recipe, cluster, scores, datasets" in message
 
 
 def test_unknown_dataset_lists_registered_datasets_and_how_to_declare_your_own() -> None:

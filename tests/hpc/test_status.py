@@ -257,3 +257,104 @@ def test_logs_finds_the_records_logs_the_running_log_and_the_lane_log(study, lan
         cell_logs(study, "mnist/1-s0")
     with pytest.raises(ValueError, match="not a cell of the study: architectures 0..2, seeds 0..1"):
         cell_logs(study, "digits/3-s0")
+
+
+def test_status_shows_how_killed_tasks_ended_from_one_sacct_call(
+    study, record, monkeypatch
+) -> None:
+    # Five one-cell tasks of digits-0 ended in five ways; task 5 is not in accounting yet.
+    write_record(
+        study,
+        "L0001",
+        "slurm",
+        [
+            ArrayRecord.from_dict(
+                {
+                    "label": "digits-0",
+                    "dataset": "digits",
+                    "job_name": job_name(study, "L0001", "digits-0"),
+                    "job_id": "100",
+                    "tasks": [
+                        {"chunk": f"digits-0.{i}", "cells": [[i % 3, i // 3]]} for i in range(6)
+                    ],
+                }
+            )
+        ],
+    )
+    record(study, "digits", 2, 0, "done")  # task 2 finished its cell before it was preempted
+    log = study.layout.submitit_dir("L0001", "slurm") / "100_0_0_log.out"
+    log.parent.mkdir(parents=True)
+    log.write_text("srun: error: task 0: Killed\n")
+    name = job_name(study, "L0001", "digits-0")
+    ends = ["FAILED|1:0", "TIMEOUT|0:0", "PREEMPTED|0:0", "OUT_OF_MEMORY|0:125", "NODE_FAIL|0:9"]
+    rows = "".join(f"100_{i}|{name}|{end}\n" for i, end in enumerate(ends)) + "7|other|FAILED|1:0\n"
+    calls = []
+
+    def fake_run(argv, **kwargs):
+        calls.append(argv)
+        return subprocess.CompletedProcess(argv, 0, rows, "")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    status = study_status(study)
+    assert [argv[0] for argv in calls] == ["sacct"]
+    assert name in calls[0][calls[0].index("--name") + 1]
+    assert status.counts["digits"]["queued"] == 1  # task 5: submitted, not in sacct yet
+    assert status.stopped == [
+        {
+            "task": "100_0",
+            "state": "FAILED",
+            "reason": "exit 1",
+            "log": str(log),
+            "cells": ["digits/0-s0"],
+        },
+        {"task": "100_1", "state": "TIMEOUT", "reason": "", "log": "", "cells": ["digits/1-s0"]},
+        {
+            "task": "100_3",
+            "state": "OUT_OF_MEMORY",
+            "reason": "ExitCode 0:125",
+            "log": "",
+            "cells": ["digits/0-s1"],
+        },
+        {
+            "task": "100_4",
+            "state": "NODE_FAIL",
+            "reason": "signal 9",
+            "log": "",
+            "cells": ["digits/1-s1"],
+        },
+    ]
+    text = format_status(status)
+    assert "tasks that ended before their cells did (4):" in text
+    assert f"  100_0 FAILED (exit 1): 1 cell(s) unfinished: digits/0-s0; log {log}" in text
+    assert "  100_1 TIMEOUT: 1 cell(s) unfinished: digits/1-s0; no log" in text
+
+
+def test_a_task_accounting_never_saw_of_an_old_launch_has_ended(study, monkeypatch) -> None:
+    _slurm_record(study, "L0001", arrays=1, tasks_per_array=2)
+    path = study.layout.record_file("L0001")
+    record = json.loads(path.read_text())
+    record["created_ts"] -= 2 * 3600  # older than accounting's lag, and purged since
+    path.write_text(json.dumps(record))
+    monkeypatch.setattr(
+        subprocess, "run", lambda argv, **kw: subprocess.CompletedProcess(argv, 0, "", "")
+    )
+    found = tasks(study, report=True)
+    assert [(t.job_id, t.state, t.end) for t in found] == [
+        ("100_0", "ended", ""),
+        ("100_1", "ended", ""),
+    ]
+    assert study_status(study).stopped[0]["state"] == "ended"
+
+
+def test_without_accounting_status_falls_back_to_squeue(study, monkeypatch) -> None:
+    _slurm_record(study, "L0001", arrays=1, tasks_per_array=2)
+    name = job_name(study, "L0001", "digits-0")
+
+    def fake_run(argv, **kwargs):
+        if argv[0] == "sacct":
+            return subprocess.CompletedProcess(argv, 1, "", "Slurm accounting storage is disabled")
+        return subprocess.CompletedProcess(argv, 0, f"100_1|{name}|RUNNING\n", "")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    found = tasks(study, report=True)
+    assert [(t.job_id, t.state) for t in found] == [("100_0", "ended"), ("100_1", "running")]

@@ -1,7 +1,8 @@
 """`anysweep demo` end to end on a smaller configuration of the demo study, on real data:
-interrupted mid-way and run again it completes without retraining a finished cell, and
-the table it prints and the report it writes hold the numbers analysis computes; with
-`--cluster slurm` it runs the same way on the local SLURM cluster."""
+interrupted mid-way and run again it completes without retraining a finished cell or
+recomputing a stored score, and the table it prints and the report it writes (with its
+"Ranking before training" section) hold the numbers analysis computes; with `--cluster
+slurm` it runs the same way on the local SLURM cluster, scores included."""
 
 from __future__ import annotations
 
@@ -97,6 +98,14 @@ def _finished(study: Path) -> dict[str, tuple[str, int, float]]:
             cell = f"{pack.parent.name}/{record.result.arch_id}-s{record.result.seed}"
             assert cell not in out, f"{cell} has two records"
             out[cell] = (pack.name, record.offset, record.written)
+
+
+def _score_files(study: Path) -> dict[Path, tuple[int, int]]:
+    """Score files with their inode and modification time (a rewrite changes both)."""
+    out = {}
+    for path in (study / "scores").glob("*/*.h5"):
+        stat = path.stat()
+        out[path] = (stat.st_ino, stat.st_mtime_ns)
     return out
 
 
@@ -117,14 +126,17 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     first.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground process
     first_out, _ = first.communicate(timeout=120)
     before = _finished(study)
+    scores_before = _score_files(study)
     second = _demo(study)
     second_out, _ = second.communicate(timeout=600)
     return {
         "study": study,
         "first": (first.returncode, first_out),
         "before": before,
+        "scores_before": scores_before,
         "second": (second.returncode, second_out),
         "after": _finished(study),
+        "scores_after": _score_files(study),
     }
 
 
@@ -185,6 +197,39 @@ def test_demo_table_and_report_hold_the_numbers_analysis_computes(demo_run: dict
     assert "report:" in out and str(study / "report" / "report.html") in out
 
 
+def test_demo_scores_before_training_and_never_again(demo_run: dict) -> None:
+    # Scores come before training, so the interrupted first run had stored them all.
+    before, after = demo_run["scores_before"], demo_run["scores_after"]
+    assert sorted(p.parent.name for p in before) == ["digits", "fashion_mnist", "fashion_mnist_k2"]
+    assert after == before
+    _, out = demo_run["second"]
+    assert "nothing to score" not in out  # the run says nothing when there is nothing to do
+    results = read_results(demo_run["study"] / "results.h5")
+    assert sorted(results.scores) == ["digits", "fashion_mnist", "fashion_mnist_k2"]
+    for table in results.scores.values():
+        assert table.arch_ids.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+        assert table.seeds.tolist() == [0, 1] * 4
+        assert table.minibatch_size == 64
+
+
+def test_demo_report_shows_ranking_before_training(demo_run: dict) -> None:
+    study: Path = demo_run["study"]
+    analysis = analyze(
+        open_results(study / "results.h5"), bootstrap=BOOTSTRAP, permutations=BOOTSTRAP
+    )
+    assert analysis.scores is not None
+    html = (study / "report" / "report.html").read_text()
+    assert "Ranking before training" in html
+    table = analysis.scores.correlations
+    assert sorted(set(table["dataset"])) == ["digits", "fashion_mnist", "fashion_mnist_k2"]
+    assert {"naswot", "synflow", "params", "flops"} <= set(table["score"])
+    assert len(analysis.scores.seeds) > 0  # two seeds: the seed-to-seed agreement table
+    tables = study / "report" / "tables"
+    assert (tables / "scores_correlations.csv").exists()
+    assert (tables / "scores_seeds.csv").exists()
+    assert (study / "report" / "figures" / "scores.png").exists()
+
+
 @pytest.mark.slurm
 def test_demo_runs_on_the_slurm_cluster(slurm_cluster, tmp_path: Path) -> None:
     study = tmp_path / "study"
@@ -204,3 +249,5 @@ def test_demo_runs_on_the_slurm_cluster(slurm_cluster, tmp_path: Path) -> None:
         columns = results.datasets[name].columns
         assert sorted(columns["arch_id"]) == [0, 1, 2, 3]
         assert {j.partition("_")[0] for j in columns["job_id"]} <= arrays
+        assert results.scores[name].arch_ids.tolist() == [0, 1, 2, 3]
+    assert "Ranking before training" in (study / "report" / "report.html").read_text()

@@ -1,5 +1,6 @@
 """The schedulers behind one interface, in the shape of submitit's executors: submit a
-launch's chunks, tell the states of its tasks, find a task's log, cancel. One module each:
+launch's chunks, tell the states of its tasks, find a task's log, cancel; and run a study's
+other tasks (the training-free scores: `submit_tasks`, `running_tasks`). One module each:
 
 - `local`: lanes on this machine that take chunks from a queue folder;
 - `slurm`: arrays submitted through submitit;
@@ -23,7 +24,7 @@ from typing import Any, ClassVar
 from hpc.scheduling.plan import Array, Plan
 from hpc.scheduling.records import ArrayRecord, LaunchRecord, planned_arrays, task_pack
 from hpc.study.population import Population, dataset_arch
-from hpc.study.spec import Study
+from hpc.study.spec import ClusterSpec, Study
 
 NAMES = ("local", "slurm", "sbatch")
 TaskKey = tuple[str, str, int]  # (record id, array label, task index)
@@ -37,6 +38,8 @@ class SchedulerError(RuntimeError):
 class TaskState:
     state: str  # queued, running or ended
     job_id: str  # the scheduler's id ("123_4"), a local lane's pid, or "" when not known
+    end: str = ""  # how an ended task ended, in its scheduler's words (FAILED, TIMEOUT, ...)
+    reason: str = ""  # what else the scheduler says of that end ("exit 1", "signal 9")
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,43 @@ class Submission:
 
 
 @dataclass(frozen=True)
+class TaskGroup:
+    """Tasks of one label (a dataset): one Slurm array, with that dataset's resources."""
+
+    label: str
+    cluster: ClusterSpec
+    tasks: tuple[dict[str, Any], ...]  # each written as the JSON file its runner reads
+    costs: tuple[float, ...]  # relative work of each task: local lanes take the costliest first
+
+
+@dataclass(frozen=True)
+class Tasks:
+    """A study's work that is not its cells (the training-free scores): every task a JSON
+    file that `runner(path)` runs, on no GPU. `run_id` names the run's folder under jobs/
+    (its tasks and submitit's folders) and its job names; no launch record is written."""
+
+    study: Study
+    run_id: str
+    groups: tuple[TaskGroup, ...]
+    runner: Callable[[Path], Any]  # module-level, so that submitit pickles it by reference
+    jobs: int | None = None  # local: workers at once (None: one per core)
+
+    def write(
+        self, path_of: Callable[[TaskGroup, int], Path], threads: int | None = None
+    ) -> list[list[Path]]:
+        """One file per task at `path_of(group, task index)`, its `threads` set (None: the
+        group's CPUs per task). Returns the paths per group."""
+        from analysis.files import write_json
+
+        paths = []
+        for group in self.groups:
+            paths.append([path_of(group, i) for i in range(len(group.tasks))])
+            for path, task in zip(paths[-1], group.tasks, strict=True):
+                write_json(path, {**task, "threads": threads or group.cluster.cpus})
+        return paths
+
+
+@dataclass(frozen=True)
 class Submitted:
     """What a scheduler did with a submission."""
 
@@ -162,6 +202,13 @@ class Scheduler(ABC):
     ) -> dict[TaskKey, TaskState]:
         """What the scheduler says of every task of these records (of this queue), asked once."""
 
+    def task_report(
+        self, study: Study, records: Sequence[LaunchRecord]
+    ) -> dict[TaskKey, TaskState]:
+        """`task_states` with how ended tasks ended, where the scheduler remembers it: what
+        `status` shows. Asked once per refresh too."""
+        return self.task_states(study, records)
+
     @abstractmethod
     def task_log(
         self, study: Study, record: LaunchRecord, array: ArrayRecord, index: int
@@ -171,6 +218,15 @@ class Scheduler(ABC):
     @abstractmethod
     def cancel(self, study: Study, records: Sequence[LaunchRecord]) -> list[str]:
         """Cancel the queued and running tasks of these records; what was cancelled."""
+
+    def submit_tasks(self, tasks: Tasks) -> Submitted:
+        """Run a study's other tasks; a scheduler that cannot raises ValueError."""
+        raise ValueError(f"--cluster {self.name} cannot run score tasks; valid: local, slurm")
+
+    def running_tasks(self, study: Study, kind: str) -> set[tuple[str, str]]:
+        """(run id, label) of the study's other tasks queued or running elsewhere, of runs
+        whose ids start with `kind`; processes this command started are its own to watch."""
+        return set()
 
 
 def get(name: str) -> Scheduler:
@@ -200,6 +256,14 @@ def task_states(study: Study, records: Sequence[LaunchRecord]) -> dict[TaskKey, 
     states: dict[TaskKey, TaskState] = {}
     for scheduler, group in _by_queue(records).values():
         states.update(scheduler.task_states(study, group))
+    return states
+
+
+def task_report(study: Study, records: Sequence[LaunchRecord]) -> dict[TaskKey, TaskState]:
+    """Every task's state and, for ended ones, how they ended; each queue asked once."""
+    states: dict[TaskKey, TaskState] = {}
+    for scheduler, group in _by_queue(records).values():
+        states.update(scheduler.task_report(study, group))
     return states
 
 

@@ -12,13 +12,22 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from hpc.procfs import process_alive, process_start
-from hpc.scheduling.records import ArrayRecord, LaunchRecord, job_name, write_record
-from hpc.scheduling.schedulers import Scheduler, Submission, Submitted, TaskKey, TaskState
+from hpc.scheduling.records import ArrayRecord, LaunchRecord, write_record
+from hpc.scheduling.schedulers import (
+    Scheduler,
+    Submission,
+    Submitted,
+    TaskGroup,
+    TaskKey,
+    Tasks,
+    TaskState,
+)
 from hpc.study.layout import LaneDirs
 from hpc.study.spec import Study
 
@@ -43,19 +52,27 @@ def default_jobs() -> int:
 
 class Lane(Checkpointable):
     """A local worker: takes the next chunk from a launch's queue/ until none is left; a
-    requeued lane first finishes the chunk it had claimed."""
+    requeued lane first finishes the chunk it had claimed. `runner` runs each queued file
+    (default: the worker's run_chunk on a chunk's manifest)."""
 
-    def __init__(self, dirs: LaneDirs, lane: int) -> None:
+    def __init__(
+        self, dirs: LaneDirs, lane: int, runner: Callable[[Path], Any] | None = None
+    ) -> None:
         self.dirs = dirs
         self.lane = lane
+        self.runner = runner
 
     def __call__(self) -> int:
         from hpc.worker import interruption, run_chunk
+        from hpc.worker.device import DeviceLost
 
+        run = self.runner or run_chunk
         ran = 0
         while (manifest := self._next()) is not None:
             try:
-                run_chunk(manifest)
+                run(manifest)
+            except DeviceLost:
+                raise  # this process's device is gone: its next chunk waits for a fresh lane
             except Exception as exc:  # one bad chunk must not stop the lane's others
                 if (stop := interruption(exc)) is not None:
                     raise stop from None
@@ -80,7 +97,54 @@ class Lane(Checkpointable):
         return None
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> DelayedSubmission:
-        return DelayedSubmission(Lane(self.dirs, self.lane))
+        return DelayedSubmission(Lane(self.dirs, self.lane, self.runner))
+
+
+def lane_executor(folder: Path) -> Any:
+    """submitit's local executor, whose job controllers run in a session of their own with
+    their output in FOLDER/controllers.log: Ctrl-C in a terminal reaches the command
+    alone, which stops its lanes (SIGINT to each controller), and no controller's
+    KeyboardInterrupt traceback lands on the terminal."""
+    import submitit
+    from submitit.local.local import LocalJob
+
+    class LaneExecutor(submitit.LocalExecutor):  # type: ignore[misc]
+        def _submit_command(self, command: str) -> Any:
+            process = _start_controller(self.folder, command, self.parameters)
+            return LocalJob(folder=self.folder, job_id=str(process.pid), process=process, tasks=[0])
+
+    return LaneExecutor(folder)
+
+
+def _start_controller(folder: Path, command: str, parameters: dict[str, Any]) -> Any:
+    """What `submitit.local.local.start_controller` does (one task, no GPU, no set-up lines),
+    in a session of its own, its output to a file."""
+    import subprocess
+
+    env = {
+        **os.environ,
+        "SUBMITIT_LOCAL_NTASKS": "1",
+        "SUBMITIT_LOCAL_COMMAND": command,
+        "SUBMITIT_LOCAL_TIMEOUT_S": str(int(60 * parameters.get("timeout_min", 2.0))),
+        "SUBMITIT_LOCAL_SIGNAL_DELAY_S": "30",  # submitit's default: a week's limit is far
+        "SUBMITIT_LOCAL_NODEID": "0",
+        "SUBMITIT_LOCAL_JOB_NUM_NODES": "1",
+        "SUBMITIT_STDERR_TO_STDOUT": "1" if parameters.get("stderr_to_stdout") else "",
+        "SUBMITIT_EXECUTOR": "local",
+        # As submitit's executor without gpus_per_node: lanes see no GPU (one core each).
+        "CUDA_VISIBLE_DEVICES": "",
+        "SUBMITIT_LOCAL_WITH_SHELL": "",
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "controllers.log", "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "submitit.local._local", str(folder)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 def _lane_of(claim: Path) -> int:
@@ -130,8 +194,6 @@ class LocalScheduler(Scheduler):
         return jobs or default_jobs()
 
     def submit(self, submission: Submission) -> Submitted:
-        import submitit
-
         study, record_id = submission.study, submission.record_id
         dirs = study.layout.lanes(record_id)
         rank = _ranked(submission)
@@ -139,18 +201,10 @@ class LocalScheduler(Scheduler):
         submission.write_manifests(
             lambda a, i: dirs.queue / f"{rank[(a.label, i)]:05d}-{a.label}.{i}.json", threads=1
         )
-        executor = submitit.AutoExecutor(
-            folder=study.layout.submitit_dir(record_id, self.name), cluster="local"
-        )
-        executor.update_parameters(
-            timeout_min=LOCAL_TIMEOUT_MIN,
-            stderr_to_stdout=True,
-            name=job_name(study, record_id, "local"),
-        )
         lanes = min(self.lanes(submission.jobs) or 1, len(rank))
         started: list[Any] = []
         try:
-            started.extend(executor.submit(Lane(dirs, lane)) for lane in range(lanes))
+            started.extend(_start_lanes(study, record_id, lanes))
             pids = [int(job.job_id) for job in started]
             own = {"lanes": [{"pid": pid, "start": process_start(pid)} for pid in pids]}
             write_record(study, record_id, self.name, arrays, own)
@@ -160,6 +214,24 @@ class LocalScheduler(Scheduler):
                 job.cancel()
             raise
         return Submitted(tuple(str(p) for p in pids), tuple(started))
+
+    def submit_tasks(self, tasks: Tasks) -> Submitted:
+        """Lanes that take the tasks from the run's queue/, the costliest first; they end with
+        the command that started them (no record names them)."""
+        costs = sorted(
+            ((cost, g.label, i) for g in tasks.groups for i, cost in enumerate(g.costs)),
+            key=lambda item: -item[0],
+        )
+        rank = {(label, i): r for r, (_, label, i) in enumerate(costs)}
+        dirs = tasks.study.layout.lanes(tasks.run_id)
+
+        def path_of(group: TaskGroup, i: int) -> Path:
+            return dirs.queue / f"{rank[(group.label, i)]:05d}-{group.label}.{i}.json"
+
+        tasks.write(path_of, threads=1)
+        lanes = min(self.lanes(tasks.jobs) or 1, len(rank))
+        started = _start_lanes(tasks.study, tasks.run_id, lanes, tasks.runner)
+        return Submitted(tuple(str(job.job_id) for job in started), tuple(started))
 
     def task_states(
         self, study: Study, records: Sequence[LaunchRecord]
@@ -194,6 +266,24 @@ class LocalScheduler(Scheduler):
                     os.kill(lane["pid"], signal.SIGINT)
                     cancelled.append(str(lane["pid"]))
         return cancelled
+
+
+def _start_lanes(
+    study: Study, record_id: str, lanes: int, runner: Callable[[Path], Any] | None = None
+) -> list[Any]:
+    """Start `lanes` lanes on the queue of jobs/<record_id>/ (`lane_executor`); if one fails
+    to start, those started are stopped."""
+    executor = lane_executor(study.layout.submitit_dir(record_id, LocalScheduler.name))
+    executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN, stderr_to_stdout=True)
+    dirs = study.layout.lanes(record_id)
+    started: list[Any] = []
+    try:
+        started.extend(executor.submit(Lane(dirs, lane, runner)) for lane in range(lanes))
+    except BaseException:
+        for job in started:
+            job.cancel()
+        raise
+    return started
 
 
 def _ranked_tasks(array: ArrayRecord, rank: dict[tuple[str, int], int]) -> ArrayRecord:

@@ -13,7 +13,7 @@ from string import Template
 
 from hpc.scheduling.plan import Array, Plan
 from hpc.scheduling.records import ArrayRecord, LaunchRecord, write_record
-from hpc.scheduling.schedulers import Submission, Submitted
+from hpc.scheduling.schedulers import Scheduler, Submission, Submitted, Tasks
 from hpc.scheduling.schedulers.slurm import SIGNAL_DELAY_S, SlurmScheduler, sbatch_options
 from hpc.study.spec import Study
 
@@ -95,6 +95,10 @@ class SbatchScheduler(SlurmScheduler):
         submit.chmod(0o755)
         write_record(study, record_id, self.name, arrays)
         return Submitted(files=(*scripts, submit))
+
+    def submit_tasks(self, tasks: Tasks) -> Submitted:
+        """No scripts for the scores: `anysweep score --cluster slurm` submits them."""
+        return Scheduler.submit_tasks(self, tasks)
 
     def task_log(
         self, study: Study, record: LaunchRecord, array: ArrayRecord, index: int

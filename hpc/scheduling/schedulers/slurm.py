@@ -10,27 +10,38 @@ from __future__ import annotations
 import dataclasses
 import getpass
 import os
+import shlex
 import subprocess
+import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hpc.scheduling.records import ArrayRecord, LaunchRecord, job_prefix, write_record
+from hpc.scheduling.records import (
+    ArrayRecord,
+    LaunchRecord,
+    job_name,
+    job_prefix,
+    write_record,
+)
 from hpc.scheduling.schedulers import (
     Scheduler,
     SchedulerError,
     Submission,
     Submitted,
     TaskKey,
+    Tasks,
     TaskState,
 )
+from hpc.study.layout import task_manifest
 from hpc.study.spec import ClusterSpec, Study
 
 SIGNAL_DELAY_S = 120  # USR2 this long before the time limit: the epoch in flight is lost
 # Requeues after a time-out a chunk may take (submitit's default is 3): each resumes from the
 # last epoch-end checkpoint, so a chunk whose estimate was too low still finishes.
 MAX_TIMEOUT_REQUEUES = 20
-# squeue states of a task that will still run (or runs) its cells.
+# squeue (and sacct) states of a task that will still run (or runs) its cells.
 RUNNING_STATES = ("RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING")
 QUEUED_STATES = (
     "PENDING",
@@ -43,6 +54,9 @@ QUEUED_STATES = (
     "SPECIAL_EXIT",
     "STOPPED",
 )
+# A task sacct does not list (yet) of a launch younger than this is taken as queued: accounting
+# learns of a submitted job seconds after squeue does (0.7-5 s on the local test cluster).
+ACCOUNTING_LAG_S = 3600.0
 
 
 def sbatch_options(cluster: ClusterSpec, *, gpus: bool = True) -> dict[str, Any]:
@@ -78,6 +92,34 @@ def executor_parameters(cluster: ClusterSpec, name: str, *, chunks: bool = True)
     return params
 
 
+# What a launched task runs: submitit's job runner behind an entry point that catches SIGUSR2
+# from its first line (`hpc.worker.submitted`), started by a shell that ignores the signal
+# until then, so that a preemption at any moment of a task's life stops it, never kills it.
+TASK_COMMAND = (
+    '/bin/sh -c \'trap "" USR2; exec "$@"\' sh {python} -u -m hpc.worker.submitted {folder}'
+)
+
+
+def chunk_executor(folder: Path) -> Any:
+    """submitit's Slurm executor, running chunks through TASK_COMMAND."""
+    import submitit
+
+    class ChunkExecutor(submitit.SlurmExecutor):  # type: ignore[misc]
+        @property
+        def _submitit_command_str(self) -> str:
+            return TASK_COMMAND.format(
+                python=shlex.quote(sys.executable), folder=shlex.quote(str(self.folder))
+            )
+
+    return ChunkExecutor(folder, max_num_timeout=MAX_TIMEOUT_REQUEUES)
+
+
+def _native(executor: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """AutoExecutor's parameters (generic names, `slurm_` prefixes) as SlurmExecutor's."""
+    generic = executor._equivalence_dict()  # name -> job_name, ...
+    return {generic.get(key, key.removeprefix("slurm_")): value for key, value in params.items()}
+
+
 def _client(argv: list[str], timeout_s: float = 60) -> str:
     """A Slurm client's output; one that cannot run or fails is a SchedulerError."""
     try:
@@ -104,9 +146,88 @@ def squeue_states(study: Study) -> dict[tuple[str, int], tuple[str, str]]:
     return states
 
 
+def sacct_states(
+    study: Study, records: Sequence[LaunchRecord]
+) -> dict[tuple[str, int], tuple[str, str, str]]:
+    """{(job name, array task index): (sacct state, job id, exit code)} of the records' jobs,
+    each task's latest run, ended ones included: one call."""
+    names = sorted({a.job_name for r in records for a in r.arrays})
+    if not names:
+        return {}
+    since = time.localtime(min(r.created_ts for r in records) - 60)
+    out = _client(
+        [
+            *("sacct", "-X", "-n", "-P", "-u", getpass.getuser()),
+            *("-S", time.strftime("%Y-%m-%dT%H:%M:%S", since), "--name", ",".join(names)),
+            *("-o", "JobID,JobName,State,ExitCode"),
+        ]
+    )
+    states: dict[tuple[str, int], tuple[str, str, str]] = {}
+    for line in out.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) != 4:
+            continue
+        job_id, name, state, exit_code = parts
+        for index, task in _tasks_of(job_id):
+            states[(name, index)] = (state.split()[0] if state else "", task, exit_code)
+    return states
+
+
+def _tasks_of(job_id: str) -> list[tuple[int, str]]:
+    """(index, task id) of each task a sacct or squeue JobID stands for: `12` (a job), `12_3`,
+    or pending tasks as `12_[4-7,9%2]`."""
+    base, sep, task = job_id.partition("_")
+    if not sep:
+        return [(0, base)]
+    if task.isdigit():
+        return [(int(task), job_id)]
+    found = []
+    for part in task.strip("[]").partition("%")[0].split(","):
+        low, _, high = part.partition("-")
+        if low.isdigit() and (high.isdigit() or not high):
+            found += [(i, f"{base}_{i}") for i in range(int(low), int(high or low) + 1)]
+    return found
+
+
+def _exit(code: str) -> str:
+    """sacct's ExitCode `status:signal` in words: `exit 1`, `signal 9`, '' for 0:0, else as
+    Slurm writes it (`ExitCode 0:125`: Slurm's own codes, such as a cgroup's OOM kill)."""
+    status, _, signal = code.partition(":")
+    if not (status.isdigit() and signal.isdigit()) or code == "0:0":
+        return ""
+    if int(signal) == 0:
+        return f"exit {status}"
+    return f"signal {signal}" if int(status) == 0 and int(signal) < 64 else f"ExitCode {code}"
+
+
+def _task_id(array: ArrayRecord, index: int) -> str:
+    """A task's Slurm id as the record knows it ('' for scripts not submitted through us)."""
+    if not array.job_id:
+        return ""
+    # submitit submits a single chunk as a plain job, not an array.
+    return array.job_id if len(array) == 1 else f"{array.job_id}_{index}"
+
+
+def _reported(
+    found: tuple[str, str, str] | None, record: LaunchRecord, array: ArrayRecord, index: int
+) -> TaskState:
+    """What accounting says of a task: queued, running, or ended and how."""
+    if found is None:
+        # Accounting learns of a job seconds after its submission: a task we submitted lately
+        # and it does not list yet waits in the queue.
+        recent = time.time() - record.created_ts < ACCOUNTING_LAG_S
+        return TaskState("queued" if array.job_id and recent else "ended", _task_id(array, index))
+    state, job_id, exit_code = found
+    if state in RUNNING_STATES:
+        return TaskState("running", job_id)
+    if state in QUEUED_STATES:
+        return TaskState("queued", job_id)
+    return TaskState("ended", job_id, end=state, reason=_exit(exit_code))
+
+
 def _state(found: tuple[str, str] | None, array: ArrayRecord, index: int) -> TaskState:
     if found is None:
-        return TaskState("ended", f"{array.job_id}_{index}" if array.job_id else "")
+        return TaskState("ended", _task_id(array, index))
     state, job_id = found
     if state in RUNNING_STATES:
         return TaskState("running", job_id)
@@ -152,8 +273,6 @@ class SlurmScheduler(Scheduler):
         return max_array_size(study)
 
     def submit(self, submission: Submission) -> Submitted:
-        import submitit
-
         from hpc.worker import Chunk
 
         study, record_id = submission.study, submission.record_id
@@ -162,10 +281,9 @@ class SlurmScheduler(Scheduler):
         folder = study.layout.submitit_dir(record_id, self.name)
         try:
             for k, (array, path) in enumerate(zip(submission.plan.arrays, manifests, strict=True)):
-                executor = submitit.AutoExecutor(
-                    folder=folder, cluster="slurm", slurm_max_num_timeout=MAX_TIMEOUT_REQUEUES
-                )
-                executor.update_parameters(**executor_parameters(array.cluster, arrays[k].job_name))
+                executor = chunk_executor(folder)
+                params = executor_parameters(array.cluster, arrays[k].job_name)
+                executor.update_parameters(**_native(executor, params))
                 with executor.batch():
                     jobs = [executor.submit(Chunk(path, i)) for i in range(len(array.chunks))]
                 job_id = jobs[0].job_id.partition("_")[0]
@@ -176,6 +294,35 @@ class SlurmScheduler(Scheduler):
             if done:
                 write_record(study, record_id, self.name, done)
         return Submitted(tuple(str(a.job_id) for a in arrays))
+
+    def submit_tasks(self, tasks: Tasks) -> Submitted:
+        """One array per group (a dataset's tasks), with its resources but no GPU, as
+        prepare jobs ask; the job ids of the arrays."""
+        import submitit
+
+        study, run_id = tasks.study, tasks.run_id
+        folder = study.layout.record_dir(run_id)
+        paths = tasks.write(lambda group, i: task_manifest(folder / group.label, i))
+        ids = []
+        for group, files in zip(tasks.groups, paths, strict=True):
+            executor = submitit.AutoExecutor(
+                folder=study.layout.submitit_dir(run_id, self.name), cluster="slurm"
+            )
+            name = job_name(study, run_id, group.label)
+            executor.update_parameters(**executor_parameters(group.cluster, name, chunks=False))
+            with executor.batch():
+                jobs = [executor.submit(tasks.runner, path) for path in files]
+            ids.append(jobs[0].job_id.partition("_")[0])
+        return Submitted(tuple(ids))
+
+    def running_tasks(self, study: Study, kind: str) -> set[tuple[str, str]]:
+        prefix = job_prefix(study) + "."
+        found = set()
+        for (name, _task), (state, _id) in squeue_states(study).items():
+            run_id, _, label = name.removeprefix(prefix).partition(".")
+            if run_id.startswith(kind) and state in (*RUNNING_STATES, *QUEUED_STATES):
+                found.add((run_id, label))
+        return found
 
     def task_states(
         self, study: Study, records: Sequence[LaunchRecord]
@@ -190,11 +337,27 @@ class SlurmScheduler(Scheduler):
             for index in range(len(array))
         }
 
+    def task_report(
+        self, study: Study, records: Sequence[LaunchRecord]
+    ) -> dict[TaskKey, TaskState]:
+        # sacct remembers how tasks ended; a cluster without accounting has squeue alone.
+        try:
+            accounting = sacct_states(study, records)
+        except SchedulerError:
+            return self.task_states(study, records)
+        return {
+            (record.id, array.label, index): _reported(
+                accounting.get((array.job_name, index)), record, array, index
+            )
+            for record in records
+            for array in record.arrays
+            for index in range(len(array))
+        }
+
     def task_log(
         self, study: Study, record: LaunchRecord, array: ArrayRecord, index: int
     ) -> Path | None:
-        # submitit submits a single chunk as a plain job, not an array.
-        job = array.job_id if len(array) == 1 else f"{array.job_id}_{index}"
+        job = _task_id(array, index)
         path = study.layout.submitit_dir(record.id, self.name) / f"{job}_0_log.out"
         return path if path.exists() else None
 
