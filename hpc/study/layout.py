@@ -37,7 +37,8 @@ STUDY_FILE = "study.toml"
 DATA_DIR = "data"  # the default of [study] data_dir
 RECORD_FILE = "record.json"
 PACK_SUFFIX = ".pack"
-LEGACY_SUFFIX = ".h5"  # one cell's result file, as studies from before packs hold them
+H5_SUFFIX = ".h5"  # score files, and one cell's result file of studies from before packs
+LEGACY_SUFFIX = H5_SUFFIX
 
 
 def cell_stem(arch_id: int, seed: int) -> str:
@@ -127,11 +128,11 @@ class StudyLayout:
 
     def score_file(self, dataset: str, first: int, last: int) -> Path:
         """The score file of architectures first..last of a dataset, every seed."""
-        return self.scores_dir(dataset) / f"{first}-{last}.h5"
+        return self.scores_dir(dataset) / f"{first}-{last}{H5_SUFFIX}"
 
     def score_files(self, dataset: str) -> list[Path]:
         """Every score file of a dataset, in name order."""
-        return sorted(self.scores_dir(dataset).glob("*.h5"))
+        return sorted(self.scores_dir(dataset).glob(f"*{H5_SUFFIX}"))
 
     @property
     def jobs(self) -> Path:

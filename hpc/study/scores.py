@@ -243,7 +243,10 @@ def _concat(dataset: str, tables: Sequence[ScoreTable]) -> ScoreTable:
 
 
 def _sorted(table: ScoreTable) -> ScoreTable:
-    return _rows(table, np.lexsort((table.seeds, table.arch_ids)))
+    """Rows by architecture, then seed."""
+    seeds = np.asarray(table.seeds, dtype=np.int64)
+    key = np.asarray(table.arch_ids, dtype=np.int64) * (int(seeds.max(initial=0)) + 1) + seeds
+    return _rows(table, np.argsort(key, kind="stable"))
 
 
 def score_tables(study: Study) -> list[ScoreTable]:

@@ -21,12 +21,10 @@ import torch
 
 from analysis.frame import open_results
 from analysis.schema import (
-    CellResult,
     ScoreTable,
     read_results,
     read_score_file,
     read_score_inputs,
-    write_cell,
     write_score_file,
 )
 from anynet import scores as zc
@@ -44,6 +42,7 @@ from hpc.worker.scores import minibatches, score_task
 from hpc.worker.train import CellRun, cell_seed
 from loaders.pipelines import build_loaders
 from loaders.prepare import open_prepared
+from tests.hpc.conftest import append_result
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDY = """\
@@ -239,7 +238,8 @@ def test_sbatch_runs_no_score_tasks_and_says_which_schedulers_do(scored: Study) 
 def test_a_study_not_sampled_or_not_prepared_is_refused(tmp_path: Path, capsys) -> None:
     (tmp_path / "study.toml").write_text(STUDY)
     assert main(["score", str(tmp_path)]) == 2
-    assert "holds 0 of the study's 5 architectures; run `anysweep sample" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no architectures sampled yet" in err and "run `anysweep sample" in err
     sample_architectures(load_study(tmp_path))
     assert main(["score", str(tmp_path)]) == 2
     err = capsys.readouterr().err
@@ -334,16 +334,16 @@ def _cells(study: Study) -> None:
     for dataset in ("digits", "digits_k3"):
         for arch_id in range(5):
             for seed in (0, 1):
-                cell = CellResult(
-                    dataset=dataset,
-                    arch_id=arch_id,
-                    seed=seed,
-                    status="done",
+                append_result(
+                    study,
+                    dataset,
+                    arch_id,
+                    seed,
+                    "done",
                     top1_err=10.0 + arch_id,
                     epochs=1,
                     curves={"test_top1_err": np.array([10.0 + arch_id])},
                 )
-                write_cell(study.layout.cell(dataset, arch_id, seed).result, cell)
 
 
 def test_collect_puts_every_score_table_in_results_and_open_results_reads_it(

@@ -98,6 +98,7 @@ def _finished(study: Path) -> dict[str, tuple[str, int, float]]:
             cell = f"{pack.parent.name}/{record.result.arch_id}-s{record.result.seed}"
             assert cell not in out, f"{cell} has two records"
             out[cell] = (pack.name, record.offset, record.written)
+    return out
 
 
 def _score_files(study: Path) -> dict[Path, tuple[int, int]]:

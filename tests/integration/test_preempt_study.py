@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from analysis.schema import read_cell
 from hpc.scheduling.launch import launch
 from hpc.scheduling.status import format_status, study_status
 from hpc.study.datasets import prepare_datasets
+from hpc.study.packs import stored
 from hpc.study.spec import load_study
 
 pytestmark = pytest.mark.slurm
@@ -99,12 +99,16 @@ def _program(pid: str) -> str:
         return ""
 
 
+def _records(study) -> list:
+    """Every record of digits' cells, from the study's packs."""
+    packs = sorted(study.layout.results_dir("digits").glob("*.pack"))
+    return [record for pack in packs for record in stored(pack)]
+
+
 def _cells_done_once(study, attempts: int = 1) -> None:
-    folder = study.layout.results_dir("digits")
-    names = sorted(p.name for p in folder.iterdir())
-    assert names == [f"{a}-s0.h5" for a in range(study.settings.architectures)]
-    for name in names:
-        cell = read_cell(folder / name)
+    records = [r.result for r in _records(study)]
+    assert sorted(r.arch_id for r in records) == list(range(study.settings.architectures))
+    for cell in records:
         assert (cell.status, cell.attempts, cell.epochs) == ("done", attempts, 3)
 
 
@@ -172,7 +176,7 @@ def test_a_refused_requeue_stops_the_chunk_and_charges_no_attempt(slurm_cluster,
         job = launched.job_ids[0]
         assert _interrupt_in_second_epoch(slurm_cluster, study, job) == "COMPLETED"
         assert len((fake / "requeues").read_text().splitlines()) == round_
-        assert not study.layout.cell("digits", 0, 0).result.exists()
+        assert not [r for r in _records(study) if r.result.arch_id == 0]
         assert not study.layout.cell("digits", 1, 0).log.exists()  # the chunk stopped
         counts = study_status(study).counts["digits"]
         assert (counts["missing"], counts["failed"]) == (2, 0)
@@ -181,7 +185,7 @@ def test_a_refused_requeue_stops_the_chunk_and_charges_no_attempt(slurm_cluster,
     job = launch(study, cluster="slurm").job_ids[0]
     assert slurm_cluster.wait(job, timeout_s=180) == "COMPLETED"
     _cells_done_once(study)
-    log = study.layout.cell("digits", 0, 0).log.read_text()
+    [log] = [r.log for r in _records(study) if r.result.arch_id == 0]
     assert log.count("attempt 1/2") == 3 and log.count("resumed after epoch") == 2
 
 

@@ -345,13 +345,18 @@ class SlurmScheduler(Scheduler):
             accounting = sacct_states(study, records)
         except SchedulerError:
             return self.task_states(study, records)
+        keys = [(r, a, i) for r in records for a in r.arrays for i in range(len(a))]
+        # Scripts submitted by hand (no job id on record) that accounting does not list yet
+        # (it learns of a job seconds after its submission) are looked for in the queue.
+        unknown = [k for k in keys if not k[1].job_id and (k[1].job_name, k[2]) not in accounting]
+        queue = squeue_states(study) if unknown else {}
         return {
             (record.id, array.label, index): _reported(
                 accounting.get((array.job_name, index)), record, array, index
             )
-            for record in records
-            for array in record.arrays
-            for index in range(len(array))
+            if (array.job_name, index) in accounting or array.job_id
+            else _state(queue.get((array.job_name, index)), array, index)
+            for record, array, index in keys
         }
 
     def task_log(
