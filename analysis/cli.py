@@ -80,7 +80,7 @@ def _open_study(file: Path) -> Any:
     except (OSError, KeyError) as exc:
         raise ValueError(
             f"{file} is not a readable results.h5 ({str(exc).splitlines()[0]}); run "
-            f"'anysweep collect' in the study again to rebuild it from the cells' files"
+            f"'anysweep collect' in the study again to rebuild it from the cells' records"
         ) from exc
     done = study.query(status="done")
     if len(done) == 0:
