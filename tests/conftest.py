@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 from collections.abc import Callable
 
 import pytest
@@ -15,6 +16,12 @@ START_HINT = (
     "start it with `python -m hpc.localslurm start --max-array-size 4` and "
     '`eval "$(python -m hpc.localslurm env)"`, or run `make test`'
 )
+
+
+# The Ctrl-C tests need SIGINT delivered. A suite started in the background of a shell
+# without job control (`nohup make test &`) inherits it ignored, and so would every process
+# it starts: restore Python's handler (children then get the default action).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def in_ci() -> bool:
