@@ -178,8 +178,13 @@ def test_a_refused_requeue_stops_the_chunk_and_charges_no_attempt(slurm_cluster,
         assert len((fake / "requeues").read_text().splitlines()) == round_
         assert not [r for r in _records(study) if r.result.arch_id == 0]
         assert not study.layout.cell("digits", 1, 0).log.exists()  # the chunk stopped
+        # Accounting may list the ended task a moment after it ended: look until it does.
+        deadline = time.monotonic() + 60
         counts = study_status(study).counts["digits"]
-        assert (counts["missing"], counts["failed"]) == (2, 0)
+        while counts["missing"] != 2 and time.monotonic() < deadline:
+            time.sleep(1)
+            counts = study_status(study).counts["digits"]
+        assert (counts["missing"], counts["failed"]) == (2, 0), counts
         task_log = _task_log(study, launched.record, job).read_text()
         assert "the requeue failed" in task_log and "the next launch resumes" in task_log
     job = launch(study, cluster="slurm").job_ids[0]
