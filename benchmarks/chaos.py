@@ -197,6 +197,11 @@ def status_json(study: Path) -> dict:
     return json.loads(done.stdout) if done.returncode == 0 else {}
 
 
+def _cluster_root() -> Path:
+    """The folder of the cluster SLURM_CONF names (<root>/etc/slurm.conf)."""
+    return Path(os.environ["SLURM_CONF"]).resolve().parents[1]
+
+
 def inject(kind: str, study: Path, rng: random.Random) -> Fault | None:
     tasks = study_tasks(study)
     running = sorted(t for t, s in active(study).items() if s == "RUNNING")
@@ -220,12 +225,14 @@ def inject(kind: str, study: Path, rng: random.Random) -> Fault | None:
     every = set().union(*(c for _, c in tasks.values())) if tasks else set()
     if kind == "restart_slurmd":
         done = subprocess.run(
-            [*PY, "-m", "hpc.localslurm", "restart-slurmd"],
+            [*PY, "-m", "hpc.localslurm", "--root", str(_cluster_root()), "restart-slurmd"],
             cwd=ROOT,
             capture_output=True,
             text=True,
             timeout=60,
         )
+        if done.returncode != 0:  # a fault not injected must not count as one survived
+            raise RuntimeError(f"restart-slurmd failed: {done.stderr.strip()[-200:]}")
         return Fault(kind, "slurmd", every, done.stderr.strip()[-200:])
     if kind == "truncate":
         from hpc.study.packs import stored
