@@ -96,7 +96,7 @@ class Config:
 
 
 SHORT = Config(architectures=4, faults=6, slurmd_restarts=0, gap_s=(1.0, 3.0))
-LONG = Config(architectures=96, faults=60, slurmd_restarts=3, gap_s=(0.5, 3.0), grow=12)
+LONG = Config(architectures=192, faults=60, slurmd_restarts=3, gap_s=(0.5, 3.0), grow=24)
 
 
 @dataclass
