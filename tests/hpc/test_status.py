@@ -290,15 +290,18 @@ def test_status_shows_how_killed_tasks_ended_from_one_sacct_call(
     rows = "".join(f"100_{i}|{name}|{end}\n" for i, end in enumerate(ends)) + "7|other|FAILED|1:0\n"
     calls = []
 
+    queue = f"100_5|{name}|PENDING\n"
+
     def fake_run(argv, **kwargs):
         calls.append(argv)
-        return subprocess.CompletedProcess(argv, 0, rows, "")
+        return subprocess.CompletedProcess(argv, 0, queue if argv[0] == "squeue" else rows, "")
 
     monkeypatch.setattr(subprocess, "run", fake_run)
     status = study_status(study)
-    assert [argv[0] for argv in calls] == ["sacct"]
+    # Task 5 was submitted and accounting does not list it yet: the queue is asked once more.
+    assert [argv[0] for argv in calls] == ["sacct", "squeue"]
     assert name in calls[0][calls[0].index("--name") + 1]
-    assert status.counts["digits"]["queued"] == 1  # task 5: submitted, not in sacct yet
+    assert status.counts["digits"]["queued"] == 1  # task 5, pending in the queue
     assert status.stopped == [
         {
             "task": "100_0",

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from hpc.localslurm import LocalSlurmError
 from hpc.scheduling.launch import launch
+from hpc.scheduling.records import read_records
 from hpc.scheduling.status import format_status, study_status
 from hpc.study.datasets import prepare_datasets
 from hpc.study.packs import stored
@@ -82,9 +85,32 @@ def _history(cluster, task: str) -> list[str]:
 
 
 def _has_step(cluster, task: str) -> bool:
-    """Whether the task's step runs: the worker's process exists (it is starting)."""
+    """Whether the task's step runs and its first process no longer dies of USR2: the shell
+    that starts the worker has run its first command (`trap "" USR2`), Python has not
+    started or has only begun (microseconds after the step's process exists)."""
     steps = cluster.client("squeue", "-h", "-s", "-o", "%i").split()
-    return f"{task}.0" in steps
+    if f"{task}.0" not in steps:
+        return False
+    raw = cluster.client("squeue", "-h", "-j", task, "-o", "%A").strip()  # the array task's own job id
+    try:
+        pids = cluster.client("scontrol", "listpids", raw).split()[5::5]
+    except LocalSlurmError:  # the step ended between the two questions
+        return False
+    return any(_usr2_handled(pid) for pid in pids)
+
+
+def _usr2_handled(pid: str) -> bool:
+    """Whether the process ignores or catches SIGUSR2 (its default action ends it)."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return False
+    masks = {
+        k: int(v, 16)
+        for k, _, v in (line.partition(":\t") for line in lines)
+        if k in ("SigIgn", "SigCgt")
+    }
+    return any(mask & (1 << (signal.SIGUSR2 - 1)) for mask in masks.values())
 
 
 def _task_log(study, record: str, task: str) -> Path:
@@ -115,9 +141,10 @@ def _cells_done_once(study, attempts: int = 1) -> None:
 def test_usr2_in_a_tasks_first_moments_requeues_it_or_stops_it_never_fails_it(
     slurm_cluster, tmp_path
 ):
-    # Two tasks of one cell each. Task 0 is signalled the moment its worker process exists
-    # (before Python has started); task 1 once submitit's runner says it is loading the chunk
-    # (the handler is in, torch is not imported yet): it must be requeued.
+    # Two tasks of one cell each. Task 0 is signalled the moment its step's first process
+    # has run its first command (USR2 ignored; Python not started, or only beginning); task 1
+    # once submitit's runner says it is loading the chunk (the handler is in, torch is not
+    # imported yet): it must be requeued.
     study = _study(tmp_path, architectures=2, margin=0.5)
     launched = launch(study, cluster="slurm")
     job = launched.job_ids[0]
@@ -209,6 +236,10 @@ def test_status_shows_how_a_killed_task_ended_and_where_its_log_is(
     assert workers
     subprocess.run(["kill", "-KILL", *workers], check=True)
     assert slurm_cluster.wait(job, timeout_s=120) == "FAILED"
+    # Accounting learns of the end a moment after the controller: once it lists the task,
+    # one query serves the whole refresh.
+    records = read_records(study)
+    _until(lambda: slurm.sacct_states(study, records), "the task in accounting", 60)
     calls = []
     client = slurm._client
     monkeypatch.setattr(slurm, "_client", lambda argv, **kw: calls.append(argv[0]) or client(argv))

@@ -54,9 +54,6 @@ QUEUED_STATES = (
     "SPECIAL_EXIT",
     "STOPPED",
 )
-# A task sacct does not list (yet) of a launch younger than this is taken as queued: accounting
-# learns of a submitted job seconds after squeue does (0.7-5 s on the local test cluster).
-ACCOUNTING_LAG_S = 3600.0
 
 
 def sbatch_options(cluster: ClusterSpec, *, gpus: bool = True) -> dict[str, Any]:
@@ -208,15 +205,8 @@ def _task_id(array: ArrayRecord, index: int) -> str:
     return array.job_id if len(array) == 1 else f"{array.job_id}_{index}"
 
 
-def _reported(
-    found: tuple[str, str, str] | None, record: LaunchRecord, array: ArrayRecord, index: int
-) -> TaskState:
+def _reported(found: tuple[str, str, str]) -> TaskState:
     """What accounting says of a task: queued, running, or ended and how."""
-    if found is None:
-        # Accounting learns of a job seconds after its submission: a task we submitted lately
-        # and it does not list yet waits in the queue.
-        recent = time.time() - record.created_ts < ACCOUNTING_LAG_S
-        return TaskState("queued" if array.job_id and recent else "ended", _task_id(array, index))
     state, job_id, exit_code = found
     if state in RUNNING_STATES:
         return TaskState("running", job_id)
@@ -346,15 +336,13 @@ class SlurmScheduler(Scheduler):
         except SchedulerError:
             return self.task_states(study, records)
         keys = [(r, a, i) for r in records for a in r.arrays for i in range(len(a))]
-        # Scripts submitted by hand (no job id on record) that accounting does not list yet
-        # (it learns of a job seconds after its submission) are looked for in the queue.
-        unknown = [k for k in keys if not k[1].job_id and (k[1].job_name, k[2]) not in accounting]
+        # Accounting learns of a job, and of its end, seconds after the controller does: the
+        # tasks it does not list yet are looked for in the queue (one squeue more).
+        unknown = [k for k in keys if (k[1].job_name, k[2]) not in accounting]
         queue = squeue_states(study) if unknown else {}
         return {
-            (record.id, array.label, index): _reported(
-                accounting.get((array.job_name, index)), record, array, index
-            )
-            if (array.job_name, index) in accounting or array.job_id
+            (record.id, array.label, index): _reported(accounting[(array.job_name, index)])
+            if (array.job_name, index) in accounting
             else _state(queue.get((array.job_name, index)), array, index)
             for record, array, index in keys
         }
