@@ -91,7 +91,8 @@ def _has_step(cluster, task: str) -> bool:
     steps = cluster.client("squeue", "-h", "-s", "-o", "%i").split()
     if f"{task}.0" not in steps:
         return False
-    raw = cluster.client("squeue", "-h", "-j", task, "-o", "%A").strip()  # the array task's own job id
+    # scontrol listpids wants the array task's own job id, not "<array>_<index>".
+    raw = cluster.client("squeue", "-h", "-j", task, "-o", "%A").strip()
     try:
         pids = cluster.client("scontrol", "listpids", raw).split()[5::5]
     except LocalSlurmError:  # the step ended between the two questions
