@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from analysis.schema import STATUSES
+from hpc.scheduling.cost import cohorts
 from hpc.scheduling.pricing import (
     CELL_OVERHEAD_S,
     Pricing,
@@ -356,27 +357,20 @@ Units = dict[str, tuple[list[list[ArchSeed]], np.ndarray]]
 
 
 def _cohorts(grid: Grid, costs: Mapping[str, DatasetCost], cells: np.ndarray) -> Units:
-    """Per dataset, its cells to run (grid positions, study order) in cohorts (one seed
-    each, at most K, seeds in order of first appearance, as `cost.cohorts` groups them) and
-    each cohort's wall seconds, which its members share."""
+    """Per dataset, its cells to run (grid positions, study order) in cohorts as the worker
+    groups them (`cost.cohorts`: one seed each, at most K) and each cohort's wall seconds,
+    which its members share."""
     d, a, s = grid.parts(cells)
     units: Units = {}
     for i, name in enumerate(grid.datasets):
-        mine = np.flatnonzero(d == i)
-        if not len(mine):
+        mine = d == i
+        if not mine.any():
             continue
-        archs, seeds = a[mine], s[mine]
-        _, first, rank = np.unique(seeds, return_index=True, return_inverse=True)
-        order = np.argsort(np.argsort(first)[rank], kind="stable")
-        archs, seeds = archs[order], seeds[order]
-        k = costs[name].pricing.k
-        starts = np.flatnonzero(np.r_[True, seeds[1:] != seeds[:-1]])
-        sizes = np.diff(np.r_[starts, len(seeds)])
-        cuts = np.concatenate([np.arange(b, b + n, k) for b, n in zip(starts, sizes, strict=True)])
-        counts = np.diff(np.r_[cuts, len(seeds)])
-        pairs = list(zip(archs.tolist(), seeds.tolist(), strict=True))
-        groups = [pairs[b : b + n] for b, n in zip(cuts.tolist(), counts.tolist(), strict=True)]
-        units[name] = (groups, costs[name].cohort_seconds(archs, counts))
+        pairs = list(zip(a[mine].tolist(), s[mine].tolist(), strict=True))
+        groups = cohorts(pairs, lambda cell: cell[1], costs[name].pricing.k)
+        members = np.fromiter((arch for g in groups for arch, _ in g), np.int64, len(pairs))
+        counts = np.fromiter(map(len, groups), np.int64, len(groups))
+        units[name] = (groups, costs[name].cohort_seconds(members, counts))
     return units
 
 
